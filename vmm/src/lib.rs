@@ -1,0 +1,10 @@
+//! Everything kcore knows about QEMU: a VM spec turned into an argv (pure), spawning QEMU
+//! detached from the daemon, the QMP client, the serial console, and supervision of a
+//! running QEMU (exit detection, reattach after a daemon restart).
+//!
+//! This crate knows nothing of gRPC, SQLite, networks or storage pools.
+
+pub mod error;
+pub mod qmp;
+
+pub use error::VmmError;
