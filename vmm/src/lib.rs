@@ -4,7 +4,15 @@
 //!
 //! This crate knows nothing of gRPC, SQLite, networks or storage pools.
 
+pub mod argv;
+pub mod console;
 pub mod error;
+pub mod host;
+pub mod paths;
+pub mod process;
 pub mod qmp;
+pub mod spec;
+pub mod timeline;
+pub mod vm;
 
 pub use error::VmmError;

@@ -1,0 +1,154 @@
+//! Turning gRPC failures into messages a person can act on.
+//!
+//! A status the server sent prints as `<message> (<Code>)`. A status tonic made up locally
+//! from a transport failure (connection refused, TLS handshake rejected, connection closed
+//! because the server refused our client certificate, ...) names the endpoint and suggests
+//! what to check instead.
+
+use std::error::Error as _;
+use std::fmt;
+
+use tonic::{Code, Status};
+
+/// An error status returned by the kcore API.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The gRPC status code.
+    pub code: Code,
+    /// The server's message.
+    pub message: String,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = if self.message.is_empty() {
+            self.code.description()
+        } else {
+            &self.message
+        };
+        write!(f, "{message} ({:?})", self.code)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// What kind of endpoint a transport error happened on, for the hint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// A local unix socket.
+    Unix,
+    /// Plain HTTP/2 over TCP.
+    Plain,
+    /// mTLS over TCP.
+    Tls,
+}
+
+/// A failure to talk to the endpoint at all.
+#[derive(Debug)]
+pub struct TransportError {
+    /// The endpoint as the user gave it (or as it was resolved).
+    pub endpoint: String,
+    /// The transport kind.
+    pub transport: Transport,
+    /// The error and its causes, joined.
+    pub detail: String,
+    /// The status code tonic chose, when the failure surfaced as a status.
+    pub code: Option<Code>,
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot talk to kcore at {}: {}", self.endpoint, self.detail)?;
+        if let Some(code) = self.code {
+            write!(f, " ({code:?})")?;
+        }
+        let hint = match self.transport {
+            Transport::Unix => {
+                "is kcored running, and may you open the socket (try sudo, or the kcore group)?"
+            }
+            Transport::Plain => "is kcored running and listening there?",
+            Transport::Tls => {
+                "check that kcored is reachable and that your client certificate and key \
+                 (KCORE_CLIENT_CERT / KCORE_CLIENT_KEY or client_cert / client_key in \
+                 ~/.config/kcore/config.toml) are valid and signed by the cluster CA \
+                 (KCORE_CA_CERT / ca_cert)"
+            }
+        };
+        write!(f, "\nhint: {hint}")
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+/// Whether a status was produced locally from a transport failure rather than sent by the
+/// server. Statuses decoded from a response never carry a source error; those tonic builds
+/// from connection errors do.
+pub fn is_transport(status: &Status) -> bool {
+    status.source().is_some() || status.message().starts_with("Service was not ready")
+}
+
+/// Maps a status from an RPC to an [`ApiError`] or a [`TransportError`].
+pub fn from_status(status: Status, endpoint: &str, transport: Transport) -> anyhow::Error {
+    if is_transport(&status) {
+        TransportError {
+            endpoint: endpoint.to_string(),
+            transport,
+            detail: chain(&status),
+            code: Some(status.code()),
+        }
+        .into()
+    } else {
+        ApiError {
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+        .into()
+    }
+}
+
+/// Joins an error's message with those of its sources, skipping repeats (tonic and hyper
+/// often embed the cause in the outer message).
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_status_prints_message_and_code() {
+        let err = from_status(
+            Status::not_found("vm \"web\" not found"),
+            "unix:///run/kcore/kcore.sock",
+            Transport::Unix,
+        );
+        assert_eq!(err.to_string(), "vm \"web\" not found (NotFound)");
+        let err = from_status(Status::new(Code::Internal, ""), "x", Transport::Unix);
+        assert_eq!(err.to_string(), "Internal error (Internal)");
+    }
+
+    #[test]
+    fn local_transport_status_names_endpoint() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection closed");
+        let status = Status::from_error(Box::new(io));
+        assert!(is_transport(&status));
+        let err = from_status(status, "https://kc.example:7443", Transport::Tls);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot talk to kcore at https://kc.example:7443: connection closed"),
+            "{text}"
+        );
+        assert!(text.contains("client certificate"), "{text}");
+    }
+}

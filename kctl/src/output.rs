@@ -1,0 +1,280 @@
+//! Output formats (`-o table|json|yaml`) and the small formatting helpers shared by the
+//! commands: status names without their enum prefix, sizes, ages, milliseconds and plain,
+//! `virsh list`-style tables.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use clap::ValueEnum;
+use comfy_table::{CellAlignment, Table, presets};
+use kcore_proto::v1::{MachineType, NodeState, RestartPolicy, VmStatus};
+use serde::Serialize;
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable columns.
+    #[default]
+    Table,
+    /// The API objects as pretty-printed JSON (JSON Lines for streams).
+    Json,
+    /// The API objects as YAML (one document per item for streams).
+    Yaml,
+}
+
+/// Prints `value` as pretty JSON or YAML. Table mode has no generic rendering; callers
+/// handle it themselves, so here it falls back to JSON.
+pub fn print_structured<T: Serialize>(format: Format, value: &T) -> Result<()> {
+    let text = match format {
+        Format::Yaml => to_yaml(value)?,
+        Format::Json | Format::Table => {
+            serde_json::to_string_pretty(value).context("encoding JSON")? + "\n"
+        }
+    };
+    write_stdout(text.as_bytes())
+}
+
+/// One item of a stream: a single JSON line, or a YAML document starting with `---`.
+pub fn print_stream_item<T: Serialize>(format: Format, value: &T) -> Result<()> {
+    let text = match format {
+        Format::Yaml => format!("---\n{}", to_yaml(value)?),
+        Format::Json | Format::Table => {
+            serde_json::to_string(value).context("encoding JSON")? + "\n"
+        }
+    };
+    write_stdout(text.as_bytes())
+}
+
+fn to_yaml<T: Serialize>(value: &T) -> Result<String> {
+    let mut text = serde_yaml::to_string(value).context("encoding YAML")?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// Writes bytes to stdout and flushes. A closed pipe (`kctl ... | head`) is not an error.
+pub fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e).context("writing to stdout"),
+    }
+}
+
+/// A borderless table with a header row, columns two spaces apart.
+pub fn table(headers: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING);
+    table.set_header(headers.to_vec());
+    let last = headers.len().saturating_sub(1);
+    for (i, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, if i == last { 0 } else { 2 }));
+    }
+    table
+}
+
+/// Right-aligns the given columns (numbers).
+pub fn align_right(table: &mut Table, columns: &[usize]) {
+    for &i in columns {
+        if let Some(column) = table.column_mut(i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+}
+
+/// Prints a table without trailing whitespace.
+pub fn print_table(table: &Table) -> Result<()> {
+    write_stdout(format!("{}\n", table.trim_fmt()).as_bytes())
+}
+
+/// Renders `key: value` lines with the values aligned, skipping empty values.
+pub fn key_values(rows: &[(&str, String)]) -> String {
+    let width = rows
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, _)| k.len() + 1)
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in rows {
+        if value.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("{:<width$} {value}\n", format!("{key}:")));
+    }
+    out
+}
+
+/// `VM_STATUS_RUNNING` → `RUNNING`.
+pub fn vm_status(status: i32) -> String {
+    match VmStatus::try_from(status) {
+        Ok(s) => strip(s.as_str_name(), "VM_STATUS_"),
+        Err(_) => format!("UNKNOWN({status})"),
+    }
+}
+
+/// `NODE_STATE_NOT_READY` → `NOT_READY`.
+pub fn node_state(state: i32) -> String {
+    match NodeState::try_from(state) {
+        Ok(s) => strip(s.as_str_name(), "NODE_STATE_"),
+        Err(_) => format!("UNKNOWN({state})"),
+    }
+}
+
+/// `MACHINE_TYPE_Q35` → `q35`; unspecified is the default, q35.
+pub fn machine(machine: i32) -> String {
+    match MachineType::try_from(machine) {
+        Ok(MachineType::Unspecified) => "q35".to_string(),
+        Ok(m) => strip(m.as_str_name(), "MACHINE_TYPE_").to_lowercase(),
+        Err(_) => format!("unknown({machine})"),
+    }
+}
+
+/// `RESTART_POLICY_ON_FAILURE` → `on-failure`; unspecified is the default, never.
+pub fn restart_policy(policy: i32) -> String {
+    match RestartPolicy::try_from(policy) {
+        Ok(RestartPolicy::Unspecified) => "never".to_string(),
+        Ok(p) => strip(p.as_str_name(), "RESTART_POLICY_")
+            .to_lowercase()
+            .replace('_', "-"),
+        Err(_) => format!("unknown({policy})"),
+    }
+}
+
+fn strip(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix).unwrap_or(name).to_string()
+}
+
+/// A MiB count for people: `512 MiB`, `2 GiB`, `1.5 GiB`, `1 TiB`.
+pub fn mib(mib: u32) -> String {
+    let mib = u64::from(mib);
+    if mib >= 1024 * 1024 {
+        scaled(mib, 1024 * 1024, "TiB")
+    } else if mib >= 1024 {
+        scaled(mib, 1024, "GiB")
+    } else {
+        format!("{mib} MiB")
+    }
+}
+
+fn scaled(value: u64, unit: u64, name: &str) -> String {
+    if value % unit == 0 {
+        format!("{} {name}", value / unit)
+    } else {
+        // Precision loss is irrelevant at these magnitudes.
+        #[allow(clippy::cast_precision_loss)]
+        let v = value as f64 / unit as f64;
+        format!("{v:.1} {name}")
+    }
+}
+
+/// How long ago an RFC 3339 timestamp was, in the style of `kubectl get`: `45s`, `12m`,
+/// `5h`, `3d`. Unparseable or empty timestamps give `-`.
+pub fn age(timestamp: &str, now: DateTime<Utc>) -> String {
+    let Ok(then) = DateTime::parse_from_rfc3339(timestamp) else {
+        return "-".to_string();
+    };
+    let secs = (now - then.with_timezone(&Utc)).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 120 * 60 => format!("{}m", s / 60),
+        s if s < 48 * 3600 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// Milliseconds with one decimal: `812.4`.
+pub fn ms(value: f64) -> String {
+    format!("{value:.1}")
+}
+
+/// An RFC 3339 timestamp shortened for a table (`2025-01-02 03:04:05`), or as given when
+/// it does not parse.
+pub fn short_time(timestamp: &str) -> String {
+    match DateTime::parse_from_rfc3339(timestamp) {
+        Ok(t) => t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S").to_string(),
+        Err(_) if timestamp.is_empty() => "-".to_string(),
+        Err(_) => timestamp.to_string(),
+    }
+}
+
+/// `-` for empty strings, so table cells are never blank.
+pub fn or_dash(value: &str) -> String {
+    if value.is_empty() {
+        "-".to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(mib(0), "0 MiB");
+        assert_eq!(mib(512), "512 MiB");
+        assert_eq!(mib(1023), "1023 MiB");
+        assert_eq!(mib(1024), "1 GiB");
+        assert_eq!(mib(1536), "1.5 GiB");
+        assert_eq!(mib(65536), "64 GiB");
+        assert_eq!(mib(1024 * 1024), "1 TiB");
+        assert_eq!(mib(u32::MAX), "4096.0 TiB");
+    }
+
+    #[test]
+    fn ages() {
+        let now = DateTime::parse_from_rfc3339("2025-01-10T12:00:00.000Z")
+            .map(|t| t.with_timezone(&Utc))
+            .expect("valid time");
+        assert_eq!(age("2025-01-10T11:59:15.000Z", now), "45s");
+        assert_eq!(age("2025-01-10T11:48:00.000Z", now), "12m");
+        assert_eq!(age("2025-01-10T07:00:00.000Z", now), "5h");
+        assert_eq!(age("2025-01-07T12:00:00.000Z", now), "3d");
+        assert_eq!(age("2025-01-10T12:00:05.000Z", now), "0s");
+        assert_eq!(age("", now), "-");
+        assert_eq!(age("yesterday", now), "-");
+    }
+
+    #[test]
+    fn enum_names() {
+        assert_eq!(vm_status(VmStatus::Running as i32), "RUNNING");
+        assert_eq!(vm_status(99), "UNKNOWN(99)");
+        assert_eq!(node_state(NodeState::NotReady as i32), "NOT_READY");
+        assert_eq!(machine(0), "q35");
+        assert_eq!(machine(MachineType::Microvm as i32), "microvm");
+        assert_eq!(restart_policy(RestartPolicy::OnFailure as i32), "on-failure");
+        assert_eq!(restart_policy(0), "never");
+    }
+
+    #[test]
+    fn milliseconds_and_times() {
+        assert_eq!(ms(812.44), "812.4");
+        assert_eq!(ms(0.0), "0.0");
+        assert_eq!(short_time("2025-01-02T03:04:05.678Z"), "2025-01-02 03:04:05");
+        assert_eq!(short_time(""), "-");
+    }
+
+    #[test]
+    fn plain_table_has_no_box_drawing() {
+        let mut t = table(&["NAME", "STATUS"]);
+        t.add_row(vec!["web-1", "RUNNING"]);
+        let text = t.trim_fmt();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines, ["NAME   STATUS", "web-1  RUNNING"]);
+    }
+
+    #[test]
+    fn key_value_alignment() {
+        let text = key_values(&[
+            ("Name", "web".to_string()),
+            ("Skipped", String::new()),
+            ("Status", "RUNNING".to_string()),
+        ]);
+        assert_eq!(text, "Name:   web\nStatus: RUNNING\n");
+    }
+}

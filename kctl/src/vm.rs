@@ -1,0 +1,445 @@
+//! `kctl vm create|list|get|start|stop|reboot|pause|resume|delete|timeline`.
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use kcore_proto::v1::{
+    BootTimeline, CreateVmRequest, DeleteVmRequest, GetVmRequest, ListVMsRequest,
+    MachineType, PauseVmRequest, RebootVmRequest, RestartPolicy, ResumeVmRequest,
+    StartVmRequest, StopVmRequest, Vm, VmSpec,
+};
+
+use crate::cli::CreateArgs;
+use crate::endpoint::Client;
+use crate::output::{self, Format};
+
+/// Builds the CreateVM request: paths made absolute, the ready pattern checked locally.
+pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest> {
+    let absolute = |path: &std::path::Path| -> Result<String> {
+        let abs = std::path::absolute(path)
+            .with_context(|| format!("making {} absolute", path.display()))?;
+        abs.into_os_string()
+            .into_string()
+            .map_err(|p| anyhow::anyhow!("path {} is not UTF-8", p.display()))
+    };
+    if let Some(pattern) = &args.ready_pattern {
+        regex::Regex::new(pattern)
+            .with_context(|| format!("--ready-pattern {pattern:?} is not a valid regex"))?;
+    }
+    let spec = VmSpec {
+        vcpu: args.vcpu,
+        memory_mb: args.memory,
+        machine: args
+            .machine
+            .map_or(MachineType::Unspecified, MachineType::from) as i32,
+        kernel: args.kernel.as_deref().map(absolute).transpose()?.unwrap_or_default(),
+        initrd: args.initrd.as_deref().map(absolute).transpose()?.unwrap_or_default(),
+        cmdline: args.cmdline.clone().unwrap_or_default(),
+        ready_pattern: args.ready_pattern.clone().unwrap_or_default(),
+        restart_policy: args
+            .restart
+            .map_or(RestartPolicy::Unspecified, RestartPolicy::from) as i32,
+    };
+    Ok(CreateVmRequest {
+        name: args.name.clone(),
+        spec: Some(spec),
+        node: args.node.clone().unwrap_or_default(),
+        no_start: !args.start,
+        no_wait: args.no_wait,
+    })
+}
+
+/// `kctl vm create`.
+pub async fn create(client: &Client, format: Format, args: &CreateArgs) -> Result<()> {
+    let request = create_request(args)?;
+    let vm = client
+        .api()
+        .create_vm(request)
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    print_action(format, "Created", &vm)
+}
+
+/// `kctl vm list`.
+pub async fn list(client: &Client, format: Format, node: Option<String>) -> Result<()> {
+    let response = client
+        .api()
+        .list_v_ms(ListVMsRequest {
+            node: node.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    if format != Format::Table {
+        return output::print_structured(format, &response);
+    }
+    output::print_table(&list_table(&response.vms, Utc::now()))
+}
+
+/// The `vm list` table.
+pub fn list_table(vms: &[Vm], now: chrono::DateTime<Utc>) -> comfy_table::Table {
+    let mut table = output::table(&["NAME", "STATUS", "NODE", "VCPU", "MEMORY", "PID", "AGE"]);
+    output::align_right(&mut table, &[3, 4, 5]);
+    for vm in vms {
+        table.add_row(vec![
+            vm.name.clone(),
+            output::vm_status(vm.status),
+            output::or_dash(&vm.node),
+            vm.vcpu.to_string(),
+            output::mib(vm.memory_mb),
+            if vm.pid > 0 {
+                vm.pid.to_string()
+            } else {
+                "-".to_string()
+            },
+            output::age(&vm.created_at, now),
+        ]);
+    }
+    table
+}
+
+/// `kctl vm get`.
+pub async fn get(client: &Client, format: Format, name: String) -> Result<()> {
+    let vm = get_vm(client, name).await?;
+    if format != Format::Table {
+        return output::print_structured(format, &vm);
+    }
+    output::write_stdout(describe(&vm).as_bytes())
+}
+
+async fn get_vm(client: &Client, name: String) -> Result<Vm> {
+    Ok(client
+        .api()
+        .get_vm(GetVmRequest { name })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner())
+}
+
+/// The key/value description of a VM for `vm get`, followed by its boot timeline.
+pub fn describe(vm: &Vm) -> String {
+    let spec = vm.spec.clone().unwrap_or_default();
+    let mut status = output::vm_status(vm.status);
+    if !vm.status_reason.is_empty() {
+        status = format!("{status} ({})", vm.status_reason);
+    }
+    let mut rows = vec![
+        ("Name", vm.name.clone()),
+        ("ID", vm.id.clone()),
+        ("Status", status),
+        ("Node", output::or_dash(&vm.node)),
+        ("vCPUs", vm.vcpu.to_string()),
+        ("Memory", output::mib(vm.memory_mb)),
+        (
+            "Storage",
+            if vm.storage_gb > 0 {
+                format!("{} GiB", vm.storage_gb)
+            } else {
+                String::new()
+            },
+        ),
+        ("PID", if vm.pid > 0 { vm.pid.to_string() } else { "-".into() }),
+        ("Machine", output::machine(spec.machine)),
+        ("Kernel", spec.kernel.clone()),
+        ("Initrd", spec.initrd.clone()),
+        ("Cmdline", spec.cmdline.clone()),
+        ("Ready pattern", spec.ready_pattern.clone()),
+        ("Restart", output::restart_policy(spec.restart_policy)),
+        ("Created", vm.created_at.clone()),
+        ("Updated", vm.updated_at.clone()),
+    ];
+    rows.retain(|(_, v)| !v.is_empty());
+    let mut text = output::key_values(&rows);
+    match vm.timeline.as_ref().filter(|t| !t.phases.is_empty()) {
+        Some(timeline) => {
+            text.push_str("\nBoot timeline:\n");
+            for line in timeline_table(timeline).trim_fmt().lines() {
+                text.push_str("  ");
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        None => text.push_str("\nBoot timeline: none yet\n"),
+    }
+    text
+}
+
+/// PHASE, AT (ms since the request), DELTA (ms since the previous phase).
+pub fn timeline_table(timeline: &BootTimeline) -> comfy_table::Table {
+    let mut table = output::table(&["PHASE", "AT (ms)", "DELTA (ms)"]);
+    output::align_right(&mut table, &[1, 2]);
+    let mut previous: Option<f64> = None;
+    for phase in &timeline.phases {
+        let delta = match previous {
+            Some(p) => format!("+{}", output::ms(phase.offset_ms - p)),
+            None => "-".to_string(),
+        };
+        previous = Some(phase.offset_ms);
+        table.add_row(vec![phase.name.clone(), output::ms(phase.offset_ms), delta]);
+    }
+    table
+}
+
+/// `kctl vm timeline`.
+pub async fn timeline(client: &Client, format: Format, name: String) -> Result<()> {
+    let vm = get_vm(client, name).await?;
+    let timeline = vm.timeline.unwrap_or_default();
+    if format != Format::Table {
+        return output::print_structured(format, &timeline);
+    }
+    if timeline.phases.is_empty() {
+        bail!("VM {} has no boot timeline yet (it has not been started)", vm.name);
+    }
+    output::print_table(&timeline_table(&timeline))
+}
+
+/// `kctl vm start`.
+pub async fn start(client: &Client, format: Format, name: String, no_wait: bool) -> Result<()> {
+    let vm = client
+        .api()
+        .start_vm(StartVmRequest { name, no_wait })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    print_action(format, "Started", &vm)
+}
+
+/// `kctl vm stop`.
+pub async fn stop(
+    client: &Client,
+    format: Format,
+    name: String,
+    force: bool,
+    timeout: Option<u32>,
+    no_wait: bool,
+) -> Result<()> {
+    let vm = client
+        .api()
+        .stop_vm(StopVmRequest {
+            name,
+            force,
+            timeout_secs: timeout.unwrap_or(0),
+            no_wait,
+        })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    print_action(format, "Stopped", &vm)
+}
+
+/// `kctl vm reboot`.
+pub async fn reboot(client: &Client, format: Format, name: String) -> Result<()> {
+    let vm = client
+        .api()
+        .reboot_vm(RebootVmRequest { name })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    print_action(format, "Rebooted", &vm)
+}
+
+/// `kctl vm pause`.
+pub async fn pause(client: &Client, format: Format, name: String) -> Result<()> {
+    let vm = client
+        .api()
+        .pause_vm(PauseVmRequest { name })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    print_action(format, "Paused", &vm)
+}
+
+/// `kctl vm resume`.
+pub async fn resume(client: &Client, format: Format, name: String) -> Result<()> {
+    let vm = client
+        .api()
+        .resume_vm(ResumeVmRequest { name })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    print_action(format, "Resumed", &vm)
+}
+
+/// `kctl vm delete`.
+pub async fn delete(client: &Client, format: Format, name: String, force: bool) -> Result<()> {
+    client
+        .api()
+        .delete_vm(DeleteVmRequest {
+            name: name.clone(),
+            force,
+        })
+        .await
+        .map_err(|s| client.error(s))?;
+    match format {
+        Format::Table => output::write_stdout(format!("Deleted VM {name}\n").as_bytes()),
+        Format::Json | Format::Yaml => output::write_stdout(b"{}\n"),
+    }
+}
+
+/// Prints the VM an action returned: the object in json/yaml, a one-line summary (plus the
+/// time to RUNNING when the timeline has it) in table mode.
+fn print_action(format: Format, verb: &str, vm: &Vm) -> Result<()> {
+    if format != Format::Table {
+        return output::print_structured(format, vm);
+    }
+    output::write_stdout(action_summary(verb, vm).as_bytes())
+}
+
+/// `Created VM web: RUNNING on node-1 (vcpus_running at 812.4 ms)`.
+pub fn action_summary(verb: &str, vm: &Vm) -> String {
+    let mut line = format!("{verb} VM {}: {}", vm.name, output::vm_status(vm.status));
+    if !vm.node.is_empty() {
+        line.push_str(&format!(" on {}", vm.node));
+    }
+    if !vm.status_reason.is_empty() {
+        line.push_str(&format!(" ({})", vm.status_reason));
+    }
+    let running = vm
+        .timeline
+        .as_ref()
+        .and_then(|t| t.phases.iter().find(|p| p.name == "vcpus_running"));
+    if (verb == "Created" || verb == "Started")
+        && let Some(phase) = running
+    {
+        line.push_str(&format!(
+            ", vcpus running after {} ms",
+            output::ms(phase.offset_ms)
+        ));
+    }
+    line.push('\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use kcore_proto::v1::{BootPhase, VmStatus};
+
+    use super::*;
+    use crate::cli::{Cli, Command, VmCommand};
+    use clap::Parser;
+
+    fn sample_vm() -> Vm {
+        Vm {
+            id: "0c5e".into(),
+            name: "web".into(),
+            status: VmStatus::Running as i32,
+            node: "node-1".into(),
+            memory_mb: 512,
+            vcpu: 2,
+            created_at: "2025-01-10T11:59:00.000Z".into(),
+            pid: 4242,
+            spec: Some(VmSpec {
+                vcpu: 2,
+                memory_mb: 512,
+                kernel: "/boot/vmlinuz".into(),
+                ..Default::default()
+            }),
+            timeline: Some(BootTimeline {
+                phases: vec![
+                    BootPhase {
+                        name: "request_received".into(),
+                        offset_ms: 0.0,
+                        at: String::new(),
+                    },
+                    BootPhase {
+                        name: "qemu_exec".into(),
+                        offset_ms: 3.25,
+                        at: String::new(),
+                    },
+                    BootPhase {
+                        name: "vcpus_running".into(),
+                        offset_ms: 48.0,
+                        at: String::new(),
+                    },
+                ],
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn list_table_reads_like_virsh() {
+        let now = chrono::DateTime::parse_from_rfc3339("2025-01-10T12:00:00.000Z")
+            .map(|t| t.with_timezone(&Utc))
+            .expect("time");
+        let text = list_table(&[sample_vm()], now).trim_fmt();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "NAME  STATUS   NODE    VCPU   MEMORY   PID  AGE");
+        assert_eq!(lines[1], "web   RUNNING  node-1     2  512 MiB  4242  60s");
+    }
+
+    #[test]
+    fn timeline_deltas() {
+        let text = timeline_table(sample_vm().timeline.as_ref().expect("timeline")).trim_fmt();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "PHASE             AT (ms)  DELTA (ms)");
+        assert_eq!(lines[1], "request_received      0.0           -");
+        assert_eq!(lines[2], "qemu_exec             3.2        +3.2");
+        assert_eq!(lines[3], "vcpus_running        48.0       +44.8");
+    }
+
+    #[test]
+    fn describe_and_summary() {
+        let vm = sample_vm();
+        let text = describe(&vm);
+        assert!(text.contains("Status:  RUNNING\n"), "{text}");
+        assert!(text.contains("Kernel:  /boot/vmlinuz\n"), "{text}");
+        assert!(text.contains("Boot timeline:\n  PHASE"), "{text}");
+        assert_eq!(
+            action_summary("Created", &vm),
+            "Created VM web: RUNNING on node-1, vcpus running after 48.0 ms\n"
+        );
+        assert_eq!(
+            action_summary("Paused", &vm),
+            "Paused VM web: RUNNING on node-1\n"
+        );
+    }
+
+    #[test]
+    fn json_is_the_api_object() {
+        let vm = sample_vm();
+        let value = serde_json::to_value(&vm).expect("json");
+        assert_eq!(value["status"], "VM_STATUS_RUNNING");
+        assert_eq!(value["memory_mb"], 512);
+        let list = kcore_proto::v1::ListVMsResponse { vms: vec![vm] };
+        let value = serde_json::to_value(&list).expect("json");
+        assert_eq!(value["vms"][0]["name"], "web");
+    }
+
+    #[test]
+    fn create_request_makes_paths_absolute() {
+        let cli = Cli::try_parse_from([
+            "kctl", "vm", "create", "web", "--vcpu", "2", "--memory", "1G", "--kernel",
+            "vmlinuz", "--initrd", "/abs/initrd", "--start=false", "--machine", "pc",
+            "--restart", "always", "--ready-pattern", "^ready$",
+        ])
+        .expect("parses");
+        let Command::Vm(VmCommand::Create(args)) = cli.command else {
+            panic!("not create");
+        };
+        let request = create_request(&args).expect("request");
+        let spec = request.spec.expect("spec");
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(spec.kernel, cwd.join("vmlinuz").to_string_lossy());
+        assert_eq!(spec.initrd, "/abs/initrd");
+        assert_eq!(spec.memory_mb, 1024);
+        assert_eq!(spec.machine, MachineType::Pc as i32);
+        assert_eq!(spec.restart_policy, RestartPolicy::Always as i32);
+        assert!(request.no_start);
+        assert!(!request.no_wait);
+    }
+
+    #[test]
+    fn bad_ready_pattern_is_rejected_locally() {
+        let cli = Cli::try_parse_from([
+            "kctl", "vm", "create", "web", "--vcpu", "1", "--memory", "64", "--ready-pattern",
+            "(",
+        ])
+        .expect("parses");
+        let Command::Vm(VmCommand::Create(args)) = cli.command else {
+            panic!("not create");
+        };
+        let err = create_request(&args).expect_err("invalid regex");
+        assert!(err.to_string().contains("--ready-pattern"), "{err}");
+    }
+}

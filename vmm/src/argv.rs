@@ -1,0 +1,222 @@
+//! `VmSpec` + `LaunchConfig` -> QEMU argv. A pure function: no I/O, no probing, so the
+//! start path spends no time here and every change shows in the golden files.
+//!
+//! The QMP and serial console sockets are not created by QEMU: the daemon binds them and
+//! hands the listening sockets over as file descriptors (`fd=N`), so it can connect before
+//! QEMU is even exec'd and learns QEMU is ready from the greeting, without polling.
+
+use std::path::PathBuf;
+
+use crate::spec::{MachineType, VmSpec};
+
+/// The accelerator QEMU runs the guest with (already resolved from `auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Host-side settings of one launch, decided by the node (not part of the VM spec).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub qemu_binary: PathBuf,
+    pub accel: Accel,
+    /// File descriptor number of the listening QMP socket inside QEMU.
+    pub qmp_fd: i32,
+    /// File descriptor number of the listening serial console socket inside QEMU.
+    pub console_fd: i32,
+    /// Firmware for `-bios` (e.g. qboot.rom for fast direct kernel boot); None: QEMU's default.
+    pub bios: Option<PathBuf>,
+    /// Host TSC frequency, passed to microvm guests (`tsc_early_khz=`): without it the
+    /// kernel may hang calibrating the TSC against a PIT that microvm does not have.
+    pub tsc_khz: Option<u32>,
+    /// Run QEMU under its seccomp sandbox.
+    pub sandbox: bool,
+}
+
+/// The seccomp policy: deny everything QEMU does not need at run time. `-runas` cannot be
+/// combined with `elevateprivileges=deny`, so the daemon starts QEMU as the target user.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// Build the QEMU argv; element 0 is the QEMU binary.
+pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
+    let mut a: Vec<String> = Vec::with_capacity(48);
+    let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+    push(&[&cfg.qemu_binary.to_string_lossy()]);
+    push(&["-name", &format!("guest={},debug-threads=on", spec.name)]);
+    push(&["-uuid", &spec.id]);
+    push(&["-machine", &machine_arg(spec.machine, cfg.accel)]);
+    if cfg.accel == Accel::Kvm {
+        // With KVM the guest sees the host CPU; under TCG QEMU's default model is the fast one.
+        push(&["-cpu", "host"]);
+    }
+    push(&["-smp", &spec.vcpus.to_string()]);
+    push(&["-m", &format!("{}M", spec.memory_mib)]);
+    push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+    // Start with vCPUs stopped: the node connects QMP, then `cont`.
+    push(&["-S"]);
+    push(&[
+        "-chardev",
+        &format!("socket,id=qmp,fd={},server=on,wait=off", cfg.qmp_fd),
+        "-mon",
+        "chardev=qmp,mode=control",
+    ]);
+    push(&[
+        "-chardev",
+        &format!("socket,id=console,fd={},server=on,wait=off", cfg.console_fd),
+        "-serial",
+        "chardev:console",
+    ]);
+    if let Some(bios) = &cfg.bios {
+        push(&["-bios", &bios.to_string_lossy()]);
+    }
+    if let Some(kernel) = &spec.kernel {
+        push(&["-kernel", &kernel.to_string_lossy()]);
+        if let Some(initrd) = &spec.initrd {
+            push(&["-initrd", &initrd.to_string_lossy()]);
+        }
+        let cmdline = kernel_cmdline(spec, cfg);
+        if !cmdline.is_empty() {
+            push(&["-append", &cmdline]);
+        }
+    }
+    if cfg.sandbox {
+        push(&["-sandbox", SANDBOX]);
+    }
+    push(&["-msg", "timestamp=on"]);
+    a
+}
+
+fn machine_arg(machine: MachineType, accel: Accel) -> String {
+    format!("{},accel={}", machine.qemu_name(), accel.as_str())
+}
+
+fn kernel_cmdline(spec: &VmSpec, cfg: &LaunchConfig) -> String {
+    let mut c = spec.cmdline.clone().unwrap_or_default();
+    if spec.machine == MachineType::Microvm {
+        if let Some(khz) = cfg.tsc_khz {
+            if !c.contains("tsc_early_khz=") {
+                if !c.is_empty() {
+                    c.push(' ');
+                }
+                c.push_str(&format!("tsc_early_khz={khz}"));
+            }
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::spec::RestartPolicy;
+
+    fn spec(machine: MachineType) -> VmSpec {
+        VmSpec {
+            id: "0b1e3c9e-5a8e-4c2e-9f59-6a4f1d2b7c10".into(),
+            name: "web-1".into(),
+            machine,
+            vcpus: 2,
+            memory_mib: 512,
+            kernel: Some("/var/lib/kcore/images/vmlinuz".into()),
+            initrd: Some("/var/lib/kcore/images/initrd.img".into()),
+            cmdline: Some("console=ttyS0 quiet".into()),
+            ready_pattern: None,
+            restart_policy: RestartPolicy::Never,
+        }
+    }
+
+    fn cfg(accel: Accel) -> LaunchConfig {
+        LaunchConfig {
+            qemu_binary: "/usr/bin/qemu-system-x86_64".into(),
+            accel,
+            qmp_fd: 3,
+            console_fd: 4,
+            bios: None,
+            tsc_khz: Some(2_500_000),
+            sandbox: true,
+        }
+    }
+
+    /// Compare with `src/golden/NAME.argv` (one argument a line). Set
+    /// `KCORE_UPDATE_GOLDEN=1` to rewrite the files after an intended change.
+    fn golden(name: &str, argv: &[String]) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/golden")
+            .join(format!("{name}.argv"));
+        let got = argv.join("\n") + "\n";
+        if std::env::var_os("KCORE_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &got).expect("write golden file");
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("{}: {e} (KCORE_UPDATE_GOLDEN=1 creates it)", path.display())
+        });
+        assert_eq!(got, want, "argv differs from {}", path.display());
+    }
+
+    #[test]
+    fn q35_tcg() {
+        golden(
+            "q35-tcg",
+            &build_argv(&spec(MachineType::Q35), &cfg(Accel::Tcg)),
+        );
+    }
+
+    #[test]
+    fn q35_kvm_with_qboot() {
+        let mut c = cfg(Accel::Kvm);
+        c.bios = Some("/usr/share/qemu/qboot.rom".into());
+        golden("q35-kvm-qboot", &build_argv(&spec(MachineType::Q35), &c));
+    }
+
+    #[test]
+    fn pc_without_sandbox_or_initrd() {
+        let mut s = spec(MachineType::Pc);
+        s.initrd = None;
+        s.cmdline = None;
+        let mut c = cfg(Accel::Tcg);
+        c.sandbox = false;
+        golden("pc-tcg-nosandbox", &build_argv(&s, &c));
+    }
+
+    #[test]
+    fn microvm_gets_tsc_khz() {
+        let argv = build_argv(&spec(MachineType::Microvm), &cfg(Accel::Tcg));
+        golden("microvm-tcg", &argv);
+        let append = argv
+            .iter()
+            .skip_while(|a| *a != "-append")
+            .nth(1)
+            .expect("-append present");
+        assert_eq!(append, "console=ttyS0 quiet tsc_early_khz=2500000");
+    }
+
+    #[test]
+    fn microvm_keeps_an_explicit_tsc_khz() {
+        let mut s = spec(MachineType::Microvm);
+        s.cmdline = Some("console=ttyS0 tsc_early_khz=1000".into());
+        let argv = build_argv(&s, &cfg(Accel::Tcg));
+        assert!(argv.contains(&"console=ttyS0 tsc_early_khz=1000".to_string()));
+    }
+
+    #[test]
+    fn every_vm_is_started_paused_and_findable_by_uuid() {
+        for m in [MachineType::Q35, MachineType::Pc, MachineType::Microvm] {
+            let argv = build_argv(&spec(m), &cfg(Accel::Tcg));
+            assert!(argv.contains(&"-S".to_string()));
+            let i = argv.iter().position(|a| a == "-uuid").expect("-uuid");
+            assert_eq!(argv[i + 1], "0b1e3c9e-5a8e-4c2e-9f59-6a4f1d2b7c10");
+        }
+    }
+}

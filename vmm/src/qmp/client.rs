@@ -1,0 +1,322 @@
+//! [`QmpClient`]: connecting (greeting + capabilities negotiation) and executing commands.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use super::reader::{CommandId, Pending, Shared, read_loop};
+use super::transcript::{Direction, Transcript};
+use super::types::{QmpEvent, QmpGreeting, QmpOptions, parse_greeting};
+use crate::VmmError;
+
+/// A connected, negotiated QMP client. Cheap to clone (all clones share one connection);
+/// `Send + Sync`. Dropping the last clone stops the reader task and closes the socket.
+#[derive(Clone)]
+pub struct QmpClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    writer: Mutex<OwnedWriteHalf>,
+    next_id: AtomicU64,
+    command_timeout: Duration,
+    transcript_skip: Vec<String>,
+    greeting: QmpGreeting,
+    /// The socket path, for error messages.
+    peer: PathBuf,
+    reader_task: AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.reader_task.abort();
+    }
+}
+
+/// Removes a command from the pending map when its caller stops waiting (reply, timeout,
+/// error or cancellation alike).
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    id: CommandId,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.unregister(self.id);
+    }
+}
+
+impl QmpClient {
+    /// Connect to the QMP socket at `path`, then proceed as [`QmpClient::connect`].
+    pub async fn connect_path(
+        path: impl AsRef<Path>,
+        opts: QmpOptions,
+    ) -> Result<(QmpClient, mpsc::UnboundedReceiver<QmpEvent>), VmmError> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| VmmError::io("connect to QMP socket", path, e))?;
+        Self::connect(stream, opts).await
+    }
+
+    /// Take over a connected QMP socket: wait for QEMU's greeting (at most
+    /// `opts.greeting_timeout`; the peer may not have accepted yet), negotiate with
+    /// `qmp_capabilities`, and return the client with its event channel.
+    ///
+    /// Fails with [`VmmError::QmpTimeout`] (command `"greeting"`) if no greeting comes,
+    /// [`VmmError::QmpClosed`] if the peer closes first, [`VmmError::QmpProtocol`] if the
+    /// first line is not a QMP greeting.
+    pub async fn connect(
+        stream: UnixStream,
+        opts: QmpOptions,
+    ) -> Result<(QmpClient, mpsc::UnboundedReceiver<QmpEvent>), VmmError> {
+        let peer = stream
+            .peer_addr()
+            .ok()
+            .and_then(|addr| addr.as_pathname().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("<QMP socket>"));
+        let transcript = opts
+            .transcript
+            .as_deref()
+            .map(Transcript::open)
+            .transpose()?;
+        let shared = Arc::new(Shared::new(transcript));
+        let (read_half, write_half) = stream.into_split();
+        let mut reader = BufReader::new(read_half);
+
+        let greeting = read_greeting(&mut reader, &peer, opts.greeting_timeout, &shared).await?;
+        tracing::debug!(peer = %peer.display(), version = ?greeting.version, "QMP greeting");
+
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let reader_task = tokio::spawn(read_loop(reader, Arc::clone(&shared), events_tx));
+        let client = QmpClient {
+            inner: Arc::new(Inner {
+                shared,
+                writer: Mutex::new(write_half),
+                next_id: AtomicU64::new(0),
+                command_timeout: opts.command_timeout,
+                transcript_skip: opts.transcript_skip,
+                greeting,
+                peer,
+                reader_task: reader_task.abort_handle(),
+            }),
+        };
+        client.execute("qmp_capabilities", None).await?;
+        Ok((client, events_rx))
+    }
+
+    /// The greeting QEMU sent (version, capabilities).
+    pub fn greeting(&self) -> &QmpGreeting {
+        &self.inner.greeting
+    }
+
+    /// Whether the connection is closed (all commands now fail with `QmpClosed`).
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.is_closed()
+    }
+
+    /// Execute `command` with the default timeout; returns the `return` member of the reply.
+    /// A QMP error reply becomes [`VmmError::QmpCommand`].
+    pub async fn execute(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, VmmError> {
+        self.execute_with_timeout(command, arguments, self.inner.command_timeout)
+            .await
+    }
+
+    /// [`QmpClient::execute`] with an explicit timeout.
+    pub async fn execute_with_timeout(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, VmmError> {
+        let mut request = Map::new();
+        request.insert("execute".to_owned(), Value::from(command));
+        if let Some(arguments) = arguments {
+            request.insert("arguments".to_owned(), arguments);
+        }
+        let reply = self.round_trip(command, request, timeout).await?;
+        reply_result(command, reply)
+    }
+
+    /// Passthrough: send a request as a user typed it (`{"execute": .., "arguments": ..}`)
+    /// with the default timeout, and return QEMU's whole reply object, `{"return": ..}` or
+    /// `{"error": ..}`; a QMP error is *not* turned into an `Err`. The client sets its own
+    /// `id` on the wire; a user-supplied `id` is put back into the reply.
+    pub async fn execute_raw(&self, request: Value) -> Result<Value, VmmError> {
+        self.execute_raw_with_timeout(request, self.inner.command_timeout)
+            .await
+    }
+
+    /// [`QmpClient::execute_raw`] with an explicit timeout.
+    pub async fn execute_raw_with_timeout(
+        &self,
+        request: Value,
+        timeout: Duration,
+    ) -> Result<Value, VmmError> {
+        let Value::Object(mut request) = request else {
+            return Err(VmmError::QmpProtocol(format!(
+                "a QMP request must be a JSON object like {{\"execute\":\"query-status\"}}, not {request}"
+            )));
+        };
+        let user_id = request.remove("id");
+        let command = request
+            .get("execute")
+            .or_else(|| request.get("exec-oob"))
+            .and_then(Value::as_str)
+            .unwrap_or("<no execute>")
+            .to_owned();
+        let mut reply = self.round_trip(&command, request, timeout).await?;
+        if let (Value::Object(reply), Some(id)) = (&mut reply, user_id) {
+            reply.insert("id".to_owned(), id);
+        }
+        Ok(reply)
+    }
+
+    /// Send `request` (with a fresh `id`) and wait for the reply object.
+    async fn round_trip(
+        &self,
+        command: &str,
+        mut request: Map<String, Value>,
+        timeout: Duration,
+    ) -> Result<Value, VmmError> {
+        let inner = &*self.inner;
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        request.insert("id".to_owned(), Value::from(id));
+        let line = serde_json::to_string(&request)
+            .map_err(|e| VmmError::QmpProtocol(format!("cannot encode {command}: {e}")))?;
+        let logged = !inner.transcript_skip.iter().any(|skip| skip == command);
+
+        let (reply_tx, reply_rx) = oneshot::channel();
+        inner.shared.register(
+            id,
+            Pending {
+                reply: reply_tx,
+                logged,
+            },
+        )?;
+        let _guard = PendingGuard {
+            shared: &inner.shared,
+            id,
+        };
+        tracing::debug!(command, id, "QMP command");
+
+        let exchange = async {
+            self.send_line(&line, logged).await?;
+            reply_rx.await.map_err(|_| VmmError::QmpClosed)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                tracing::warn!(command, id, ?timeout, "QMP command got no reply in time");
+                Err(VmmError::QmpTimeout {
+                    command: command.to_owned(),
+                    timeout,
+                })
+            }
+        }
+    }
+
+    /// Write one request line. The transcript line is written under the writer lock so the
+    /// transcript shows requests in wire order.
+    async fn send_line(&self, line: &str, logged: bool) -> Result<(), VmmError> {
+        let inner = &*self.inner;
+        let mut writer = inner.writer.lock().await;
+        if logged {
+            inner.shared.record(Direction::Sent, line);
+        }
+        let wire = format!("{line}\n");
+        writer
+            .write_all(wire.as_bytes())
+            .await
+            .map_err(|e| io_or_closed("write QMP command to", &inner.peer, e))
+    }
+}
+
+/// Read and parse the greeting line.
+async fn read_greeting<R>(
+    reader: &mut R,
+    peer: &Path,
+    timeout: Duration,
+    shared: &Shared,
+) -> Result<QmpGreeting, VmmError>
+where
+    R: AsyncBufRead + Unpin,
+{
+    let mut line = Vec::new();
+    let read = tokio::time::timeout(timeout, reader.read_until(b'\n', &mut line)).await;
+    match read {
+        Err(_) => {
+            return Err(VmmError::QmpTimeout {
+                command: "greeting".to_owned(),
+                timeout,
+            });
+        }
+        Ok(Err(e)) => return Err(io_or_closed("read QMP greeting from", peer, e)),
+        Ok(Ok(0)) => return Err(VmmError::QmpClosed),
+        Ok(Ok(_)) => {}
+    }
+    shared.record(Direction::Received, String::from_utf8_lossy(&line).trim());
+    parse_greeting(&line)
+}
+
+/// A socket error that means "the peer is gone" is `QmpClosed`; anything else is I/O.
+fn io_or_closed(op: &'static str, peer: &Path, error: std::io::Error) -> VmmError {
+    match error.kind() {
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::NotConnected => {
+            VmmError::QmpClosed
+        }
+        _ => VmmError::io(op, peer, error),
+    }
+}
+
+/// Turn a reply object into the `return` value or a [`VmmError::QmpCommand`].
+fn reply_result(command: &str, reply: Value) -> Result<Value, VmmError> {
+    let Value::Object(mut reply) = reply else {
+        return Err(VmmError::QmpProtocol(format!(
+            "reply to {command} is not an object: {reply}"
+        )));
+    };
+    if let Some(value) = reply.remove("return") {
+        return Ok(value);
+    }
+    if let Some(error) = reply.remove("error") {
+        let field = |name: &str| {
+            error
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        return Err(VmmError::QmpCommand {
+            command: command.to_owned(),
+            class: field("class"),
+            desc: field("desc"),
+        });
+    }
+    Err(VmmError::QmpProtocol(format!(
+        "reply to {command} has neither return nor error: {}",
+        Value::Object(reply)
+    )))
+}
+
+#[cfg(test)]
+impl QmpClient {
+    /// Number of commands waiting for a reply.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.inner.shared.pending_len()
+    }
+}

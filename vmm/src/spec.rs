@@ -1,0 +1,261 @@
+//! The VM spec as the node stores it (`spec.json`) and as the argv builder reads it.
+//!
+//! This is kcore's domain type, independent of the gRPC API: the daemon translates the
+//! proto `VMSpec` into this and back.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::VmmError;
+
+/// Upper bound on vCPUs per VM, whatever the host has.
+pub const MAX_VCPUS: u32 = 512;
+/// Lower bound on memory: below this no Linux guest boots.
+pub const MIN_MEMORY_MIB: u32 = 16;
+/// Longest kernel command line we accept (x86 boot protocol limit is 2048 by default).
+pub const MAX_CMDLINE_LEN: usize = 2048;
+
+/// The QEMU machine type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MachineType {
+    /// Modern PC with PCIe (the default).
+    #[default]
+    Q35,
+    /// i440FX PC.
+    Pc,
+    /// Minimal machine without PCI, for direct kernel boot.
+    Microvm,
+}
+
+impl MachineType {
+    /// The name QEMU knows the machine by.
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            MachineType::Q35 => "q35",
+            MachineType::Pc => "pc",
+            MachineType::Microvm => "microvm",
+        }
+    }
+}
+
+impl std::fmt::Display for MachineType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.qemu_name())
+    }
+}
+
+/// What to do when QEMU exits without an operator asking for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Leave the VM CRASHED (or STOPPED after a guest poweroff).
+    #[default]
+    Never,
+    /// Restart after a crash, with backoff; a guest poweroff stays STOPPED.
+    OnFailure,
+    /// Restart after a crash or a guest poweroff, with backoff.
+    Always,
+}
+
+/// Everything needed to run one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// The VM's uuid; also QEMU's `-uuid`, used to recognise its process.
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub machine: MachineType,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    /// Regex: the first console output matching it marks the guest ready.
+    #[serde(default)]
+    pub ready_pattern: Option<String>,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+}
+
+/// Default guest-ready pattern: a login prompt.
+pub const DEFAULT_READY_PATTERN: &str = "login:";
+
+/// What the host offers; specs are checked against it.
+#[derive(Debug, Clone, Copy)]
+pub struct HostLimits {
+    pub cpus: u32,
+    pub memory_mib: u32,
+}
+
+impl VmSpec {
+    /// Check the spec against the host and the filesystem. Every error names the field.
+    pub fn validate(&self, host: &HostLimits) -> Result<(), VmmError> {
+        let bad = |m: String| Err(VmmError::InvalidSpec(m));
+        if self.vcpus == 0 {
+            return bad("vcpu must be at least 1".into());
+        }
+        let max_vcpus = host.cpus.min(MAX_VCPUS);
+        if self.vcpus > max_vcpus {
+            return bad(format!(
+                "vcpu {} is more than this host has ({max_vcpus})",
+                self.vcpus
+            ));
+        }
+        if self.memory_mib < MIN_MEMORY_MIB {
+            return bad(format!(
+                "memory {} MiB is too small (at least {MIN_MEMORY_MIB} MiB)",
+                self.memory_mib
+            ));
+        }
+        if self.memory_mib > host.memory_mib {
+            return bad(format!(
+                "memory {} MiB is more than this host has ({} MiB)",
+                self.memory_mib, host.memory_mib
+            ));
+        }
+        match (&self.kernel, &self.initrd, &self.cmdline) {
+            (None, Some(_), _) => return bad("initrd given without a kernel".into()),
+            (None, _, Some(c)) if !c.is_empty() => {
+                return bad("cmdline given without a kernel".into());
+            }
+            _ => {}
+        }
+        if self.kernel.is_none() {
+            return bad("no boot source: give a kernel (direct kernel boot)".into());
+        }
+        if let Some(k) = &self.kernel {
+            check_file("kernel", k)?;
+        }
+        if let Some(i) = &self.initrd {
+            check_file("initrd", i)?;
+        }
+        if let Some(c) = &self.cmdline {
+            if c.len() > MAX_CMDLINE_LEN {
+                return bad(format!("cmdline is longer than {MAX_CMDLINE_LEN} bytes"));
+            }
+            if c.contains('\0') || c.contains('\n') {
+                return bad("cmdline contains a NUL or newline".into());
+            }
+        }
+        if let Some(p) = &self.ready_pattern {
+            regex::Regex::new(p)
+                .map_err(|e| VmmError::InvalidSpec(format!("ready pattern: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn check_file(what: &str, path: &Path) -> Result<(), VmmError> {
+    if !path.is_absolute() {
+        return Err(VmmError::InvalidSpec(format!(
+            "{what} path {} is not absolute",
+            path.display()
+        )));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(VmmError::InvalidSpec(format!(
+            "{what} {} is not a regular file",
+            path.display()
+        ))),
+        Err(e) => Err(VmmError::InvalidSpec(format!(
+            "{what} {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            id: "0b1e3c9e-5a8e-4c2e-9f59-6a4f1d2b7c10".into(),
+            name: "web-1".into(),
+            machine: MachineType::Q35,
+            vcpus: 1,
+            memory_mib: 128,
+            kernel: Some("/proc/self/exe".into()),
+            initrd: None,
+            cmdline: Some("console=ttyS0".into()),
+            ready_pattern: None,
+            restart_policy: RestartPolicy::Never,
+        }
+    }
+    const HOST: HostLimits = HostLimits {
+        cpus: 2,
+        memory_mib: 4096,
+    };
+
+    fn err(s: VmSpec) -> String {
+        match s.validate(&HOST) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("spec {s:?} should be invalid"),
+        }
+    }
+
+    #[test]
+    fn valid_spec_passes() {
+        let mut s = spec();
+        s.kernel = Some(std::env::current_exe().expect("current exe"));
+        s.validate(&HOST).expect("valid");
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        let mut s = spec();
+        s.vcpus = 0;
+        assert!(err(s).contains("vcpu must be at least 1"));
+        let mut s = spec();
+        s.vcpus = 3;
+        assert!(err(s).contains("more than this host has (2)"));
+        let mut s = spec();
+        s.memory_mib = 0;
+        assert!(err(s).contains("too small"));
+        let mut s = spec();
+        s.memory_mib = 8192;
+        assert!(err(s).contains("8192 MiB is more than this host has"));
+    }
+
+    #[test]
+    fn missing_kernel_is_named() {
+        let mut s = spec();
+        s.kernel = Some("/nonexistent/vmlinuz".into());
+        let e = err(s);
+        assert!(e.contains("kernel /nonexistent/vmlinuz"), "{e}");
+        let mut s = spec();
+        s.kernel = Some("relative/vmlinuz".into());
+        assert!(err(s).contains("not absolute"));
+        let mut s = spec();
+        s.kernel = Some("/".into());
+        assert!(err(s).contains("not a regular file"));
+    }
+
+    #[test]
+    fn bad_pattern_and_cmdline() {
+        let mut s = spec();
+        s.kernel = Some(std::env::current_exe().expect("current exe"));
+        s.ready_pattern = Some("(".into());
+        assert!(err(s).contains("ready pattern"));
+        let mut s = spec();
+        s.kernel = Some(std::env::current_exe().expect("current exe"));
+        s.cmdline = Some("a\nb".into());
+        assert!(err(s).contains("newline"));
+    }
+
+    #[test]
+    fn json_round_trip_uses_lowercase_names() {
+        let s = spec();
+        let j = serde_json::to_string(&s).expect("serialize");
+        assert!(j.contains("\"machine\":\"q35\""), "{j}");
+        assert!(j.contains("\"restart_policy\":\"never\""), "{j}");
+        let back: VmSpec = serde_json::from_str(&j).expect("parse");
+        assert_eq!(back, s);
+    }
+}
