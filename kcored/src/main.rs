@@ -1,1 +1,244 @@
-fn main() {}
+//! `kcored`: the kcore daemon. `all-in-one` runs the controller and a node agent in one
+//! process (the controller still talks to the node through the `NodeAgent` API, over a
+//! local unix socket); `node` and `controller` run one role each.
+
+mod controller;
+mod convert;
+mod error;
+mod node;
+mod server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use kcore_proto::v1::kcore_service_server::KcoreServiceServer;
+use kcore_proto::v1::node_agent_server::NodeAgentServer;
+use kcore_vmm::host::{self, AccelChoice, HostConfig};
+use tonic::transport::Server;
+
+#[derive(Parser, Debug)]
+#[command(name = "kcored", version, about = "kcore daemon: QEMU/KVM VMs without libvirt")]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand, Debug)]
+enum Role {
+    /// Controller and node agent in one process: one host, a laptop, the quickstart.
+    AllInOne {
+        #[command(flatten)]
+        dirs: Dirs,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// A node agent alone, serving NodeAgent on <run-dir>/node.sock.
+    Node {
+        #[command(flatten)]
+        dirs: Dirs,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// A controller alone, following the node agents given with --node.
+    Controller {
+        #[command(flatten)]
+        dirs: Dirs,
+        /// A node agent's socket: unix:///run/kcore/node.sock (repeatable).
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Dirs {
+    /// Persistent state: SQLite, VM specs.
+    #[arg(long, default_value = "/var/lib/kcore", env = "KCORE_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Runtime state: sockets, pidfiles, console logs.
+    #[arg(long, default_value = "/run/kcore", env = "KCORE_RUN_DIR")]
+    run_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct NodeArgs {
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// auto (KVM when /dev/kvm is usable), kvm or tcg.
+    #[arg(long, default_value = "auto")]
+    accel: AccelChoice,
+    /// The unprivileged user QEMU runs as; "root" runs QEMU as root (not recommended).
+    #[arg(long, default_value = "kcore-qemu")]
+    qemu_user: String,
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu_binary: PathBuf,
+    /// Run QEMU without its seccomp sandbox.
+    #[arg(long)]
+    no_sandbox: bool,
+    /// Firmware for direct kernel boot on q35/pc; "" for QEMU's default (SeaBIOS).
+    #[arg(long, default_value = "/usr/share/qemu/qboot.rom")]
+    kernel_boot_bios: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.role {
+        Role::AllInOne { dirs, node } => all_in_one(dirs, node).await,
+        Role::Node { dirs, node } => {
+            let n = start_node(&dirs, node).await?;
+            let serve = serve_node(&dirs, n).await?;
+            wait_for_signal(serve).await
+        }
+        Role::Controller { dirs, nodes } => {
+            let ctl = open_controller(&dirs)?;
+            for n in nodes {
+                let path = n
+                    .strip_prefix("unix://")
+                    .context("--node must be unix:///path/to/node.sock")?;
+                let ch = server::dial_unix(path.into()).await?;
+                ctl.add_node(n.clone(), ch).await?;
+            }
+            let serve = serve_controller(&dirs, ctl).await?;
+            wait_for_signal(serve).await
+        }
+    }
+}
+
+fn find_binary(name: &std::path::Path) -> anyhow::Result<PathBuf> {
+    if name.is_absolute() {
+        return Ok(name.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "{} not found in PATH: install QEMU (apt-get install qemu-system-x86)",
+                name.display()
+            )
+        })
+}
+
+async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>> {
+    let qemu_binary = find_binary(&a.qemu_binary)?;
+    let run_as = if a.qemu_user == "root" {
+        None
+    } else {
+        Some(host::lookup_user(&a.qemu_user)?)
+    };
+    let bios = (!a.kernel_boot_bios.is_empty())
+        .then(|| PathBuf::from(&a.kernel_boot_bios))
+        .filter(|p| p.is_file());
+    let accel = host::resolve_accel(a.accel);
+    let host_cfg = HostConfig {
+        qemu_binary: qemu_binary.clone(),
+        accel,
+        run_as,
+        sandbox: !a.no_sandbox,
+        kernel_boot_bios: bios,
+        tsc_khz: host::host_tsc_khz(),
+        run_root: dirs.run_dir.join("vms"),
+        qmp_greeting_timeout: Duration::from_secs(30),
+    };
+    let name = match a.node_name {
+        Some(n) => n,
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    };
+    controller::vms::validate_name(&name).map_err(|e| anyhow::anyhow!("--node-name: {e}"))?;
+    let cfg = node::NodeConfig {
+        name,
+        data_dir: dirs.data_dir.clone(),
+        host: Arc::new(host_cfg),
+        limits: host::host_limits(),
+        qemu_version: host::qemu_version(&qemu_binary)?,
+    };
+    tracing::info!(accel = accel.as_str(), qemu = %cfg.qemu_version, "starting node");
+    node::Node::start(cfg).await
+}
+
+type Serving = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+async fn serve_node(dirs: &Dirs, n: Arc<node::Node>) -> anyhow::Result<Serving> {
+    let path = dirs.run_dir.join("node.sock");
+    let incoming = server::bind_unix(&path, 0o600).await?;
+    let svc = NodeAgentServer::new(node::grpc::NodeAgentService::new(n));
+    Ok(tokio::spawn(
+        Server::builder().add_service(svc).serve_with_incoming(incoming),
+    ))
+}
+
+fn open_controller(dirs: &Dirs) -> anyhow::Result<Arc<controller::Controller>> {
+    std::fs::create_dir_all(&dirs.data_dir)
+        .with_context(|| format!("create {}", dirs.data_dir.display()))?;
+    let db = dirs.data_dir.join("controller.db");
+    let store = controller::store::Store::open(&db)
+        .with_context(|| format!("open {}", db.display()))?;
+    Ok(controller::Controller::new(store))
+}
+
+async fn serve_controller(
+    dirs: &Dirs,
+    ctl: Arc<controller::Controller>,
+) -> anyhow::Result<Serving> {
+    let path = dirs.run_dir.join("kcore.sock");
+    let incoming = server::bind_unix(&path, 0o660).await?;
+    server::chgrp_if_exists(&path, "kcore");
+    let (refl_v1, refl_v1alpha) = server::reflection()?;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<KcoreServiceServer<controller::grpc::KcoreApi>>()
+        .await;
+    let api = KcoreServiceServer::new(controller::grpc::KcoreApi::new(ctl));
+    tracing::info!(socket = %path.display(), "serving KcoreService");
+    Ok(tokio::spawn(
+        Server::builder()
+            .add_service(api)
+            .add_service(health)
+            .add_service(refl_v1)
+            .add_service(refl_v1alpha)
+            .serve_with_incoming(incoming),
+    ))
+}
+
+async fn all_in_one(dirs: Dirs, node_args: NodeArgs) -> anyhow::Result<()> {
+    let n = start_node(&dirs, node_args).await?;
+    let node_serving = serve_node(&dirs, n).await?;
+    let ctl = open_controller(&dirs)?;
+    let ch = server::dial_unix(dirs.run_dir.join("node.sock")).await?;
+    let address = format!("unix://{}", dirs.run_dir.join("node.sock").display());
+    ctl.add_node(address, ch).await?;
+    let api_serving = serve_controller(&dirs, ctl).await?;
+    tokio::select! {
+        r = wait_for_signal(api_serving) => r,
+        r = node_serving => {
+            r??;
+            anyhow::bail!("node agent server stopped")
+        }
+    }
+}
+
+/// Run until SIGINT/SIGTERM (QEMU processes keep running) or the server fails.
+async fn wait_for_signal(serving: Serving) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: exiting, VMs keep running"),
+        _ = term.recv() => tracing::info!("SIGTERM: exiting, VMs keep running"),
+        r = serving => {
+            r??;
+            anyhow::bail!("server stopped");
+        }
+    }
+    Ok(())
+}

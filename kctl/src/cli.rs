@@ -223,10 +223,12 @@ pub struct ConsoleArgs {
 
 /// `kctl vm qmp`.
 #[derive(Debug, Args)]
-#[command(after_help = "Without JSON, reads commands from stdin: a JSON object, or the short \
+#[command(
+    after_help = "Without JSON, reads commands from stdin: a JSON object, or the short \
 form `command-name key=value ...` (values are parsed as JSON when they can be, else taken as \
 strings; quote with '...' or \"...\"). `.exit` or end of input leaves the shell (`quit` is \
-QMP's own command and stops QEMU).")]
+QMP's own command and stops QEMU)."
+)]
 pub struct QmpArgs {
     /// VM name.
     pub name: String,
@@ -315,7 +317,19 @@ mod tests {
         assert!(create(&["--start=true"]).start);
         assert!(!create(&["--start=false"]).start);
         assert!(!create(&["--start", "false"]).start);
-        assert!(parse(&["vm", "create", "w", "--vcpu", "1", "--memory", "1", "--start=maybe"]).is_err());
+        assert!(
+            parse(&[
+                "vm",
+                "create",
+                "w",
+                "--vcpu",
+                "1",
+                "--memory",
+                "1",
+                "--start=maybe"
+            ])
+            .is_err()
+        );
     }
 
     #[test]
@@ -341,7 +355,12 @@ mod tests {
         assert!(c.no_wait);
         assert_eq!(c.node.as_deref(), Some("n1"));
         // --initrd needs --kernel.
-        assert!(parse(&["vm", "create", "w", "--vcpu", "1", "--memory", "1", "--initrd", "x"]).is_err());
+        assert!(
+            parse(&[
+                "vm", "create", "w", "--vcpu", "1", "--memory", "1", "--initrd", "x"
+            ])
+            .is_err()
+        );
         // --vcpu 0 is rejected locally.
         assert!(parse(&["vm", "create", "w", "--vcpu", "0", "--memory", "1"]).is_err());
     }
@@ -368,8 +387,8 @@ mod tests {
 
     #[test]
     fn stop_and_events() {
-        let cli = parse(&["vm", "stop", "w", "--force", "--timeout", "5", "--no-wait"])
-            .expect("parses");
+        let cli =
+            parse(&["vm", "stop", "w", "--force", "--timeout", "5", "--no-wait"]).expect("parses");
         match cli.command {
             Command::Vm(VmCommand::Stop {
                 force,

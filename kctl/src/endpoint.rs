@@ -143,7 +143,10 @@ pub fn resolve(
     } else if let Some(value) = env("KCORE_ENDPOINT") {
         (value, Source::Env)
     } else if local_socket.exists() {
-        (format!("unix://{}", local_socket.display()), Source::LocalSocket)
+        (
+            format!("unix://{}", local_socket.display()),
+            Source::LocalSocket,
+        )
     } else {
         let path = config_path.ok_or_else(|| anyhow!(NO_ENDPOINT))?;
         let file = load_config(path)?.unwrap_or_default();
@@ -212,7 +215,10 @@ fn relative_to(path: &Path, base: Option<&Path>) -> PathBuf {
 
 /// Parses an endpoint string.
 pub fn parse_target(raw: &str) -> Result<Target> {
-    if let Some(rest) = raw.strip_prefix("unix://").or_else(|| raw.strip_prefix("unix:")) {
+    if let Some(rest) = raw
+        .strip_prefix("unix://")
+        .or_else(|| raw.strip_prefix("unix:"))
+    {
         if rest.is_empty() {
             bail!("invalid endpoint {raw:?}: no socket path (use unix:///path/to/kcore.sock)");
         }
@@ -229,7 +235,10 @@ pub fn parse_target(raw: &str) -> Result<Target> {
             .host()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| anyhow!("invalid endpoint {raw:?}: no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         return Ok(if uri.scheme_str() == Some("https") {
             Target::Https {
                 uri: raw.to_string(),
@@ -239,9 +248,7 @@ pub fn parse_target(raw: &str) -> Result<Target> {
             Target::Http(raw.to_string())
         });
     }
-    bail!(
-        "unsupported endpoint {raw:?}: use unix:///path/to/kcore.sock or https://host:port"
-    )
+    bail!("unsupported endpoint {raw:?}: use unix:///path/to/kcore.sock or https://host:port")
 }
 
 /// A connected API client that knows its endpoint, to explain transport errors.
@@ -330,8 +337,12 @@ fn tls_config(files: &TlsFiles, host: &str) -> Result<ClientTlsConfig> {
             ));
         }
         (None, None) => {}
-        (Some(_), None) => bail!("a client certificate was given without its key (KCORE_CLIENT_KEY / client_key)"),
-        (None, Some(_)) => bail!("a client key was given without its certificate (KCORE_CLIENT_CERT / client_cert)"),
+        (Some(_), None) => {
+            bail!("a client certificate was given without its key (KCORE_CLIENT_KEY / client_key)")
+        }
+        (None, Some(_)) => bail!(
+            "a client key was given without its certificate (KCORE_CLIENT_CERT / client_cert)"
+        ),
     }
     Ok(tls)
 }
@@ -377,14 +388,14 @@ mod tests {
     #[test]
     fn nothing_resolves_gives_the_clear_error() {
         let f = Fixture::new();
-        let err = resolve(None, &env_of(&[]), &f.socket(), Some(&f.config()))
-            .expect_err("must fail");
+        let err =
+            resolve(None, &env_of(&[]), &f.socket(), Some(&f.config())).expect_err("must fail");
         assert_eq!(err.to_string(), NO_ENDPOINT);
         let err = resolve(None, &env_of(&[]), &f.socket(), None).expect_err("must fail");
         assert_eq!(err.to_string(), NO_ENDPOINT);
         f.write_config("ca_cert = \"/x\"\n");
-        let err = resolve(None, &env_of(&[]), &f.socket(), Some(&f.config()))
-            .expect_err("must fail");
+        let err =
+            resolve(None, &env_of(&[]), &f.socket(), Some(&f.config())).expect_err("must fail");
         assert_eq!(err.to_string(), NO_ENDPOINT);
     }
 
@@ -395,8 +406,13 @@ mod tests {
         f.write_config("endpoint = \"unix:///from/config.sock\"\n");
         let env = env_of(&[("KCORE_ENDPOINT", "unix:///from/env.sock")]);
 
-        let r = resolve(Some("/from/flag.sock"), &env, &f.socket(), Some(&f.config()))
-            .expect("flag");
+        let r = resolve(
+            Some("/from/flag.sock"),
+            &env,
+            &f.socket(),
+            Some(&f.config()),
+        )
+        .expect("flag");
         assert_eq!(r.source, Source::Flag);
         assert_eq!(r.target, Target::Unix("/from/flag.sock".into()));
 
@@ -404,8 +420,13 @@ mod tests {
         assert_eq!(r.source, Source::Env);
         assert_eq!(r.target, Target::Unix("/from/env.sock".into()));
 
-        let r = resolve(None, &env_of(&[("KCORE_ENDPOINT", "")]), &f.socket(), Some(&f.config()))
-            .expect("socket");
+        let r = resolve(
+            None,
+            &env_of(&[("KCORE_ENDPOINT", "")]),
+            &f.socket(),
+            Some(&f.config()),
+        )
+        .expect("socket");
         assert_eq!(r.source, Source::LocalSocket);
         assert_eq!(r.target, Target::Unix(f.socket()));
 
@@ -456,8 +477,8 @@ mod tests {
     fn malformed_config_names_the_file() {
         let f = Fixture::new();
         f.write_config("endpoint = [unclosed\n");
-        let err = resolve(None, &env_of(&[]), &f.socket(), Some(&f.config()))
-            .expect_err("must fail");
+        let err =
+            resolve(None, &env_of(&[]), &f.socket(), Some(&f.config())).expect_err("must fail");
         assert!(format!("{err:#}").contains("config.toml"), "{err:#}");
     }
 

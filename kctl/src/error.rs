@@ -58,7 +58,11 @@ pub struct TransportError {
 
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot talk to kcore at {}: {}", self.endpoint, self.detail)?;
+        write!(
+            f,
+            "cannot talk to kcore at {}: {}",
+            self.endpoint, self.detail
+        )?;
         if let Some(code) = self.code {
             write!(f, " ({code:?})")?;
         }
@@ -93,7 +97,7 @@ pub fn from_status(status: Status, endpoint: &str, transport: Transport) -> anyh
         TransportError {
             endpoint: endpoint.to_string(),
             transport,
-            detail: chain(&status),
+            detail: status_detail(&status),
             code: Some(status.code()),
         }
         .into()
@@ -104,6 +108,24 @@ pub fn from_status(status: Status, endpoint: &str, transport: Transport) -> anyh
         }
         .into()
     }
+}
+
+/// A locally made status's message followed by its causes (a status's own `Display` is a
+/// debugging dump).
+fn status_detail(status: &Status) -> String {
+    let mut out = status.message().to_string();
+    let mut source = status.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
 }
 
 /// Joins an error's message with those of its sources, skipping repeats (tonic and hyper

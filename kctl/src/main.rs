@@ -1,1 +1,114 @@
-fn main() {}
+//! kctl: the kcore operator CLI.
+//!
+//! `kctl [--endpoint URL] [-o table|json|yaml] <noun> <verb> ...`; see `kctl --help`.
+//! Errors print as `Error: <message> (<gRPC code>)` on stderr and exit 1.
+
+mod cli;
+mod console;
+mod endpoint;
+mod error;
+mod events;
+mod node;
+mod output;
+mod qmp;
+mod vm;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command, NodeCommand, VmCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("Error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Do not wait for a blocking stdin read (the QMP shell's) still in flight.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<output::BrokenPipe>().is_some() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Validates what can be checked locally, connects, and runs the command.
+async fn run(cli: Cli) -> Result<()> {
+    let format = cli.output;
+    if let Command::Completion { shell } = cli.command {
+        let mut command = Cli::command();
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut command, "kctl", &mut out);
+        return output::write_stdout(&out);
+    }
+
+    // Local checks first, so mistakes are reported without a round trip.
+    let create_request = match &cli.command {
+        Command::Vm(VmCommand::Create(args)) => Some(vm::create_request(args)?),
+        _ => None,
+    };
+    let qmp_command = match &cli.command {
+        Command::Vm(VmCommand::Qmp(args)) => args
+            .json
+            .as_deref()
+            .map(qmp::validate_command)
+            .transpose()?,
+        _ => None,
+    };
+
+    let config_path = endpoint::default_config_path(&endpoint::process_env);
+    let resolved = endpoint::resolve(
+        cli.endpoint.as_deref(),
+        &endpoint::process_env,
+        std::path::Path::new(endpoint::LOCAL_SOCKET),
+        config_path.as_deref(),
+    )?;
+    let client = endpoint::connect(resolved).await?;
+
+    match cli.command {
+        Command::Completion { .. } => Ok(()),
+        Command::Vm(command) => match command {
+            VmCommand::Create(_) => match create_request {
+                Some(request) => vm::create(&client, format, request).await,
+                None => Ok(()),
+            },
+            VmCommand::List { node } => vm::list(&client, format, node).await,
+            VmCommand::Get { name } => vm::get(&client, format, name).await,
+            VmCommand::Start { name, no_wait } => vm::start(&client, format, name, no_wait).await,
+            VmCommand::Stop {
+                name,
+                force,
+                timeout,
+                no_wait,
+            } => vm::stop(&client, format, name, force, timeout, no_wait).await,
+            VmCommand::Reboot { name } => vm::reboot(&client, format, name).await,
+            VmCommand::Pause { name } => vm::pause(&client, format, name).await,
+            VmCommand::Resume { name } => vm::resume(&client, format, name).await,
+            VmCommand::Delete { name, force } => vm::delete(&client, format, name, force).await,
+            VmCommand::Console(args) => console::run(&client, format, args).await,
+            VmCommand::Qmp(args) => match qmp_command {
+                Some(command) => qmp::one(&client, format, &args.name, command).await,
+                None => qmp::shell(&client, format, &args.name).await,
+            },
+            VmCommand::Timeline { name } => vm::timeline(&client, format, name).await,
+        },
+        Command::Events(args) => events::run(&client, format, args).await,
+        Command::Node(command) => match command {
+            NodeCommand::List => node::list(&client, format).await,
+            NodeCommand::Get { node } => node::get(&client, format, node).await,
+        },
+    }
+}

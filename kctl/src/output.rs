@@ -54,12 +54,24 @@ fn to_yaml<T: Serialize>(value: &T) -> Result<String> {
     Ok(text)
 }
 
-/// Writes bytes to stdout and flushes. A closed pipe (`kctl ... | head`) is not an error.
+/// Stdout was closed by the reader (`kctl events -f | head`): stop quietly, exit 0.
+#[derive(Debug)]
+pub struct BrokenPipe;
+
+impl std::fmt::Display for BrokenPipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout closed")
+    }
+}
+
+impl std::error::Error for BrokenPipe {}
+
+/// Writes bytes to stdout and flushes. A closed pipe gives [`BrokenPipe`].
 pub fn write_stdout(bytes: &[u8]) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(BrokenPipe.into()),
         Err(e) => Err(e).context("writing to stdout"),
     }
 }
@@ -161,7 +173,7 @@ pub fn mib(mib: u32) -> String {
 }
 
 fn scaled(value: u64, unit: u64, name: &str) -> String {
-    if value % unit == 0 {
+    if value.checked_rem(unit) == Some(0) {
         format!("{} {name}", value / unit)
     } else {
         // Precision loss is irrelevant at these magnitudes.
@@ -195,7 +207,22 @@ pub fn ms(value: f64) -> String {
 /// it does not parse.
 pub fn short_time(timestamp: &str) -> String {
     match DateTime::parse_from_rfc3339(timestamp) {
-        Ok(t) => t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S").to_string(),
+        Ok(t) => t
+            .with_timezone(&Utc)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+        Err(_) if timestamp.is_empty() => "-".to_string(),
+        Err(_) => timestamp.to_string(),
+    }
+}
+
+/// Like [`short_time`], with milliseconds: `2025-01-02 03:04:05.678`.
+pub fn short_time_ms(timestamp: &str) -> String {
+    match DateTime::parse_from_rfc3339(timestamp) {
+        Ok(t) => t
+            .with_timezone(&Utc)
+            .format("%Y-%m-%d %H:%M:%S%.3f")
+            .to_string(),
         Err(_) if timestamp.is_empty() => "-".to_string(),
         Err(_) => timestamp.to_string(),
     }
@@ -247,7 +274,10 @@ mod tests {
         assert_eq!(node_state(NodeState::NotReady as i32), "NOT_READY");
         assert_eq!(machine(0), "q35");
         assert_eq!(machine(MachineType::Microvm as i32), "microvm");
-        assert_eq!(restart_policy(RestartPolicy::OnFailure as i32), "on-failure");
+        assert_eq!(
+            restart_policy(RestartPolicy::OnFailure as i32),
+            "on-failure"
+        );
         assert_eq!(restart_policy(0), "never");
     }
 
@@ -255,8 +285,15 @@ mod tests {
     fn milliseconds_and_times() {
         assert_eq!(ms(812.44), "812.4");
         assert_eq!(ms(0.0), "0.0");
-        assert_eq!(short_time("2025-01-02T03:04:05.678Z"), "2025-01-02 03:04:05");
+        assert_eq!(
+            short_time("2025-01-02T03:04:05.678Z"),
+            "2025-01-02 03:04:05"
+        );
         assert_eq!(short_time(""), "-");
+        assert_eq!(
+            short_time_ms("2025-01-02T03:04:05.6Z"),
+            "2025-01-02 03:04:05.600"
+        );
     }
 
     #[test]

@@ -3,9 +3,9 @@
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use kcore_proto::v1::{
-    BootTimeline, CreateVmRequest, DeleteVmRequest, GetVmRequest, ListVMsRequest,
-    MachineType, PauseVmRequest, RebootVmRequest, RestartPolicy, ResumeVmRequest,
-    StartVmRequest, StopVmRequest, Vm, VmSpec,
+    BootTimeline, CreateVmRequest, DeleteVmRequest, GetVmRequest, ListVMsRequest, MachineType,
+    PauseVmRequest, RebootVmRequest, RestartPolicy, ResumeVmRequest, StartVmRequest, StopVmRequest,
+    Vm, VmSpec,
 };
 
 use crate::cli::CreateArgs;
@@ -31,8 +31,18 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest> {
         machine: args
             .machine
             .map_or(MachineType::Unspecified, MachineType::from) as i32,
-        kernel: args.kernel.as_deref().map(absolute).transpose()?.unwrap_or_default(),
-        initrd: args.initrd.as_deref().map(absolute).transpose()?.unwrap_or_default(),
+        kernel: args
+            .kernel
+            .as_deref()
+            .map(absolute)
+            .transpose()?
+            .unwrap_or_default(),
+        initrd: args
+            .initrd
+            .as_deref()
+            .map(absolute)
+            .transpose()?
+            .unwrap_or_default(),
         cmdline: args.cmdline.clone().unwrap_or_default(),
         ready_pattern: args.ready_pattern.clone().unwrap_or_default(),
         restart_policy: args
@@ -49,8 +59,7 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest> {
 }
 
 /// `kctl vm create`.
-pub async fn create(client: &Client, format: Format, args: &CreateArgs) -> Result<()> {
-    let request = create_request(args)?;
+pub async fn create(client: &Client, format: Format, request: CreateVmRequest) -> Result<()> {
     let vm = client
         .api()
         .create_vm(request)
@@ -138,15 +147,22 @@ pub fn describe(vm: &Vm) -> String {
                 String::new()
             },
         ),
-        ("PID", if vm.pid > 0 { vm.pid.to_string() } else { "-".into() }),
+        (
+            "PID",
+            if vm.pid > 0 {
+                vm.pid.to_string()
+            } else {
+                "-".into()
+            },
+        ),
         ("Machine", output::machine(spec.machine)),
         ("Kernel", spec.kernel.clone()),
         ("Initrd", spec.initrd.clone()),
         ("Cmdline", spec.cmdline.clone()),
         ("Ready pattern", spec.ready_pattern.clone()),
         ("Restart", output::restart_policy(spec.restart_policy)),
-        ("Created", vm.created_at.clone()),
-        ("Updated", vm.updated_at.clone()),
+        ("Created", time_or_empty(&vm.created_at)),
+        ("Updated", time_or_empty(&vm.updated_at)),
     ];
     rows.retain(|(_, v)| !v.is_empty());
     let mut text = output::key_values(&rows);
@@ -162,6 +178,14 @@ pub fn describe(vm: &Vm) -> String {
         None => text.push_str("\nBoot timeline: none yet\n"),
     }
     text
+}
+
+fn time_or_empty(timestamp: &str) -> String {
+    if timestamp.is_empty() {
+        String::new()
+    } else {
+        format!("{} UTC", output::short_time(timestamp))
+    }
 }
 
 /// PHASE, AT (ms since the request), DELTA (ms since the previous phase).
@@ -188,7 +212,10 @@ pub async fn timeline(client: &Client, format: Format, name: String) -> Result<(
         return output::print_structured(format, &timeline);
     }
     if timeline.phases.is_empty() {
-        bail!("VM {} has no boot timeline yet (it has not been started)", vm.name);
+        bail!(
+            "VM {} has no boot timeline yet (it has not been started)",
+            vm.name
+        );
     }
     output::print_table(&timeline_table(&timeline))
 }
@@ -409,9 +436,25 @@ mod tests {
     #[test]
     fn create_request_makes_paths_absolute() {
         let cli = Cli::try_parse_from([
-            "kctl", "vm", "create", "web", "--vcpu", "2", "--memory", "1G", "--kernel",
-            "vmlinuz", "--initrd", "/abs/initrd", "--start=false", "--machine", "pc",
-            "--restart", "always", "--ready-pattern", "^ready$",
+            "kctl",
+            "vm",
+            "create",
+            "web",
+            "--vcpu",
+            "2",
+            "--memory",
+            "1G",
+            "--kernel",
+            "vmlinuz",
+            "--initrd",
+            "/abs/initrd",
+            "--start=false",
+            "--machine",
+            "pc",
+            "--restart",
+            "always",
+            "--ready-pattern",
+            "^ready$",
         ])
         .expect("parses");
         let Command::Vm(VmCommand::Create(args)) = cli.command else {
@@ -432,7 +475,15 @@ mod tests {
     #[test]
     fn bad_ready_pattern_is_rejected_locally() {
         let cli = Cli::try_parse_from([
-            "kctl", "vm", "create", "web", "--vcpu", "1", "--memory", "64", "--ready-pattern",
+            "kctl",
+            "vm",
+            "create",
+            "web",
+            "--vcpu",
+            "1",
+            "--memory",
+            "64",
+            "--ready-pattern",
             "(",
         ])
         .expect("parses");

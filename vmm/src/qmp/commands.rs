@@ -1,5 +1,7 @@
 //! Typed helpers for the QMP commands the daemon uses.
 
+use serde::Deserialize;
+
 use super::client::QmpClient;
 use super::types::QmpStatus;
 use crate::VmmError;
@@ -8,7 +10,7 @@ impl QmpClient {
     /// `query-status`: QEMU's run state and whether the guest CPUs run.
     pub async fn query_status(&self) -> Result<QmpStatus, VmmError> {
         let reply = self.execute("query-status", None).await?;
-        serde_json::from_value(reply.clone()).map_err(|e| {
+        QmpStatus::deserialize(&reply).map_err(|e| {
             VmmError::QmpProtocol(format!("unexpected query-status reply {reply}: {e}"))
         })
     }

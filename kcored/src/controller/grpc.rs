@@ -1,0 +1,224 @@
+//! `KcoreService` gRPC handlers: translate requests to [`Controller`] calls and back.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use kcore_proto::v1 as pb;
+use kcore_proto::v1::kcore_service_server::KcoreService;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Controller;
+use super::vms::SimpleOp;
+use crate::error::ApiError;
+
+type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The gRPC face of a [`Controller`].
+#[derive(Debug, Clone)]
+pub struct KcoreApi {
+    ctl: Arc<Controller>,
+}
+
+impl KcoreApi {
+    pub fn new(ctl: Arc<Controller>) -> Self {
+        KcoreApi { ctl }
+    }
+}
+
+#[tonic::async_trait]
+impl KcoreService for KcoreApi {
+    async fn list_v_ms(
+        &self,
+        req: Request<pb::ListVMsRequest>,
+    ) -> Result<Response<pb::ListVMsResponse>, Status> {
+        let node = req.into_inner().node;
+        let node = (!node.is_empty()).then_some(node);
+        let vms = self.ctl.store.list_vms(node.as_deref()).map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListVMsResponse {
+            vms: vms.iter().map(|r| r.to_pb()).collect(),
+        }))
+    }
+
+    async fn get_vm(&self, req: Request<pb::GetVmRequest>) -> Result<Response<pb::Vm>, Status> {
+        Ok(Response::new(self.ctl.get_row(&req.into_inner().name)?.to_pb()))
+    }
+
+    async fn create_vm(
+        &self,
+        req: Request<pb::CreateVmRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        Ok(Response::new(self.ctl.create_vm(req.into_inner()).await?))
+    }
+
+    async fn delete_vm(
+        &self,
+        req: Request<pb::DeleteVmRequest>,
+    ) -> Result<Response<pb::DeleteVmResponse>, Status> {
+        let r = req.into_inner();
+        self.ctl.delete_vm(&r.name, r.force).await?;
+        Ok(Response::new(pb::DeleteVmResponse {}))
+    }
+
+    async fn start_vm(&self, req: Request<pb::StartVmRequest>) -> Result<Response<pb::Vm>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(self.ctl.start_vm(&r.name, r.no_wait).await?))
+    }
+
+    async fn stop_vm(&self, req: Request<pb::StopVmRequest>) -> Result<Response<pb::Vm>, Status> {
+        Ok(Response::new(self.ctl.stop_vm(req.into_inner()).await?))
+    }
+
+    async fn reboot_vm(
+        &self,
+        req: Request<pb::RebootVmRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        let name = req.into_inner().name;
+        Ok(Response::new(self.ctl.simple_op(&name, SimpleOp::Reboot).await?))
+    }
+
+    async fn pause_vm(&self, req: Request<pb::PauseVmRequest>) -> Result<Response<pb::Vm>, Status> {
+        let name = req.into_inner().name;
+        Ok(Response::new(self.ctl.simple_op(&name, SimpleOp::Pause).await?))
+    }
+
+    async fn resume_vm(
+        &self,
+        req: Request<pb::ResumeVmRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        let name = req.into_inner().name;
+        Ok(Response::new(self.ctl.simple_op(&name, SimpleOp::Resume).await?))
+    }
+
+    async fn list_nodes(
+        &self,
+        _: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let nodes = self
+            .ctl
+            .nodes
+            .all()
+            .iter()
+            .map(|l| self.ctl.node_to_pb(l))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn get_node_status(
+        &self,
+        req: Request<pb::GetNodeStatusRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let link = self.ctl.nodes.get(&req.into_inner().name)?;
+        Ok(Response::new(self.ctl.node_to_pb(&link)?))
+    }
+
+    type WatchEventsStream = Stream2<pb::Event>;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let r = req.into_inner();
+        let vm = (!r.vm.is_empty()).then_some(r.vm);
+        let history = match (r.history, r.follow) {
+            (0, false) => 50,
+            (n, _) => n,
+        };
+        // Subscribe before reading history, then skip live events already in it.
+        let mut sub = self.ctl.subscribe();
+        let past = if history > 0 {
+            self.ctl
+                .store
+                .recent_events(history, vm.as_deref())
+                .map_err(ApiError::from)?
+        } else {
+            Vec::new()
+        };
+        let last_id = past.last().map(|e| e.id).unwrap_or(0);
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let follow = r.follow;
+        tokio::spawn(async move {
+            for ev in past {
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            if !follow {
+                return;
+            }
+            loop {
+                match sub.recv().await {
+                    Ok(ev) => {
+                        if ev.id <= last_id || vm.as_ref().is_some_and(|v| *v != ev.vm_name) {
+                            continue;
+                        }
+                        if tx.send(Ok(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "event watcher lagged");
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type AttachConsoleStream = Stream2<pb::ConsoleOutput>;
+
+    async fn attach_console(
+        &self,
+        req: Request<Streaming<pb::ConsoleInput>>,
+    ) -> Result<Response<Self::AttachConsoleStream>, Status> {
+        let mut input = req.into_inner();
+        let mut first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("console: the first message must name the VM"))?;
+        let row = self.ctl.get_row(&first.vm)?;
+        let mut client = self.ctl.nodes.client(&row.node)?;
+        first.vm = row.id.clone();
+        // Forward the client's messages to the node, the first one now naming the VM by id.
+        let upstream = tokio_stream::iter(std::iter::once(first)).chain(
+            input.take_while(|m| m.is_ok()).filter_map(|m| m.ok()),
+        );
+        let out = client.node_console(upstream).await?.into_inner();
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn get_console_log(
+        &self,
+        req: Request<pb::GetConsoleLogRequest>,
+    ) -> Result<Response<pb::ConsoleLog>, Status> {
+        let row = self.ctl.get_row(&req.into_inner().vm)?;
+        let mut client = self.ctl.nodes.client(&row.node)?;
+        let log = client
+            .node_console_log(pb::NodeVmRef { id: row.id })
+            .await?
+            .into_inner();
+        Ok(Response::new(log))
+    }
+
+    async fn exec_qmp(
+        &self,
+        req: Request<pb::ExecQmpRequest>,
+    ) -> Result<Response<pb::ExecQmpResponse>, Status> {
+        let r = req.into_inner();
+        let row = self.ctl.get_row(&r.vm)?;
+        let mut client = self.ctl.nodes.client(&row.node)?;
+        let reply = client
+            .node_exec_qmp(pb::NodeExecQmpRequest {
+                id: row.id,
+                command_json: r.command_json,
+            })
+            .await?
+            .into_inner();
+        Ok(Response::new(reply))
+    }
+}

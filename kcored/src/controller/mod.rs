@@ -1,0 +1,86 @@
+//! The controller: cluster state in SQLite, the public `KcoreService` API, and a link to
+//! every node agent (over `NodeAgent`, even in-process for all-in-one) whose stream of VM
+//! changes keeps the store up to date.
+
+pub mod grpc;
+pub mod nodes;
+pub mod store;
+pub mod vms;
+
+use std::sync::Arc;
+
+use kcore_proto::v1 as pb;
+use tokio::sync::broadcast;
+
+use crate::convert::now_rfc3339;
+use crate::error::ApiResult;
+use nodes::Nodes;
+use store::Store;
+
+/// The controller's state. Shared behind an `Arc`.
+#[derive(Debug)]
+pub struct Controller {
+    pub store: Store,
+    pub nodes: Nodes,
+    events: broadcast::Sender<pb::Event>,
+}
+
+impl Controller {
+    pub fn new(store: Store) -> Arc<Controller> {
+        let (events, _) = broadcast::channel(4096);
+        Arc::new(Controller {
+            store,
+            nodes: Nodes::default(),
+            events,
+        })
+    }
+
+    /// Record an event and tell the watchers.
+    pub fn emit(&self, kind: &str, vm: Option<&store::VmRow>, message: impl Into<String>) {
+        let ev = pb::Event {
+            id: 0,
+            at: now_rfc3339(),
+            kind: kind.to_string(),
+            vm_id: vm.map(|v| v.id.clone()).unwrap_or_default(),
+            vm_name: vm.map(|v| v.name.clone()).unwrap_or_default(),
+            status: vm.map(|v| v.status as i32).unwrap_or(0),
+            node: vm.map(|v| v.node.clone()).unwrap_or_default(),
+            message: message.into(),
+        };
+        match self.store.insert_event(ev) {
+            Ok(ev) => {
+                let _ = self.events.send(ev);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot store event"),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<pb::Event> {
+        self.events.subscribe()
+    }
+
+    /// Take in the node's view of a VM: update the row, emit events for what changed.
+    pub fn apply_node_vm(&self, nv: &pb::NodeVm) -> ApiResult<Option<store::VmRow>> {
+        let Some((before, row)) = self.store.apply_node_vm(nv)? else {
+            return Ok(None);
+        };
+        if before.status != row.status {
+            self.emit("vm.status", Some(&row), row.status_reason.clone());
+        }
+        let ready = |t: &Option<pb::BootTimeline>| {
+            t.as_ref()
+                .and_then(|t| t.phases.iter().find(|p| p.name == "guest_ready"))
+                .map(|p| (p.offset_ms, p.at.clone()))
+        };
+        if let Some((ms, at)) = ready(&row.timeline) {
+            if ready(&before.timeline).map(|(_, a)| a) != Some(at) {
+                self.emit(
+                    "vm.guest_ready",
+                    Some(&row),
+                    format!("guest ready {ms:.1} ms after the request"),
+                );
+            }
+        }
+        Ok(Some(row))
+    }
+}

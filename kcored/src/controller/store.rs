@@ -1,0 +1,331 @@
+//! The controller's SQLite store (WAL): VMs with their specs, statuses and timelines, and
+//! the event log. Schema changes are numbered migrations applied by `PRAGMA user_version`.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use kcore_proto::v1 as pb;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::convert::now_rfc3339;
+use crate::error::{ApiError, ApiResult};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: VMs and events.
+    "CREATE TABLE vms (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        node TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        status_reason TEXT NOT NULL DEFAULT '',
+        pid INTEGER NOT NULL DEFAULT 0,
+        timeline TEXT,
+        seq INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        vm_id TEXT NOT NULL DEFAULT '',
+        vm_name TEXT NOT NULL DEFAULT '',
+        status INTEGER NOT NULL DEFAULT 0,
+        node TEXT NOT NULL DEFAULT '',
+        message TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_vm ON events (vm_name, id);",
+];
+
+/// One VM as the controller stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmRow {
+    pub id: String,
+    pub name: String,
+    pub node: String,
+    pub spec: pb::VmSpec,
+    pub status: pb::VmStatus,
+    pub status_reason: String,
+    pub pid: i32,
+    pub timeline: Option<pb::BootTimeline>,
+    pub seq: u64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl VmRow {
+    pub fn to_pb(&self) -> pb::Vm {
+        pb::Vm {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            status: self.status as i32,
+            node: self.node.clone(),
+            memory_mb: self.spec.memory_mb,
+            vcpu: self.spec.vcpu,
+            storage_gb: 0,
+            created_at: self.created_at.clone(),
+            spec: Some(self.spec.clone()),
+            timeline: self.timeline.clone(),
+            status_reason: self.status_reason.clone(),
+            pid: self.pid,
+            updated_at: self.updated_at.clone(),
+        }
+    }
+}
+
+/// The SQLite connection behind a mutex: every statement is short.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> ApiResult<String> {
+    serde_json::to_string(v).map_err(|e| ApiError::Internal(format!("encode: {e}")))
+}
+
+const VM_COLUMNS: &str =
+    "id, name, node, spec, status, status_reason, pid, timeline, seq, created_at, updated_at";
+
+fn row_to_vm(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
+    let spec: String = r.get(3)?;
+    let timeline: Option<String> = r.get(7)?;
+    let status: i32 = r.get(4)?;
+    let seq: i64 = r.get(8)?;
+    Ok(VmRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        node: r.get(2)?,
+        spec: serde_json::from_str(&spec).unwrap_or_default(),
+        status: pb::VmStatus::try_from(status).unwrap_or(pb::VmStatus::Unknown),
+        status_reason: r.get(5)?,
+        pid: r.get(6)?,
+        timeline: timeline.and_then(|t| serde_json::from_str(&t).ok()),
+        seq: seq as u64,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+    })
+}
+
+impl Store {
+    pub fn open(path: &Path) -> ApiResult<Store> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(&format!("BEGIN; {m}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
+        }
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn insert_vm(&self, row: &VmRow) -> ApiResult<()> {
+        let r = self.conn().execute(
+            &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            params![
+                row.id,
+                row.name,
+                row.node,
+                json(&row.spec)?,
+                row.status as i32,
+                row.status_reason,
+                row.pid,
+                row.timeline.as_ref().map(json).transpose()?,
+                row.seq as i64,
+                row.created_at,
+                row.updated_at
+            ],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(ApiError::AlreadyExists(format!("a VM named {:?} already exists", row.name)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// By name, or by id.
+    pub fn get_vm(&self, name_or_id: &str) -> ApiResult<Option<VmRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {VM_COLUMNS} FROM vms WHERE name = ?1 OR id = ?1"),
+                params![name_or_id],
+                row_to_vm,
+            )
+            .optional()?)
+    }
+
+    pub fn list_vms(&self, node: Option<&str>) -> ApiResult<Vec<VmRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {VM_COLUMNS} FROM vms WHERE ?1 IS NULL OR node = ?1 ORDER BY name"
+        ))?;
+        let rows = stmt.query_map(params![node], row_to_vm)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn delete_vm(&self, id: &str) -> ApiResult<()> {
+        self.conn().execute("DELETE FROM vms WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    /// Apply the node's view of a VM if it is newer than what we have. Returns the row
+    /// before and after, or None if the news was stale or the VM unknown.
+    pub fn apply_node_vm(&self, nv: &pb::NodeVm) -> ApiResult<Option<(VmRow, VmRow)>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some(mut row) = tx
+            .query_row(
+                &format!("SELECT {VM_COLUMNS} FROM vms WHERE id = ?1"),
+                params![nv.id],
+                row_to_vm,
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        if nv.seq <= row.seq {
+            return Ok(None);
+        }
+        let before = row.clone();
+        row.status = pb::VmStatus::try_from(nv.status).unwrap_or(pb::VmStatus::Unknown);
+        row.status_reason = nv.status_reason.clone();
+        row.pid = nv.pid;
+        row.seq = nv.seq;
+        // A node that restarted may not know the last timeline: keep ours then.
+        if nv.timeline.as_ref().is_some_and(|t| !t.phases.is_empty()) {
+            row.timeline = nv.timeline.clone();
+        }
+        row.updated_at = now_rfc3339();
+        tx.execute(
+            "UPDATE vms SET status = ?2, status_reason = ?3, pid = ?4, seq = ?5, timeline = ?6,
+             updated_at = ?7 WHERE id = ?1",
+            params![
+                row.id,
+                row.status as i32,
+                row.status_reason,
+                row.pid,
+                row.seq as i64,
+                row.timeline.as_ref().map(json).transpose()?,
+                row.updated_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Some((before, row)))
+    }
+
+    /// Set a status the controller decided (e.g. UNKNOWN when a node is unreachable).
+    pub fn set_status(&self, id: &str, status: pb::VmStatus, reason: &str) -> ApiResult<()> {
+        self.conn().execute(
+            "UPDATE vms SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
+            params![id, status as i32, reason, now_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// Append an event; returns it with its id.
+    pub fn insert_event(&self, mut ev: pb::Event) -> ApiResult<pb::Event> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO events (at, kind, vm_id, vm_name, status, node, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![ev.at, ev.kind, ev.vm_id, ev.vm_name, ev.status, ev.node, ev.message],
+        )?;
+        ev.id = conn.last_insert_rowid();
+        Ok(ev)
+    }
+
+    /// The last `n` events (oldest first), of one VM if `vm` is given.
+    pub fn recent_events(&self, n: u32, vm: Option<&str>) -> ApiResult<Vec<pb::Event>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at, kind, vm_id, vm_name, status, node, message FROM events
+             WHERE ?1 IS NULL OR vm_name = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![vm, n], |r| {
+            Ok(pb::Event {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                kind: r.get(2)?,
+                vm_id: r.get(3)?,
+                vm_name: r.get(4)?,
+                status: r.get(5)?,
+                node: r.get(6)?,
+                message: r.get(7)?,
+            })
+        })?;
+        let mut out: Vec<pb::Event> = rows.collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str) -> VmRow {
+        VmRow {
+            id: format!("id-{name}"),
+            name: name.into(),
+            node: "n1".into(),
+            spec: pb::VmSpec {
+                vcpu: 1,
+                memory_mb: 128,
+                ..Default::default()
+            },
+            status: pb::VmStatus::Creating,
+            status_reason: String::new(),
+            pid: 0,
+            timeline: None,
+            seq: 0,
+            created_at: now_rfc3339(),
+            updated_at: now_rfc3339(),
+        }
+    }
+
+    #[test]
+    fn duplicate_names_are_refused_and_stale_news_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.db");
+        let s = Store::open(&path).expect("open");
+        s.insert_vm(&row("a")).expect("insert");
+        let e = s.insert_vm(&VmRow { id: "other".into(), ..row("a") }).expect_err("dup");
+        assert!(matches!(e, ApiError::AlreadyExists(_)), "{e}");
+        let nv = pb::NodeVm {
+            id: "id-a".into(),
+            status: pb::VmStatus::Running as i32,
+            pid: 42,
+            seq: 10,
+            ..Default::default()
+        };
+        let (before, after) = s.apply_node_vm(&nv).expect("apply").expect("newer");
+        assert_eq!(before.status, pb::VmStatus::Creating);
+        assert_eq!(after.status, pb::VmStatus::Running);
+        let stale = pb::NodeVm { seq: 9, status: pb::VmStatus::Stopped as i32, ..nv.clone() };
+        assert!(s.apply_node_vm(&stale).expect("apply").is_none());
+        drop(s);
+        // Reopen: migrations are not re-run, data is kept.
+        let s = Store::open(&path).expect("reopen");
+        let got = s.get_vm("a").expect("get").expect("present");
+        assert_eq!(got.status, pb::VmStatus::Running);
+        assert_eq!(got.pid, 42);
+        assert_eq!(s.get_vm("id-a").expect("get").map(|r| r.name), Some("a".into()));
+        s.insert_event(pb::Event { kind: "vm.created".into(), vm_name: "a".into(), ..Default::default() })
+            .expect("event");
+        assert_eq!(s.recent_events(10, Some("a")).expect("events").len(), 1);
+        assert!(s.recent_events(10, Some("b")).expect("events").is_empty());
+    }
+}

@@ -1,0 +1,279 @@
+//! VM operations of the public API: validation, placement, the store, and the node calls,
+//! with a failed create undone step by step.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kcore_proto::v1 as pb;
+
+use super::Controller;
+use super::store::VmRow;
+use crate::convert::now_rfc3339;
+use crate::error::{ApiError, ApiResult};
+
+/// `[a-z0-9][a-z0-9-]{0,62}`
+pub fn validate_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidArgument(format!(
+            "invalid VM name {name:?}: use 1-63 characters a-z, 0-9 and '-', starting with a \
+             letter or digit"
+        )))
+    }
+}
+
+fn micros(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+impl Controller {
+    pub fn get_row(&self, name: &str) -> ApiResult<VmRow> {
+        self.store
+            .get_vm(name)?
+            .ok_or_else(|| ApiError::NotFound(format!("no VM named {name:?}")))
+    }
+
+    /// Create (and by default start) a VM. On any failure, everything done so far is undone.
+    pub async fn create_vm(self: &Arc<Self>, req: pb::CreateVmRequest) -> ApiResult<pb::Vm> {
+        let requested_at = SystemTime::now();
+        validate_name(&req.name)?;
+        let spec = req
+            .spec
+            .ok_or_else(|| ApiError::InvalidArgument("spec is required".into()))?;
+        if spec.vcpu == 0 {
+            return Err(ApiError::InvalidArgument("vcpu must be at least 1".into()));
+        }
+        if spec.memory_mb == 0 {
+            return Err(ApiError::InvalidArgument("memory must be at least 16 MiB".into()));
+        }
+        if self.store.get_vm(&req.name)?.is_some() {
+            return Err(ApiError::AlreadyExists(format!(
+                "a VM named {:?} already exists",
+                req.name
+            )));
+        }
+        let node = self.schedule(&req.node, &spec)?;
+        let mut client = self.nodes.client(&node)?;
+        let now = now_rfc3339();
+        let row = VmRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: req.name.clone(),
+            node: node.clone(),
+            spec: spec.clone(),
+            status: pb::VmStatus::Creating,
+            status_reason: String::new(),
+            pid: 0,
+            timeline: None,
+            seq: 0,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        self.store.insert_vm(&row)?;
+        let defined = client
+            .define_vm(pb::DefineVmRequest {
+                id: row.id.clone(),
+                name: row.name.clone(),
+                spec: Some(spec),
+            })
+            .await;
+        let nv = match defined {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                self.store.delete_vm(&row.id)?;
+                return Err(status.into());
+            }
+        };
+        self.apply_node_vm(&nv)?;
+        self.emit("vm.created", Some(&row), format!("on node {node}"));
+        if req.no_start {
+            return Ok(self.get_row(&row.id)?.to_pb());
+        }
+        if req.no_wait {
+            let me = self.clone();
+            let id = row.id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.start_on_node(&id, requested_at, true).await {
+                    tracing::warn!(vm = %id, error = %e, "background create failed");
+                }
+            });
+            return Ok(self.get_row(&row.id)?.to_pb());
+        }
+        self.start_on_node(&row.id, requested_at, true).await?;
+        Ok(self.get_row(&row.id)?.to_pb())
+    }
+
+    /// Start on the node; if `undo_create`, a failure removes the VM from node and store.
+    async fn start_on_node(
+        &self,
+        id: &str,
+        requested_at: SystemTime,
+        undo_create: bool,
+    ) -> ApiResult<()> {
+        let row = self.get_row(id)?;
+        let mut client = self.nodes.client(&row.node)?;
+        let started = client
+            .start_node_vm(pb::NodeVmStartRequest {
+                id: id.to_string(),
+                requested_at_us: micros(requested_at),
+            })
+            .await;
+        match started {
+            Ok(r) => {
+                self.apply_node_vm(&r.into_inner())?;
+                Ok(())
+            }
+            Err(status) => {
+                if undo_create {
+                    if let Err(e) = client
+                        .undefine_vm(pb::UndefineVmRequest {
+                            id: id.to_string(),
+                            force: true,
+                        })
+                        .await
+                    {
+                        tracing::error!(vm = %row.name, error = %e, "cannot undo failed create");
+                    }
+                    self.store.delete_vm(id)?;
+                    self.emit("vm.deleted", Some(&row), format!("create failed: {}", status.message()));
+                }
+                Err(status.into())
+            }
+        }
+    }
+
+    pub async fn start_vm(self: &Arc<Self>, name: &str, no_wait: bool) -> ApiResult<pb::Vm> {
+        let requested_at = SystemTime::now();
+        let row = self.get_row(name)?;
+        if !matches!(
+            row.status,
+            pb::VmStatus::Stopped | pb::VmStatus::Crashed | pb::VmStatus::Error
+        ) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "VM {} is {}: cannot start",
+                row.name,
+                crate::convert::status_name(row.status)
+            )));
+        }
+        if no_wait {
+            let me = self.clone();
+            let id = row.id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.start_on_node(&id, requested_at, false).await {
+                    tracing::warn!(vm = %id, error = %e, "background start failed");
+                }
+            });
+            return Ok(row.to_pb());
+        }
+        self.start_on_node(&row.id, requested_at, false).await?;
+        Ok(self.get_row(&row.id)?.to_pb())
+    }
+
+    pub async fn stop_vm(self: &Arc<Self>, req: pb::StopVmRequest) -> ApiResult<pb::Vm> {
+        let row = self.get_row(&req.name)?;
+        let mut client = self.nodes.client(&row.node)?;
+        let call = pb::NodeVmStopRequest {
+            id: row.id.clone(),
+            force: req.force,
+            timeout_secs: req.timeout_secs,
+        };
+        if req.no_wait {
+            let me = self.clone();
+            tokio::spawn(async move {
+                match client.stop_node_vm(call).await {
+                    Ok(r) => {
+                        let _ = me.apply_node_vm(&r.into_inner());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "background stop failed"),
+                }
+            });
+            return Ok(row.to_pb());
+        }
+        let nv = client.stop_node_vm(call).await?.into_inner();
+        self.apply_node_vm(&nv)?;
+        Ok(self.get_row(&row.id)?.to_pb())
+    }
+
+    /// Reboot, pause or resume: a node call that returns the node's view.
+    pub async fn simple_op(&self, name: &str, op: SimpleOp) -> ApiResult<pb::Vm> {
+        let row = self.get_row(name)?;
+        let mut client = self.nodes.client(&row.node)?;
+        let r = pb::NodeVmRef { id: row.id.clone() };
+        let nv = match op {
+            SimpleOp::Reboot => client.reboot_node_vm(r).await?,
+            SimpleOp::Pause => client.pause_node_vm(r).await?,
+            SimpleOp::Resume => client.resume_node_vm(r).await?,
+        }
+        .into_inner();
+        self.apply_node_vm(&nv)?;
+        if op == SimpleOp::Reboot {
+            self.emit("vm.reboot", Some(&row), "reset");
+        }
+        Ok(self.get_row(&row.id)?.to_pb())
+    }
+
+    pub async fn delete_vm(&self, name: &str, force: bool) -> ApiResult<()> {
+        let row = self.get_row(name)?;
+        if !force
+            && matches!(
+                row.status,
+                pb::VmStatus::Running
+                    | pb::VmStatus::Paused
+                    | pb::VmStatus::Starting
+                    | pb::VmStatus::Stopping
+            )
+        {
+            return Err(ApiError::FailedPrecondition(format!(
+                "VM {} is {}: stop it first, or delete with force",
+                row.name,
+                crate::convert::status_name(row.status)
+            )));
+        }
+        let mut client = self.nodes.client(&row.node)?;
+        match client
+            .undefine_vm(pb::UndefineVmRequest {
+                id: row.id.clone(),
+                force,
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => return Err(s.into()),
+        }
+        self.store.delete_vm(&row.id)?;
+        self.emit("vm.deleted", Some(&row), "");
+        Ok(())
+    }
+}
+
+/// Operations that are one node call each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimpleOp {
+    Reboot,
+    Pause,
+    Resume,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_contract() {
+        for ok in ["a", "web-1", "0", &"a".repeat(63)] {
+            validate_name(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["", "Bad_Name", "../x", "-a", "a b", &"a".repeat(64), "é"] {
+            assert!(validate_name(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+}

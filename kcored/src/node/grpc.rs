@@ -1,0 +1,250 @@
+//! `NodeAgent` gRPC handlers: translate requests to [`Node`] calls and back.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::Stream;
+use kcore_proto::v1 as pb;
+use kcore_proto::v1::node_agent_server::NodeAgent;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{DEFAULT_STOP_TIMEOUT, Node};
+use crate::convert::spec_from_pb;
+use crate::error::ApiError;
+
+type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The gRPC face of a [`Node`].
+#[derive(Debug, Clone)]
+pub struct NodeAgentService {
+    node: Arc<Node>,
+}
+
+impl NodeAgentService {
+    pub fn new(node: Arc<Node>) -> Self {
+        NodeAgentService { node }
+    }
+}
+
+fn requested_at(us: i64) -> SystemTime {
+    if us > 0 {
+        UNIX_EPOCH + Duration::from_micros(us as u64)
+    } else {
+        SystemTime::now()
+    }
+}
+
+#[tonic::async_trait]
+impl NodeAgent for NodeAgentService {
+    async fn get_node_info(
+        &self,
+        _: Request<pb::GetNodeInfoRequest>,
+    ) -> Result<Response<pb::NodeInfo>, Status> {
+        Ok(Response::new(self.node.info()))
+    }
+
+    async fn list_node_v_ms(
+        &self,
+        _: Request<pb::ListNodeVMsRequest>,
+    ) -> Result<Response<pb::ListNodeVMsResponse>, Status> {
+        Ok(Response::new(pb::ListNodeVMsResponse {
+            vms: self.node.list(),
+        }))
+    }
+
+    type WatchNodeVMsStream = Stream2<pb::NodeVmEvent>;
+
+    async fn watch_node_v_ms(
+        &self,
+        _: Request<pb::WatchNodeVMsRequest>,
+    ) -> Result<Response<Self::WatchNodeVMsStream>, Status> {
+        let node = self.node.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            // Subscribe first, then snapshot: nothing falls between the two.
+            let mut sub = node.subscribe();
+            let snapshot = |node: &Node| {
+                node.list().into_iter().map(|vm| pb::NodeVmEvent {
+                    vm: Some(vm),
+                    kind: "snapshot".into(),
+                    message: String::new(),
+                })
+            };
+            for ev in snapshot(&node) {
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match sub.recv().await {
+                    Ok(ev) => {
+                        if tx.send(Ok(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        for ev in snapshot(&node) {
+                            if tx.send(Ok(ev)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn define_vm(
+        &self,
+        req: Request<pb::DefineVmRequest>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        let r = req.into_inner();
+        let spec = r
+            .spec
+            .ok_or_else(|| ApiError::InvalidArgument("spec is required".into()))?;
+        let spec = spec_from_pb(&r.id, &r.name, &spec);
+        Ok(Response::new(self.node.define(spec)?))
+    }
+
+    async fn start_node_vm(
+        &self,
+        req: Request<pb::NodeVmStartRequest>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        let r = req.into_inner();
+        let at = requested_at(r.requested_at_us);
+        Ok(Response::new(self.node.start_vm(&r.id, at).await?))
+    }
+
+    async fn stop_node_vm(
+        &self,
+        req: Request<pb::NodeVmStopRequest>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        let r = req.into_inner();
+        let timeout = if r.timeout_secs == 0 {
+            DEFAULT_STOP_TIMEOUT
+        } else {
+            Duration::from_secs(r.timeout_secs.into())
+        };
+        Ok(Response::new(
+            self.node.stop_vm(&r.id, r.force, timeout).await?,
+        ))
+    }
+
+    async fn reboot_node_vm(
+        &self,
+        req: Request<pb::NodeVmRef>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        let vm = self.node.vm(&req.into_inner().id)?;
+        vm.reboot().await.map_err(ApiError::from)?;
+        Ok(Response::new(self.node.snapshot(&vm)))
+    }
+
+    async fn pause_node_vm(
+        &self,
+        req: Request<pb::NodeVmRef>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        let vm = self.node.vm(&req.into_inner().id)?;
+        vm.pause().await.map_err(ApiError::from)?;
+        Ok(Response::new(self.node.snapshot(&vm)))
+    }
+
+    async fn resume_node_vm(
+        &self,
+        req: Request<pb::NodeVmRef>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        let vm = self.node.vm(&req.into_inner().id)?;
+        vm.resume().await.map_err(ApiError::from)?;
+        Ok(Response::new(self.node.snapshot(&vm)))
+    }
+
+    async fn undefine_vm(
+        &self,
+        req: Request<pb::UndefineVmRequest>,
+    ) -> Result<Response<pb::UndefineVmResponse>, Status> {
+        let r = req.into_inner();
+        self.node.undefine(&r.id, r.force).await?;
+        Ok(Response::new(pb::UndefineVmResponse {}))
+    }
+
+    type NodeConsoleStream = Stream2<pb::ConsoleOutput>;
+
+    async fn node_console(
+        &self,
+        req: Request<Streaming<pb::ConsoleInput>>,
+    ) -> Result<Response<Self::NodeConsoleStream>, Status> {
+        let mut input = req.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("console: the first message must name the VM"))?;
+        let vm = self.node.vm(&first.vm)?;
+        let console = vm.console().clone();
+        let (history, live) = console.subscribe(first.history_bytes as usize);
+        if !first.data.is_empty() {
+            console.write(&first.data).await.map_err(ApiError::from)?;
+        }
+        // Keystrokes: forwarded until the client closes its side.
+        let writer = console.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = input.message().await {
+                if msg.data.is_empty() {
+                    continue;
+                }
+                if let Err(e) = writer.write(&msg.data).await {
+                    tracing::debug!(error = %e, "console input dropped");
+                    break;
+                }
+            }
+        });
+        let head = tokio_stream::iter(
+            (!history.is_empty())
+                .then(|| Ok(pb::ConsoleOutput { data: history }))
+                .into_iter(),
+        );
+        let live = tokio_stream::wrappers::BroadcastStream::new(live).filter_map(|r| match r {
+            Ok(b) => Some(Ok(pb::ConsoleOutput { data: b.to_vec() })),
+            // A slow client misses some output rather than stalling the VM.
+            Err(_) => None,
+        });
+        Ok(Response::new(Box::pin(head.chain(live))))
+    }
+
+    async fn node_console_log(
+        &self,
+        req: Request<pb::NodeVmRef>,
+    ) -> Result<Response<pb::ConsoleLog>, Status> {
+        let vm = self.node.vm(&req.into_inner().id)?;
+        Ok(Response::new(pb::ConsoleLog {
+            data: vm.console().log(),
+        }))
+    }
+
+    async fn node_exec_qmp(
+        &self,
+        req: Request<pb::NodeExecQmpRequest>,
+    ) -> Result<Response<pb::ExecQmpResponse>, Status> {
+        let r = req.into_inner();
+        let vm = self.node.vm(&r.id)?;
+        let cmd: serde_json::Value = serde_json::from_str(&r.command_json).map_err(|e| {
+            ApiError::InvalidArgument(format!("QMP command is not valid JSON: {e}"))
+        })?;
+        if !cmd.is_object() || cmd.get("execute").and_then(|e| e.as_str()).is_none() {
+            return Err(ApiError::InvalidArgument(
+                "QMP command must be an object like {\"execute\":\"query-status\"}".into(),
+            )
+            .into());
+        }
+        let qmp = vm.qmp().map_err(ApiError::from)?;
+        let reply = qmp.execute_raw(cmd).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ExecQmpResponse {
+            reply_json: reply.to_string(),
+        }))
+    }
+}

@@ -1,0 +1,142 @@
+//! `kctl node list|get`.
+
+use anyhow::Result;
+use kcore_proto::v1::{GetNodeStatusRequest, ListNodesRequest, Node};
+
+use crate::endpoint::Client;
+use crate::output::{self, Format};
+
+/// `kctl node list`.
+pub async fn list(client: &Client, format: Format) -> Result<()> {
+    let response = client
+        .api()
+        .list_nodes(ListNodesRequest {})
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    if format != Format::Table {
+        return output::print_structured(format, &response);
+    }
+    output::print_table(&table(&response.nodes))
+}
+
+/// `kctl node get`.
+pub async fn get(client: &Client, format: Format, name: String) -> Result<()> {
+    let node = client
+        .api()
+        .get_node_status(GetNodeStatusRequest { name })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    if format != Format::Table {
+        return output::print_structured(format, &node);
+    }
+    output::write_stdout(describe(&node).as_bytes())
+}
+
+/// NAME, STATE, CPUS, MEMORY, VMS, ALLOC VCPU, ALLOC MEMORY, ACCEL, VERSION.
+pub fn table(nodes: &[Node]) -> comfy_table::Table {
+    let mut table = output::table(&[
+        "NAME",
+        "STATE",
+        "CPUS",
+        "MEMORY",
+        "VMS",
+        "ALLOC VCPU",
+        "ALLOC MEMORY",
+        "ACCEL",
+        "VERSION",
+    ]);
+    output::align_right(&mut table, &[2, 3, 4, 5, 6]);
+    for node in nodes {
+        table.add_row(vec![
+            node.name.clone(),
+            output::node_state(node.state),
+            node.cpus.to_string(),
+            output::mib(node.memory_mb),
+            node.vm_count.to_string(),
+            node.allocated_vcpu.to_string(),
+            output::mib(node.allocated_memory_mb),
+            output::or_dash(&node.accel),
+            output::or_dash(&node.version),
+        ]);
+    }
+    table
+}
+
+/// The key/value description for `node get`.
+pub fn describe(node: &Node) -> String {
+    output::key_values(&[
+        ("Name", node.name.clone()),
+        ("State", output::node_state(node.state)),
+        ("Address", node.address.clone()),
+        ("Hostname", node.hostname.clone()),
+        ("CPUs", node.cpus.to_string()),
+        ("Memory", output::mib(node.memory_mb)),
+        ("VMs", node.vm_count.to_string()),
+        (
+            "Allocated",
+            format!(
+                "{} vCPU, {}",
+                node.allocated_vcpu,
+                output::mib(node.allocated_memory_mb)
+            ),
+        ),
+        ("Accel", node.accel.clone()),
+        ("QEMU", node.qemu_version.clone()),
+        ("Version", node.version.clone()),
+        (
+            "Last heartbeat",
+            if node.last_heartbeat.is_empty() {
+                String::new()
+            } else {
+                output::short_time_ms(&node.last_heartbeat) + " UTC"
+            },
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use kcore_proto::v1::NodeState;
+
+    use super::*;
+
+    fn sample() -> Node {
+        Node {
+            name: "node-1".into(),
+            address: "10.0.0.5:7444".into(),
+            state: NodeState::Ready as i32,
+            cpus: 16,
+            memory_mb: 65536,
+            vm_count: 3,
+            allocated_vcpu: 6,
+            allocated_memory_mb: 1536,
+            version: "0.1.0".into(),
+            accel: "kvm".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn node_table() {
+        let text = table(&[sample()]).trim_fmt();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "NAME    STATE  CPUS  MEMORY  VMS  ALLOC VCPU  ALLOC MEMORY  ACCEL  VERSION"
+        );
+        assert_eq!(
+            lines[1],
+            "node-1  READY    16  64 GiB    3           6       1.5 GiB  kvm    0.1.0"
+        );
+    }
+
+    #[test]
+    fn node_description() {
+        let text = describe(&sample());
+        assert!(text.contains("State:     READY\n"), "{text}");
+        assert!(text.contains("Allocated: 6 vCPU, 1.5 GiB\n"), "{text}");
+        assert!(!text.contains("Hostname"), "{text}");
+    }
+}
