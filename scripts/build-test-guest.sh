@@ -142,7 +142,7 @@ if [ "$cached" = 0 ]; then
     if [ "$offline" = 1 ] && ! resolve_all; then
         die "--offline: no usable cached guest in $outdir and apt cannot resolve the packages"
     fi
-    [ -n "$kpkg" ] || die "cannot resolve the kernel package behind $KERNEL_META_PKG (apt-cache depends)"
+    [ -n "$kpkg" ] || die "cannot resolve the kernel package behind $KERNEL_META_PKG (apt-cache show)"
     [ -n "$kver" ] && [ -n "$bbver" ] || die "cannot find candidate versions of $kpkg / $BUSYBOX_PKG"
     if [ -e "$outdir" ]; then
         [ -d "$outdir" ] || die "$outdir exists and is not a directory"
@@ -298,7 +298,8 @@ build() {
     cat >"$root/etc/acpi/PWRF/00000080" <<'EOF'
 #!/bin/sh
 # Power button pressed (QMP system_powerdown): shut down now.
-echo KCORE-GUEST-POWEROFF >/dev/console
+# Leading empty line: the console may be in the middle of a shell prompt.
+printf '\nKCORE-GUEST-POWEROFF\n' >/dev/console
 sync
 # Unmount (or at least remount read-only) any block-device filesystems so
 # ext4 images come back clean.
@@ -335,10 +336,12 @@ hostname kcore-guest
 ip link set lo up 2>/dev/null
 
 acpi=poweroff
+echo=on
 marker=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         kcore.acpi=*) acpi=${arg#kcore.acpi=} ;;
+        kcore.echo=*) echo=${arg#kcore.echo=} ;;
         kcore.marker=*) marker=${arg#kcore.marker=}; marker=${marker#\"}; marker=${marker%\"} ;;
     esac
 done
@@ -352,6 +355,9 @@ echo KCORE-GUEST-READY
 
 set +f
 while :; do
+    # kcore.echo=off: no tty echo, which also makes ash skip line editing
+    # (no ESC[6n cursor queries): only prompts and command output.
+    [ "$echo" = off ] && stty -echo
     echo KCORE-GUEST-SHELL
     setsid cttyhack sh
     sleep 0.2
@@ -416,7 +422,7 @@ vdir=""
 serial_sock="" serial_log="" qmp_sock=""
 
 qmp() { # command (one JSON object) -> QMP responses on stdout
-    { printf '{"execute":"qmp_capabilities"}\n%s\n' "$1"; sleep 1; } |
+    { printf '{"execute":"qmp_capabilities"}\n%s\n' "$1"; sleep 0.5; } |
         socat -t 2 - "UNIX-CONNECT:$qmp_sock" 2>/dev/null || true
 }
 
@@ -505,20 +511,27 @@ verify_boot() { # name acpi_mode(poweroff|ignore) machine-args...
     # itself cannot match.
     serial_send '[ -e /sys/block/vda ] && [ -e /sys/class/net/eth0 ] && echo VIRTIO-$((40+2))-OK' 'VIRTIO-42-OK' 20
     wait_log 'VIRTIO-42-OK' 1 || fail_boot "$name" "shell did not answer or virtio-blk/net missing"
-    local t_pd
+    local t_pd t_exit qmp_job
     t_pd=$(now_ms)
-    qmp '{"execute":"system_powerdown"}' >"$vdir/$name.qmp.out"
-    grep -q '"return"' "$vdir/$name.qmp.out" || fail_boot "$name" "QMP did not answer: $(cat "$vdir/$name.qmp.out")"
+    qmp '{"execute":"system_powerdown"}' >"$vdir/$name.qmp.out" &
+    qmp_job=$!
     if [ "$mode" = ignore ]; then
-        if wait_exit 8; then
-            fail_boot "$name" "guest powered off although kcore.acpi=ignore"
+        wait "$qmp_job" || true
+        grep -q '"return"' "$vdir/$name.qmp.out" || fail_boot "$name" "QMP did not answer: $(cat "$vdir/$name.qmp.out")"
+        if wait_exit 8 || tr -d '\r' <"$serial_log" | grep -qx KCORE-GUEST-POWEROFF; then
+            fail_boot "$name" "guest reacted to the power button although kcore.acpi=ignore"
         fi
         serial_send 'poweroff -f' '' 20
         wait_exit 20 || fail_boot "$name" "'poweroff -f' from the shell did not stop QEMU"
-        log "verify $name: OK (ready after $((t_ready - t0)) ms; power button ignored; poweroff -f works)"
+        log "verify $name: OK (KCORE-GUEST-READY after $((t_ready - t0)) ms; power button ignored for 8 s; 'poweroff -f' works)"
     else
         wait_exit "$powerdown_timeout" || fail_boot "$name" "QEMU still running ${powerdown_timeout}s after system_powerdown"
-        log "verify $name: OK (ready after $((t_ready - t0)) ms; powered off $(( $(now_ms) - t_pd )) ms after system_powerdown)"
+        t_exit=$(now_ms)
+        wait "$qmp_job" || true
+        grep -q '"return"' "$vdir/$name.qmp.out" || fail_boot "$name" "QMP did not answer: $(cat "$vdir/$name.qmp.out")"
+        grep -qx KCORE-GUEST-POWEROFF < <(tr -d '\r' <"$serial_log") ||
+            fail_boot "$name" "QEMU exited but the guest never printed KCORE-GUEST-POWEROFF"
+        log "verify $name: OK (KCORE-GUEST-READY after $((t_ready - t0)) ms; QEMU exited $((t_exit - t_pd)) ms after system_powerdown)"
     fi
 }
 
@@ -528,6 +541,15 @@ if [ "$verify" = 1 ]; then
         log "installing socat (needed to talk to QMP and the serial console)"
         apt-get install -y -qq socat >&2 || { apt_update; apt-get install -y -qq socat >&2; } || true
         command -v socat >/dev/null 2>&1 || die "socat is needed for --verify"
+    fi
+    # QEMU runs as kcore-qemu: check that such a user can read the files.
+    if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null 2>&1; then
+        u=kcore-qemu
+        id "$u" >/dev/null 2>&1 || u=nobody
+        if id "$u" >/dev/null 2>&1; then
+            runuser -u "$u" -- test -r "$outdir/vmlinuz" -a -r "$outdir/initrd.img" ||
+                die "user $u cannot read $outdir/vmlinuz and initrd.img"
+        fi
     fi
     boot_timeout=${KCORE_GUEST_BOOT_TIMEOUT:-120}
     powerdown_timeout=${KCORE_GUEST_POWERDOWN_TIMEOUT:-30}

@@ -20,7 +20,11 @@ use kcore_vmm::host::{self, AccelChoice, HostConfig};
 use tonic::transport::Server;
 
 #[derive(Parser, Debug)]
-#[command(name = "kcored", version, about = "kcore daemon: QEMU/KVM VMs without libvirt")]
+#[command(
+    name = "kcored",
+    version,
+    about = "kcore daemon: QEMU/KVM VMs without libvirt"
+)]
 struct Cli {
     #[command(subcommand)]
     role: Role,
@@ -87,8 +91,7 @@ struct NodeArgs {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -175,7 +178,9 @@ async fn serve_node(dirs: &Dirs, n: Arc<node::Node>) -> anyhow::Result<Serving> 
     let incoming = server::bind_unix(&path, 0o600).await?;
     let svc = NodeAgentServer::new(node::grpc::NodeAgentService::new(n));
     Ok(tokio::spawn(
-        Server::builder().add_service(svc).serve_with_incoming(incoming),
+        Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(incoming),
     ))
 }
 
@@ -183,8 +188,8 @@ fn open_controller(dirs: &Dirs) -> anyhow::Result<Arc<controller::Controller>> {
     std::fs::create_dir_all(&dirs.data_dir)
         .with_context(|| format!("create {}", dirs.data_dir.display()))?;
     let db = dirs.data_dir.join("controller.db");
-    let store = controller::store::Store::open(&db)
-        .with_context(|| format!("open {}", db.display()))?;
+    let store =
+        controller::store::Store::open(&db).with_context(|| format!("open {}", db.display()))?;
     Ok(controller::Controller::new(store))
 }
 

@@ -32,10 +32,10 @@ pub async fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListenerStr
 
 /// Give the socket to a group (e.g. `kcore`) if that group exists.
 pub fn chgrp_if_exists(path: &Path, group: &str) {
-    if let Ok(Some(g)) = nix::unistd::Group::from_name(group) {
-        if let Err(e) = std::os::unix::fs::chown(path, None, Some(g.gid.as_raw())) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot chgrp socket");
-        }
+    if let Ok(Some(g)) = nix::unistd::Group::from_name(group)
+        && let Err(e) = std::os::unix::fs::chown(path, None, Some(g.gid.as_raw()))
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot chgrp socket");
     }
 }
 

@@ -104,7 +104,9 @@ impl Resolved {
     pub fn transport(&self) -> Transport {
         match self.target {
             Target::Unix(_) => Transport::Unix,
-            Target::Https { .. } => Transport::Tls,
+            Target::Https { .. } => Transport::Tls {
+                client_cert: self.tls.client_cert.is_some(),
+            },
             Target::Http(_) => Transport::Plain,
         }
     }

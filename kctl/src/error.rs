@@ -40,7 +40,10 @@ pub enum Transport {
     /// Plain HTTP/2 over TCP.
     Plain,
     /// mTLS over TCP.
-    Tls,
+    Tls {
+        /// Whether a client certificate was configured.
+        client_cert: bool,
+    },
 }
 
 /// A failure to talk to the endpoint at all.
@@ -71,7 +74,12 @@ impl fmt::Display for TransportError {
                 "is kcored running, and may you open the socket (try sudo, or the kcore group)?"
             }
             Transport::Plain => "is kcored running and listening there?",
-            Transport::Tls => {
+            Transport::Tls { client_cert: false } => {
+                "no client certificate is configured, and kcored requires one: set \
+                 KCORE_CLIENT_CERT and KCORE_CLIENT_KEY (or client_cert and client_key in \
+                 ~/.config/kcore/config.toml)"
+            }
+            Transport::Tls { client_cert: true } => {
                 "check that kcored is reachable and that your client certificate and key \
                  (KCORE_CLIENT_CERT / KCORE_CLIENT_KEY or client_cert / client_key in \
                  ~/.config/kcore/config.toml) are valid and signed by the cluster CA \
@@ -165,7 +173,11 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection closed");
         let status = Status::from_error(Box::new(io));
         assert!(is_transport(&status));
-        let err = from_status(status, "https://kc.example:7443", Transport::Tls);
+        let err = from_status(
+            status,
+            "https://kc.example:7443",
+            Transport::Tls { client_cert: true },
+        );
         let text = err.to_string();
         assert!(
             text.starts_with("cannot talk to kcore at https://kc.example:7443: connection closed"),

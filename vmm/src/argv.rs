@@ -102,15 +102,13 @@ fn machine_arg(machine: MachineType, accel: Accel) -> String {
 
 fn kernel_cmdline(spec: &VmSpec, cfg: &LaunchConfig) -> String {
     let mut c = spec.cmdline.clone().unwrap_or_default();
-    if spec.machine == MachineType::Microvm {
-        if let Some(khz) = cfg.tsc_khz {
-            if !c.contains("tsc_early_khz=") {
-                if !c.is_empty() {
-                    c.push(' ');
-                }
-                c.push_str(&format!("tsc_early_khz={khz}"));
-            }
+    if let (MachineType::Microvm, Some(khz)) = (spec.machine, cfg.tsc_khz)
+        && !c.contains("tsc_early_khz=")
+    {
+        if !c.is_empty() {
+            c.push(' ');
         }
+        c.push_str(&format!("tsc_early_khz={khz}"));
     }
     c
 }

@@ -79,11 +79,9 @@ impl Console {
     /// A console whose log is mirrored to `file` (loaded back from it if it exists).
     pub fn new(file: Option<PathBuf>) -> Self {
         let mut ring = VecDeque::with_capacity(LOG_CAPACITY.min(64 * 1024));
-        if let Some(f) = &file {
-            if let Ok(data) = std::fs::read(f) {
-                let start = data.len().saturating_sub(LOG_CAPACITY);
-                ring.extend(&data[start..]);
-            }
+        if let Some(data) = file.as_ref().and_then(|f| std::fs::read(f).ok()) {
+            let start = data.len().saturating_sub(LOG_CAPACITY);
+            ring.extend(&data[start..]);
         }
         let (live, _) = broadcast::channel(1024);
         Console {
@@ -104,7 +102,11 @@ impl Console {
             seen_first: false,
             line: Vec::new(),
         });
-        *self.inner.watch.lock().unwrap_or_else(PoisonError::into_inner) = state;
+        *self
+            .inner
+            .watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = state;
     }
 
     /// Take over a connected console socket: spawn the reader task and keep the write half.
@@ -144,7 +146,11 @@ impl Console {
     fn ingest(&self, data: &[u8], file: &mut Option<File>) {
         let now = SystemTime::now();
         {
-            let mut ring = self.inner.ring.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut ring = self
+                .inner
+                .ring
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             ring.extend(data);
             let excess = ring.len().saturating_sub(LOG_CAPACITY);
             ring.drain(..excess);
@@ -154,7 +160,11 @@ impl Console {
         if let (Some(f), Some(path)) = (file.as_mut(), self.inner.file.as_ref()) {
             if f.write_all(data).is_err() {
                 *file = None;
-            } else if f.metadata().map(|m| m.len() > FILE_CAPACITY).unwrap_or(false) {
+            } else if f
+                .metadata()
+                .map(|m| m.len() > FILE_CAPACITY)
+                .unwrap_or(false)
+            {
                 *file = rotate(path);
             }
         }
@@ -162,7 +172,11 @@ impl Console {
     }
 
     fn watch_output(&self, data: &[u8], now: SystemTime) {
-        let mut guard = self.inner.watch.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self
+            .inner
+            .watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let Some(st) = guard.as_mut() else { return };
         if !st.seen_first {
             st.seen_first = true;
@@ -171,7 +185,11 @@ impl Console {
         let mut matched = false;
         for &b in data {
             if b == b'\n' {
-                if st.watch.pattern.is_match(&String::from_utf8_lossy(&st.line)) {
+                if st
+                    .watch
+                    .pattern
+                    .is_match(&String::from_utf8_lossy(&st.line))
+                {
                     matched = true;
                     break;
                 }
@@ -181,7 +199,12 @@ impl Console {
             }
         }
         // A prompt like "login: " never ends its line: look at the partial line too.
-        if !matched && st.watch.pattern.is_match(&String::from_utf8_lossy(&st.line)) {
+        if !matched
+            && st
+                .watch
+                .pattern
+                .is_match(&String::from_utf8_lossy(&st.line))
+        {
             matched = true;
         }
         if matched {
@@ -192,14 +215,22 @@ impl Console {
 
     /// The whole log kept in memory.
     pub fn log(&self) -> Vec<u8> {
-        let ring = self.inner.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let ring = self
+            .inner
+            .ring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         ring.iter().copied().collect()
     }
 
     /// The last `n` bytes of the log and a receiver of everything after them, taken
     /// atomically so an attaching client neither misses nor repeats output.
     pub fn subscribe(&self, n: usize) -> (Vec<u8>, broadcast::Receiver<Bytes>) {
-        let ring = self.inner.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let ring = self
+            .inner
+            .ring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let rx = self.inner.live.subscribe();
         let start = ring.len().saturating_sub(n);
         (ring.range(start..).copied().collect(), rx)

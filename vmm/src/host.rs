@@ -156,10 +156,10 @@ pub fn check_readable(what: &str, path: &Path, run_as: Option<&RunAs>) -> Result
     }
     let mut dir = path.parent();
     while let Some(d) = dir {
-        if let Ok(m) = std::fs::metadata(d) {
-            if !allowed(&m, 0o1) {
-                return deny(d);
-            }
+        if let Ok(m) = std::fs::metadata(d)
+            && !allowed(&m, 0o1)
+        {
+            return deny(d);
         }
         dir = d.parent();
     }
@@ -187,12 +187,18 @@ mod tests {
         check_readable("kernel", &f, Some(&nobody)).expect("readable");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let e = check_readable("kernel", &f, Some(&nobody)).expect_err("not readable");
-        assert!(e.to_string().contains("not readable by the QEMU user"), "{e}");
+        assert!(
+            e.to_string().contains("not readable by the QEMU user"),
+            "{e}"
+        );
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
             .expect("chmod");
         let e = check_readable("kernel", &f, Some(&nobody)).expect_err("dir denies");
-        assert!(e.to_string().contains(&dir.path().display().to_string()), "{e}");
+        assert!(
+            e.to_string().contains(&dir.path().display().to_string()),
+            "{e}"
+        );
         check_readable("kernel", &f, None).expect("root reads anything");
     }
 

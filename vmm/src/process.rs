@@ -37,8 +37,12 @@ pub fn spawn_detached(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| VmmError::QemuStart("empty argv".into()))?;
-    let out = log.try_clone().map_err(|e| VmmError::io("dup", "qemu.log", e))?;
-    let err = log.try_clone().map_err(|e| VmmError::io("dup", "qemu.log", e))?;
+    let out = log
+        .try_clone()
+        .map_err(|e| VmmError::io("dup", "qemu.log", e))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| VmmError::io("dup", "qemu.log", e))?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -128,16 +132,11 @@ impl PidFd {
     /// Wait until the process exits. Returns its exit status if it was our child (we reap
     /// it), or None if another process (init, after a daemon restart) is its parent.
     pub async fn exited(&self) -> Option<ExitInfo> {
-        loop {
-            match self.fd.readable().await {
-                Ok(mut guard) => {
-                    guard.retain_ready();
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(pid = self.pid, error = %e, "pidfd wait failed");
-                    return None;
-                }
+        match self.fd.readable().await {
+            Ok(mut guard) => guard.retain_ready(),
+            Err(e) => {
+                tracing::warn!(pid = self.pid, error = %e, "pidfd wait failed");
+                return None;
             }
         }
         reap(self.pid)
@@ -326,13 +325,7 @@ mod tests {
             // fd 5 must be the pipe's write end; print our session id vs pid.
             "echo hello >&5; cut -d' ' -f6 /proc/$$/stat".into(),
         ];
-        let pid = spawn_detached(
-            &argv,
-            log.as_file(),
-            &[(w.as_raw_fd(), 5)],
-            None,
-        )
-        .expect("spawn");
+        let pid = spawn_detached(&argv, log.as_file(), &[(w.as_raw_fd(), 5)], None).expect("spawn");
         drop(w);
         let pidfd = PidFd::open(pid).expect("pidfd");
         pidfd.exited().await;
@@ -340,7 +333,13 @@ mod tests {
         File::from(r).read_to_string(&mut got).expect("read pipe");
         assert_eq!(got, "hello\n");
         let out = std::fs::read_to_string(log.path()).expect("log");
-        let sid: u32 = out.lines().next().expect("sid").trim().parse().expect("sid number");
+        let sid: u32 = out
+            .lines()
+            .next()
+            .expect("sid")
+            .trim()
+            .parse()
+            .expect("sid number");
         assert_eq!(sid, pid, "child must lead its own session: {out}");
     }
 }

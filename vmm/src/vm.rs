@@ -18,6 +18,7 @@ use nix::sys::signal::Signal;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
+use crate::VmmError;
 use crate::argv::{LaunchConfig, build_argv};
 use crate::console::{BootWatch, Console, Milestone};
 use crate::host::{HostConfig, check_readable};
@@ -26,7 +27,6 @@ use crate::process::{self, ExitInfo, PidFd};
 use crate::qmp::{QmpClient, QmpEvent, QmpOptions};
 use crate::spec::{DEFAULT_READY_PATTERN, RestartPolicy, VmSpec};
 use crate::timeline::{Phase, Timeline};
-use crate::VmmError;
 
 /// File descriptor numbers of the QMP and console listening sockets inside QEMU.
 const QMP_FD: i32 = 3;
@@ -440,10 +440,8 @@ impl Vm {
         tracing::debug!(vm = %self.inner.spec.name, event = name, %data, "QMP event");
         let state = self.status().state;
         match name {
-            "SHUTDOWN" => {
-                if data.get("guest").and_then(|g| g.as_bool()) == Some(true) {
-                    self.inner.guest_shutdown.store(true, Ordering::SeqCst);
-                }
+            "SHUTDOWN" if data.get("guest").and_then(|g| g.as_bool()) == Some(true) => {
+                self.inner.guest_shutdown.store(true, Ordering::SeqCst);
             }
             // A `stop` or `cont` through QMP passthrough, or a guest panic/IO error pause.
             "STOP" if state == VmState::Running => self.set_status(VmState::Paused, ""),
@@ -462,7 +460,9 @@ impl Vm {
         self.inner.console.set_boot_watch(None);
         let log = process::log_tail(&self.inner.paths.log(), 2048);
         self.remove_runtime_files();
-        let how = info.map(|i| i.to_string()).unwrap_or_else(|| "exited".into());
+        let how = info
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "exited".into());
         let guest_off = self.inner.guest_shutdown.load(Ordering::SeqCst);
         let (state, reason) = if self.inner.stop_requested.load(Ordering::SeqCst) {
             (VmState::Stopped, String::new())
@@ -664,7 +664,9 @@ impl Vm {
             Ok(c) => {
                 self.inner.console.connect(c).await;
             }
-            Err(e) => tracing::warn!(vm = %self.inner.spec.name, error = %e, "console reconnect failed"),
+            Err(e) => {
+                tracing::warn!(vm = %self.inner.spec.name, error = %e, "console reconnect failed")
+            }
         }
         self.spawn_event_loop(events);
         let (exit_tx, exit_rx) = watch::channel(false);

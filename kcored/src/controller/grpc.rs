@@ -12,7 +12,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Controller;
 use super::vms::SimpleOp;
-use crate::error::ApiError;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -36,14 +35,16 @@ impl KcoreService for KcoreApi {
     ) -> Result<Response<pb::ListVMsResponse>, Status> {
         let node = req.into_inner().node;
         let node = (!node.is_empty()).then_some(node);
-        let vms = self.ctl.store.list_vms(node.as_deref()).map_err(ApiError::from)?;
+        let vms = self.ctl.store.list_vms(node.as_deref())?;
         Ok(Response::new(pb::ListVMsResponse {
             vms: vms.iter().map(|r| r.to_pb()).collect(),
         }))
     }
 
     async fn get_vm(&self, req: Request<pb::GetVmRequest>) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(self.ctl.get_row(&req.into_inner().name)?.to_pb()))
+        Ok(Response::new(
+            self.ctl.get_row(&req.into_inner().name)?.to_pb(),
+        ))
     }
 
     async fn create_vm(
@@ -76,12 +77,16 @@ impl KcoreService for KcoreApi {
         req: Request<pb::RebootVmRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
         let name = req.into_inner().name;
-        Ok(Response::new(self.ctl.simple_op(&name, SimpleOp::Reboot).await?))
+        Ok(Response::new(
+            self.ctl.simple_op(&name, SimpleOp::Reboot).await?,
+        ))
     }
 
     async fn pause_vm(&self, req: Request<pb::PauseVmRequest>) -> Result<Response<pb::Vm>, Status> {
         let name = req.into_inner().name;
-        Ok(Response::new(self.ctl.simple_op(&name, SimpleOp::Pause).await?))
+        Ok(Response::new(
+            self.ctl.simple_op(&name, SimpleOp::Pause).await?,
+        ))
     }
 
     async fn resume_vm(
@@ -89,7 +94,9 @@ impl KcoreService for KcoreApi {
         req: Request<pb::ResumeVmRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
         let name = req.into_inner().name;
-        Ok(Response::new(self.ctl.simple_op(&name, SimpleOp::Resume).await?))
+        Ok(Response::new(
+            self.ctl.simple_op(&name, SimpleOp::Resume).await?,
+        ))
     }
 
     async fn list_nodes(
@@ -129,10 +136,7 @@ impl KcoreService for KcoreApi {
         // Subscribe before reading history, then skip live events already in it.
         let mut sub = self.ctl.subscribe();
         let past = if history > 0 {
-            self.ctl
-                .store
-                .recent_events(history, vm.as_deref())
-                .map_err(ApiError::from)?
+            self.ctl.store.recent_events(history, vm.as_deref())?
         } else {
             Vec::new()
         };
@@ -177,17 +181,15 @@ impl KcoreService for KcoreApi {
         req: Request<Streaming<pb::ConsoleInput>>,
     ) -> Result<Response<Self::AttachConsoleStream>, Status> {
         let mut input = req.into_inner();
-        let mut first = input
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("console: the first message must name the VM"))?;
+        let mut first = input.message().await?.ok_or_else(|| {
+            Status::invalid_argument("console: the first message must name the VM")
+        })?;
         let row = self.ctl.get_row(&first.vm)?;
         let mut client = self.ctl.nodes.client(&row.node)?;
         first.vm = row.id.clone();
         // Forward the client's messages to the node, the first one now naming the VM by id.
-        let upstream = tokio_stream::iter(std::iter::once(first)).chain(
-            input.take_while(|m| m.is_ok()).filter_map(|m| m.ok()),
-        );
+        let upstream = tokio_stream::iter(std::iter::once(first))
+            .chain(input.take_while(|m| m.is_ok()).filter_map(|m| m.ok()));
         let out = client.node_console(upstream).await?.into_inner();
         Ok(Response::new(Box::pin(out)))
     }

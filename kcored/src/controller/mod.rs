@@ -72,14 +72,14 @@ impl Controller {
                 .and_then(|t| t.phases.iter().find(|p| p.name == "guest_ready"))
                 .map(|p| (p.offset_ms, p.at.clone()))
         };
-        if let Some((ms, at)) = ready(&row.timeline) {
-            if ready(&before.timeline).map(|(_, a)| a) != Some(at) {
-                self.emit(
-                    "vm.guest_ready",
-                    Some(&row),
-                    format!("guest ready {ms:.1} ms after the request"),
-                );
-            }
+        if let Some((ms, at)) = ready(&row.timeline)
+            && ready(&before.timeline).map(|(_, a)| a) != Some(at)
+        {
+            self.emit(
+                "vm.guest_ready",
+                Some(&row),
+                format!("guest ready {ms:.1} ms after the request"),
+            );
         }
         Ok(Some(row))
     }

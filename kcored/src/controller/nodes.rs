@@ -103,7 +103,10 @@ impl Controller {
         });
         // Take in the node's current view before serving anything.
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(self.clone().follow_node(name.clone(), client, Some(first_tx)));
+        tokio::spawn(
+            self.clone()
+                .follow_node(name.clone(), client, Some(first_tx)),
+        );
         let _ = tokio::time::timeout(Duration::from_secs(10), first_rx).await;
         Ok(name)
     }
@@ -140,7 +143,8 @@ impl Controller {
                     loop {
                         match stream.message().await {
                             Ok(Some(ev)) => {
-                                self.nodes.update(&name, |l| l.last_heartbeat = now_rfc3339());
+                                self.nodes
+                                    .update(&name, |l| l.last_heartbeat = now_rfc3339());
                                 self.take_event(&ev);
                             }
                             Ok(None) => break,
@@ -170,8 +174,15 @@ impl Controller {
         for vm in vms {
             if vm.status != pb::VmStatus::Unknown {
                 let reason = format!("node {node} is not reachable");
-                if self.store.set_status(&vm.id, pb::VmStatus::Unknown, &reason).is_ok() {
-                    let row = store::VmRow { status: pb::VmStatus::Unknown, ..vm };
+                if self
+                    .store
+                    .set_status(&vm.id, pb::VmStatus::Unknown, &reason)
+                    .is_ok()
+                {
+                    let row = store::VmRow {
+                        status: pb::VmStatus::Unknown,
+                        ..vm
+                    };
                     self.emit("vm.status", Some(&row), reason);
                 }
             }

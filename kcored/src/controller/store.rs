@@ -116,7 +116,10 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!("BEGIN; {m}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
+            conn.execute_batch(&format!(
+                "BEGIN; {m}; PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            ))?;
         }
         Ok(Store {
             conn: Mutex::new(conn),
@@ -149,7 +152,10 @@ impl Store {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Err(ApiError::AlreadyExists(format!("a VM named {:?} already exists", row.name)))
+                Err(ApiError::AlreadyExists(format!(
+                    "a VM named {:?} already exists",
+                    row.name
+                )))
             }
             Err(e) => Err(e.into()),
         }
@@ -177,7 +183,8 @@ impl Store {
     }
 
     pub fn delete_vm(&self, id: &str) -> ApiResult<()> {
-        self.conn().execute("DELETE FROM vms WHERE id = ?1", params![id])?;
+        self.conn()
+            .execute("DELETE FROM vms WHERE id = ?1", params![id])?;
         Ok(())
     }
 
@@ -241,7 +248,9 @@ impl Store {
         conn.execute(
             "INSERT INTO events (at, kind, vm_id, vm_name, status, node, message)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![ev.at, ev.kind, ev.vm_id, ev.vm_name, ev.status, ev.node, ev.message],
+            params![
+                ev.at, ev.kind, ev.vm_id, ev.vm_name, ev.status, ev.node, ev.message
+            ],
         )?;
         ev.id = conn.last_insert_rowid();
         Ok(ev)
@@ -302,7 +311,12 @@ mod tests {
         let path = dir.path().join("c.db");
         let s = Store::open(&path).expect("open");
         s.insert_vm(&row("a")).expect("insert");
-        let e = s.insert_vm(&VmRow { id: "other".into(), ..row("a") }).expect_err("dup");
+        let e = s
+            .insert_vm(&VmRow {
+                id: "other".into(),
+                ..row("a")
+            })
+            .expect_err("dup");
         assert!(matches!(e, ApiError::AlreadyExists(_)), "{e}");
         let nv = pb::NodeVm {
             id: "id-a".into(),
@@ -314,7 +328,11 @@ mod tests {
         let (before, after) = s.apply_node_vm(&nv).expect("apply").expect("newer");
         assert_eq!(before.status, pb::VmStatus::Creating);
         assert_eq!(after.status, pb::VmStatus::Running);
-        let stale = pb::NodeVm { seq: 9, status: pb::VmStatus::Stopped as i32, ..nv.clone() };
+        let stale = pb::NodeVm {
+            seq: 9,
+            status: pb::VmStatus::Stopped as i32,
+            ..nv.clone()
+        };
         assert!(s.apply_node_vm(&stale).expect("apply").is_none());
         drop(s);
         // Reopen: migrations are not re-run, data is kept.
@@ -322,9 +340,16 @@ mod tests {
         let got = s.get_vm("a").expect("get").expect("present");
         assert_eq!(got.status, pb::VmStatus::Running);
         assert_eq!(got.pid, 42);
-        assert_eq!(s.get_vm("id-a").expect("get").map(|r| r.name), Some("a".into()));
-        s.insert_event(pb::Event { kind: "vm.created".into(), vm_name: "a".into(), ..Default::default() })
-            .expect("event");
+        assert_eq!(
+            s.get_vm("id-a").expect("get").map(|r| r.name),
+            Some("a".into())
+        );
+        s.insert_event(pb::Event {
+            kind: "vm.created".into(),
+            vm_name: "a".into(),
+            ..Default::default()
+        })
+        .expect("event");
         assert_eq!(s.recent_events(10, Some("a")).expect("events").len(), 1);
         assert!(s.recent_events(10, Some("b")).expect("events").is_empty());
     }

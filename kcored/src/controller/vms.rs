@@ -53,7 +53,9 @@ impl Controller {
             return Err(ApiError::InvalidArgument("vcpu must be at least 1".into()));
         }
         if spec.memory_mb == 0 {
-            return Err(ApiError::InvalidArgument("memory must be at least 16 MiB".into()));
+            return Err(ApiError::InvalidArgument(
+                "memory must be at least 16 MiB".into(),
+            ));
         }
         if self.store.get_vm(&req.name)?.is_some() {
             return Err(ApiError::AlreadyExists(format!(
@@ -143,7 +145,11 @@ impl Controller {
                         tracing::error!(vm = %row.name, error = %e, "cannot undo failed create");
                     }
                     self.store.delete_vm(id)?;
-                    self.emit("vm.deleted", Some(&row), format!("create failed: {}", status.message()));
+                    self.emit(
+                        "vm.deleted",
+                        Some(&row),
+                        format!("create failed: {}", status.message()),
+                    );
                 }
                 Err(status.into())
             }

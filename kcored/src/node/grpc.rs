@@ -180,10 +180,9 @@ impl NodeAgent for NodeAgentService {
         req: Request<Streaming<pb::ConsoleInput>>,
     ) -> Result<Response<Self::NodeConsoleStream>, Status> {
         let mut input = req.into_inner();
-        let first = input
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("console: the first message must name the VM"))?;
+        let first = input.message().await?.ok_or_else(|| {
+            Status::invalid_argument("console: the first message must name the VM")
+        })?;
         let vm = self.node.vm(&first.vm)?;
         let console = vm.console().clone();
         let (history, live) = console.subscribe(first.history_bytes as usize);
@@ -204,9 +203,7 @@ impl NodeAgent for NodeAgentService {
             }
         });
         let head = tokio_stream::iter(
-            (!history.is_empty())
-                .then(|| Ok(pb::ConsoleOutput { data: history }))
-                .into_iter(),
+            (!history.is_empty()).then(|| Ok(pb::ConsoleOutput { data: history })),
         );
         let live = tokio_stream::wrappers::BroadcastStream::new(live).filter_map(|r| match r {
             Ok(b) => Some(Ok(pb::ConsoleOutput { data: b.to_vec() })),

@@ -45,7 +45,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("name", &self.cfg.name).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("name", &self.cfg.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -182,7 +184,10 @@ impl Node {
     /// Store a VM's spec and start supervising it (stopped).
     pub fn define(&self, spec: VmSpec) -> ApiResult<pb::NodeVm> {
         if uuid::Uuid::parse_str(&spec.id).is_err() {
-            return Err(ApiError::InvalidArgument(format!("VM id {:?} is not a uuid", spec.id)));
+            return Err(ApiError::InvalidArgument(format!(
+                "VM id {:?} is not a uuid",
+                spec.id
+            )));
         }
         spec.validate(&self.cfg.limits)?;
         for (what, file) in [("kernel", &spec.kernel), ("initrd", &spec.initrd)] {
@@ -191,7 +196,10 @@ impl Node {
             }
         }
         if self.read_vms().contains_key(&spec.id) {
-            return Err(ApiError::AlreadyExists(format!("VM {} exists on this node", spec.id)));
+            return Err(ApiError::AlreadyExists(format!(
+                "VM {} exists on this node",
+                spec.id
+            )));
         }
         let dir = self.spec_dir(&spec.id);
         write_spec(&dir, &spec).map_err(|e| {

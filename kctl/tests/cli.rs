@@ -1,0 +1,910 @@
+//! End-to-end tests of the kctl binary against an in-process mock KcoreService, over a unix
+//! socket and over mutual TLS.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kcore_proto::v1::kcore_service_server::{KcoreService, KcoreServiceServer};
+use kcore_proto::v1::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+const KCTL: &str = env!("CARGO_BIN_EXE_kctl");
+
+#[derive(Default)]
+struct Mock {
+    console_first: Arc<Mutex<Vec<ConsoleInput>>>,
+}
+
+fn vm(name: &str, status: VmStatus) -> Vm {
+    Vm {
+        id: format!("id-{name}"),
+        name: name.into(),
+        status: status as i32,
+        node: "node-1".into(),
+        memory_mb: 512,
+        vcpu: 2,
+        created_at: "2025-01-10T12:00:00.000Z".into(),
+        pid: if status == VmStatus::Running { 4242 } else { 0 },
+        timeline: Some(BootTimeline {
+            phases: vec![
+                BootPhase {
+                    name: "request_received".into(),
+                    offset_ms: 0.0,
+                    at: "2025-01-10T12:00:00.000Z".into(),
+                },
+                BootPhase {
+                    name: "vcpus_running".into(),
+                    offset_ms: 41.5,
+                    at: "2025-01-10T12:00:00.041Z".into(),
+                },
+            ],
+        }),
+        ..Default::default()
+    }
+}
+
+fn known(name: &str) -> Result<(), Status> {
+    if name == "web" {
+        Ok(())
+    } else {
+        Err(Status::not_found(format!("vm \"{name}\" not found")))
+    }
+}
+
+#[tonic::async_trait]
+impl KcoreService for Mock {
+    async fn list_v_ms(
+        &self,
+        _: Request<ListVMsRequest>,
+    ) -> Result<Response<ListVMsResponse>, Status> {
+        Ok(Response::new(ListVMsResponse {
+            vms: vec![vm("web", VmStatus::Running), vm("db", VmStatus::Stopped)],
+        }))
+    }
+
+    async fn get_vm(&self, request: Request<GetVmRequest>) -> Result<Response<Vm>, Status> {
+        let name = request.into_inner().name;
+        known(&name)?;
+        Ok(Response::new(vm(&name, VmStatus::Running)))
+    }
+
+    async fn create_vm(&self, request: Request<CreateVmRequest>) -> Result<Response<Vm>, Status> {
+        let request = request.into_inner();
+        let status = if request.no_start {
+            VmStatus::Stopped
+        } else {
+            VmStatus::Running
+        };
+        let mut created = vm(&request.name, status);
+        created.spec = request.spec;
+        Ok(Response::new(created))
+    }
+
+    async fn delete_vm(
+        &self,
+        request: Request<DeleteVmRequest>,
+    ) -> Result<Response<DeleteVmResponse>, Status> {
+        known(&request.into_inner().name)?;
+        Ok(Response::new(DeleteVmResponse {}))
+    }
+
+    async fn start_vm(&self, request: Request<StartVmRequest>) -> Result<Response<Vm>, Status> {
+        let name = request.into_inner().name;
+        known(&name)?;
+        Err(Status::failed_precondition(format!(
+            "vm \"{name}\" is already running"
+        )))
+    }
+
+    async fn stop_vm(&self, request: Request<StopVmRequest>) -> Result<Response<Vm>, Status> {
+        let request = request.into_inner();
+        known(&request.name)?;
+        let mut stopped = vm(&request.name, VmStatus::Stopped);
+        stopped.status_reason = format!(
+            "force={} timeout={} no_wait={}",
+            request.force, request.timeout_secs, request.no_wait
+        );
+        Ok(Response::new(stopped))
+    }
+
+    async fn reboot_vm(&self, request: Request<RebootVmRequest>) -> Result<Response<Vm>, Status> {
+        let name = request.into_inner().name;
+        known(&name)?;
+        Ok(Response::new(vm(&name, VmStatus::Running)))
+    }
+
+    async fn pause_vm(&self, request: Request<PauseVmRequest>) -> Result<Response<Vm>, Status> {
+        let name = request.into_inner().name;
+        known(&name)?;
+        Ok(Response::new(vm(&name, VmStatus::Paused)))
+    }
+
+    async fn resume_vm(&self, request: Request<ResumeVmRequest>) -> Result<Response<Vm>, Status> {
+        let name = request.into_inner().name;
+        known(&name)?;
+        Ok(Response::new(vm(&name, VmStatus::Running)))
+    }
+
+    async fn list_nodes(
+        &self,
+        _: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        Ok(Response::new(ListNodesResponse {
+            nodes: vec![Node {
+                name: "node-1".into(),
+                state: NodeState::Ready as i32,
+                cpus: 8,
+                memory_mb: 16384,
+                vm_count: 1,
+                allocated_vcpu: 2,
+                allocated_memory_mb: 512,
+                accel: "kvm".into(),
+                version: "0.1.0".into(),
+                ..Default::default()
+            }],
+        }))
+    }
+
+    async fn get_node_status(
+        &self,
+        request: Request<GetNodeStatusRequest>,
+    ) -> Result<Response<Node>, Status> {
+        let name = request.into_inner().name;
+        Err(Status::not_found(format!("node \"{name}\" not found")))
+    }
+
+    type WatchEventsStream = ReceiverStream<Result<Event, Status>>;
+
+    async fn watch_events(
+        &self,
+        request: Request<WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let request = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let events = [
+            Event {
+                id: 1,
+                at: "2025-01-10T12:00:00.000Z".into(),
+                kind: "vm.created".into(),
+                vm_name: "web".into(),
+                status: VmStatus::Pending as i32,
+                ..Default::default()
+            },
+            Event {
+                id: 2,
+                at: "2025-01-10T12:00:00.041Z".into(),
+                kind: "vm.status".into(),
+                vm_name: "web".into(),
+                status: VmStatus::Running as i32,
+                message: format!("history={} vm={}", request.history, request.vm),
+                ..Default::default()
+            },
+        ];
+        for event in events {
+            tx.send(Ok(event))
+                .await
+                .map_err(|_| Status::internal("send"))?;
+        }
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type AttachConsoleStream = ReceiverStream<Result<ConsoleOutput, Status>>;
+
+    async fn attach_console(
+        &self,
+        request: Request<Streaming<ConsoleInput>>,
+    ) -> Result<Response<Self::AttachConsoleStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("no first message"))?;
+        known(&first.vm)?;
+        if let Ok(mut seen) = self.console_first.lock() {
+            seen.push(first.clone());
+        }
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            if first.history_bytes > 0 {
+                let data = format!("history {}\r\n", first.history_bytes).into_bytes();
+                if tx.send(Ok(ConsoleOutput { data })).await.is_err() {
+                    return;
+                }
+            }
+            while let Ok(Some(input)) = inbound.message().await {
+                let mut data = b"echo:".to_vec();
+                data.extend(input.data);
+                if tx.send(Ok(ConsoleOutput { data })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_console_log(
+        &self,
+        request: Request<GetConsoleLogRequest>,
+    ) -> Result<Response<ConsoleLog>, Status> {
+        known(&request.into_inner().vm)?;
+        Ok(Response::new(ConsoleLog {
+            data: b"one\r\ntwo\r\nthree\r\nlogin: ".to_vec(),
+        }))
+    }
+
+    async fn exec_qmp(
+        &self,
+        request: Request<ExecQmpRequest>,
+    ) -> Result<Response<ExecQmpResponse>, Status> {
+        let request = request.into_inner();
+        known(&request.vm)?;
+        let command: serde_json::Value = serde_json::from_str(&request.command_json)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let reply = match command["execute"].as_str() {
+            Some("query-status") => {
+                serde_json::json!({"return": {"status": "running", "running": true}})
+            }
+            Some(c) if c.starts_with("echo") => serde_json::json!({ "return": command }),
+            Some(c) => serde_json::json!({"error": {
+                "class": "CommandNotFound",
+                "desc": format!("The command {c} has not been found"),
+            }}),
+            None => serde_json::json!({"error": {"class": "GenericError", "desc": "no execute"}}),
+        };
+        Ok(Response::new(ExecQmpResponse {
+            reply_json: reply.to_string(),
+        }))
+    }
+}
+
+/// A mock server on a unix socket in a temp dir, alive until dropped.
+struct Server {
+    _runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    endpoint: String,
+    console_first: Arc<Mutex<Vec<ConsoleInput>>>,
+}
+
+impl Server {
+    fn unix() -> Self {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("kcore.sock");
+        let mock = Mock::default();
+        let console_first = mock.console_first.clone();
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::UnixListener::bind(&socket).expect("bind")
+        };
+        runtime.spawn(
+            tonic::transport::Server::builder()
+                .add_service(KcoreServiceServer::new(mock))
+                .serve_with_incoming(UnixListenerStream::new(listener)),
+        );
+        Self {
+            _runtime: runtime,
+            endpoint: format!("unix://{}", socket.display()),
+            dir,
+            console_first,
+        }
+    }
+
+    fn kctl(&self, args: &[&str]) -> Output {
+        run(self.command(args), b"")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = kctl_command(self.dir.path());
+        command.arg("--endpoint").arg(&self.endpoint).args(args);
+        command
+    }
+}
+
+/// kctl with a clean environment: no KCORE_* variables, HOME in a temp dir.
+fn kctl_command(home: &Path) -> Command {
+    let mut command = Command::new(KCTL);
+    command
+        .env_clear()
+        .env("HOME", home)
+        .current_dir(home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs a command with the given stdin, failing the test if it takes over 20 s.
+fn run(mut command: Command, stdin: &[u8]) -> Output {
+    let mut child = command.spawn().expect("spawn kctl");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin).expect("write stdin");
+    }
+    wait(child, Duration::from_secs(20))
+}
+
+fn wait(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "kctl did not exit in time; stdout: {}; stderr: {}",
+                text(&output.stdout),
+                text(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[track_caller]
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "kctl failed: {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+#[track_caller]
+fn failed(output: &Output) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected exit 1; stdout: {}\nstderr: {}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stderr)
+}
+
+#[test]
+fn vm_list_table_json_yaml() {
+    let server = Server::unix();
+    let table = ok(&server.kctl(&["vm", "list"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "NAME  STATUS   NODE    VCPU   MEMORY   PID  AGE");
+    assert!(
+        lines[1].starts_with("web   RUNNING  node-1     2  512 MiB  4242  "),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("db    STOPPED  node-1     2  512 MiB     -  "),
+        "{table}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&server.kctl(&["vm", "list", "-o", "json"]))).expect("json");
+    assert_eq!(json["vms"][0]["status"], "VM_STATUS_RUNNING");
+    assert_eq!(json["vms"][1]["name"], "db");
+
+    let yaml: serde_json::Value =
+        serde_yaml::from_str(&ok(&server.kctl(&["-o", "yaml", "vm", "list"]))).expect("yaml");
+    assert_eq!(yaml["vms"][0]["name"], "web");
+}
+
+#[test]
+fn vm_get_and_timeline() {
+    let server = Server::unix();
+    let out = ok(&server.kctl(&["vm", "get", "web"]));
+    assert!(out.contains("Status:  RUNNING\n"), "{out}");
+    assert!(out.contains("vcpus_running"), "{out}");
+    let out = ok(&server.kctl(&["vm", "timeline", "web"]));
+    assert!(
+        out.contains("vcpus_running        41.5       +41.5"),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&server.kctl(&["vm", "timeline", "web", "-o", "json"])))
+            .expect("json");
+    assert_eq!(json["phases"][1]["offset_ms"], 41.5);
+}
+
+#[test]
+fn api_errors_print_message_and_code() {
+    let server = Server::unix();
+    let err = failed(&server.kctl(&["vm", "get", "nope"]));
+    assert_eq!(err, "Error: vm \"nope\" not found (NotFound)\n");
+    let err = failed(&server.kctl(&["vm", "start", "web"]));
+    assert_eq!(
+        err,
+        "Error: vm \"web\" is already running (FailedPrecondition)\n"
+    );
+    let err = failed(&server.kctl(&["node", "get", "n9"]));
+    assert_eq!(err, "Error: node \"n9\" not found (NotFound)\n");
+}
+
+#[test]
+fn vm_create_sends_absolute_paths_and_start_false() {
+    let server = Server::unix();
+    let out = ok(&server.kctl(&[
+        "vm",
+        "create",
+        "web2",
+        "--vcpu",
+        "2",
+        "--memory",
+        "1G",
+        "--kernel",
+        "vmlinuz",
+        "--initrd",
+        "sub/initrd.img",
+        "--cmdline",
+        "console=ttyS0",
+        "--start=false",
+        "-o",
+        "json",
+    ]));
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let home = server.dir.path().canonicalize().expect("canonical");
+    let kernel = PathBuf::from(json["spec"]["kernel"].as_str().expect("kernel"));
+    assert!(kernel.is_absolute());
+    assert_eq!(kernel.canonicalize().ok(), None); // does not exist: not resolved locally
+    assert_eq!(
+        kernel.file_name().and_then(|n| n.to_str()),
+        Some("vmlinuz"),
+        "{kernel:?}"
+    );
+    assert!(
+        kernel.starts_with(server.dir.path()) || kernel.starts_with(&home),
+        "{kernel:?}"
+    );
+    assert!(
+        json["spec"]["initrd"]
+            .as_str()
+            .expect("initrd")
+            .ends_with("/sub/initrd.img")
+    );
+    assert_eq!(json["spec"]["memory_mb"], 1024);
+    assert_eq!(json["status"], "VM_STATUS_STOPPED");
+
+    let out = ok(&server.kctl(&["vm", "create", "web3", "--vcpu", "1", "--memory", "256"]));
+    assert_eq!(
+        out,
+        "Created VM web3: RUNNING on node-1, vcpus running after 41.5 ms\n"
+    );
+}
+
+#[test]
+fn vm_actions() {
+    let server = Server::unix();
+    let out = ok(&server.kctl(&[
+        "vm",
+        "stop",
+        "web",
+        "--force",
+        "--timeout",
+        "7",
+        "--no-wait",
+    ]));
+    assert_eq!(
+        out,
+        "Stopped VM web: STOPPED on node-1 (force=true timeout=7 no_wait=true)\n"
+    );
+    assert_eq!(
+        ok(&server.kctl(&["vm", "pause", "web"])),
+        "Paused VM web: PAUSED on node-1\n"
+    );
+    assert_eq!(
+        ok(&server.kctl(&["vm", "delete", "web"])),
+        "Deleted VM web\n"
+    );
+    assert_eq!(
+        ok(&server.kctl(&["vm", "delete", "web", "-o", "json"])),
+        "{}\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&server.kctl(&["vm", "resume", "web", "-o", "json"])))
+            .expect("json");
+    assert_eq!(json["status"], "VM_STATUS_RUNNING");
+}
+
+#[test]
+fn node_list() {
+    let server = Server::unix();
+    let out = ok(&server.kctl(&["node", "list"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "NAME    STATE  CPUS  MEMORY  VMS  ALLOC VCPU  ALLOC MEMORY  ACCEL  VERSION",
+            "node-1  READY     8  16 GiB    1           2       512 MiB  kvm    0.1.0",
+        ]
+    );
+}
+
+#[test]
+fn events_table_and_json_lines() {
+    let server = Server::unix();
+    let out = ok(&server.kctl(&["events", "--vm", "web", "--history", "5"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("AT "), "{out}");
+    assert!(
+        lines[2].starts_with(
+            "2025-01-10 12:00:00.041  vm.status     web               RUNNING    history=5 vm=web"
+        ),
+        "{out}"
+    );
+    let out = ok(&server.kctl(&["events", "-o", "json"]));
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["kind"], "vm.created");
+}
+
+#[test]
+fn console_piped_stdin_and_tail() {
+    let server = Server::unix();
+    let out = run(server.command(&["vm", "console", "web"]), b"ls /\n");
+    assert_eq!(ok(&out), "echo:ls /\n");
+    let first = server
+        .console_first
+        .lock()
+        .map(|v| v.clone())
+        .expect("lock");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].vm, "web");
+    assert_eq!(first[0].history_bytes, 0);
+    assert!(first[0].data.is_empty());
+
+    assert_eq!(
+        ok(&server.kctl(&["vm", "console", "web", "--tail", "2"])),
+        "three\r\nlogin: "
+    );
+    let err = failed(&server.kctl(&["vm", "console", "nope", "--tail", "2"]));
+    assert_eq!(err, "Error: vm \"nope\" not found (NotFound)\n");
+    let err = failed(&run(server.command(&["vm", "console", "nope"]), b""));
+    assert_eq!(err, "Error: vm \"nope\" not found (NotFound)\n");
+}
+
+#[test]
+fn console_follow_until_ctrl_c() {
+    let server = Server::unix();
+    let mut command = server.command(&["vm", "console", "web", "--follow"]);
+    let mut child = command.spawn().expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut seen = Vec::new();
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            let _ = tx.send(seen.clone());
+        }
+    });
+    let seen = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("follow output");
+    assert_eq!(text(&seen), "history 65536\r\n");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let output = wait(child, Duration::from_secs(20));
+    assert!(output.status.success(), "{:?}", output.status);
+    let first = server
+        .console_first
+        .lock()
+        .map(|v| v.clone())
+        .expect("lock");
+    assert_eq!(first[0].history_bytes, 65536);
+}
+
+#[test]
+fn qmp_one_shot_and_shell() {
+    let server = Server::unix();
+    let out = ok(&server.kctl(&["vm", "qmp", "web", r#"{"execute":"query-status"}"#]));
+    let reply: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(reply["return"]["status"], "running");
+    assert!(out.contains("\n  "), "pretty-printed: {out}");
+
+    let err = failed(&server.kctl(&["vm", "qmp", "web", r#"{"execute":"nope"}"#]));
+    assert_eq!(
+        err,
+        "Error: QMP error CommandNotFound: The command nope has not been found\n"
+    );
+
+    let out = run(
+        server.command(&["vm", "qmp", "web", "-o", "json"]),
+        b"query-status\n\necho-args a=1 b=x c='{\"d\":[1]}'\necho-bad noeq\nnope\n.exit\nquery-status\n",
+    );
+    let stdout = ok(&out);
+    let replies: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("json stream");
+    assert_eq!(replies.len(), 3, "{stdout}");
+    assert_eq!(replies[0]["return"]["running"], true);
+    assert_eq!(
+        replies[1]["return"],
+        serde_json::json!({"execute": "echo-args", "arguments": {"a": 1, "b": "x", "c": {"d": [1]}}})
+    );
+    assert_eq!(replies[2]["error"]["class"], "CommandNotFound");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: expected key=value, got \"noeq\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("QMP error CommandNotFound"), "{stderr}");
+    assert!(
+        !stderr.contains("qmp> "),
+        "no prompt without a TTY: {stderr}"
+    );
+}
+
+#[test]
+fn local_validation_happens_before_connecting() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut command = kctl_command(home.path());
+    command.args([
+        "--endpoint",
+        "unix:///nonexistent/kcore.sock",
+        "vm",
+        "qmp",
+        "web",
+        "[1]",
+    ]);
+    let err = failed(&run(command, b""));
+    assert!(err.contains("must be a JSON object"), "{err}");
+}
+
+#[test]
+fn unreachable_socket_names_the_endpoint() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut command = kctl_command(home.path());
+    command.args(["--endpoint", "unix:///nonexistent/kcore.sock", "vm", "list"]);
+    let err = failed(&run(command, b""));
+    assert!(
+        err.starts_with("Error: cannot talk to kcore at unix:///nonexistent/kcore.sock: "),
+        "{err}"
+    );
+    assert!(err.contains("hint: is kcored running"), "{err}");
+}
+
+#[test]
+fn missing_endpoint_gives_the_clear_error() {
+    if Path::new("/run/kcore/kcore.sock").exists() {
+        eprintln!("skipped: a local kcored socket exists");
+        return;
+    }
+    let home = tempfile::tempdir().expect("tempdir");
+    let err = failed(&run(
+        {
+            let mut c = kctl_command(home.path());
+            c.args(["vm", "list"]);
+            c
+        },
+        b"",
+    ));
+    assert_eq!(
+        err,
+        "Error: no kcore endpoint: pass --endpoint, set KCORE_ENDPOINT, or run kcored locally \
+         (/run/kcore/kcore.sock)\n"
+    );
+}
+
+#[test]
+fn endpoint_from_env_and_config_file() {
+    let server = Server::unix();
+    let mut command = kctl_command(server.dir.path());
+    command
+        .env("KCORE_ENDPOINT", &server.endpoint)
+        .args(["node", "list"]);
+    assert!(ok(&run(command, b"")).starts_with("NAME"));
+
+    if Path::new("/run/kcore/kcore.sock").exists() {
+        return;
+    }
+    let config_dir = server.dir.path().join(".config/kcore");
+    std::fs::create_dir_all(&config_dir).expect("mkdir");
+    std::fs::write(
+        config_dir.join("config.toml"),
+        format!("endpoint = \"{}\"\n", server.endpoint),
+    )
+    .expect("config");
+    let mut command = kctl_command(server.dir.path());
+    command.args(["node", "list"]);
+    assert!(ok(&run(command, b"")).starts_with("NAME"));
+}
+
+#[test]
+fn completion_needs_no_endpoint() {
+    let home = tempfile::tempdir().expect("tempdir");
+    for shell in ["bash", "zsh", "fish"] {
+        let mut command = kctl_command(home.path());
+        command.args(["completion", shell]);
+        let out = ok(&run(command, b""));
+        assert!(out.contains("kctl"), "{shell}");
+    }
+}
+
+/// Certificates for the mTLS tests.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca =
+            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.path().join(name), text).expect("write pem");
+        };
+        write("ca.pem", ca.pem());
+        for (name, san) in [("server", "localhost"), ("client", "operator")] {
+            let key = KeyPair::generate().expect("key");
+            let cert = CertificateParams::new(vec![san.to_string()])
+                .expect("params")
+                .signed_by(&key, &ca)
+                .expect("sign");
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).expect("read pem")
+    }
+}
+
+fn tls_server(pki: &Pki) -> (tokio::runtime::Runtime, String) {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            pki.read("server.pem"),
+            pki.read("server.key"),
+        ))
+        .client_ca_root(Certificate::from_pem(pki.read("ca.pem")));
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .expect("tls config")
+        .add_service(KcoreServiceServer::new(Mock::default()))
+        .serve_with_incoming(TcpListenerStream::new(listener));
+    runtime.spawn(server);
+    (runtime, format!("https://localhost:{port}"))
+}
+
+#[test]
+fn mtls_with_and_without_client_certificate() {
+    let pki = Pki::new();
+    let (_runtime, endpoint) = tls_server(&pki);
+
+    let mut command = kctl_command(pki.dir.path());
+    command
+        .env("KCORE_ENDPOINT", &endpoint)
+        .env("KCORE_CA_CERT", pki.path("ca.pem"))
+        .env("KCORE_CLIENT_CERT", pki.path("client.pem"))
+        .env("KCORE_CLIENT_KEY", pki.path("client.key"))
+        .args(["node", "list"]);
+    assert!(ok(&run(command, b"")).starts_with("NAME"));
+
+    // The config file supplies the same, with paths relative to it.
+    let config_dir = pki.dir.path().join(".config/kcore");
+    std::fs::create_dir_all(&config_dir).expect("mkdir");
+    std::fs::write(
+        config_dir.join("config.toml"),
+        "ca_cert = \"../../ca.pem\"\nclient_cert = \"../../client.pem\"\n\
+         client_key = \"../../client.key\"\n",
+    )
+    .expect("config");
+    let mut command = kctl_command(pki.dir.path());
+    command
+        .env("KCORE_ENDPOINT", &endpoint)
+        .args(["vm", "list"]);
+    assert!(ok(&run(command, b"")).starts_with("NAME"));
+    std::fs::remove_file(config_dir.join("config.toml")).expect("rm config");
+
+    let mut command = kctl_command(pki.dir.path());
+    command
+        .env("KCORE_CA_CERT", pki.path("ca.pem"))
+        .args(["--endpoint", &endpoint, "vm", "list"]);
+    let err = failed(&run(command, b""));
+    assert!(
+        err.starts_with(&format!("Error: cannot talk to kcore at {endpoint}: ")),
+        "{err}"
+    );
+    assert!(err.contains("no client certificate is configured"), "{err}");
+
+    // A client certificate from another CA: rejected by the server.
+    let other = Pki::new();
+    let mut command = kctl_command(pki.dir.path());
+    command
+        .env("KCORE_CA_CERT", pki.path("ca.pem"))
+        .env("KCORE_CLIENT_CERT", other.path("client.pem"))
+        .env("KCORE_CLIENT_KEY", other.path("client.key"))
+        .args(["--endpoint", &endpoint, "vm", "list"]);
+    let err = failed(&run(command, b""));
+    assert!(
+        err.starts_with(&format!("Error: cannot talk to kcore at {endpoint}: ")),
+        "{err}"
+    );
+    assert!(err.contains("signed by the cluster CA"), "{err}");
+
+    let mut command = kctl_command(pki.dir.path());
+    command.args(["--endpoint", &endpoint, "vm", "list"]);
+    let err = failed(&run(command, b""));
+    assert!(err.contains("needs the cluster CA certificate"), "{err}");
+}
+
+#[test]
+fn console_interactive_on_a_tty_detaches_and_restores_termios() {
+    use nix::sys::termios::{LocalFlags, tcgetattr};
+
+    let server = Server::unix();
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let before = tcgetattr(&pty.slave).expect("tcgetattr");
+    assert!(before.local_flags.contains(LocalFlags::ICANON));
+
+    let mut command = server.command(&["vm", "console", "web"]);
+    command.stdin(Stdio::from(pty.slave.try_clone().expect("dup slave")));
+    let child = command.spawn().expect("spawn");
+
+    // Wait for kctl to put the terminal in raw mode.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tcgetattr(&pty.slave)
+        .expect("tcgetattr")
+        .local_flags
+        .contains(LocalFlags::ICANON)
+    {
+        assert!(Instant::now() < deadline, "kctl never entered raw mode");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut master = std::fs::File::from(pty.master);
+    master.write_all(b"hi").expect("type");
+    // Give the keystrokes time to round-trip before detaching.
+    std::thread::sleep(Duration::from_millis(300));
+    master.write_all(&[0x1d]).expect("Ctrl-]");
+
+    let output = wait(child, Duration::from_secs(20));
+    let stdout = ok(&output);
+    assert_eq!(stdout, "history 4096\r\necho:hi");
+    let stderr = text(&output.stderr);
+    assert!(stderr.starts_with("Connected to web (Ctrl-] to detach)\n"), "{stderr}");
+    assert!(stderr.ends_with("\r\nDetached from web\r\n"), "{stderr}");
+
+    let after = tcgetattr(&pty.slave).expect("tcgetattr");
+    assert_eq!(after.local_flags, before.local_flags);
+    assert_eq!(after.input_flags, before.input_flags);
+    assert_eq!(after.output_flags, before.output_flags);
+}
