@@ -89,6 +89,8 @@ async fn tail(client: &Client, format: Format, vm: String, n: usize) -> Result<(
 }
 
 async fn follow(client: &Client, vm: String) -> Result<()> {
+    // Installed before any output, so a Ctrl-C right after it is caught.
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     // The sender stays alive (unused) so the request stream stays open.
     let (tx, rx) = mpsc::channel::<ConsoleInput>(1);
     tx.send(ConsoleInput {
@@ -111,7 +113,7 @@ async fn follow(client: &Client, vm: String) -> Result<()> {
                 Ok(None) => break,
                 Err(status) => return Err(client.error(status)),
             },
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
         }
     }
     drop(tx);

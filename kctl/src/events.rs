@@ -1,7 +1,7 @@
 //! `kctl events`: the event stream, one line per event (`AT  KIND  VM  STATUS  MESSAGE`),
 //! or one JSON object per line with `-o json` (YAML documents with `-o yaml`).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use kcore_proto::v1::{Event, WatchEventsRequest};
 
 use crate::cli::EventsArgs;
@@ -53,6 +53,9 @@ fn row(cells: [&str; 5]) -> String {
 
 /// `kctl events`.
 pub async fn run(client: &Client, format: Format, args: EventsArgs) -> Result<()> {
+    // Installed before any output, so a Ctrl-C right after it is caught.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing SIGINT handler")?;
     let mut stream = client
         .api()
         .watch_events(WatchEventsRequest {
@@ -76,7 +79,7 @@ pub async fn run(client: &Client, format: Format, args: EventsArgs) -> Result<()
                 Ok(None) => break,
                 Err(status) => return Err(client.error(status)),
             },
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
         }
     }
     Ok(())

@@ -346,6 +346,38 @@ fn wait(mut child: Child, limit: Duration) -> Output {
     }
 }
 
+/// Collects a child's stdout on a thread; each receive gives everything read so far.
+fn stdout_watcher(child: &mut Child) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut seen = Vec::new();
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if tx.send(seen.clone()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits until the watched stdout contains `needle`.
+fn wait_for(rx: &std::sync::mpsc::Receiver<Vec<u8>>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let seen = text(&rx.recv_timeout(left).expect("output in time"));
+        if seen.contains(needle) {
+            return seen;
+        }
+    }
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -581,23 +613,8 @@ fn console_follow_until_ctrl_c() {
     let server = Server::unix();
     let mut command = server.command(&["vm", "console", "web", "--follow"]);
     let mut child = command.spawn().expect("spawn");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 256];
-        let mut seen = Vec::new();
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-            let _ = tx.send(seen.clone());
-        }
-    });
-    let seen = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("follow output");
-    assert_eq!(text(&seen), "history 65536\r\n");
+    let rx = stdout_watcher(&mut child);
+    assert_eq!(wait_for(&rx, "\n"), "history 65536\r\n");
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
     let output = wait(child, Duration::from_secs(20));
@@ -878,7 +895,8 @@ fn console_interactive_on_a_tty_detaches_and_restores_termios() {
 
     let mut command = server.command(&["vm", "console", "web"]);
     command.stdin(Stdio::from(pty.slave.try_clone().expect("dup slave")));
-    let child = command.spawn().expect("spawn");
+    let mut child = command.spawn().expect("spawn");
+    let rx = stdout_watcher(&mut child);
 
     // Wait for kctl to put the terminal in raw mode.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -892,15 +910,16 @@ fn console_interactive_on_a_tty_detaches_and_restores_termios() {
     }
     let mut master = std::fs::File::from(pty.master);
     master.write_all(b"hi").expect("type");
-    // Give the keystrokes time to round-trip before detaching.
-    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(wait_for(&rx, "echo:hi"), "history 4096\r\necho:hi");
     master.write_all(&[0x1d]).expect("Ctrl-]");
 
     let output = wait(child, Duration::from_secs(20));
-    let stdout = ok(&output);
-    assert_eq!(stdout, "history 4096\r\necho:hi");
+    assert!(output.status.success(), "{:?}", output.status);
     let stderr = text(&output.stderr);
-    assert!(stderr.starts_with("Connected to web (Ctrl-] to detach)\n"), "{stderr}");
+    assert!(
+        stderr.starts_with("Connected to web (Ctrl-] to detach)\n"),
+        "{stderr}"
+    );
     assert!(stderr.ends_with("\r\nDetached from web\r\n"), "{stderr}");
 
     let after = tcgetattr(&pty.slave).expect("tcgetattr");

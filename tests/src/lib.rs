@@ -1,1 +1,405 @@
-//! Integration tests live in tests/tests/.
+//! Test harness for kcore's end-to-end tests: a real `kcored all-in-one` in its own data and
+//! run dirs, driven through the real `kctl` binary, with real QEMU guests under TCG.
+//!
+//! Nothing here is mocked. What the tests need and how to get it:
+//! - `qemu-system-x86_64` (apt-get install qemu-system-x86), `busybox-static` and `cpio`
+//!   for the test guest, which `scripts/build-test-guest.sh` builds once and caches;
+//! - the user `kcore-qemu` (useradd --system kcore-qemu), as QEMU does not run as root;
+//! - the binaries: `cargo build -p kcored -p kctl` (the README's test command does this).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The cached test guest: kernel and initrd.
+#[derive(Debug, Clone)]
+pub struct TestGuest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Build (or reuse) the test guest. Panics with what to install when it cannot.
+pub fn guest() -> &'static TestGuest {
+    static GUEST: OnceLock<TestGuest> = OnceLock::new();
+    GUEST.get_or_init(|| {
+        if which("qemu-system-x86_64").is_none() {
+            panic!("qemu-system-x86_64 not found: apt-get install qemu-system-x86");
+        }
+        let dir = std::env::var("KCORE_GUEST_DIR")
+            .unwrap_or_else(|_| "/var/cache/kcore/test-guest".to_string());
+        let script = repo_root().join("scripts/build-test-guest.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .expect("run scripts/build-test-guest.sh");
+        assert!(
+            out.status.success(),
+            "scripts/build-test-guest.sh failed (it needs apt-get access, busybox-static, cpio):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let g = TestGuest {
+            kernel: Path::new(&dir).join("vmlinuz"),
+            initrd: Path::new(&dir).join("initrd.img"),
+        };
+        assert!(g.kernel.is_file() && g.initrd.is_file(), "no guest in {dir}");
+        g
+    })
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A built binary of the workspace (target/<profile>/NAME).
+pub fn bin(name: &str) -> PathBuf {
+    // The test executable is target/<profile>/deps/<test>-<hash>.
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is not built: run `cargo build -p kcored -p kctl` first",
+        p.display()
+    );
+    p
+}
+
+/// What a kctl run printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            ok: o.status.success(),
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    /// Panic with the output unless it succeeded.
+    pub fn expect_ok(self, what: &str) -> Run {
+        assert!(self.ok, "{what} failed: {}\n{}", self.stderr, self.stdout);
+        self
+    }
+    /// Panic unless it failed with a message containing each of `needles`.
+    pub fn expect_err(self, what: &str, needles: &[&str]) -> Run {
+        assert!(
+            !self.ok,
+            "{what} should have failed, printed: {}",
+            self.stdout
+        );
+        for n in needles {
+            assert!(
+                self.stderr.contains(n),
+                "{what}: stderr lacks {n:?}: {}",
+                self.stderr
+            );
+        }
+        self
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// A running `kcored all-in-one` in temp dirs. Killed, with its QEMUs, when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir().join("kcore.sock")
+    }
+
+    /// Start a daemon in new temp dirs.
+    pub fn start() -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("kcore-test-")
+            .tempdir()
+            .expect("tempdir");
+        let mut d = Daemon { dir, child: None };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("kcored.log"))
+            .expect("daemon log");
+        let log2 = log.try_clone().expect("dup log");
+        let child = Command::new(bin("kcored"))
+            .arg("all-in-one")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .args(["--accel", "tcg", "--node-name", "node1"])
+            .env("RUST_LOG", "info,kcore_vmm=debug")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .expect("spawn kcored");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                break;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("kcored exited ({st}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kcored did not come up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kcored.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL the daemon (its QEMUs keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start the daemon again on the same dirs.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Live processes the daemon spawned (QEMUs are its children until it restarts).
+    pub fn children(&self) -> Vec<u32> {
+        let me = self.pid();
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(me) && alive(pid) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    /// Run kctl against this daemon.
+    pub fn kctl(&self, args: &[&str]) -> Run {
+        self.kctl_stdin(args, None)
+    }
+
+    pub fn kctl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut cmd = Command::new(bin("kctl"));
+        cmd.args(args)
+            .env(
+                "KCORE_ENDPOINT",
+                format!("unix://{}", self.socket().display()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd.spawn().expect("spawn kctl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            let mut si = child.stdin.take().expect("stdin");
+            si.write_all(input.as_bytes()).expect("write stdin");
+        }
+        Run::from(child.wait_with_output().expect("kctl output"))
+    }
+
+    /// `kctl -o json vm get NAME`.
+    pub fn vm(&self, name: &str) -> Value {
+        self.kctl(&["-o", "json", "vm", "get", name])
+            .expect_ok("vm get")
+            .json()
+    }
+
+    /// Create a test-guest VM with extra kernel args; waits for RUNNING.
+    pub fn create_guest(&self, name: &str, extra_cmdline: &str, extra_args: &[&str]) -> Value {
+        let g = guest();
+        let cmdline = format!("console=ttyS0 quiet panic=-1 {extra_cmdline}");
+        let mut args = vec![
+            "-o",
+            "json",
+            "vm",
+            "create",
+            name,
+            "--vcpu",
+            "1",
+            "--memory",
+            "128",
+            "--kernel",
+            g.kernel.to_str().expect("utf8 path"),
+            "--initrd",
+            g.initrd.to_str().expect("utf8 path"),
+            "--cmdline",
+            &cmdline,
+            "--ready-pattern",
+            "KCORE-GUEST-READY",
+        ];
+        args.extend_from_slice(extra_args);
+        self.kctl(&args).expect_ok("vm create").json()
+    }
+
+    /// The console log of a VM.
+    pub fn console_log(&self, name: &str) -> String {
+        self.kctl(&["vm", "console", name, "--tail", "100000"])
+            .expect_ok("console --tail")
+            .stdout
+    }
+
+    /// Wait until the console log contains `needle` `times` times.
+    pub fn wait_console(&self, name: &str, needle: &str, times: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.console_log(name);
+            if log.matches(needle).count() >= times {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} x{times} not on {name}'s console within {timeout:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until the VM's status is `status` (e.g. "VM_STATUS_RUNNING").
+    pub fn wait_status(&self, name: &str, status: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let vm = self.vm(name);
+            if vm["status"] == status {
+                return vm;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {} not {status} after {timeout:?}",
+                vm["status"]
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// QEMU pids in this daemon's run dir (from pidfiles).
+    pub fn qemu_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.run_dir().join("vms")) {
+            for e in entries.flatten() {
+                if let Ok(s) = std::fs::read_to_string(e.path().join("qemu.pid"))
+                    && let Ok(p) = s.trim().parse()
+                {
+                    pids.push(p);
+                }
+            }
+        }
+        pids
+    }
+}
+
+/// True if `pid` is a live (not zombie) process.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !matches!(
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next()),
+            Some("Z") | Some("X")
+        ),
+        Err(_) => false,
+    }
+}
+
+/// True if some live process has `needle` in its command line.
+pub fn process_with(needle: &str) -> Option<u32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(c) = std::fs::read(e.path().join("cmdline"))
+            && String::from_utf8_lossy(&c).contains(needle)
+            && alive(pid)
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pids = self.qemu_pids();
+        self.kill9();
+        for p in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
