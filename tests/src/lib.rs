@@ -40,6 +40,7 @@ pub fn guest() -> &'static TestGuest {
         let script = repo_root().join("scripts/build-test-guest.sh");
         let out = Command::new("bash")
             .arg(&script)
+            .arg("--offline")
             .arg(&dir)
             .output()
             .expect("run scripts/build-test-guest.sh");

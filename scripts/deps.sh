@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what kcore needs on Debian/Ubuntu (run as root): QEMU, the tools the test guest is
+# built with, protoc for the build, a Rust toolchain if there is none, the unprivileged
+# `kcore-qemu` user QEMU runs as, and the `kcore` group that may use the local socket.
+set -euo pipefail
+
+log() { printf 'deps: %s\n' "$*" >&2; }
+[ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
+
+pkgs=(qemu-system-x86 qemu-utils cpio busybox-static xz-utils protobuf-compiler
+      ca-certificates curl gcc libc6-dev pkg-config iproute2 procps)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# qemu-img may come from a newer (backports) qemu-utils: keep it if present.
+if command -v qemu-img >/dev/null; then
+    missing=("${missing[@]/qemu-utils}")
+fi
+if [ -n "${missing[*]// /}" ]; then
+    log "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${missing[*]} >/dev/null
+fi
+
+if ! command -v cargo >/dev/null && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+    log "installing Rust with rustup"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+fi
+
+getent group kcore >/dev/null || groupadd --system kcore
+if ! id kcore-qemu >/dev/null 2>&1; then
+    log "creating user kcore-qemu"
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin kcore-qemu
+fi
+log "ok"
