@@ -33,4 +33,8 @@ if ! id kcore-qemu >/dev/null 2>&1; then
     log "creating user kcore-qemu"
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin kcore-qemu
 fi
+# QEMU drops to kcore-qemu with that user's groups: /dev/kvm needs the kvm group.
+if getent group kvm >/dev/null && ! id -nG kcore-qemu | tr ' ' '\n' | grep -qx kvm; then
+    usermod -aG kvm kcore-qemu
+fi
 log "ok"

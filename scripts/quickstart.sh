@@ -46,9 +46,9 @@ boot_demo() {
     kctl vm create demo --vcpu 1 --memory 256 \
         --kernel "$images/demo-guest/vmlinuz" --initrd "$images/demo-guest/initrd.img" \
         --cmdline "console=ttyS0 quiet panic=-1 kcore.marker=hello-from-kcore" \
-        --ready-pattern KCORE-GUEST-READY
+        --ready-pattern KCORE-GUEST-READY || return 1
     for _ in $(seq 300); do
-        kctl -o json vm get demo | grep -q '"guest_ready"' && return 0
+        kctl -o json vm get demo 2>/dev/null | grep -q '"guest_ready"' && return 0
         sleep 0.1
     done
     return 1

@@ -1,1 +1,268 @@
-fn main() {}
+//! `kcore-bench`: how long kcore takes from the API call to a running guest, against bare
+//! QEMU started with the very same argv in the same run.
+//!
+//! For each of N rounds (kcore and bare QEMU alternate, so background noise hits both):
+//! - kcore: `CreateVM` over the local socket of an all-in-one daemon the bench starts in a
+//!   temp dir; create -> RUNNING is the RPC's wall time (it returns when the vCPUs run),
+//!   create -> guest-ready comes from the VM's boot timeline (the ready pattern on the
+//!   console). Then the VM is deleted.
+//! - bare QEMU: the argv kcore used (its `qemu.argv`), spawned by the bench with its own
+//!   pre-bound QMP and console sockets; exec -> running is greeting + `qmp_capabilities` +
+//!   `cont`; exec -> guest-ready is the ready marker on the console.
+//!
+//! Prints medians, the difference and the ratio. Run: `scripts/bench.sh` (release build).
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use hyper_util::rt::TokioIo;
+use kcore_proto::v1 as pb;
+use kcore_proto::v1::kcore_service_client::KcoreServiceClient;
+use kcore_vmm::qmp::{QmpClient, QmpOptions};
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser, Debug)]
+#[command(about = "kcore create -> running / guest-ready vs bare QEMU")]
+struct Args {
+    /// Rounds (each: one kcore VM and one bare QEMU).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    #[arg(long, default_value = "/var/cache/kcore/test-guest/vmlinuz")]
+    kernel: PathBuf,
+    #[arg(long, default_value = "/var/cache/kcore/test-guest/initrd.img")]
+    initrd: PathBuf,
+    #[arg(long, default_value_t = 128)]
+    memory: u32,
+    /// q35, pc or microvm.
+    #[arg(long, default_value = "q35")]
+    machine: String,
+    /// auto, kvm or tcg (tcg where nested KVM is broken).
+    #[arg(long, default_value = "tcg")]
+    accel: String,
+    /// The kcored binary (default: next to this one).
+    #[arg(long)]
+    kcored: Option<PathBuf>,
+}
+
+const READY: &str = "KCORE-GUEST-READY";
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+async fn dial(path: PathBuf) -> anyhow::Result<Channel> {
+    Ok(Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let p = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
+        }))
+        .await?)
+}
+
+struct DaemonGuard(Child);
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let kcored = match &args.kcored {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("bench binary dir")?
+            .join("kcored"),
+    };
+    let dir = tempfile::Builder::new().prefix("kcore-bench-").tempdir()?;
+    let run_dir = dir.path().join("run");
+    let sock = run_dir.join("kcore.sock");
+    let child = Command::new(&kcored)
+        .args(["all-in-one", "--accel", &args.accel])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {}", kcored.display()))?;
+    let _guard = DaemonGuard(child);
+    let t0 = Instant::now();
+    while UnixStream::connect(&sock).await.is_err() {
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!("kcored did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut api = KcoreServiceClient::new(dial(sock).await?);
+    let machine = match args.machine.as_str() {
+        "pc" => pb::MachineType::Pc,
+        "microvm" => pb::MachineType::Microvm,
+        _ => pb::MachineType::Q35,
+    };
+    let spec = pb::VmSpec {
+        vcpu: 1,
+        memory_mb: args.memory,
+        machine: machine as i32,
+        kernel: args.kernel.to_string_lossy().into_owned(),
+        initrd: args.initrd.to_string_lossy().into_owned(),
+        cmdline: "console=ttyS0 quiet panic=-1".into(),
+        ready_pattern: READY.into(),
+        restart_policy: 0,
+    };
+    let (mut k_run, mut k_ready, mut b_run, mut b_ready, mut b_greet) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..args.runs + 1 {
+        let name = format!("bench-{i}");
+        // kcore
+        let t = Instant::now();
+        let vm = api
+            .create_vm(pb::CreateVmRequest {
+                name: name.clone(),
+                spec: Some(spec.clone()),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let running = t.elapsed().as_secs_f64() * 1000.0;
+        let ready = loop {
+            let vm = api
+                .get_vm(pb::GetVmRequest { name: name.clone() })
+                .await?
+                .into_inner();
+            if let Some(p) = vm
+                .timeline
+                .as_ref()
+                .and_then(|t| t.phases.iter().find(|p| p.name == "guest_ready"))
+            {
+                break p.offset_ms;
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                bail!("{name} never became ready");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let argv_file = run_dir.join("vms").join(&vm.id).join("qemu.argv");
+        let argv: Vec<String> = std::fs::read_to_string(&argv_file)?
+            .lines()
+            .map(str::to_string)
+            .collect();
+        api.delete_vm(pb::DeleteVmRequest {
+            name: name.clone(),
+            force: true,
+        })
+        .await?;
+        // bare QEMU, same argv
+        let (greet, run, rdy) = bare_qemu(&argv, dir.path()).await?;
+        // Round 0 warms the page cache for both; it is not counted.
+        if i > 0 {
+            k_run.push(running);
+            k_ready.push(ready);
+            b_greet.push(greet);
+            b_run.push(run);
+            b_ready.push(rdy);
+        }
+        eprintln!(
+            "round {i}: kcore running {running:.1} ms ready {ready:.1} ms | bare greeting {greet:.1} running {run:.1} ready {rdy:.1} ms"
+        );
+    }
+    let (kr, kd, br, bd, bg) = (
+        median(&mut k_run),
+        median(&mut k_ready),
+        median(&mut b_run),
+        median(&mut b_ready),
+        median(&mut b_greet),
+    );
+    println!(
+        "\nkcore-bench: {} runs, machine {}, accel {}, {} MiB (medians)",
+        args.runs, args.machine, args.accel, args.memory
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>10} {:>7}",
+        "", "kcore ms", "bare ms", "diff ms", "ratio"
+    );
+    println!(
+        "{:<28} {:>10.1} {:>10.1} {:>+10.1} {:>7.3}",
+        "create -> vCPUs running",
+        kr,
+        br,
+        kr - br,
+        kr / br
+    );
+    println!(
+        "{:<28} {:>10.1} {:>10.1} {:>+10.1} {:>7.3}",
+        "create -> guest ready",
+        kd,
+        bd,
+        kd - bd,
+        kd / bd
+    );
+    println!(
+        "{:<28} {:>10} {:>10.1}",
+        "bare exec -> QMP greeting", "", bg
+    );
+    Ok(())
+}
+
+/// Spawn QEMU with `argv` (fd 3 = QMP, fd 4 = console, as kcore passes them), then measure
+/// exec -> greeting, -> running (after `cont`) and -> ready marker, in ms.
+async fn bare_qemu(argv: &[String], dir: &Path) -> anyhow::Result<(f64, f64, f64)> {
+    let qmp_path = dir.join("bare-qmp.sock");
+    let con_path = dir.join("bare-con.sock");
+    let _ = std::fs::remove_file(&qmp_path);
+    let _ = std::fs::remove_file(&con_path);
+    let qmp_l = std::os::unix::net::UnixListener::bind(&qmp_path)?;
+    let con_l = std::os::unix::net::UnixListener::bind(&con_path)?;
+    let log = std::fs::File::create(dir.join("bare-qemu.log"))?;
+    let t = Instant::now();
+    let pid = kcore_vmm::process::spawn_detached(
+        argv,
+        &log,
+        &[(qmp_l.as_raw_fd(), 3), (con_l.as_raw_fd(), 4)],
+        None,
+    )?;
+    let pidfd = kcore_vmm::process::PidFd::open(pid)?;
+    let mut con = UnixStream::connect(&con_path).await?;
+    let qmp_conn = UnixStream::connect(&qmp_path).await?;
+    drop(qmp_l);
+    drop(con_l);
+    let (qmp, _events) = QmpClient::connect(qmp_conn, QmpOptions::default()).await?;
+    // connect() includes qmp_capabilities; the greeting itself came just before it.
+    let greet = t.elapsed().as_secs_f64() * 1000.0;
+    qmp.cont().await?;
+    let running = t.elapsed().as_secs_f64() * 1000.0;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let ready = loop {
+        let n = tokio::time::timeout(Duration::from_secs(120), con.read(&mut buf)).await??;
+        if n == 0 {
+            bail!("bare QEMU console closed before the marker");
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&seen).contains(READY) {
+            break t.elapsed().as_secs_f64() * 1000.0;
+        }
+    };
+    let _ = pidfd.signal(nix::sys::signal::Signal::SIGKILL);
+    pidfd.exited().await;
+    Ok((greet, running, ready))
+}

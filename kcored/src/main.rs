@@ -2,12 +2,15 @@
 //! process (the controller still talks to the node through the `NodeAgent` API, over a
 //! local unix socket); `node` and `controller` run one role each.
 
+mod auth;
 mod controller;
 mod convert;
 mod error;
 mod node;
+mod pki;
 mod server;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,8 @@ use clap::{Args, Parser, Subcommand};
 use kcore_proto::v1::kcore_service_server::KcoreServiceServer;
 use kcore_proto::v1::node_agent_server::NodeAgentServer;
 use kcore_vmm::host::{self, AccelChoice, HostConfig};
-use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,6 +42,8 @@ enum Role {
         dirs: Dirs,
         #[command(flatten)]
         node: NodeArgs,
+        #[command(flatten)]
+        listen: ListenArgs,
     },
     /// A node agent alone, serving NodeAgent on <run-dir>/node.sock.
     Node {
@@ -53,6 +59,8 @@ enum Role {
         /// A node agent's socket: unix:///run/kcore/node.sock (repeatable).
         #[arg(long = "node", required = true)]
         nodes: Vec<String>,
+        #[command(flatten)]
+        listen: ListenArgs,
     },
 }
 
@@ -64,6 +72,18 @@ struct Dirs {
     /// Runtime state: sockets, pidfiles, console logs.
     #[arg(long, default_value = "/run/kcore", env = "KCORE_RUN_DIR")]
     run_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct ListenArgs {
+    /// Also serve the API on this TCP address (e.g. 127.0.0.1:9090 or 0.0.0.0:9090), with
+    /// mutual TLS only: clients need a certificate signed by <data-dir>/pki/ca.crt.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// An extra DNS name or IP for the server certificate (repeatable); used only when
+    /// <data-dir>/pki/server.crt is created.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -97,13 +117,17 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.role {
-        Role::AllInOne { dirs, node } => all_in_one(dirs, node).await,
+        Role::AllInOne { dirs, node, listen } => all_in_one(dirs, node, listen).await,
         Role::Node { dirs, node } => {
             let n = start_node(&dirs, node).await?;
             let serve = serve_node(&dirs, n).await?;
             wait_for_signal(serve).await
         }
-        Role::Controller { dirs, nodes } => {
+        Role::Controller {
+            dirs,
+            nodes,
+            listen,
+        } => {
             let ctl = open_controller(&dirs)?;
             for n in nodes {
                 let path = n
@@ -112,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
                 let ch = server::dial_unix(path.into()).await?;
                 ctl.add_node(n.clone(), ch).await?;
             }
-            let serve = serve_controller(&dirs, ctl).await?;
+            let serve = serve_controller(&dirs, ctl, &listen).await?;
             wait_for_signal(serve).await
         }
     }
@@ -144,7 +168,7 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>>
     let bios = (!a.kernel_boot_bios.is_empty())
         .then(|| PathBuf::from(&a.kernel_boot_bios))
         .filter(|p| p.is_file());
-    let accel = host::resolve_accel(a.accel);
+    let accel = host::resolve_accel(a.accel, run_as.as_ref())?;
     let host_cfg = HostConfig {
         qemu_binary: qemu_binary.clone(),
         accel,
@@ -196,7 +220,23 @@ fn open_controller(dirs: &Dirs) -> anyhow::Result<Arc<controller::Controller>> {
 async fn serve_controller(
     dirs: &Dirs,
     ctl: Arc<controller::Controller>,
+    listen: &ListenArgs,
 ) -> anyhow::Result<Serving> {
+    let mut sans = listen.tls_sans.clone();
+    if let Some(addr) = listen.listen.filter(|a| !a.ip().is_unspecified()) {
+        sans.push(addr.ip().to_string());
+    }
+    let pki = pki::ensure_pki(&dirs.data_dir.join("pki"), &sans)?;
+    tracing::info!(
+        cert = %pki.path(pki::ADMIN_CERT).display(),
+        key = %pki.path(pki::ADMIN_KEY).display(),
+        ca = %pki.path(pki::CA_CERT).display(),
+        "admin client certificate"
+    );
+    let tcp = match listen.listen {
+        Some(addr) => Some(serve_tls(addr, &pki, &ctl).await?),
+        None => None,
+    };
     let path = dirs.run_dir.join("kcore.sock");
     let incoming = server::bind_unix(&path, 0o660).await?;
     server::chgrp_if_exists(&path, "kcore");
@@ -207,24 +247,76 @@ async fn serve_controller(
         .await;
     let api = KcoreServiceServer::new(controller::grpc::KcoreApi::new(ctl));
     tracing::info!(socket = %path.display(), "serving KcoreService");
-    Ok(tokio::spawn(
-        Server::builder()
-            .add_service(api)
-            .add_service(health)
-            .add_service(refl_v1)
-            .add_service(refl_v1alpha)
-            .serve_with_incoming(incoming),
-    ))
+    let unix = Server::builder()
+        .add_service(api)
+        .add_service(health)
+        .add_service(refl_v1)
+        .add_service(refl_v1alpha)
+        .serve_with_incoming(incoming);
+    Ok(tokio::spawn(async move {
+        match tcp {
+            None => unix.await,
+            Some(tcp) => tokio::select! {
+                r = unix => r,
+                r = tcp => r,
+            },
+        }
+    }))
 }
 
-async fn all_in_one(dirs: Dirs, node_args: NodeArgs) -> anyhow::Result<()> {
+/// KcoreService, health and reflection on TCP with mutual TLS: a client certificate signed
+/// by our CA is required, and its role (see [`auth`]) decides what it may call.
+async fn serve_tls(
+    addr: SocketAddr,
+    pki: &pki::Pki,
+    ctl: &Arc<controller::Controller>,
+) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>> + use<>> {
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            pki.read(pki::SERVER_CERT)?,
+            pki.read(pki::SERVER_KEY)?,
+        ))
+        .client_ca_root(Certificate::from_pem(pki.read(pki::CA_CERT)?))
+        .timeout(Duration::from_secs(10));
+    if !addr.ip().is_unspecified()
+        && let Ok(sans) = pki.server_sans()
+        && !sans.contains(&addr.ip().to_string())
+    {
+        tracing::warn!(
+            listen = %addr, sans = ?sans,
+            "the existing server certificate does not name the --listen IP: clients must \
+             connect by a name it has (or remove pki/server.crt and server.key to re-issue)"
+        );
+    }
+    let incoming = TcpIncoming::bind(addr)
+        .with_context(|| format!("--listen {addr}: bind"))?
+        .with_nodelay(Some(true));
+    let (refl_v1, refl_v1alpha) = server::reflection()?;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<KcoreServiceServer<controller::grpc::KcoreApi>>()
+        .await;
+    let api = KcoreServiceServer::new(controller::grpc::KcoreApi::new(ctl.clone()));
+    tracing::info!(listen = %addr, "serving KcoreService with mutual TLS");
+    Ok(Server::builder()
+        .tls_config(tls)
+        .context("--listen: TLS configuration")?
+        .layer(auth::AuthLayer)
+        .add_service(api)
+        .add_service(health)
+        .add_service(refl_v1)
+        .add_service(refl_v1alpha)
+        .serve_with_incoming(incoming))
+}
+
+async fn all_in_one(dirs: Dirs, node_args: NodeArgs, listen: ListenArgs) -> anyhow::Result<()> {
     let n = start_node(&dirs, node_args).await?;
     let node_serving = serve_node(&dirs, n).await?;
     let ctl = open_controller(&dirs)?;
     let ch = server::dial_unix(dirs.run_dir.join("node.sock")).await?;
     let address = format!("unix://{}", dirs.run_dir.join("node.sock").display());
     ctl.add_node(address, ch).await?;
-    let api_serving = serve_controller(&dirs, ctl).await?;
+    let api_serving = serve_controller(&dirs, ctl, &listen).await?;
     tokio::select! {
         r = wait_for_signal(api_serving) => r,
         r = node_serving => {

@@ -46,19 +46,40 @@ impl std::str::FromStr for AccelChoice {
     }
 }
 
-/// Resolve `auto`: KVM when /dev/kvm can be opened read-write, else TCG.
-pub fn resolve_accel(choice: AccelChoice) -> Accel {
-    match choice {
-        AccelChoice::Kvm => Accel::Kvm,
-        AccelChoice::Tcg => Accel::Tcg,
-        AccelChoice::Auto => {
-            let usable = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/kvm")
-                .is_ok();
-            if usable { Accel::Kvm } else { Accel::Tcg }
+/// Resolve `auto`: KVM when /dev/kvm can be opened read-write, by the QEMU user too; else
+/// TCG. An explicit `kvm` that the QEMU user cannot use is an error that says what to do.
+pub fn resolve_accel(choice: AccelChoice, run_as: Option<&RunAs>) -> Result<Accel, VmmError> {
+    const KVM: &str = "/dev/kvm";
+    let usable = || -> Result<(), String> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(KVM)
+            .map_err(|e| format!("{KVM}: {e}"))?;
+        if let Some(r) = run_as {
+            let meta = std::fs::metadata(KVM).map_err(|e| format!("{KVM}: {e}"))?;
+            if !r.can_read_write(&meta) {
+                return Err(format!(
+                    "the QEMU user (uid {}) may not open {KVM}: add it to the group that owns \
+                     {KVM} (usermod -aG kvm kcore-qemu)",
+                    r.uid
+                ));
+            }
         }
+        Ok(())
+    };
+    match choice {
+        AccelChoice::Tcg => Ok(Accel::Tcg),
+        AccelChoice::Kvm => usable()
+            .map(|()| Accel::Kvm)
+            .map_err(|e| VmmError::InvalidSpec(format!("accel kvm: {e}"))),
+        AccelChoice::Auto => match usable() {
+            Ok(()) => Ok(Accel::Kvm),
+            Err(e) => {
+                tracing::info!("accel auto: using TCG ({e})");
+                Ok(Accel::Tcg)
+            }
+        },
     }
 }
 
@@ -111,10 +132,23 @@ pub fn qemu_version(binary: &Path) -> Result<String, VmmError> {
 /// Look up a user by name (for `--qemu-user`).
 pub fn lookup_user(name: &str) -> Result<RunAs, VmmError> {
     match nix::unistd::User::from_name(name) {
-        Ok(Some(u)) => Ok(RunAs {
-            uid: u.uid.as_raw(),
-            gid: u.gid.as_raw(),
-        }),
+        Ok(Some(u)) => {
+            let cname = std::ffi::CString::new(name)
+                .map_err(|_| VmmError::InvalidSpec(format!("bad user name {name:?}")))?;
+            let groups = nix::unistd::getgrouplist(&cname, u.gid)
+                .map_err(|e| VmmError::Sys {
+                    op: "getgrouplist",
+                    source: e,
+                })?
+                .into_iter()
+                .map(|g| g.as_raw())
+                .collect();
+            Ok(RunAs {
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+                groups,
+            })
+        }
         Ok(None) => Err(VmmError::InvalidSpec(format!(
             "user {name:?} does not exist (create it: useradd --system --no-create-home \
              --shell /usr/sbin/nologin {name})"
@@ -136,7 +170,7 @@ pub fn check_readable(what: &str, path: &Path, run_as: Option<&RunAs>) -> Result
         let mode = m.mode();
         if m.uid() == r.uid {
             mode & (bit << 6) != 0
-        } else if m.gid() == r.gid {
+        } else if m.gid() == r.gid || r.groups.contains(&m.gid()) {
             mode & (bit << 3) != 0
         } else {
             mode & bit != 0
@@ -180,6 +214,7 @@ mod tests {
         let nobody = RunAs {
             uid: 65534,
             gid: 65534,
+            groups: vec![65534],
         };
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
@@ -206,6 +241,6 @@ mod tests {
     fn accel_parses() {
         assert_eq!("tcg".parse::<AccelChoice>(), Ok(AccelChoice::Tcg));
         assert!("xen".parse::<AccelChoice>().is_err());
-        assert_eq!(resolve_accel(AccelChoice::Tcg), Accel::Tcg);
+        assert_eq!(resolve_accel(AccelChoice::Tcg, None).ok(), Some(Accel::Tcg));
     }
 }

@@ -18,11 +18,28 @@ use tokio::io::unix::AsyncFd;
 
 use crate::VmmError;
 
-/// The user QEMU runs as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The user QEMU runs as: uid, primary gid and supplementary groups (e.g. `kvm`, for
+/// /dev/kvm), as `initgroups` would give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunAs {
     pub uid: u32,
     pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl RunAs {
+    /// True if this user may open `path` for reading and writing, by its mode bits.
+    pub fn can_read_write(&self, meta: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let mode = meta.mode();
+        if meta.uid() == self.uid {
+            mode & 0o600 == 0o600
+        } else if meta.gid() == self.gid || self.groups.contains(&meta.gid()) {
+            mode & 0o060 == 0o060
+        } else {
+            mode & 0o006 == 0o006
+        }
+    }
 }
 
 /// Spawn `argv` detached: a new session, stdin from /dev/null, stdout and stderr appended to
@@ -32,7 +49,7 @@ pub fn spawn_detached(
     argv: &[String],
     log: &File,
     fds: &[(RawFd, RawFd)],
-    run_as: Option<RunAs>,
+    run_as: Option<&RunAs>,
 ) -> Result<u32, VmmError> {
     let (program, args) = argv
         .split_first()
@@ -50,10 +67,12 @@ pub fn spawn_detached(
         .stderr(Stdio::from(err))
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    if let Some(r) = run_as {
-        // std drops supplementary groups (setgroups(0)) when switching from root.
-        cmd.uid(r.uid).gid(r.gid);
-    }
+    // Drop to the QEMU user in the child: groups first, then gid, then uid (std's
+    // `uid()`/`gid()` would drop the supplementary groups, and /dev/kvm needs `kvm`).
+    let ids = run_as.map(|r| {
+        let groups: Vec<libc::gid_t> = r.groups.clone();
+        (r.uid as libc::uid_t, r.gid as libc::gid_t, groups)
+    });
     // Move every source above the target range first, so that placing one descriptor can
     // never overwrite another source (e.g. source 4 -> 3 while source 3 is still needed).
     let mut held = Vec::with_capacity(fds.len());
@@ -71,11 +90,20 @@ pub fn spawn_detached(
     }
     let fds: Vec<(RawFd, RawFd)> = held.iter().map(|(o, d)| (o.as_raw_fd(), *d)).collect();
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe functions (setsid, dup2, fcntl); it allocates nothing.
+    // async-signal-safe functions (setsid, setgroups, setgid, setuid, dup2, fcntl); it
+    // allocates nothing (the group list was built before the fork).
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some((uid, gid, groups)) = &ids {
+                if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                    || libc::setgid(*gid) < 0
+                    || libc::setuid(*uid) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             for &(src, dst) in &fds {
                 if src == dst {

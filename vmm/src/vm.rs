@@ -301,7 +301,7 @@ impl Vm {
                 (qmp_listener.as_raw_fd(), QMP_FD),
                 (console_listener.as_raw_fd(), CONSOLE_FD),
             ],
-            host.run_as,
+            host.run_as.as_ref(),
         )?;
         self.record(Phase::QemuExec, SystemTime::now());
         let pidfd = match PidFd::open(pid) {
@@ -701,7 +701,7 @@ fn prepare_dir(paths: &VmPaths, host: &HostConfig) -> Result<(), VmmError> {
     std::fs::create_dir_all(dir).map_err(|e| VmmError::io("create", dir, e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| VmmError::io("chmod", dir, e))?;
-    if let Some(r) = host.run_as {
+    if let Some(r) = &host.run_as {
         chown(dir, Some(r.uid), Some(r.gid)).map_err(|e| VmmError::io("chown", dir, e))?;
     }
     for f in [paths.qmp(), paths.console(), paths.pidfile()] {

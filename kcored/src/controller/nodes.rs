@@ -125,23 +125,14 @@ impl Controller {
                         l.ready = true;
                         l.last_heartbeat = now_rfc3339();
                     });
-                    if let Some(tx) = first.take() {
-                        // The snapshot follows at once; give the store a moment to take it.
-                        let snapshot_len = self
-                            .store
-                            .list_vms(Some(&name))
-                            .map(|v| v.len())
-                            .unwrap_or(0);
-                        for _ in 0..snapshot_len {
-                            match stream.message().await {
-                                Ok(Some(ev)) => self.take_event(&ev),
-                                _ => break,
-                            }
-                        }
-                        let _ = tx.send(());
-                    }
                     loop {
                         match stream.message().await {
+                            Ok(Some(ev)) if ev.kind == "synced" => {
+                                // The snapshot is in: serve requests from now on.
+                                if let Some(tx) = first.take() {
+                                    let _ = tx.send(());
+                                }
+                            }
                             Ok(Some(ev)) => {
                                 self.nodes
                                     .update(&name, |l| l.last_heartbeat = now_rfc3339());

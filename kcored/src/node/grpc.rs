@@ -78,6 +78,15 @@ impl NodeAgent for NodeAgentService {
                     return;
                 }
             }
+            // Tell the watcher the snapshot is complete.
+            let synced = pb::NodeVmEvent {
+                vm: None,
+                kind: "synced".into(),
+                message: String::new(),
+            };
+            if tx.send(Ok(synced)).await.is_err() {
+                return;
+            }
             loop {
                 match sub.recv().await {
                     Ok(ev) => {

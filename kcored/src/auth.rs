@@ -1,0 +1,257 @@
+//! Who may call what on the TCP (mutual TLS) listener.
+//!
+//! The role comes from the client certificate, which the TLS layer has already verified
+//! against our CA: subject `O=kcore, OU=<role>`. `admin` may call everything, `viewer` only
+//! the read methods of `kcore.v1.KcoreService`, `node` nothing of the public API. Health and
+//! reflection are open to any valid certificate. Connections over the unix socket carry no
+//! certificate and are not checked here (the socket's file mode controls access).
+//!
+//! This is a tower layer on the HTTP request rather than a tonic interceptor, because an
+//! interceptor does not see the method (the URI path `/kcore.v1.KcoreService/CreateVM`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::task::{Context, Poll};
+
+use futures::future::{Either, Ready, ready};
+use tonic::Status;
+use tonic::codegen::http;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// The Organization every kcore client certificate carries.
+pub const ORGANIZATION: &str = "kcore";
+
+/// The public API's path prefix.
+const API_PREFIX: &str = "/kcore.v1.KcoreService/";
+
+/// Methods of `kcore.v1.KcoreService` a viewer may call.
+pub const READ_METHODS: &[&str] = &[
+    "ListVMs",
+    "GetVM",
+    "ListNodes",
+    "GetNodeStatus",
+    "WatchEvents",
+    "GetConsoleLog",
+];
+
+/// Services any valid certificate may call.
+const OPEN_PREFIXES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// A client's role, from the OrganizationalUnit of its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Read-only methods.
+    Viewer,
+    /// A node agent: nothing of the public API.
+    Node,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+            Role::Node => "node",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "viewer" => Ok(Role::Viewer),
+            "node" => Ok(Role::Node),
+            other => Err(format!("unknown role {other:?}: use admin, viewer or node")),
+        }
+    }
+}
+
+/// The role in a DER client certificate: `O=kcore`, `OU=<role>`.
+pub fn role_of_cert(der: &[u8]) -> Result<Role, String> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| format!("cannot parse the client certificate: {e}"))?;
+    let subject = cert.subject();
+    let org = subject
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok())
+        .collect::<Vec<_>>();
+    if org != [ORGANIZATION] {
+        return Err(format!(
+            "the client certificate ({subject}) is not a kcore certificate (O={ORGANIZATION})"
+        ));
+    }
+    let ou = subject
+        .iter_organizational_unit()
+        .filter_map(|a| a.as_str().ok())
+        .collect::<Vec<_>>();
+    match ou.as_slice() {
+        [one] => one
+            .parse()
+            .map_err(|e| format!("the client certificate ({subject}) has an {e}")),
+        _ => Err(format!(
+            "the client certificate ({subject}) names no single role (OU=admin|viewer|node)"
+        )),
+    }
+}
+
+/// Whether `role` may call the gRPC method at `path` (`/package.Service/Method`).
+pub fn authorize(path: &str, role: Role) -> Result<(), Status> {
+    if role == Role::Admin || OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        return Ok(());
+    }
+    let method = path.strip_prefix(API_PREFIX);
+    if role == Role::Viewer && method.is_some_and(|m| READ_METHODS.contains(&m)) {
+        return Ok(());
+    }
+    let what = method.unwrap_or(path);
+    Err(Status::permission_denied(format!(
+        "role {role} may not call {what}"
+    )))
+}
+
+/// Checks one request by its connection: TLS with a client certificate is checked by
+/// role; a connection without connect info of TCP kind (the unix socket) passes.
+pub fn check<B>(req: &http::Request<B>) -> Result<(), Status> {
+    let ext = req.extensions();
+    if let Some(tls) = ext.get::<TlsConnectInfo<TcpConnectInfo>>() {
+        let certs = tls
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let role = role_of_cert(leaf).map_err(Status::permission_denied)?;
+        return authorize(req.uri().path(), role);
+    }
+    if ext.get::<TcpConnectInfo>().is_some() {
+        // Not served: TCP is always TLS. Refuse rather than trust if that ever changes.
+        return Err(Status::unauthenticated(
+            "plain TCP is not allowed: use mutual TLS",
+        ));
+    }
+    Ok(())
+}
+
+/// The tower layer applying [`check`] to every request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthLayer;
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService { inner }
+    }
+}
+
+/// See [`AuthLayer`].
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    R: Default,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = Either<S::Future, Ready<Result<Self::Response, Self::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        match check(&req) {
+            Ok(()) => Either::Left(self.inner.call(req)),
+            Err(status) => {
+                tracing::info!(path = req.uri().path(), error = status.message(), "denied");
+                Either::Right(ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_calls_everything() {
+        for p in [
+            "/kcore.v1.KcoreService/CreateVM",
+            "/kcore.v1.KcoreService/ListVMs",
+            "/grpc.health.v1.Health/Check",
+            "/kcore.v1.NodeAgent/DefineVM",
+        ] {
+            assert!(authorize(p, Role::Admin).is_ok(), "{p}");
+        }
+    }
+
+    #[test]
+    fn viewer_reads_only() {
+        for m in READ_METHODS {
+            let p = format!("{API_PREFIX}{m}");
+            assert!(authorize(&p, Role::Viewer).is_ok(), "{p}");
+        }
+        let e = authorize("/kcore.v1.KcoreService/CreateVM", Role::Viewer).expect_err("create");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert_eq!(e.message(), "role viewer may not call CreateVM");
+        for m in ["DeleteVM", "AttachConsole", "ExecQMP", "StopVM"] {
+            let p = format!("{API_PREFIX}{m}");
+            assert!(authorize(&p, Role::Viewer).is_err(), "{p}");
+        }
+        assert!(
+            authorize(
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                Role::Viewer
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn node_gets_no_public_api() {
+        let e = authorize("/kcore.v1.KcoreService/ListVMs", Role::Node).expect_err("list");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(authorize("/grpc.health.v1.Health/Check", Role::Node).is_ok());
+    }
+
+    #[test]
+    fn unix_socket_passes_plain_tcp_does_not() {
+        let req = http::Request::builder()
+            .uri("/kcore.v1.KcoreService/CreateVM")
+            .body(())
+            .expect("request");
+        assert!(check(&req).is_ok());
+        let mut req = req;
+        req.extensions_mut().insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: None,
+        });
+        let e = check(&req).expect_err("plain tcp");
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn roles_parse() {
+        assert_eq!("viewer".parse::<Role>(), Ok(Role::Viewer));
+        assert!("root".parse::<Role>().is_err());
+    }
+}

@@ -1,0 +1,394 @@
+//! The cluster PKI in `<data-dir>/pki`, made on the controller's first start:
+//!
+//! - `ca.crt`, `ca.key`: the CA (ECDSA P-256, 10 years) that signs everything below and
+//!   that the TCP listener trusts for client certificates;
+//! - `server.crt`, `server.key`: the listener's certificate (1 year; SANs localhost,
+//!   127.0.0.1, ::1, the host name, the `--listen` IP and any extra names);
+//! - `admin.crt`, `admin.key`: a client certificate with the admin role (1 year).
+//!
+//! Client certificates carry their role in the subject: `O=kcore`, `OU=admin|viewer|node`
+//! (see [`crate::auth`]). Files that exist are never regenerated. Keys are 0600, the
+//! directory 0700.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use chrono::{Datelike, Months, NaiveDate};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+
+use crate::auth::{ORGANIZATION, Role};
+
+pub const CA_CERT: &str = "ca.crt";
+pub const CA_KEY: &str = "ca.key";
+pub const SERVER_CERT: &str = "server.crt";
+pub const SERVER_KEY: &str = "server.key";
+pub const ADMIN_CERT: &str = "admin.crt";
+pub const ADMIN_KEY: &str = "admin.key";
+
+/// The PKI directory, once [`ensure_pki`] has made sure it is complete.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// Read a file of the PKI.
+    pub fn read(&self, file: &str) -> anyhow::Result<Vec<u8>> {
+        let p = self.path(file);
+        std::fs::read(&p).with_context(|| format!("read {}", p.display()))
+    }
+
+    /// The DNS names and IPs of `server.crt`.
+    pub fn server_sans(&self) -> anyhow::Result<Vec<String>> {
+        cert_sans(&self.read(SERVER_CERT)?)
+    }
+}
+
+/// Make sure `dir` holds the CA, the server certificate and the admin client certificate,
+/// creating what is missing. `extra_sans` (DNS names or IPs) go into a new server
+/// certificate besides localhost, 127.0.0.1, ::1 and the host name.
+pub fn ensure_pki(dir: &Path, extra_sans: &[String]) -> anyhow::Result<Pki> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod {}", dir.display()))?;
+    let pki = Pki {
+        dir: dir.to_path_buf(),
+    };
+    let have_ca = pair_present(&pki, CA_CERT, CA_KEY, false)?;
+    let have_server = pair_present(&pki, SERVER_CERT, SERVER_KEY, true)?;
+    let have_admin = pair_present(&pki, ADMIN_CERT, ADMIN_KEY, true)?;
+    if !have_ca {
+        if have_server || have_admin {
+            bail!(
+                "{} is missing but certificates it signed are present in {}: restore ca.crt and \
+                 ca.key, or move the directory away to make a new PKI",
+                pki.path(CA_CERT).display(),
+                dir.display()
+            );
+        }
+        let key = KeyPair::generate()?;
+        let cert = ca_params().self_signed(&key)?;
+        write_file(&pki.path(CA_KEY), key.serialize_pem().as_bytes(), 0o600)?;
+        write_file(&pki.path(CA_CERT), cert.pem().as_bytes(), 0o644)?;
+        tracing::info!(path = %pki.path(CA_CERT).display(), "created the cluster CA");
+    }
+    if have_server && have_admin {
+        return Ok(pki);
+    }
+    let issuer = load_issuer(&pki)?;
+    if !have_server {
+        let mut sans = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        if let Ok(h) = nix::unistd::gethostname()
+            && let Some(h) = h.to_str().filter(|h| !h.is_empty() && h.is_ascii())
+        {
+            sans.push(h.to_string());
+        }
+        sans.extend(extra_sans.iter().cloned());
+        let mut seen = std::collections::HashSet::new();
+        sans.retain(|s| seen.insert(s.clone()));
+        let (cert, key) = issue(&issuer, leaf_params(sans.clone(), "kcore server", None)?)?;
+        write_file(&pki.path(SERVER_KEY), key.as_bytes(), 0o600)?;
+        write_file(&pki.path(SERVER_CERT), cert.as_bytes(), 0o644)?;
+        tracing::info!(path = %pki.path(SERVER_CERT).display(), sans = ?sans, "created the server certificate");
+    }
+    if !have_admin {
+        let (cert, key) = issue(&issuer, leaf_params(vec![], "admin", Some(Role::Admin))?)?;
+        write_file(&pki.path(ADMIN_KEY), key.as_bytes(), 0o600)?;
+        write_file(&pki.path(ADMIN_CERT), cert.as_bytes(), 0o644)?;
+        tracing::info!(path = %pki.path(ADMIN_CERT).display(), "created the admin client certificate");
+    }
+    Ok(pki)
+}
+
+/// Issue a client certificate for `name` (its CN) with `role`, signed by the CA in
+/// `pki_dir`; returns the PEM certificate and PEM key. Nothing is written.
+#[allow(dead_code)] // for `kctl cert issue`, not wired yet
+pub fn issue_client_cert(
+    pki_dir: &Path,
+    name: &str,
+    role: Role,
+) -> anyhow::Result<(String, String)> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        bail!("invalid certificate name {name:?}: 1-64 of a-z, A-Z, 0-9, '-', '_', '.', '@'");
+    }
+    let pki = Pki {
+        dir: pki_dir.to_path_buf(),
+    };
+    let issuer = load_issuer(&pki)?;
+    issue(&issuer, leaf_params(vec![], name, Some(role))?)
+}
+
+/// Whether both files of a pair exist; an error if only one does. Not `strict`, a
+/// certificate without its key counts as present (the CA key may be kept offline, as long
+/// as nothing needs signing).
+fn pair_present(pki: &Pki, cert: &str, key: &str, strict: bool) -> anyhow::Result<bool> {
+    let (c, k) = (pki.path(cert), pki.path(key));
+    match (c.exists(), k.exists()) {
+        (true, true) => Ok(true),
+        (false, false) => Ok(false),
+        (true, false) if !strict => Ok(true),
+        (has_cert, _) => {
+            let (have, missing) = if has_cert { (&c, &k) } else { (&k, &c) };
+            bail!(
+                "{} exists but {} does not: restore it, or remove {} to make a new one",
+                have.display(),
+                missing.display(),
+                have.display()
+            )
+        }
+    }
+}
+
+fn load_issuer(pki: &Pki) -> anyhow::Result<Issuer<'static, KeyPair>> {
+    let key_path = pki.path(CA_KEY);
+    let key_pem = std::fs::read_to_string(&key_path).with_context(|| {
+        format!(
+            "read {} (the CA key is needed to issue certificates)",
+            key_path.display()
+        )
+    })?;
+    let key =
+        KeyPair::from_pem(&key_pem).with_context(|| format!("parse {}", key_path.display()))?;
+    let cert_path = pki.path(CA_CERT);
+    let cert_pem = std::fs::read_to_string(&cert_path)
+        .with_context(|| format!("read {}", cert_path.display()))?;
+    Issuer::from_ca_cert_pem(&cert_pem, key)
+        .with_context(|| format!("parse {}", cert_path.display()))
+}
+
+fn issue(
+    issuer: &Issuer<'_, KeyPair>,
+    params: CertificateParams,
+) -> anyhow::Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn today() -> NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
+fn validity(params: &mut CertificateParams, months: u32) {
+    let today = today();
+    // A day of slack for clocks that are a little behind.
+    let from = today.pred_opt().unwrap_or(today);
+    let to = today
+        .checked_add_months(Months::new(months))
+        .unwrap_or(today);
+    let ymd = |d: NaiveDate| rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8);
+    params.not_before = ymd(from);
+    params.not_after = ymd(to);
+}
+
+fn ca_params() -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, ORGANIZATION);
+    dn.push(DnType::CommonName, "kcore CA");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut p, 120);
+    p
+}
+
+/// A leaf: a server certificate when `role` is `None` (then `sans` matter), else a client
+/// certificate with `O=kcore, OU=<role>`.
+fn leaf_params(
+    sans: Vec<String>,
+    cn: &str,
+    role: Option<Role>,
+) -> anyhow::Result<CertificateParams> {
+    let mut p = CertificateParams::new(sans).context("invalid subject alternative name")?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, ORGANIZATION);
+    if let Some(role) = role {
+        dn.push(DnType::OrganizationalUnitName, role.as_str());
+    }
+    dn.push(DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![if role.is_some() {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    p.use_authority_key_identifier_extension = true;
+    validity(&mut p, 12);
+    Ok(p)
+}
+
+/// The DNS names and IPs in a PEM certificate's subjectAltName.
+fn cert_sans(pem: &[u8]) -> anyhow::Result<Vec<String>> {
+    use x509_parser::extensions::GeneralName;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).context("not a PEM certificate")?;
+    let cert = pem.parse_x509().context("not an X.509 certificate")?;
+    let mut out = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => out.push(d.to_string()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => out.push(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b)?).to_string()),
+                    16 => out.push(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b)?).to_string()),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Write a new file with `mode` (through a temporary file, so a crash leaves no half file).
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("create {}", tmp.display()))?;
+    f.write_all(contents)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::role_of_cert;
+
+    fn der(pem: &[u8]) -> Vec<u8> {
+        x509_parser::pem::parse_x509_pem(pem)
+            .expect("pem")
+            .1
+            .contents
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
+    }
+
+    fn signed_by_ca(cert_pem: &[u8], ca_pem: &[u8]) -> bool {
+        let ca_der = der(ca_pem);
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).expect("ca");
+        let leaf_der = der(cert_pem);
+        let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der).expect("leaf");
+        leaf.verify_signature(Some(ca.public_key())).is_ok()
+    }
+
+    #[test]
+    fn ensure_pki_creates_then_reuses() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("pki");
+        let pki = ensure_pki(&dir, &["10.1.2.3".into(), "kc.example".into()]).expect("pki");
+        assert_eq!(mode(&dir), 0o700);
+        for k in [CA_KEY, SERVER_KEY, ADMIN_KEY] {
+            assert_eq!(mode(&pki.path(k)), 0o600, "{k}");
+        }
+        let ca = pki.read(CA_CERT).expect("ca");
+        for c in [SERVER_CERT, ADMIN_CERT] {
+            assert!(signed_by_ca(&pki.read(c).expect("read"), &ca), "{c}");
+        }
+        let sans = pki.server_sans().expect("sans");
+        for s in ["localhost", "127.0.0.1", "::1", "10.1.2.3", "kc.example"] {
+            assert!(sans.iter().any(|x| x == s), "{s} not in {sans:?}");
+        }
+        let admin = der(&pki.read(ADMIN_CERT).expect("admin"));
+        assert_eq!(role_of_cert(&admin), Ok(Role::Admin));
+        let server = der(&pki.read(SERVER_CERT).expect("server"));
+        assert!(
+            role_of_cert(&server).is_err(),
+            "the server cert has no role"
+        );
+
+        let before: Vec<Vec<u8>> = [CA_CERT, CA_KEY, SERVER_CERT, ADMIN_CERT]
+            .iter()
+            .map(|f| pki.read(f).expect("read"))
+            .collect();
+        let again = ensure_pki(&dir, &["10.9.9.9".into()]).expect("again");
+        let after: Vec<Vec<u8>> = [CA_CERT, CA_KEY, SERVER_CERT, ADMIN_CERT]
+            .iter()
+            .map(|f| again.read(f).expect("read"))
+            .collect();
+        assert_eq!(before, after, "existing files are reused");
+
+        // A lost admin cert is re-issued by the same CA; the others stay.
+        std::fs::remove_file(pki.path(ADMIN_CERT)).expect("rm");
+        std::fs::remove_file(pki.path(ADMIN_KEY)).expect("rm");
+        ensure_pki(&dir, &[]).expect("reissue admin");
+        assert_eq!(pki.read(CA_CERT).expect("ca"), before[0]);
+        assert!(signed_by_ca(&pki.read(ADMIN_CERT).expect("admin"), &ca));
+    }
+
+    #[test]
+    fn half_pairs_and_a_lost_ca_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("pki");
+        let pki = ensure_pki(&dir, &[]).expect("pki");
+        std::fs::remove_file(pki.path(SERVER_KEY)).expect("rm");
+        let e = ensure_pki(&dir, &[]).expect_err("half pair");
+        assert!(format!("{e:#}").contains("server.key"), "{e:#}");
+        std::fs::remove_file(pki.path(SERVER_CERT)).expect("rm");
+        std::fs::remove_file(pki.path(CA_CERT)).expect("rm");
+        std::fs::remove_file(pki.path(CA_KEY)).expect("rm");
+        let e = ensure_pki(&dir, &[]).expect_err("lost CA");
+        assert!(format!("{e:#}").contains("ca.crt"), "{e:#}");
+    }
+
+    #[test]
+    fn issue_client_cert_carries_the_role() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let pki = ensure_pki(tmp.path(), &[]).expect("pki");
+        let ca = pki.read(CA_CERT).expect("ca");
+        for role in [Role::Admin, Role::Viewer, Role::Node] {
+            let (cert, key) = issue_client_cert(tmp.path(), "alice", role).expect("issue");
+            assert!(key.contains("PRIVATE KEY"), "{key}");
+            assert!(signed_by_ca(cert.as_bytes(), &ca));
+            let d = der(cert.as_bytes());
+            assert_eq!(role_of_cert(&d), Ok(role));
+            let (_, c) = x509_parser::parse_x509_certificate(&d).expect("parse");
+            let cn = c
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|a| a.as_str().ok());
+            assert_eq!(cn, Some("alice"));
+            let eku = c.extended_key_usage().expect("eku").expect("eku present");
+            assert!(eku.value.client_auth && !eku.value.server_auth);
+        }
+        assert!(issue_client_cert(tmp.path(), "", Role::Viewer).is_err());
+        assert!(issue_client_cert(tmp.path(), "a b", Role::Viewer).is_err());
+        let other = tempfile::tempdir().expect("tempdir");
+        let e = issue_client_cert(other.path(), "bob", Role::Viewer).expect_err("no CA");
+        assert!(format!("{e:#}").contains("ca.key"), "{e:#}");
+    }
+}
