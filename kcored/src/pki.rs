@@ -264,21 +264,25 @@ fn cert_sans(pem: &[u8]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Write a new file with `mode` (through a temporary file, so a crash leaves no half file).
+/// Write a new file with `mode`, never replacing one: through a temporary file linked into
+/// place, so a crash leaves no half file and a concurrent writer makes this fail.
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("create {}", tmp.display()))?;
-    f.write_all(contents)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
-    Ok(())
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("create {}", tmp.display()))?;
+        f.write_all(contents)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::hard_link(&tmp, path).with_context(|| format!("create {}", path.display()))
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written
 }
 
 #[cfg(test)]
@@ -362,6 +366,21 @@ mod tests {
         std::fs::remove_file(pki.path(CA_KEY)).expect("rm");
         let e = ensure_pki(&dir, &[]).expect_err("lost CA");
         assert!(format!("{e:#}").contains("ca.crt"), "{e:#}");
+    }
+
+    #[test]
+    fn write_file_never_replaces() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = tmp.path().join("x.key");
+        write_file(&p, b"one", 0o600).expect("write");
+        assert!(write_file(&p, b"two", 0o600).is_err());
+        assert_eq!(std::fs::read(&p).expect("read"), b"one");
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).expect("ls").count(),
+            1,
+            "no temp left"
+        );
     }
 
     #[test]

@@ -94,8 +94,8 @@ impl Controller {
                 return Err(status.into());
             }
         };
-        self.apply_node_vm(&nv)?;
         self.emit("vm.created", Some(&row), format!("on node {node}"));
+        self.apply_node_vm(&nv)?;
         if req.no_start {
             return Ok(self.get_row(&row.id)?.to_pb());
         }

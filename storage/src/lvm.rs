@@ -1,0 +1,405 @@
+//! The lvm backend: volumes are raw logical volumes in one volume group, made and read
+//! with the lvm2 commands (`--reportformat json` for reports).
+//!
+//! A volume `NAME` is the LV `kcore-NAME`, created with `--addtag kcore`. kcore only lists
+//! LVs that carry the tag, and refuses to touch (delete, resize, report) an LV that has
+//! kcore's name but not its tag. With a thin pool configured, volumes are thin LVs
+//! (`-V`, overcommitted like qcow2); otherwise they are linear LVs, and lvm2 itself refuses
+//! one that does not fit in the VG (its message reaches the caller). Sizes are rounded up
+//! by lvm2 to whole extents.
+//!
+//! `driver_loaded: false` adds `--driverloaded n` to every command: lvm2 then changes
+//! metadata only, with no device-mapper (no activation, no /dev nodes). That is for hosts
+//! (and test machines) without device-mapper; production uses `true`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::backend::check_size;
+use crate::runner::Runner;
+use crate::{
+    Backend, Capacity, ImageInfo, StorageError, VolumeFormat, VolumeInfo, name, qemu_img,
+};
+
+/// The tag on every LV kcore creates.
+pub const LV_TAG: &str = "kcore";
+/// The prefix of kcore's LV names.
+pub const LV_PREFIX: &str = "kcore-";
+
+/// Where an lvm pool lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LvmConfig {
+    pub vg: String,
+    /// A thin pool LV in `vg`: volumes are then thin LVs.
+    pub thin_pool: Option<String>,
+    /// False: pass `--driverloaded n` (no device-mapper). True in production.
+    pub driver_loaded: bool,
+}
+
+/// An LVM pool.
+#[derive(Debug)]
+pub struct LvmBackend {
+    cfg: LvmConfig,
+    runner: Arc<dyn Runner>,
+}
+
+/// One row of `lvs --reportformat json`.
+#[derive(Debug, Clone, Deserialize)]
+struct LvRow {
+    lv_name: String,
+    lv_size: String,
+    #[serde(default)]
+    lv_tags: String,
+    #[serde(default)]
+    pool_lv: String,
+    #[serde(default)]
+    data_percent: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Report<T> {
+    report: Vec<T>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LvSection {
+    #[serde(default)]
+    lv: Vec<LvRow>,
+}
+
+#[derive(Debug, Deserialize)]
+struct VgSection {
+    #[serde(default)]
+    vg: Vec<VgRow>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct VgRow {
+    vg_size: String,
+    vg_free: String,
+}
+
+impl LvRow {
+    fn tagged(&self) -> bool {
+        self.lv_tags.split(',').any(|t| t.trim() == LV_TAG)
+    }
+}
+
+/// Check an LVM VG or LV name: `[A-Za-z0-9+_.-]`, not starting with `-`, not `.`/`..`.
+pub fn validate_lvm_name(kind: &'static str, name: &str) -> Result<(), StorageError> {
+    let fail = |reason| {
+        Err(StorageError::InvalidName {
+            kind,
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > 127 {
+        return fail("must be 1 to 127 characters");
+    }
+    if name == "." || name == ".." || name.starts_with('-') {
+        return fail("cannot be '.' or '..' or start with '-'");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "+_.-".contains(c))
+    {
+        return fail("only A-Z, a-z, 0-9, '+', '_', '.' and '-' are allowed");
+    }
+    Ok(())
+}
+
+fn parse_u64(what: &str, s: &str) -> Result<u64, StorageError> {
+    s.trim().parse().map_err(|_| StorageError::Parse {
+        what: what.to_string(),
+        reason: format!("expected a byte count, got {s:?}"),
+    })
+}
+
+/// `"12.50"` -> 12.5; empty (not a thin LV) -> None.
+fn parse_percent(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok().filter(|p| (0.0..=100.0).contains(p))
+}
+
+impl LvmBackend {
+    pub fn new(cfg: LvmConfig, runner: Arc<dyn Runner>) -> Result<Self, StorageError> {
+        validate_lvm_name("volume group", &cfg.vg)?;
+        if let Some(tp) = &cfg.thin_pool {
+            validate_lvm_name("thin pool", tp)?;
+        }
+        Ok(LvmBackend { cfg, runner })
+    }
+
+    pub fn config(&self) -> &LvmConfig {
+        &self.cfg
+    }
+
+    /// The LV name of volume `name`.
+    pub fn lv_name(&self, name: &str) -> Result<String, StorageError> {
+        name::validate("volume", name)?;
+        Ok(format!("{LV_PREFIX}{name}"))
+    }
+
+    /// An lvm2 command with the options every call gets.
+    fn cmd(&self, command: &str) -> Vec<String> {
+        let mut argv = vec![command.to_string()];
+        if !self.cfg.driver_loaded {
+            argv.extend(["--driverloaded".to_string(), "n".to_string()]);
+        }
+        argv
+    }
+
+    fn report_opts(argv: &mut Vec<String>, fields: &str) {
+        argv.extend(
+            [
+                "--reportformat",
+                "json",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                fields,
+            ]
+            .map(String::from),
+        );
+    }
+
+    /// Every LV of the VG (or of `target`, e.g. `VG/LV`), tagged or not.
+    fn lvs(&self, target: &str) -> Result<Vec<LvRow>, StorageError> {
+        let mut argv = self.cmd("lvs");
+        Self::report_opts(
+            &mut argv,
+            "lv_name,lv_size,lv_tags,pool_lv,data_percent",
+        );
+        argv.push(target.to_string());
+        let out = self.runner.run(&argv)?;
+        let report: Report<LvSection> =
+            serde_json::from_slice(&out.stdout).map_err(|e| StorageError::Parse {
+                what: "lvs".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(report.report.into_iter().flat_map(|s| s.lv).collect())
+    }
+
+    /// The row of volume `name`: NotFound if there is no such LV, NotManaged if it lacks
+    /// kcore's tag.
+    fn lookup(&self, name: &str) -> Result<LvRow, StorageError> {
+        let lv = self.lv_name(name)?;
+        let row = self
+            .lvs(&self.cfg.vg)?
+            .into_iter()
+            .find(|r| r.lv_name == lv)
+            .ok_or_else(|| StorageError::NotFound {
+                kind: "volume",
+                name: name.to_string(),
+            })?;
+        if !row.tagged() {
+            return Err(StorageError::NotManaged {
+                vg: self.cfg.vg.clone(),
+                lv,
+                tag: LV_TAG.to_string(),
+            });
+        }
+        Ok(row)
+    }
+
+    fn device_path(&self, lv: &str) -> PathBuf {
+        PathBuf::from(format!("/dev/{}/{lv}", self.cfg.vg))
+    }
+
+    fn to_info(&self, name: &str, row: &LvRow) -> Result<VolumeInfo, StorageError> {
+        let size = parse_u64("lvs lv_size", &row.lv_size)?;
+        let actual = match (row.pool_lv.is_empty(), parse_percent(&row.data_percent)) {
+            (false, Some(pct)) => (size as f64 * pct / 100.0) as u64,
+            _ => size,
+        };
+        Ok(VolumeInfo {
+            name: name.to_string(),
+            path: self.device_path(&row.lv_name),
+            format: VolumeFormat::Raw,
+            virtual_size: size,
+            actual_size: actual,
+            backing: None,
+        })
+    }
+
+    fn remove_lv(&self, lv: &str) -> Result<(), StorageError> {
+        let mut argv = self.cmd("lvremove");
+        argv.extend(["-y".to_string(), format!("{}/{lv}", self.cfg.vg)]);
+        self.runner.run(&argv)?;
+        Ok(())
+    }
+}
+
+impl Backend for LvmBackend {
+    fn capacity(&self) -> Result<Capacity, StorageError> {
+        if let Some(tp) = &self.cfg.thin_pool {
+            let row = self
+                .lvs(&format!("{}/{tp}", self.cfg.vg))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| StorageError::NotFound {
+                    kind: "thin pool",
+                    name: format!("{}/{tp}", self.cfg.vg),
+                })?;
+            let total = parse_u64("lvs lv_size", &row.lv_size)?;
+            let used = parse_percent(&row.data_percent)
+                .map(|p| (total as f64 * p / 100.0) as u64)
+                .unwrap_or(0);
+            return Ok(Capacity {
+                total_bytes: total,
+                free_bytes: total.saturating_sub(used),
+            });
+        }
+        let mut argv = self.cmd("vgs");
+        Self::report_opts(&mut argv, "vg_size,vg_free");
+        argv.push(self.cfg.vg.clone());
+        let out = self.runner.run(&argv)?;
+        let report: Report<VgSection> =
+            serde_json::from_slice(&out.stdout).map_err(|e| StorageError::Parse {
+                what: "vgs".into(),
+                reason: e.to_string(),
+            })?;
+        let row = report
+            .report
+            .into_iter()
+            .flat_map(|s| s.vg)
+            .next()
+            .ok_or_else(|| StorageError::Parse {
+                what: "vgs".into(),
+                reason: format!("no row for volume group {}", self.cfg.vg),
+            })?;
+        Ok(Capacity {
+            total_bytes: parse_u64("vgs vg_size", &row.vg_size)?,
+            free_bytes: parse_u64("vgs vg_free", &row.vg_free)?,
+        })
+    }
+
+    fn create_volume(
+        &self,
+        name: &str,
+        size_bytes: u64,
+        format: VolumeFormat,
+    ) -> Result<VolumeInfo, StorageError> {
+        let lv = self.lv_name(name)?;
+        if format != VolumeFormat::Raw {
+            return Err(StorageError::UnsupportedFormat {
+                format: format.to_string(),
+                reason: "lvm pools hold raw volumes only".into(),
+            });
+        }
+        check_size(size_bytes)?;
+        match self.lookup(name) {
+            Ok(_) => {
+                return Err(StorageError::AlreadyExists {
+                    kind: "volume",
+                    name: name.to_string(),
+                });
+            }
+            Err(StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let mut argv = self.cmd("lvcreate");
+        argv.extend(["-y", "--addtag", LV_TAG, "-n"].map(String::from));
+        argv.push(lv);
+        match &self.cfg.thin_pool {
+            Some(tp) => argv.extend([
+                "-V".to_string(),
+                format!("{size_bytes}b"),
+                "--thinpool".to_string(),
+                tp.clone(),
+            ]),
+            None => argv.extend(["-L".to_string(), format!("{size_bytes}b")]),
+        }
+        argv.push(self.cfg.vg.clone());
+        self.runner.run(&argv)?;
+        tracing::info!(volume = name, vg = %self.cfg.vg, size = size_bytes, "logical volume created");
+        self.info(name)
+    }
+
+    fn clone_from_image(
+        &self,
+        image: &ImageInfo,
+        name: &str,
+        size_bytes: Option<u64>,
+    ) -> Result<VolumeInfo, StorageError> {
+        let size = size_bytes.unwrap_or(image.virtual_size);
+        if size < image.virtual_size {
+            return Err(StorageError::ShrinkRefused {
+                name: name.to_string(),
+                current: image.virtual_size,
+                requested: size,
+            });
+        }
+        let info = self.create_volume(name, size, VolumeFormat::Raw)?;
+        if let Err(e) =
+            qemu_img::convert_into_device(self.runner.as_ref(), &image.path, image.format, &info.path)
+        {
+            let lv = self.lv_name(name)?;
+            if let Err(rm) = self.remove_lv(&lv) {
+                tracing::warn!(lv, error = %rm, "cannot remove LV after failed image copy");
+            }
+            return Err(e);
+        }
+        tracing::info!(volume = name, image = %image.name, "image written into logical volume");
+        Ok(info)
+    }
+
+    fn resize(&self, name: &str, new_size: u64) -> Result<VolumeInfo, StorageError> {
+        check_size(new_size)?;
+        let row = self.lookup(name)?;
+        let current = parse_u64("lvs lv_size", &row.lv_size)?;
+        if new_size < current {
+            return Err(StorageError::ShrinkRefused {
+                name: name.to_string(),
+                current,
+                requested: new_size,
+            });
+        }
+        if new_size == current {
+            return self.to_info(name, &row);
+        }
+        let mut argv = self.cmd("lvextend");
+        argv.extend([
+            "-L".to_string(),
+            format!("{new_size}b"),
+            format!("{}/{}", self.cfg.vg, row.lv_name),
+        ]);
+        self.runner.run(&argv)?;
+        tracing::info!(volume = name, from = current, to = new_size, "logical volume extended");
+        self.info(name)
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StorageError> {
+        let row = self.lookup(name)?;
+        self.remove_lv(&row.lv_name)?;
+        tracing::info!(volume = name, vg = %self.cfg.vg, "logical volume removed");
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<VolumeInfo>, StorageError> {
+        let mut out = Vec::new();
+        for row in self.lvs(&self.cfg.vg)? {
+            let Some(name) = row.lv_name.strip_prefix(LV_PREFIX) else {
+                continue;
+            };
+            if row.tagged() && name::validate("volume", name).is_ok() {
+                out.push(self.to_info(name, &row)?);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn info(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+        let row = self.lookup(name)?;
+        self.to_info(name, &row)
+    }
+
+    fn path(&self, name: &str) -> Result<PathBuf, StorageError> {
+        let row = self.lookup(name)?;
+        Ok(self.device_path(&row.lv_name))
+    }
+}
