@@ -117,14 +117,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// One volume.
     fn info(&self, name: &str) -> Result<VolumeInfo, StorageError>;
 
-    /// The path QEMU should open for this volume (whether or not it exists).
+    /// The path QEMU should open for this (existing) volume.
     fn path(&self, name: &str) -> Result<PathBuf, StorageError>;
 }
 
 /// Refuse a size of 0 or above [`MAX_VOLUME_BYTES`].
 pub fn check_size(size_bytes: u64) -> Result<(), StorageError> {
     if size_bytes == 0 {
-        return Err(StorageError::InvalidSize("a volume cannot be 0 bytes".into()));
+        return Err(StorageError::InvalidSize(
+            "a volume cannot be 0 bytes".into(),
+        ));
     }
     if size_bytes > MAX_VOLUME_BYTES {
         return Err(StorageError::InvalidSize(format!(
@@ -186,7 +188,10 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!("qcow2".parse::<VolumeFormat>().ok(), Some(VolumeFormat::Qcow2));
+        assert_eq!(
+            "qcow2".parse::<VolumeFormat>().ok(),
+            Some(VolumeFormat::Qcow2)
+        );
         assert_eq!("raw".parse::<VolumeFormat>().ok(), Some(VolumeFormat::Raw));
         let err = "vmdk".parse::<VolumeFormat>().expect_err("vmdk");
         assert!(err.to_string().contains("vmdk"), "{err}");

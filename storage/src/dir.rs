@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::backend::{check_size, round_to_sector};
 use crate::runner::Runner;
 use crate::{
-    Backend, Capacity, ImageInfo, ImageStore, StorageError, VolumeFormat, VolumeInfo, name,
-    paths, qemu_img,
+    Backend, Capacity, ImageInfo, ImageStore, StorageError, VolumeFormat, VolumeInfo, name, paths,
+    qemu_img,
 };
 
 /// A directory pool.
@@ -28,8 +28,9 @@ pub struct DirBackend {
     volumes: PathBuf,
     images: ImageStore,
     runner: Arc<dyn Runner>,
-    /// Serializes this process's changes (create/clone/resize/delete/delete_image), so an
-    /// image cannot be deleted while a clone of it is being made.
+    /// Serializes this process's operations on the pool, so an image cannot be deleted
+    /// while a clone of it is being made, and list/info never see a volume half made.
+    /// (Other processes are not excluded: the daemon is the pool's only user.)
     lock: Mutex<()>,
 }
 
@@ -110,7 +111,10 @@ impl DirBackend {
             .full_backing_filename
             .as_deref()
             .or(info.backing_filename.as_deref())
-            .map(|full| self.backing_image_name(full).unwrap_or_else(|| full.to_string()));
+            .map(|full| {
+                self.backing_image_name(full)
+                    .unwrap_or_else(|| full.to_string())
+            });
         Ok(VolumeInfo {
             name: name.to_string(),
             path,
@@ -206,7 +210,11 @@ impl DirBackend {
 impl Backend for DirBackend {
     fn capacity(&self) -> Result<Capacity, StorageError> {
         let st = nix::sys::statvfs::statvfs(&self.root).map_err(|e| {
-            StorageError::io("statvfs", &self.root, std::io::Error::from_raw_os_error(e as i32))
+            StorageError::io(
+                "statvfs",
+                &self.root,
+                std::io::Error::from_raw_os_error(e as i32),
+            )
         })?;
         let frsize = st.fragment_size() as u64;
         Ok(Capacity {
@@ -306,7 +314,12 @@ impl Backend for DirBackend {
             self.check_free(new_size - current.virtual_size)?;
         }
         qemu_img::resize(self.runner.as_ref(), &path, format, new_size)?;
-        tracing::info!(volume = name, from = current.virtual_size, to = new_size, "volume resized");
+        tracing::info!(
+            volume = name,
+            from = current.virtual_size,
+            to = new_size,
+            "volume resized"
+        );
         self.info_locked(name)
     }
 

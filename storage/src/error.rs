@@ -42,9 +42,7 @@ pub enum StorageError {
     NotManaged { vg: String, lv: String, tag: String },
 
     /// A resize would shrink the volume (or the requested size is below the image's).
-    #[error(
-        "refusing to shrink {name} from {current} to {requested} bytes: volumes can only grow"
-    )]
+    #[error("refusing to shrink {name} from {current} to {requested} bytes: volumes can only grow")]
     ShrinkRefused {
         name: String,
         current: u64,
@@ -88,7 +86,7 @@ pub enum StorageError {
     },
 
     /// An external command could not be started (not installed?).
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program} (is it installed?)")]
     Spawn {
         program: String,
         #[source]

@@ -174,7 +174,8 @@ impl ImageStore {
             .prefix(TEMP_PREFIX)
             .tempfile_in(&self.dir)
             .map_err(|e| StorageError::io("create temporary file in", &self.dir, e))?;
-        writeln!(tmp, "{sha}  {file_name}").map_err(|e| StorageError::io("write", tmp.path(), e))?;
+        writeln!(tmp, "{sha}  {file_name}")
+            .map_err(|e| StorageError::io("write", tmp.path(), e))?;
         set_mode(tmp.path(), 0o644)?;
         tmp.persist(&path)
             .map_err(|e| StorageError::io("rename into", &path, e.error))?;
@@ -323,13 +324,15 @@ fn check_image(
         reason,
     };
     let info = qemu_img::info(runner, path, None)?;
-    let format: VolumeFormat = info.format.parse().map_err(|_| {
-        StorageError::UnsupportedFormat {
-            format: info.format.clone(),
-            reason: "kcore imports qcow2 and raw images only (convert it with qemu-img convert)"
-                .into(),
-        }
-    })?;
+    let format: VolumeFormat =
+        info.format
+            .parse()
+            .map_err(|_| StorageError::UnsupportedFormat {
+                format: info.format.clone(),
+                reason:
+                    "kcore imports qcow2 and raw images only (convert it with qemu-img convert)"
+                        .into(),
+            })?;
     match format {
         VolumeFormat::Raw => {
             if len < 512 {
@@ -337,7 +340,7 @@ fn check_image(
                     "not a disk image: a raw image must be at least one 512-byte sector, this file has {len} bytes"
                 )));
             }
-            if len % 512 != 0 {
+            if !len.is_multiple_of(512) {
                 return Err(refuse(format!(
                     "not a disk image: a raw image must be a multiple of 512 bytes, this file has {len} bytes"
                 )));

@@ -19,9 +19,7 @@ use serde::Deserialize;
 
 use crate::backend::check_size;
 use crate::runner::Runner;
-use crate::{
-    Backend, Capacity, ImageInfo, StorageError, VolumeFormat, VolumeInfo, name, qemu_img,
-};
+use crate::{Backend, Capacity, ImageInfo, StorageError, VolumeFormat, VolumeInfo, name, qemu_img};
 
 /// The tag on every LV kcore creates.
 pub const LV_TAG: &str = "kcore";
@@ -120,7 +118,10 @@ fn parse_u64(what: &str, s: &str) -> Result<u64, StorageError> {
 
 /// `"12.50"` -> 12.5; empty (not a thin LV) -> None.
 fn parse_percent(s: &str) -> Option<f64> {
-    s.trim().parse::<f64>().ok().filter(|p| (0.0..=100.0).contains(p))
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=100.0).contains(p))
 }
 
 impl LvmBackend {
@@ -169,10 +170,7 @@ impl LvmBackend {
     /// Every LV of the VG (or of `target`, e.g. `VG/LV`), tagged or not.
     fn lvs(&self, target: &str) -> Result<Vec<LvRow>, StorageError> {
         let mut argv = self.cmd("lvs");
-        Self::report_opts(
-            &mut argv,
-            "lv_name,lv_size,lv_tags,pool_lv,data_percent",
-        );
+        Self::report_opts(&mut argv, "lv_name,lv_size,lv_tags,pool_lv,data_percent");
         argv.push(target.to_string());
         let out = self.runner.run(&argv)?;
         let report: Report<LvSection> =
@@ -334,9 +332,12 @@ impl Backend for LvmBackend {
             });
         }
         let info = self.create_volume(name, size, VolumeFormat::Raw)?;
-        if let Err(e) =
-            qemu_img::convert_into_device(self.runner.as_ref(), &image.path, image.format, &info.path)
-        {
+        if let Err(e) = qemu_img::convert_into_device(
+            self.runner.as_ref(),
+            &image.path,
+            image.format,
+            &info.path,
+        ) {
             let lv = self.lv_name(name)?;
             if let Err(rm) = self.remove_lv(&lv) {
                 tracing::warn!(lv, error = %rm, "cannot remove LV after failed image copy");
@@ -368,7 +369,12 @@ impl Backend for LvmBackend {
             format!("{}/{}", self.cfg.vg, row.lv_name),
         ]);
         self.runner.run(&argv)?;
-        tracing::info!(volume = name, from = current, to = new_size, "logical volume extended");
+        tracing::info!(
+            volume = name,
+            from = current,
+            to = new_size,
+            "logical volume extended"
+        );
         self.info(name)
     }
 
@@ -401,5 +407,221 @@ impl Backend for LvmBackend {
     fn path(&self, name: &str) -> Result<PathBuf, StorageError> {
         let row = self.lookup(name)?;
         Ok(self.device_path(&row.lv_name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Argv shapes for what the test machine's kernel cannot run (thin pools, writing an
+    //! image into an LV), with a fake runner. tests/lvm.rs runs the rest on real lvm2.
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::runner::Output;
+
+    type Respond = dyn Fn(&[String]) -> Output + Send + Sync;
+
+    struct Fake {
+        calls: Mutex<Vec<Vec<String>>>,
+        respond: Box<Respond>,
+    }
+
+    impl std::fmt::Debug for Fake {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Fake")
+        }
+    }
+
+    impl Runner for Fake {
+        fn output(&self, argv: &[String]) -> Result<Output, StorageError> {
+            self.calls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(argv.to_vec());
+            Ok((self.respond)(argv))
+        }
+    }
+
+    fn fake(respond: impl Fn(&[String]) -> Output + Send + Sync + 'static) -> Arc<Fake> {
+        Arc::new(Fake {
+            calls: Mutex::new(Vec::new()),
+            respond: Box::new(respond),
+        })
+    }
+
+    fn calls(f: &Fake) -> Vec<String> {
+        f.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|a| a.join(" "))
+            .collect()
+    }
+
+    const LVS_AFTER_CREATE: &str = r#"{"report":[{"lv":[
+        {"lv_name":"tp","lv_size":"10737418240","lv_tags":"","pool_lv":"","data_percent":"25.00"},
+        {"lv_name":"kcore-v","lv_size":"1073741824","lv_tags":"kcore","pool_lv":"tp","data_percent":"50.00"},
+        {"lv_name":"kcore-foreign","lv_size":"4194304","lv_tags":"other","pool_lv":"","data_percent":""}
+    ]}]}"#;
+
+    fn thin_backend(runner: Arc<Fake>) -> LvmBackend {
+        LvmBackend::new(
+            LvmConfig {
+                vg: "vg0".into(),
+                thin_pool: Some("tp".into()),
+                driver_loaded: true,
+            },
+            runner,
+        )
+        .expect("backend")
+    }
+
+    #[test]
+    fn thin_volume_argv_and_sizes() {
+        let created = Mutex::new(false);
+        let runner = fake(move |argv| {
+            let mut done = created.lock().unwrap_or_else(|e| e.into_inner());
+            match argv[0].as_str() {
+                "lvcreate" => {
+                    *done = true;
+                    Output::ok("")
+                }
+                "lvs" if *done => Output::ok(LVS_AFTER_CREATE),
+                "lvs" => Output::ok(r#"{"report":[{"lv":[]}]}"#),
+                _ => Output::failed(1, "unexpected"),
+            }
+        });
+        let b = thin_backend(runner.clone());
+        let v = b
+            .create_volume("v", 1 << 30, VolumeFormat::Raw)
+            .expect("create");
+        assert_eq!(v.path, PathBuf::from("/dev/vg0/kcore-v"));
+        assert_eq!(v.virtual_size, 1 << 30);
+        assert_eq!(v.actual_size, 1 << 29);
+        let c = calls(&runner);
+        assert_eq!(
+            c[1],
+            "lvcreate -y --addtag kcore -n kcore-v -V 1073741824b --thinpool tp vg0"
+        );
+        assert!(c.iter().all(|a| !a.contains("--driverloaded")), "{c:?}");
+        assert!(
+            c[0].starts_with("lvs --reportformat json --units b --nosuffix -o "),
+            "{c:?}"
+        );
+
+        let cap = b.capacity().expect("capacity");
+        assert_eq!(cap.total_bytes, 10 << 30);
+        assert_eq!(cap.free_bytes, (10u64 << 30) - (10u64 << 30) / 4);
+        assert_eq!(
+            calls(&runner).last().map(|s| s.ends_with(" vg0/tp")),
+            Some(true)
+        );
+
+        // Listing skips the pool and untagged LVs; touching an untagged one is refused.
+        let names: Vec<String> = b
+            .list()
+            .expect("list")
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(names, ["v"]);
+        let err = b.delete("foreign").expect_err("untagged");
+        assert!(matches!(err, StorageError::NotManaged { .. }), "{err}");
+        assert!(calls(&runner).iter().all(|a| !a.starts_with("lvremove")));
+
+        let err = b
+            .create_volume("q", 1 << 30, VolumeFormat::Qcow2)
+            .expect_err("qcow2");
+        assert!(
+            matches!(err, StorageError::UnsupportedFormat { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn image_is_written_with_qemu_img_convert_and_failure_removes_the_lv() {
+        let created = Mutex::new(false);
+        let convert_ok = Mutex::new(true);
+        let runner = fake(move |argv| {
+            let mut done = created.lock().unwrap_or_else(|e| e.into_inner());
+            match argv[0].as_str() {
+                "lvcreate" => {
+                    *done = true;
+                    Output::ok("")
+                }
+                "lvremove" => {
+                    *done = false;
+                    Output::ok("")
+                }
+                "lvs" if *done => Output::ok(LVS_AFTER_CREATE),
+                "lvs" => Output::ok(r#"{"report":[{"lv":[]}]}"#),
+                "qemu-img" => {
+                    let mut ok = convert_ok.lock().unwrap_or_else(|e| e.into_inner());
+                    if *ok {
+                        *ok = false;
+                        Output::ok("")
+                    } else {
+                        Output::failed(1, "qemu-img: error while writing at byte 0: No space left")
+                    }
+                }
+                _ => Output::failed(1, "unexpected"),
+            }
+        });
+        let b = LvmBackend::new(
+            LvmConfig {
+                vg: "vg0".into(),
+                thin_pool: Some("tp".into()),
+                driver_loaded: false,
+            },
+            runner.clone(),
+        )
+        .expect("backend");
+        let image = ImageInfo {
+            name: "base".into(),
+            path: "/pool/images/base.qcow2".into(),
+            format: VolumeFormat::Qcow2,
+            virtual_size: 1 << 30,
+            actual_size: 1 << 20,
+            sha256: None,
+        };
+        let err = b
+            .clone_from_image(&image, "v", Some(1 << 20))
+            .expect_err("smaller than the image");
+        assert!(matches!(err, StorageError::ShrinkRefused { .. }), "{err}");
+
+        let v = b.clone_from_image(&image, "v", None).expect("clone");
+        assert_eq!(v.backing, None);
+        let c = calls(&runner);
+        assert!(
+            c.iter()
+                .all(|a| a.starts_with("qemu-img") || a.contains(" --driverloaded n "))
+        );
+        assert!(
+            c.contains(
+                &"qemu-img convert -f qcow2 -O raw -n /pool/images/base.qcow2 /dev/vg0/kcore-v"
+                    .to_string()
+            ),
+            "{c:?}"
+        );
+
+        b.delete("v").expect("delete");
+        let err = b
+            .clone_from_image(&image, "v", None)
+            .expect_err("convert fails");
+        assert!(err.to_string().contains("No space left"), "{err}");
+        let c = calls(&runner);
+        assert_eq!(
+            c.last().map(String::as_str),
+            Some("lvremove --driverloaded n -y vg0/kcore-v")
+        );
+    }
+
+    #[test]
+    fn lvm_names() {
+        assert!(validate_lvm_name("volume group", "vg_0.a+b-c").is_ok());
+        for bad in ["", ".", "..", "-vg", "a/b", "a b", "é"] {
+            assert!(validate_lvm_name("volume group", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -12,7 +12,11 @@ use crate::StorageError;
 
 /// Canonicalize `dir`, creating it first if `create`, and check it is under `root` (when
 /// given; `root` must already be canonical).
-pub fn canonical_dir(dir: &Path, root: Option<&Path>, create: bool) -> Result<PathBuf, StorageError> {
+pub fn canonical_dir(
+    dir: &Path,
+    root: Option<&Path>,
+    create: bool,
+) -> Result<PathBuf, StorageError> {
     if create {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))?;
     }
@@ -97,7 +101,10 @@ mod tests {
             split_file_name("a.b.qcow2"),
             Some(("a.b", crate::VolumeFormat::Qcow2))
         );
-        assert_eq!(split_file_name("x.raw"), Some(("x", crate::VolumeFormat::Raw)));
+        assert_eq!(
+            split_file_name("x.raw"),
+            Some(("x", crate::VolumeFormat::Raw))
+        );
         assert_eq!(split_file_name(".import-x.raw"), None);
         assert_eq!(split_file_name("x.sha256"), None);
         assert_eq!(split_file_name("x"), None);

@@ -178,11 +178,7 @@ mod tests {
                 thin_pool: Some("tp".into())
             }
         );
-        for s in [
-            "default=dir:/srv/p",
-            "fast=lvm:vg0",
-            "thin=lvm:vg0/tp",
-        ] {
+        for s in ["default=dir:/srv/p", "fast=lvm:vg0", "thin=lvm:vg0/tp"] {
             assert_eq!(parse(s).expect(s).to_string(), s);
         }
     }

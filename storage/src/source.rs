@@ -34,7 +34,8 @@ impl Source {
     pub fn open(&self) -> Result<(Box<dyn Read + Send>, Option<u64>), StorageError> {
         match self {
             Source::File(path) => {
-                let file = std::fs::File::open(path).map_err(|e| StorageError::io("open", path, e))?;
+                let file =
+                    std::fs::File::open(path).map_err(|e| StorageError::io("open", path, e))?;
                 let meta = file
                     .metadata()
                     .map_err(|e| StorageError::io("stat", path, e))?;

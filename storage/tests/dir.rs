@@ -31,21 +31,26 @@ fn create_qcow2_and_raw() {
     assert_eq!(q.backing, None);
     assert_eq!(
         q.path,
-        tmp.path().canonicalize().expect("canon").join("volumes/disk-a.qcow2")
+        tmp.path()
+            .canonicalize()
+            .expect("canon")
+            .join("volumes/disk-a.qcow2")
     );
     let r = pool
         .create_volume("disk-b", 8 * MIB, VolumeFormat::Raw)
         .expect("raw");
     assert_eq!(r.format, VolumeFormat::Raw);
     assert_eq!(r.virtual_size, 8 * MIB);
-    assert_eq!(
-        std::fs::metadata(&r.path).expect("raw file").len(),
-        8 * MIB
-    );
+    assert_eq!(std::fs::metadata(&r.path).expect("raw file").len(), 8 * MIB);
     // qcow2 is the default format.
     assert_eq!(VolumeFormat::default(), VolumeFormat::Qcow2);
 
-    let names: Vec<String> = pool.list().expect("list").into_iter().map(|v| v.name).collect();
+    let names: Vec<String> = pool
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
     assert_eq!(names, ["disk-a", "disk-b"]);
     assert_eq!(pool.info("disk-b").expect("info"), r);
     assert_eq!(pool.path("disk-a").expect("path"), q.path);
@@ -113,10 +118,19 @@ fn resize_grows_and_refuses_to_shrink() {
         .expect("create");
     pool.create_volume("r", 4 * MIB, VolumeFormat::Raw)
         .expect("create");
-    assert_eq!(pool.resize("q", 32 * MIB).expect("grow").virtual_size, 32 * MIB);
-    assert_eq!(pool.resize("r", 8 * MIB).expect("grow").virtual_size, 8 * MIB);
+    assert_eq!(
+        pool.resize("q", 32 * MIB).expect("grow").virtual_size,
+        32 * MIB
+    );
+    assert_eq!(
+        pool.resize("r", 8 * MIB).expect("grow").virtual_size,
+        8 * MIB
+    );
     // The same size is a no-op.
-    assert_eq!(pool.resize("q", 32 * MIB).expect("same").virtual_size, 32 * MIB);
+    assert_eq!(
+        pool.resize("q", 32 * MIB).expect("same").virtual_size,
+        32 * MIB
+    );
     let err = pool.resize("q", 16 * MIB).expect_err("shrink");
     assert!(matches!(err, StorageError::ShrinkRefused { .. }), "{err}");
     assert!(err.to_string().contains("only grow"), "{err}");
@@ -146,7 +160,9 @@ fn clones_are_instant_overlays_that_share_no_writes() {
     assert!(image.actual_size > 16 * MIB);
 
     let start = Instant::now();
-    let a = pool.clone_from_image(&image, "vm-a", None).expect("clone a");
+    let a = pool
+        .clone_from_image(&image, "vm-a", None)
+        .expect("clone a");
     let b = pool
         .clone_from_image(&image, "vm-b", Some(128 * MIB))
         .expect("clone b");
@@ -155,13 +171,20 @@ fn clones_are_instant_overlays_that_share_no_writes() {
     for v in [&a, &b] {
         assert_eq!(v.format, VolumeFormat::Qcow2);
         assert_eq!(v.backing.as_deref(), Some("base"));
-        assert!(v.actual_size < 2 * MIB, "an overlay, not a copy: {}", v.actual_size);
+        assert!(
+            v.actual_size < 2 * MIB,
+            "an overlay, not a copy: {}",
+            v.actual_size
+        );
     }
     assert_eq!(a.virtual_size, 64 * MIB);
     assert_eq!(b.virtual_size, 128 * MIB);
     // The overlay names its backing file relative to itself.
     let raw_info = sh(&["qemu-img", "info", "-U", "--output=json", p(&a.path)]);
-    assert!(raw_info.contains("\"backing-filename\": \"../images/base.qcow2\""), "{raw_info}");
+    assert!(
+        raw_info.contains("\"backing-filename\": \"../images/base.qcow2\""),
+        "{raw_info}"
+    );
 
     // Both see the image's data.
     assert!(qemu_io(&a.path, "qcow2", "read -P 0xcd 1M 4k"));
@@ -234,10 +257,22 @@ fn path_escapes_are_refused() {
         let err = pool
             .create_volume(bad, MIB, VolumeFormat::Qcow2)
             .expect_err(bad);
-        assert!(matches!(err, StorageError::InvalidName { .. }), "{bad}: {err}");
-        assert!(matches!(pool.info(bad), Err(StorageError::InvalidName { .. })));
-        assert!(matches!(pool.delete(bad), Err(StorageError::InvalidName { .. })));
-        assert!(matches!(pool.path(bad), Err(StorageError::InvalidName { .. })));
+        assert!(
+            matches!(err, StorageError::InvalidName { .. }),
+            "{bad}: {err}"
+        );
+        assert!(matches!(
+            pool.info(bad),
+            Err(StorageError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            pool.delete(bad),
+            Err(StorageError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            pool.path(bad),
+            Err(StorageError::InvalidName { .. })
+        ));
         assert!(matches!(
             pool.resize(bad, 2 * MIB),
             Err(StorageError::InvalidName { .. })
@@ -270,7 +305,10 @@ fn path_escapes_are_refused() {
             pool.create_volume(name, MIB, VolumeFormat::Qcow2)
                 .expect_err("create"),
         ] {
-            assert!(matches!(err, StorageError::PathEscape { .. }), "{name}: {err}");
+            assert!(
+                matches!(err, StorageError::PathEscape { .. }),
+                "{name}: {err}"
+            );
         }
     }
     assert!(matches!(

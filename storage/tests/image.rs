@@ -24,9 +24,12 @@ fn import_local_qcow2_and_raw() {
     let mut calls = Vec::new();
     let img = pool
         .images()
-        .import("debian-12", p(&src), Some(&sum.to_uppercase()), &mut |d, t| {
-            calls.push((d, t))
-        })
+        .import(
+            "debian-12",
+            p(&src),
+            Some(&sum.to_uppercase()),
+            &mut |d, t| calls.push((d, t)),
+        )
         .expect("import qcow2");
     assert_eq!(img.name, "debian-12");
     assert_eq!(img.format, VolumeFormat::Qcow2);
@@ -49,14 +52,19 @@ fn import_local_qcow2_and_raw() {
     assert_eq!(r.sha256.as_deref(), Some(sha256sum(&raw).as_str()));
 
     // The checksum is stored beside the image and reported by the listing.
-    let stored = std::fs::read_to_string(pool.images().dir().join("debian-12.sha256"))
-        .expect("sha file");
+    let stored =
+        std::fs::read_to_string(pool.images().dir().join("debian-12.sha256")).expect("sha file");
     assert_eq!(stored, format!("{sum}  debian-12.qcow2\n"));
     let listed = pool.images().list_images().expect("list");
     assert_eq!(listed, vec![img.clone(), r]);
     assert_eq!(
         entries(pool.images().dir()),
-        ["debian-12.qcow2", "debian-12.sha256", "rawimg.raw", "rawimg.sha256"]
+        [
+            "debian-12.qcow2",
+            "debian-12.sha256",
+            "rawimg.raw",
+            "rawimg.sha256"
+        ]
     );
 
     // Names are unique across formats.
@@ -83,7 +91,10 @@ fn refused_imports_leave_nothing_behind() {
         .expect_err("text file");
     assert!(matches!(err, StorageError::ImageRefused { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("not a disk image") && msg.contains("512-byte sector"), "{msg}");
+    assert!(
+        msg.contains("not a disk image") && msg.contains("512-byte sector"),
+        "{msg}"
+    );
 
     // Big enough but not whole sectors.
     let odd = tmp.path().join("odd.bin");
@@ -123,14 +134,26 @@ fn refused_imports_leave_nothing_behind() {
         .images()
         .import("vmdk", p(&vmdk), None, &mut |_, _| {})
         .expect_err("vmdk");
-    assert!(matches!(err, StorageError::UnsupportedFormat { .. }), "{err}");
+    assert!(
+        matches!(err, StorageError::UnsupportedFormat { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("vmdk"), "{err}");
 
     // A qcow2 with a backing file (could point a guest at a host file).
     let overlay = tmp.path().join("overlay.qcow2");
     sh(&[
-        "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", "/etc/hostname",
-        p(&overlay), "1M",
+        "qemu-img",
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "raw",
+        "-b",
+        "/etc/hostname",
+        p(&overlay),
+        "1M",
     ]);
     let err = pool
         .images()
@@ -210,7 +233,12 @@ fn http_failures_leave_nothing_behind() {
         .port();
     let err = pool
         .images()
-        .import("refused", &format!("http://127.0.0.1:{port}/x"), None, &mut |_, _| {})
+        .import(
+            "refused",
+            &format!("http://127.0.0.1:{port}/x"),
+            None,
+            &mut |_, _| {},
+        )
         .expect_err("connection refused");
     assert!(matches!(err, StorageError::Download { .. }), "{err}");
 
@@ -221,7 +249,10 @@ fn http_failures_leave_nothing_behind() {
         .import("wrong", &url, Some(&"f".repeat(64)), &mut |_, _| {})
         .expect_err("checksum");
     server.join().expect("server");
-    assert!(matches!(err, StorageError::ChecksumMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, StorageError::ChecksumMismatch { .. }),
+        "{err}"
+    );
 
     assert_eq!(entries(pool.images().dir()), Vec::<String>::new());
 }
