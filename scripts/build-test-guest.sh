@@ -338,13 +338,26 @@ ip link set lo up 2>/dev/null
 acpi=poweroff
 echo=on
 marker=
+root=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         kcore.acpi=*) acpi=${arg#kcore.acpi=} ;;
         kcore.echo=*) echo=${arg#kcore.echo=} ;;
         kcore.marker=*) marker=${arg#kcore.marker=}; marker=${marker#\"}; marker=${marker%\"} ;;
+        kcore.root=*) root=${arg#kcore.root=} ;;
     esac
 done
+
+# kcore.root=/dev/vda: mount that disk (ext4) on /mnt, for tests of persistent disks.
+if [ -n "$root" ]; then
+    mkdir -p /mnt
+    for _ in 1 2 3 4 5 6 7 8 9 10; do [ -b "$root" ] && break; sleep 0.2; done
+    if mount -t ext4 "$root" /mnt 2>/dev/null; then
+        echo "KCORE-ROOT-MOUNTED $root"
+    else
+        echo "KCORE-ROOT-FAILED $root"
+    fi
+fi
 
 if [ "$acpi" != ignore ]; then
     acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid

@@ -8,11 +8,11 @@
 //!
 //! This crate knows nothing of QEMU, gRPC or SQLite.
 
-// pub mod dnsmasq;
+pub mod dnsmasq;
 pub mod error;
 pub mod link;
 pub mod mac;
-// pub mod nft;
+pub mod nft;
 pub mod subnet;
 pub mod tap;
 pub mod tool;

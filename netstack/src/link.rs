@@ -115,7 +115,10 @@ impl Mark {
         }
         let mark = Mark { purpose, owner };
         if mark.alias().len() > 255 {
-            return Err(NetError::invalid("link mark", "alias longer than 255 bytes"));
+            return Err(NetError::invalid(
+                "link mark",
+                "alias longer than 255 bytes",
+            ));
         }
         Ok(mark)
     }
@@ -426,7 +429,8 @@ impl Netlink {
         let Some(existing) = self.get(&spec.name).await? else {
             return self.create_bridge(spec).await;
         };
-        if existing.mark().as_ref() != Some(&spec.mark) || existing.kind.as_deref() != Some("bridge")
+        if existing.mark().as_ref() != Some(&spec.mark)
+            || existing.kind.as_deref() != Some("bridge")
         {
             return Err(NetError::NotKcore {
                 name: existing.name,
@@ -455,7 +459,12 @@ impl Netlink {
         self.require("bridge", &spec.name).await
     }
 
-    async fn set_link(&self, op: &'static str, link: &Link, msg: LinkMessage) -> Result<(), NetError> {
+    async fn set_link(
+        &self,
+        op: &'static str,
+        link: &Link,
+        msg: LinkMessage,
+    ) -> Result<(), NetError> {
         self.handle
             .link()
             .set(msg)
@@ -556,14 +565,24 @@ impl Netlink {
                 alias: None,
             });
         }
-        let msg = LinkUnspec::new_with_index(link.index).nocontroller().build();
+        let msg = LinkUnspec::new_with_index(link.index)
+            .nocontroller()
+            .build();
         self.set_link("release", &link, msg).await
     }
 
     /// Put `addr/prefix` on a kcore link (replacing it if it is already there).
-    pub async fn add_address(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), NetError> {
+    pub async fn add_address(
+        &self,
+        name: &str,
+        addr: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<(), NetError> {
         if prefix > 32 {
-            return Err(NetError::invalid("prefix", format!("/{prefix} is over /32")));
+            return Err(NetError::invalid(
+                "prefix",
+                format!("/{prefix} is over /32"),
+            ));
         }
         let link = self.require_kcore("link", name).await?;
         self.handle
@@ -650,7 +669,10 @@ mod tests {
 
     #[test]
     fn derived_names() {
-        assert_eq!(derive_name(BRIDGE_PREFIX, "default").expect("ok"), "kbr-default");
+        assert_eq!(
+            derive_name(BRIDGE_PREFIX, "default").expect("ok"),
+            "kbr-default"
+        );
         let long = derive_name(TAP_PREFIX, "0f8e5c2a-1111-4444-8888-123456789abc/0").expect("ok");
         assert_eq!(long.len(), 15);
         assert!(long.starts_with(TAP_PREFIX));
@@ -709,7 +731,10 @@ mod tests {
         assert_eq!(link.index, 7);
         assert_eq!(link.name, "kbr-x");
         assert_eq!(link.kind.as_deref(), Some("bridge"));
-        assert_eq!(link.mac.map(|m| m.to_string()).as_deref(), Some("52:54:00:01:02:03"));
+        assert_eq!(
+            link.mac.map(|m| m.to_string()).as_deref(),
+            Some("52:54:00:01:02:03")
+        );
         assert_eq!(link.mtu, Some(9000));
         assert!(link.up && !link.carrier);
         assert_eq!(link.controller, None);

@@ -139,7 +139,11 @@ mod tests {
 
     #[test]
     fn refuses_multicast_broadcast_and_zero() {
-        for bad in ["01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "33:33:00:00:00:01"] {
+        for bad in [
+            "01:00:5e:00:00:01",
+            "ff:ff:ff:ff:ff:ff",
+            "33:33:00:00:00:01",
+        ] {
             let err = bad.parse::<MacAddr>().expect_err(bad);
             assert!(err.to_string().contains("multicast"), "{bad}: {err}");
         }

@@ -171,14 +171,19 @@ impl HostRoute {
 /// `Iface Destination Gateway Flags RefCnt Use Metric Mask ...`, addresses as hex of the
 /// in-memory network-order value). Lines that do not parse are skipped.
 pub fn parse_proc_net_route(text: &str) -> Vec<HostRoute> {
-    let hex_addr = |s: &str| u32::from_str_radix(s, 16).ok().map(|v| Ipv4Addr::from(v.to_ne_bytes()));
+    let hex_addr = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| Ipv4Addr::from(v.to_ne_bytes()))
+    };
     let mut routes = Vec::new();
     for line in text.lines().skip(1) {
         let cols: Vec<&str> = line.split_whitespace().collect();
         if cols.len() < 8 {
             continue;
         }
-        let (Some(dest), Some(gw), Some(mask)) = (hex_addr(cols[1]), hex_addr(cols[2]), hex_addr(cols[7]))
+        let (Some(dest), Some(gw), Some(mask)) =
+            (hex_addr(cols[1]), hex_addr(cols[2]), hex_addr(cols[7]))
         else {
             tracing::debug!(line, "skipping unparsable /proc/net/route line");
             continue;
@@ -201,9 +206,11 @@ pub fn parse_proc_net_route(text: &str) -> Vec<HostRoute> {
     routes
 }
 
-/// The host's IPv4 routes, from `/proc/net/route` (of the caller's network namespace).
+/// The host's IPv4 routes, from `/proc/thread-self/net/route`: the routes of the calling
+/// thread's network namespace (`/proc/net` is the main thread's, which differs for a
+/// thread that entered another namespace with `setns`).
 pub fn host_routes() -> Result<Vec<HostRoute>, NetError> {
-    let path = Path::new("/proc/net/route");
+    let path = Path::new("/proc/thread-self/net/route");
     let text = std::fs::read_to_string(path).map_err(|e| NetError::io("read", path, e))?;
     Ok(parse_proc_net_route(&text))
 }
@@ -267,7 +274,10 @@ mod tests {
         }
         let err = "10.0.0.1/24".parse::<Ipv4Cidr>().expect_err("host bits");
         let msg = err.to_string();
-        assert!(msg.contains("host bits") && msg.contains("10.0.0.0/24"), "{msg}");
+        assert!(
+            msg.contains("host bits") && msg.contains("10.0.0.0/24"),
+            "{msg}"
+        );
         assert_eq!(
             Ipv4Cidr::containing(ip("10.0.0.1"), 24).expect("valid"),
             cidr("10.0.0.0/24")

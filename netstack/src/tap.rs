@@ -14,8 +14,8 @@ use std::path::Path;
 
 use rtnetlink::LinkUnspec;
 
-use crate::link::{Link, Mark, Netlink, validate_ifname};
 use crate::NetError;
+use crate::link::{Link, Mark, Netlink, validate_ifname};
 
 /// The tun/tap control device.
 pub const TUN_DEVICE: &str = "/dev/net/tun";
