@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use kcore_proto::v1 as pb;
-use kcore_vmm::spec::{MachineType, RestartPolicy, VmSpec};
+use kcore_vmm::spec::{Firmware, MachineType, RestartPolicy, VmSpec};
 use kcore_vmm::timeline::Timeline;
 use kcore_vmm::vm::VmState;
 
@@ -79,6 +79,13 @@ pub fn spec_from_pb(id: &str, name: &str, s: &pb::VmSpec) -> VmSpec {
         cmdline: opt_str(&s.cmdline),
         ready_pattern: opt_str(&s.ready_pattern),
         restart_policy,
+        disks: Vec::new(),
+        firmware: match pb::Firmware::try_from(s.firmware).unwrap_or_default() {
+            pb::Firmware::Uefi => Firmware::Uefi,
+            pb::Firmware::Bios | pb::Firmware::Unspecified => Firmware::Bios,
+        },
+        uefi_code: None,
+        uefi_vars: None,
     }
 }
 
@@ -106,6 +113,11 @@ pub fn spec_to_pb(s: &VmSpec) -> pb::VmSpec {
             RestartPolicy::OnFailure => pb::RestartPolicy::OnFailure,
             RestartPolicy::Always => pb::RestartPolicy::Always,
         } as i32,
+        firmware: match s.firmware {
+            Firmware::Bios => pb::Firmware::Bios,
+            Firmware::Uefi => pb::Firmware::Uefi,
+        } as i32,
+        ..Default::default()
     }
 }
 

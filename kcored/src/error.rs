@@ -1,5 +1,6 @@
 //! The daemon's error type and its one mapping to gRPC status codes.
 
+use kcore_storage::StorageError;
 use kcore_vmm::VmmError;
 
 /// What a request can fail with, in terms a client can act on.
@@ -23,6 +24,8 @@ pub enum ApiError {
     Store(#[from] rusqlite::Error),
     #[error(transparent)]
     Vmm(#[from] VmmError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// A status returned by a node, passed on as it is.
     #[error("{}", .0.message())]
     Node(tonic::Status),
@@ -47,6 +50,28 @@ impl From<ApiError> for tonic::Status {
             ApiError::Internal(m) => Status::internal(m),
             ApiError::Store(e) => Status::internal(format!("store: {e}")),
             ApiError::Node(s) => s,
+            ApiError::Storage(e) => {
+                let m = e.to_string();
+                match e {
+                    StorageError::InvalidName { .. }
+                    | StorageError::InvalidPoolSpec { .. }
+                    | StorageError::InvalidSize(_)
+                    | StorageError::InvalidSha256(_)
+                    | StorageError::PathEscape { .. }
+                    | StorageError::UnsupportedFormat { .. }
+                    | StorageError::ImageRefused { .. }
+                    | StorageError::ChecksumMismatch { .. } => Status::invalid_argument(m),
+                    StorageError::NotFound { .. } => Status::not_found(m),
+                    StorageError::AlreadyExists { .. } => Status::already_exists(m),
+                    StorageError::NotManaged { .. }
+                    | StorageError::ShrinkRefused { .. }
+                    | StorageError::ImageInUse { .. }
+                    | StorageError::CommandFailed { .. } => Status::failed_precondition(m),
+                    StorageError::InsufficientSpace { .. } => Status::resource_exhausted(m),
+                    StorageError::Download { .. } => Status::unavailable(m),
+                    _ => Status::internal(m),
+                }
+            }
             ApiError::Vmm(e) => {
                 let m = e.to_string();
                 match e {

@@ -102,6 +102,10 @@ struct NodeArgs {
     /// Run QEMU without its seccomp sandbox.
     #[arg(long)]
     no_sandbox: bool,
+    /// A storage pool: NAME=dir:PATH or NAME=lvm:VG[/THINPOOL] (repeatable). Every node has
+    /// a dir pool "default" under <data-dir>/pools/default unless one is given.
+    #[arg(long = "pool", value_name = "NAME=TYPE:SOURCE")]
+    pools: Vec<kcore_storage::PoolConfig>,
     /// Firmware for direct kernel boot on q35/pc; "" for QEMU's default (SeaBIOS).
     #[arg(long, default_value = "/usr/share/qemu/qboot.rom")]
     kernel_boot_bios: String,
@@ -185,6 +189,7 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>>
     };
     controller::vms::validate_name(&name).map_err(|e| anyhow::anyhow!("--node-name: {e}"))?;
     let cfg = node::NodeConfig {
+        pools: a.pools,
         name,
         data_dir: dirs.data_dir.clone(),
         host: Arc::new(host_cfg),

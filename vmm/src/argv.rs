@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::spec::{MachineType, VmSpec};
+use crate::spec::{Firmware, MachineType, VmSpec};
 
 /// The accelerator QEMU runs the guest with (already resolved from `auto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +76,55 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
         "-serial",
         "chardev:console",
     ]);
-    if let Some(bios) = &cfg.bios {
+    if let (Firmware::Uefi, Some(code), Some(vars)) =
+        (spec.firmware, &spec.uefi_code, &spec.uefi_vars)
+    {
+        push(&[
+            "-drive",
+            &format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                code.to_string_lossy()
+            ),
+            "-drive",
+            &format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.to_string_lossy()
+            ),
+        ]);
+    } else if let Some(bios) = &cfg.bios {
         push(&["-bios", &bios.to_string_lossy()]);
+    }
+    let blk = if spec.machine == MachineType::Microvm {
+        "virtio-blk-device"
+    } else {
+        "virtio-blk-pci"
+    };
+    for d in &spec.disks {
+        push(&[
+            "-blockdev",
+            &format!(
+                "driver={},filename={},node-name={}-file,discard=unmap",
+                if d.path.starts_with("/dev/") {
+                    "host_device"
+                } else {
+                    "file"
+                },
+                d.path.to_string_lossy(),
+                d.id
+            ),
+            "-blockdev",
+            &format!(
+                "driver={},file={}-file,node-name={}",
+                d.format.as_str(),
+                d.id,
+                d.id
+            ),
+        ]);
+        let mut dev = format!("{blk},drive={},id={}", d.id, d.id);
+        if let Some(i) = d.bootindex {
+            dev.push_str(&format!(",bootindex={i}"));
+        }
+        push(&["-device", &dev]);
     }
     if let Some(kernel) = &spec.kernel {
         push(&["-kernel", &kernel.to_string_lossy()]);
@@ -132,6 +179,10 @@ mod tests {
             cmdline: Some("console=ttyS0 quiet".into()),
             ready_pattern: None,
             restart_policy: RestartPolicy::Never,
+            disks: Vec::new(),
+            firmware: crate::spec::Firmware::Bios,
+            uefi_code: None,
+            uefi_vars: None,
         }
     }
 
@@ -198,6 +249,41 @@ mod tests {
             .nth(1)
             .expect("-append present");
         assert_eq!(append, "console=ttyS0 quiet tsc_early_khz=2500000");
+    }
+
+    #[test]
+    fn disks_and_uefi() {
+        use crate::spec::{Disk, DiskFormat, Firmware};
+        let mut s = spec(MachineType::Q35);
+        s.kernel = None;
+        s.initrd = None;
+        s.cmdline = None;
+        s.firmware = Firmware::Uefi;
+        s.uefi_code = Some("/usr/share/OVMF/OVMF_CODE_4M.fd".into());
+        s.uefi_vars = Some("/var/lib/kcore/vms/x/OVMF_VARS.fd".into());
+        s.disks = vec![
+            Disk {
+                id: "disk0".into(),
+                path: "/var/lib/kcore/pools/default/volumes/web-1-root.qcow2".into(),
+                format: DiskFormat::Qcow2,
+                bootindex: Some(1),
+                pool: "default".into(),
+                volume: "web-1-root".into(),
+                image: "debian".into(),
+                size_bytes: 1 << 30,
+            },
+            Disk {
+                id: "disk1".into(),
+                path: "/dev/vg0/kcore-web-1-disk1".into(),
+                format: DiskFormat::Raw,
+                bootindex: None,
+                pool: "fast".into(),
+                volume: "web-1-disk1".into(),
+                image: String::new(),
+                size_bytes: 1 << 30,
+            },
+        ];
+        golden("q35-uefi-disks", &build_argv(&s, &cfg(Accel::Tcg)));
     }
 
     #[test]

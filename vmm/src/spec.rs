@@ -59,6 +59,56 @@ pub enum RestartPolicy {
     Always,
 }
 
+/// Firmware of q35/pc machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS (or qboot for direct kernel boot).
+    #[default]
+    Bios,
+    /// OVMF, with a per-VM copy of the variable store.
+    Uefi,
+}
+
+/// Disk image formats QEMU opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    #[default]
+    Qcow2,
+    Raw,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Raw => "raw",
+        }
+    }
+}
+
+/// A disk attached to the VM as virtio-blk, in order (vda, vdb, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    /// QEMU id / node name, e.g. `disk0`.
+    pub id: String,
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    /// Boot order (1 = first); None: not bootable.
+    #[serde(default)]
+    pub bootindex: Option<u32>,
+    /// The owner's labels (pool and volume), kept in spec.json; vmm does not use them.
+    #[serde(default)]
+    pub pool: String,
+    #[serde(default)]
+    pub volume: String,
+    #[serde(default)]
+    pub image: String,
+    #[serde(default)]
+    pub size_bytes: u64,
+}
+
 /// Everything needed to run one VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmSpec {
@@ -80,6 +130,15 @@ pub struct VmSpec {
     pub ready_pattern: Option<String>,
     #[serde(default)]
     pub restart_policy: RestartPolicy,
+    #[serde(default)]
+    pub disks: Vec<Disk>,
+    #[serde(default)]
+    pub firmware: Firmware,
+    /// UEFI: the firmware code (read-only) and this VM's own variable store.
+    #[serde(default)]
+    pub uefi_code: Option<PathBuf>,
+    #[serde(default)]
+    pub uefi_vars: Option<PathBuf>,
 }
 
 /// Default guest-ready pattern: a login prompt.
@@ -125,8 +184,11 @@ impl VmSpec {
             }
             _ => {}
         }
-        if self.kernel.is_none() {
-            return bad("no boot source: give a kernel (direct kernel boot)".into());
+        if self.kernel.is_none() && self.disks.is_empty() {
+            return bad("no boot source: give a kernel (direct kernel boot) or an image".into());
+        }
+        if self.firmware == Firmware::Uefi && self.machine == MachineType::Microvm {
+            return bad("UEFI firmware needs machine q35 or pc, not microvm".into());
         }
         if let Some(k) = &self.kernel {
             check_file("kernel", k)?;
@@ -186,6 +248,10 @@ mod tests {
             cmdline: Some("console=ttyS0".into()),
             ready_pattern: None,
             restart_policy: RestartPolicy::Never,
+            disks: Vec::new(),
+            firmware: Firmware::Bios,
+            uefi_code: None,
+            uefi_vars: None,
         }
     }
     const HOST: HostLimits = HostLimits {

@@ -59,7 +59,7 @@ impl KcoreService for KcoreApi {
         req: Request<pb::DeleteVmRequest>,
     ) -> Result<Response<pb::DeleteVmResponse>, Status> {
         let r = req.into_inner();
-        self.ctl.delete_vm(&r.name, r.force).await?;
+        self.ctl.delete_vm(&r.name, r.force, r.keep_disks).await?;
         Ok(Response::new(pb::DeleteVmResponse {}))
     }
 
@@ -205,6 +205,48 @@ impl KcoreService for KcoreApi {
             .await?
             .into_inner();
         Ok(Response::new(log))
+    }
+
+    async fn list_pools(
+        &self,
+        req: Request<pb::ListPoolsRequest>,
+    ) -> Result<Response<pb::ListPoolsResponse>, Status> {
+        let pools = self.ctl.list_pools(&req.into_inner().node).await?;
+        Ok(Response::new(pb::ListPoolsResponse { pools }))
+    }
+
+    type ImportImageStream = Stream2<pb::ImportImageProgress>;
+
+    async fn import_image(
+        &self,
+        req: Request<pb::ImportImageRequest>,
+    ) -> Result<Response<Self::ImportImageStream>, Status> {
+        let stream = self.ctl.import_image(req.into_inner()).await?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_images(
+        &self,
+        req: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        let images = self.ctl.list_images(&req.into_inner().node).await?;
+        Ok(Response::new(pb::ListImagesResponse { images }))
+    }
+
+    async fn delete_image(
+        &self,
+        req: Request<pb::DeleteImageRequest>,
+    ) -> Result<Response<pb::DeleteImageResponse>, Status> {
+        self.ctl.delete_image(req.into_inner()).await?;
+        Ok(Response::new(pb::DeleteImageResponse {}))
+    }
+
+    async fn list_volumes(
+        &self,
+        req: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        let volumes = self.ctl.list_volumes(&req.into_inner().node).await?;
+        Ok(Response::new(pb::ListVolumesResponse { volumes }))
     }
 
     async fn exec_qmp(

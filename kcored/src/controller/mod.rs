@@ -4,6 +4,7 @@
 
 pub mod grpc;
 pub mod nodes;
+pub mod storage;
 pub mod store;
 pub mod vms;
 

@@ -36,6 +36,8 @@ const MIGRATIONS: &[&str] = &[
         message TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX events_vm ON events (vm_name, id);",
+    // 2: the disks the node made for each VM.
+    "ALTER TABLE vms ADD COLUMN disks TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// One VM as the controller stores it.
@@ -52,6 +54,7 @@ pub struct VmRow {
     pub seq: u64,
     pub created_at: String,
     pub updated_at: String,
+    pub disks: Vec<pb::VmDisk>,
 }
 
 impl VmRow {
@@ -63,13 +66,18 @@ impl VmRow {
             node: self.node.clone(),
             memory_mb: self.spec.memory_mb,
             vcpu: self.spec.vcpu,
-            storage_gb: 0,
+            storage_gb: self
+                .disks
+                .iter()
+                .map(|d| d.size_bytes.div_ceil(1 << 30) as u32)
+                .sum(),
             created_at: self.created_at.clone(),
             spec: Some(self.spec.clone()),
             timeline: self.timeline.clone(),
             status_reason: self.status_reason.clone(),
             pid: self.pid,
             updated_at: self.updated_at.clone(),
+            disks: self.disks.clone(),
         }
     }
 }
@@ -84,8 +92,8 @@ fn json<T: serde::Serialize>(v: &T) -> ApiResult<String> {
     serde_json::to_string(v).map_err(|e| ApiError::Internal(format!("encode: {e}")))
 }
 
-const VM_COLUMNS: &str =
-    "id, name, node, spec, status, status_reason, pid, timeline, seq, created_at, updated_at";
+const VM_COLUMNS: &str = "id, name, node, spec, status, status_reason, pid, timeline, seq, \
+     created_at, updated_at, disks";
 
 fn row_to_vm(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
     let spec: String = r.get(3)?;
@@ -104,6 +112,7 @@ fn row_to_vm(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
         seq: seq as u64,
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
+        disks: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
     })
 }
 
@@ -132,7 +141,7 @@ impl Store {
 
     pub fn insert_vm(&self, row: &VmRow) -> ApiResult<()> {
         let r = self.conn().execute(
-            &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
             params![
                 row.id,
                 row.name,
@@ -144,7 +153,8 @@ impl Store {
                 row.timeline.as_ref().map(json).transpose()?,
                 row.seq as i64,
                 row.created_at,
-                row.updated_at
+                row.updated_at,
+                json(&row.disks)?
             ],
         );
         match r {
@@ -216,9 +226,12 @@ impl Store {
             row.timeline = nv.timeline.clone();
         }
         row.updated_at = now_rfc3339();
+        if nv.spec.is_some() {
+            row.disks = nv.disks.clone();
+        }
         tx.execute(
             "UPDATE vms SET status = ?2, status_reason = ?3, pid = ?4, seq = ?5, timeline = ?6,
-             updated_at = ?7 WHERE id = ?1",
+             updated_at = ?7, disks = ?8 WHERE id = ?1",
             params![
                 row.id,
                 row.status as i32,
@@ -226,7 +239,8 @@ impl Store {
                 row.pid,
                 row.seq as i64,
                 row.timeline.as_ref().map(json).transpose()?,
-                row.updated_at
+                row.updated_at,
+                json(&row.disks)?
             ],
         )?;
         tx.commit()?;
@@ -302,6 +316,7 @@ mod tests {
             seq: 0,
             created_at: now_rfc3339(),
             updated_at: now_rfc3339(),
+            disks: Vec::new(),
         }
     }
 

@@ -78,6 +78,7 @@ impl Controller {
             seq: 0,
             created_at: now.clone(),
             updated_at: now,
+            disks: Vec::new(),
         };
         self.store.insert_vm(&row)?;
         let defined = client
@@ -139,6 +140,7 @@ impl Controller {
                         .undefine_vm(pb::UndefineVmRequest {
                             id: id.to_string(),
                             force: true,
+                            keep_disks: false,
                         })
                         .await
                     {
@@ -226,7 +228,7 @@ impl Controller {
         Ok(self.get_row(&row.id)?.to_pb())
     }
 
-    pub async fn delete_vm(&self, name: &str, force: bool) -> ApiResult<()> {
+    pub async fn delete_vm(&self, name: &str, force: bool, keep_disks: bool) -> ApiResult<()> {
         let row = self.get_row(name)?;
         if !force
             && matches!(
@@ -248,6 +250,7 @@ impl Controller {
             .undefine_vm(pb::UndefineVmRequest {
                 id: row.id.clone(),
                 force,
+                keep_disks,
             })
             .await
         {

@@ -118,8 +118,8 @@ impl NodeAgent for NodeAgentService {
         let spec = r
             .spec
             .ok_or_else(|| ApiError::InvalidArgument("spec is required".into()))?;
-        let spec = spec_from_pb(&r.id, &r.name, &spec);
-        Ok(Response::new(self.node.define(spec)?))
+        let vspec = spec_from_pb(&r.id, &r.name, &spec);
+        Ok(Response::new(self.node.define(vspec, spec).await?))
     }
 
     async fn start_node_vm(
@@ -178,7 +178,7 @@ impl NodeAgent for NodeAgentService {
         req: Request<pb::UndefineVmRequest>,
     ) -> Result<Response<pb::UndefineVmResponse>, Status> {
         let r = req.into_inner();
-        self.node.undefine(&r.id, r.force).await?;
+        self.node.undefine(&r.id, r.force, r.keep_disks).await?;
         Ok(Response::new(pb::UndefineVmResponse {}))
     }
 
@@ -230,6 +230,79 @@ impl NodeAgent for NodeAgentService {
         Ok(Response::new(pb::ConsoleLog {
             data: vm.console().log(),
         }))
+    }
+
+    async fn list_node_pools(
+        &self,
+        _: Request<pb::ListPoolsRequest>,
+    ) -> Result<Response<pb::ListPoolsResponse>, Status> {
+        let storage = self.node.storage().clone();
+        let pools = super::blocking(move || storage.list_pools()).await?;
+        Ok(Response::new(pb::ListPoolsResponse { pools }))
+    }
+
+    type NodeImportImageStream = Stream2<pb::ImportImageProgress>;
+
+    async fn node_import_image(
+        &self,
+        req: Request<pb::ImportImageRequest>,
+    ) -> Result<Response<Self::NodeImportImageStream>, Status> {
+        let r = req.into_inner();
+        let storage = self.node.storage().clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::task::spawn_blocking(move || {
+            let mut last = 0u64;
+            let mut progress = |done: u64, total: Option<u64>| {
+                // At most one message per 4 MiB (and the first and the last).
+                if done == 0 || done >= last + (4 << 20) || Some(done) == total {
+                    last = done;
+                    let _ = tx.try_send(Ok(pb::ImportImageProgress {
+                        done_bytes: done,
+                        total_bytes: total.unwrap_or(0),
+                        image: None,
+                    }));
+                }
+            };
+            let msg = match storage.import_image(&r, &mut progress) {
+                Ok(image) => Ok(pb::ImportImageProgress {
+                    done_bytes: image.actual_size,
+                    total_bytes: image.actual_size,
+                    image: Some(image),
+                }),
+                Err(e) => Err(Status::from(e)),
+            };
+            let _ = tx.blocking_send(msg);
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list_node_images(
+        &self,
+        _: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        let storage = self.node.storage().clone();
+        let images = super::blocking(move || storage.list_images()).await?;
+        Ok(Response::new(pb::ListImagesResponse { images }))
+    }
+
+    async fn delete_node_image(
+        &self,
+        req: Request<pb::DeleteImageRequest>,
+    ) -> Result<Response<pb::DeleteImageResponse>, Status> {
+        let r = req.into_inner();
+        let storage = self.node.storage().clone();
+        super::blocking(move || storage.delete_image(&r.pool, &r.name)).await?;
+        Ok(Response::new(pb::DeleteImageResponse {}))
+    }
+
+    async fn list_node_volumes(
+        &self,
+        _: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        let volumes = self.node.list_volumes().await?;
+        Ok(Response::new(pb::ListVolumesResponse { volumes }))
     }
 
     async fn node_exec_qmp(

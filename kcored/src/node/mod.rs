@@ -5,6 +5,7 @@
 //! the previous daemon; run dirs of VMs it no longer knows are removed.
 
 pub mod grpc;
+pub mod storage;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,11 +33,13 @@ pub struct NodeConfig {
     pub host: Arc<HostConfig>,
     pub limits: HostLimits,
     pub qemu_version: String,
+    pub pools: Vec<kcore_storage::PoolConfig>,
 }
 
 /// The node agent's state. Shared behind an `Arc`.
 pub struct Node {
     cfg: NodeConfig,
+    storage: Arc<storage::NodeStorage>,
     vms: RwLock<HashMap<String, Vm>>,
     seq: AtomicU64,
     events: broadcast::Sender<pb::NodeVmEvent>,
@@ -57,6 +60,12 @@ impl Node {
         let vms_dir = cfg.data_dir.join("vms");
         std::fs::create_dir_all(&vms_dir)?;
         std::fs::create_dir_all(&cfg.host.run_root)?;
+        let storage = Arc::new(storage::NodeStorage::open(
+            &cfg.name,
+            &cfg.data_dir,
+            &cfg.pools,
+            cfg.host.run_as.clone(),
+        )?);
         let (events, _) = broadcast::channel(4096);
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();
         // Sequence numbers only grow, across daemon restarts too: start from the clock.
@@ -66,6 +75,7 @@ impl Node {
             .unwrap_or(0);
         let node = Arc::new(Node {
             cfg,
+            storage,
             vms: RwLock::new(HashMap::new()),
             seq: AtomicU64::new(seq0),
             events,
@@ -158,7 +168,29 @@ impl Node {
             timeline: Some(timeline_to_pb(&vm.timeline())),
             seq: self.seq.fetch_add(1, Ordering::SeqCst) + 1,
             spec: Some(spec_to_pb(vm.spec())),
+            disks: storage::disks_to_pb(&vm.spec().disks),
         }
+    }
+
+    pub fn storage(&self) -> &Arc<storage::NodeStorage> {
+        &self.storage
+    }
+
+    /// Every volume with the VM using it.
+    pub async fn list_volumes(&self) -> ApiResult<Vec<pb::Volume>> {
+        let owners: HashMap<(String, String), String> = self
+            .read_vms()
+            .values()
+            .flat_map(|vm| {
+                vm.spec()
+                    .disks
+                    .iter()
+                    .map(|d| ((d.pool.clone(), d.volume.clone()), vm.spec().name.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let storage = self.storage.clone();
+        blocking(move || storage.list_volumes(&owners)).await
     }
 
     pub fn vm(&self, id: &str) -> ApiResult<Vm> {
@@ -181,15 +213,31 @@ impl Node {
         self.cfg.data_dir.join("vms").join(id)
     }
 
-    /// Store a VM's spec and start supervising it (stopped).
-    pub fn define(&self, spec: VmSpec) -> ApiResult<pb::NodeVm> {
+    /// Create the VM's disks, store its spec and start supervising it (stopped). On
+    /// failure nothing is left: no volume, no spec.
+    pub async fn define(&self, mut spec: VmSpec, api: pb::VmSpec) -> ApiResult<pb::NodeVm> {
         if uuid::Uuid::parse_str(&spec.id).is_err() {
             return Err(ApiError::InvalidArgument(format!(
                 "VM id {:?} is not a uuid",
                 spec.id
             )));
         }
+        let has_image = !api.image.is_empty();
+        if has_image {
+            // Validate as if the boot disk were there; it is made once all else is fine.
+            spec.disks.push(kcore_vmm::spec::Disk {
+                id: "disk0".into(),
+                path: "/dev/null".into(),
+                format: kcore_vmm::spec::DiskFormat::Qcow2,
+                bootindex: None,
+                pool: String::new(),
+                volume: String::new(),
+                image: String::new(),
+                size_bytes: 0,
+            });
+        }
         spec.validate(&self.cfg.limits)?;
+        spec.disks.clear();
         for (what, file) in [("kernel", &spec.kernel), ("initrd", &spec.initrd)] {
             if let Some(f) = file {
                 kcore_vmm::host::check_readable(what, f, self.cfg.host.run_as.as_ref())?;
@@ -202,9 +250,27 @@ impl Node {
             )));
         }
         let dir = self.spec_dir(&spec.id);
-        write_spec(&dir, &spec).map_err(|e| {
+        if has_image || !api.disks.is_empty() {
+            let storage = self.storage.clone();
+            let (name, id) = (spec.name.clone(), spec.id.clone());
+            spec.disks = blocking(move || storage.create_disks(&name, &id, &api)).await?;
+        }
+        let made = spec.disks.clone();
+        let undo = |e: ApiError| {
             let _ = std::fs::remove_dir_all(&dir);
-            ApiError::Internal(format!("cannot store spec in {}: {e}", dir.display()))
+            self.storage.delete_disks(&made);
+            e
+        };
+        if spec.firmware == kcore_vmm::spec::Firmware::Uefi {
+            let (code, vars) = uefi_files(&dir, self.cfg.host.run_as.as_ref()).map_err(undo)?;
+            spec.uefi_code = Some(code);
+            spec.uefi_vars = Some(vars);
+        }
+        write_spec(&dir, &spec).map_err(|e| {
+            undo(ApiError::Internal(format!(
+                "cannot store spec in {}: {e}",
+                dir.display()
+            )))
         })?;
         let vm = Vm::new(spec, self.cfg.host.clone(), self.notifier());
         self.write_vms().insert(vm.id().to_string(), vm.clone());
@@ -223,11 +289,21 @@ impl Node {
         Ok(self.snapshot(&vm))
     }
 
-    /// Forget a VM: kill it if `force`, remove its run dir and its stored spec.
-    pub async fn undefine(&self, id: &str, force: bool) -> ApiResult<()> {
+    /// Forget a VM: kill it if `force`, remove its run dir, its volumes (unless
+    /// `keep_disks`) and its stored spec.
+    pub async fn undefine(&self, id: &str, force: bool, keep_disks: bool) -> ApiResult<()> {
         let vm = self.vm(id)?;
         vm.destroy(force).await?;
         self.write_vms().remove(id);
+        if !keep_disks {
+            let storage = self.storage.clone();
+            let disks = vm.spec().disks.clone();
+            blocking(move || {
+                storage.delete_disks(&disks);
+                Ok(())
+            })
+            .await?;
+        }
         let dir = self.spec_dir(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
@@ -248,6 +324,49 @@ impl Node {
         });
         Ok(())
     }
+}
+
+/// Run blocking storage work off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))?
+}
+
+/// OVMF code (shared, read-only) and a per-VM copy of the variable store.
+fn uefi_files(
+    dir: &Path,
+    run_as: Option<&kcore_vmm::process::RunAs>,
+) -> ApiResult<(PathBuf, PathBuf)> {
+    let pairs = [
+        (
+            "/usr/share/OVMF/OVMF_CODE_4M.fd",
+            "/usr/share/OVMF/OVMF_VARS_4M.fd",
+        ),
+        (
+            "/usr/share/OVMF/OVMF_CODE.fd",
+            "/usr/share/OVMF/OVMF_VARS.fd",
+        ),
+    ];
+    let Some((code, vars)) = pairs
+        .iter()
+        .find(|(c, v)| Path::new(c).is_file() && Path::new(v).is_file())
+    else {
+        return Err(ApiError::FailedPrecondition(
+            "UEFI firmware not found in /usr/share/OVMF: apt-get install ovmf".into(),
+        ));
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ApiError::Internal(format!("create {}: {e}", dir.display())))?;
+    let copy = dir.join("OVMF_VARS.fd");
+    std::fs::copy(vars, &copy).map_err(|e| ApiError::Internal(format!("copy {vars}: {e}")))?;
+    if let Some(r) = run_as {
+        std::os::unix::fs::chown(&copy, Some(r.uid), Some(r.gid))
+            .map_err(|e| ApiError::Internal(format!("chown {}: {e}", copy.display())))?;
+    }
+    Ok((PathBuf::from(code), copy))
 }
 
 fn load_specs(dir: &Path) -> Vec<VmSpec> {

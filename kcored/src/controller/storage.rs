@@ -1,0 +1,106 @@
+//! Storage calls of the public API: pools, images and volumes live on the nodes; the
+//! controller picks the node and gathers the answers.
+
+use kcore_proto::v1 as pb;
+use tonic::Streaming;
+
+use super::Controller;
+use super::nodes::NodeLink;
+use crate::error::{ApiError, ApiResult};
+
+impl Controller {
+    /// The nodes a listing covers: the one asked for, or every ready node.
+    fn nodes_for(&self, node: &str) -> ApiResult<Vec<NodeLink>> {
+        if node.is_empty() {
+            Ok(self.nodes.all().into_iter().filter(|l| l.ready).collect())
+        } else {
+            self.nodes.client(node)?;
+            Ok(vec![self.nodes.get(node)?])
+        }
+    }
+
+    /// The node a single-node operation goes to: the one asked for, or the only one.
+    fn one_node(&self, node: &str) -> ApiResult<NodeLink> {
+        if !node.is_empty() {
+            self.nodes.client(node)?;
+            return self.nodes.get(node);
+        }
+        let all = self.nodes.all();
+        match all.as_slice() {
+            [only] => {
+                self.nodes.client(&only.name)?;
+                Ok(only.clone())
+            }
+            [] => Err(ApiError::Unavailable("no nodes".into())),
+            _ => Err(ApiError::InvalidArgument(
+                "several nodes: say which one with --node".into(),
+            )),
+        }
+    }
+
+    pub async fn list_pools(&self, node: &str) -> ApiResult<Vec<pb::Pool>> {
+        let mut out = Vec::new();
+        for mut l in self.nodes_for(node)? {
+            let r = l
+                .client
+                .list_node_pools(pb::ListPoolsRequest::default())
+                .await?;
+            out.extend(r.into_inner().pools);
+        }
+        Ok(out)
+    }
+
+    pub async fn list_images(&self, node: &str) -> ApiResult<Vec<pb::Image>> {
+        let mut out = Vec::new();
+        for mut l in self.nodes_for(node)? {
+            let r = l
+                .client
+                .list_node_images(pb::ListImagesRequest::default())
+                .await?;
+            out.extend(r.into_inner().images);
+        }
+        out.sort_by(|a, b| (&a.name, &a.node).cmp(&(&b.name, &b.node)));
+        Ok(out)
+    }
+
+    pub async fn list_volumes(&self, node: &str) -> ApiResult<Vec<pb::Volume>> {
+        let mut out = Vec::new();
+        for mut l in self.nodes_for(node)? {
+            let r = l
+                .client
+                .list_node_volumes(pb::ListVolumesRequest::default())
+                .await?;
+            out.extend(r.into_inner().volumes);
+        }
+        Ok(out)
+    }
+
+    pub async fn import_image(
+        &self,
+        req: pb::ImportImageRequest,
+    ) -> ApiResult<Streaming<pb::ImportImageProgress>> {
+        kcore_storage::validate_name("image", &req.name)?;
+        if req.source.is_empty() {
+            return Err(ApiError::InvalidArgument(
+                "source is required: a path on the node or an http(s) URL".into(),
+            ));
+        }
+        let mut l = self.one_node(&req.node)?;
+        let name = req.name.clone();
+        let stream = l.client.node_import_image(req).await?.into_inner();
+        self.emit(
+            "image.import",
+            None,
+            format!("importing {name} on {}", l.name),
+        );
+        Ok(stream)
+    }
+
+    pub async fn delete_image(&self, req: pb::DeleteImageRequest) -> ApiResult<()> {
+        let mut l = self.one_node(&req.node)?;
+        let name = req.name.clone();
+        l.client.delete_node_image(req).await?;
+        self.emit("image.deleted", None, format!("{name} on {}", l.name));
+        Ok(())
+    }
+}
