@@ -136,6 +136,8 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             ready_pattern: "READY".into(),
             restart_policy: pb::RestartPolicy::OnFailure as i32,
+            firmware: pb::Firmware::Uefi as i32,
+            ..Default::default()
         };
         let s = spec_from_pb("id", "n", &pb_spec);
         assert_eq!(s.initrd, None);
