@@ -152,6 +152,10 @@ impl Daemon {
             .prefix("kcore-test-")
             .tempdir()
             .expect("tempdir");
+        // Like /var/lib/kcore: traversable, so the unprivileged QEMU reaches its volumes.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod tempdir");
         let mut d = Daemon { dir, child: None };
         d.spawn();
         d

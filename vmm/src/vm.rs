@@ -264,6 +264,9 @@ impl Vm {
                 check_readable(what, f, host.run_as.as_ref())?;
             }
         }
+        for d in &spec.disks {
+            check_readable("disk", &d.path, host.run_as.as_ref())?;
+        }
         let pattern = spec
             .ready_pattern
             .as_deref()
