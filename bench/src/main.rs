@@ -128,9 +128,11 @@ async fn main() -> anyhow::Result<()> {
         cmdline: "console=ttyS0 quiet panic=-1".into(),
         ready_pattern: READY.into(),
         restart_policy: 0,
+        ..Default::default()
     };
     let (mut k_run, mut k_ready, mut b_run, mut b_ready, mut b_greet) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let (mut k_exec, mut k_qmp, mut k_vcpus) = (vec![], vec![], vec![]);
     for i in 0..args.runs + 1 {
         let name = format!("bench-{i}");
         // kcore
@@ -144,6 +146,18 @@ async fn main() -> anyhow::Result<()> {
             .await?
             .into_inner();
         let running = t.elapsed().as_secs_f64() * 1000.0;
+        let phase = |vm: &pb::Vm, name: &str| {
+            vm.timeline
+                .as_ref()
+                .and_then(|t| t.phases.iter().find(|p| p.name == name))
+                .map(|p| p.offset_ms)
+                .unwrap_or(f64::NAN)
+        };
+        let (exec, qmp, vcpus) = (
+            phase(&vm, "qemu_exec"),
+            phase(&vm, "qmp_ready"),
+            phase(&vm, "vcpus_running"),
+        );
         let ready = loop {
             let vm = api
                 .get_vm(pb::GetVmRequest { name: name.clone() })
@@ -169,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
         api.delete_vm(pb::DeleteVmRequest {
             name: name.clone(),
             force: true,
+            keep_disks: false,
         })
         .await?;
         // bare QEMU, same argv
@@ -176,6 +191,9 @@ async fn main() -> anyhow::Result<()> {
         // Round 0 warms the page cache for both; it is not counted.
         if i > 0 {
             k_run.push(running);
+            k_exec.push(exec);
+            k_qmp.push(qmp - exec);
+            k_vcpus.push(vcpus);
             k_ready.push(ready);
             b_greet.push(greet);
             b_run.push(run);
@@ -217,8 +235,16 @@ async fn main() -> anyhow::Result<()> {
         kd / bd
     );
     println!(
-        "{:<28} {:>10} {:>10.1}",
-        "bare exec -> QMP greeting", "", bg
+        "{:<28} {:>10.1} {:>10.1}",
+        "exec -> QMP ready",
+        median(&mut k_qmp),
+        bg
+    );
+    println!(
+        "\nkcore timeline (server side, medians): request -> qemu_exec {:.1} ms, \
+         request -> vcpus_running {:.1} ms",
+        median(&mut k_exec),
+        median(&mut k_vcpus)
     );
     Ok(())
 }

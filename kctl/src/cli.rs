@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use kcore_proto::v1::{MachineType, RestartPolicy};
+use kcore_proto::v1::{DiskRequest, MachineType, RestartPolicy};
 
 use crate::output::Format;
 
-/// kctl: manage kcore VMs and nodes.
+/// kctl: manage kcore VMs, nodes and storage.
 #[derive(Debug, Parser)]
 #[command(name = "kctl", version, about, propagate_version = true)]
 pub struct Cli {
@@ -36,6 +36,15 @@ pub enum Command {
     /// Nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Storage pools (configured on the nodes).
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Disk images VMs boot from.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Volumes: the VMs' disks.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -106,6 +115,9 @@ pub enum VmCommand {
         /// Delete even if it is not stopped (kills it first).
         #[arg(long)]
         force: bool,
+        /// Keep the VM's volumes (they stay in their pools, listed without a VM).
+        #[arg(long)]
+        keep_disks: bool,
     },
     /// Attach to the serial console (Ctrl-] detaches).
     Console(ConsoleArgs),
@@ -160,8 +172,31 @@ impl From<Restart> for RestartPolicy {
     }
 }
 
+/// Firmware accepted by `--firmware`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Firmware {
+    /// SeaBIOS (default).
+    Bios,
+    /// OVMF (UEFI).
+    Uefi,
+}
+
+impl From<Firmware> for kcore_proto::v1::Firmware {
+    fn from(f: Firmware) -> Self {
+        match f {
+            Firmware::Bios => Self::Bios,
+            Firmware::Uefi => Self::Uefi,
+        }
+    }
+}
+
 /// `kctl vm create`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "The VM boots from --image (a copy-on-write clone of the image becomes its \
+first disk, vda), from --kernel (direct kernel boot), or both (an image as root disk with an \
+external kernel); the server rejects a VM with neither."
+)]
 pub struct CreateArgs {
     /// VM name: [a-z0-9][a-z0-9-]{0,62}.
     pub name: String,
@@ -174,6 +209,21 @@ pub struct CreateArgs {
     /// Place the VM on this node (default: the scheduler picks).
     #[arg(long)]
     pub node: Option<String>,
+    /// Boot disk: a clone of this image (see `kctl image list`).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Size of the boot disk in GiB (default: the image's size).
+    #[arg(long, value_name = "GB", requires = "image")]
+    pub disk_size: Option<u32>,
+    /// An empty data disk of SIZE_GB GiB in POOL (repeatable: vdb, vdc, ...).
+    #[arg(long = "disk", value_name = "POOL:SIZE_GB", value_parser = parse_disk)]
+    pub disks: Vec<DiskRequest>,
+    /// The pool the boot disk is created in (default: "default").
+    #[arg(long, value_name = "POOL", requires = "image")]
+    pub root_pool: Option<String>,
+    /// Firmware (default: bios).
+    #[arg(long, value_enum)]
+    pub firmware: Option<Firmware>,
     /// Kernel for direct boot (a path on the node; made absolute).
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
@@ -261,6 +311,108 @@ pub enum NodeCommand {
         /// Node name.
         node: String,
     },
+}
+
+/// `kctl pool ...`.
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// List storage pools.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only pools on this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+/// `kctl image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an image from a file on the node or an http(s) URL.
+    Import(ImportArgs),
+    /// List images.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only images on this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Delete an image.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Image name.
+        name: String,
+        /// The node it is on (needed when several nodes have one by that name).
+        #[arg(long)]
+        node: Option<String>,
+        /// The pool it is in (default: "default").
+        #[arg(long)]
+        pool: Option<String>,
+    },
+}
+
+/// `kctl image import`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "SOURCE is an http(s) URL or a path on the node. A path that exists on this \
+machine is sent absolute (kcored all-in-one runs here); other paths are taken as the node's."
+)]
+pub struct ImportArgs {
+    /// Image name: [a-z0-9][a-z0-9-]{0,62}.
+    pub name: String,
+    /// A path on the node, or an http(s) URL.
+    pub source: String,
+    /// Expected sha256 (64 hex digits); the import fails if the image's differs.
+    #[arg(long, value_name = "HEX", value_parser = parse_sha256)]
+    pub sha256: Option<String>,
+    /// Import on this node (default: the only node).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// The dir pool to keep it in (default: "default").
+    #[arg(long)]
+    pub pool: Option<String>,
+}
+
+/// `kctl volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// List volumes.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only volumes on this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+/// Parses `--disk POOL:SIZE_GB` (`fast:20`). A size of 0 is the server's to reject.
+pub fn parse_disk(s: &str) -> Result<DiskRequest, String> {
+    let Some((pool, size)) = s.split_once(':') else {
+        return Err(format!(
+            "{s:?} is not POOL:SIZE_GB (e.g. default:20 for a 20 GiB disk in pool default)"
+        ));
+    };
+    if pool.is_empty() {
+        return Err(format!("{s:?} names no pool (expected POOL:SIZE_GB)"));
+    }
+    let size_gb = size
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| format!("{s:?}: size {size:?} is not a whole number of GiB"))?;
+    Ok(DiskRequest {
+        pool: pool.to_string(),
+        size_gb,
+    })
+}
+
+/// Parses `--sha256`: 64 hex digits, lowercased.
+pub fn parse_sha256(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.len() == 64 && t.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(t.to_ascii_lowercase())
+    } else {
+        Err(format!("{s:?} is not a sha256 (64 hex digits)"))
+    }
 }
 
 /// Parses a memory size in MiB: `512`, `512M`, `512MiB`, `2G`, `2GiB`.
@@ -406,6 +558,156 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn disk_specs() {
+        assert_eq!(
+            parse_disk("fast:20"),
+            Ok(DiskRequest {
+                pool: "fast".into(),
+                size_gb: 20
+            })
+        );
+        // Zero goes through: the server says why it is wrong.
+        assert_eq!(parse_disk("fast:0").map(|d| d.size_gb), Ok(0));
+        for bad in [
+            "nocolon",
+            "p:x",
+            "p:",
+            ":10",
+            "p:-1",
+            "p:1.5",
+            "p:99999999999",
+        ] {
+            assert!(parse_disk(bad).is_err(), "{bad}");
+        }
+        let err = parse_disk("nocolon").expect_err("no colon");
+        assert!(err.contains("POOL:SIZE_GB"), "{err}");
+        let err = parse_disk("p:x").expect_err("bad size");
+        assert!(err.contains("whole number of GiB"), "{err}");
+    }
+
+    #[test]
+    fn create_storage_options() {
+        let c = create(&[
+            "--image",
+            "debian-12",
+            "--disk-size",
+            "20",
+            "--disk",
+            "fast:10",
+            "--disk",
+            "default:0",
+            "--root-pool",
+            "fast",
+            "--firmware",
+            "uefi",
+        ]);
+        assert_eq!(c.image.as_deref(), Some("debian-12"));
+        assert_eq!(c.kernel, None);
+        assert_eq!(c.disk_size, Some(20));
+        assert_eq!(c.disks.len(), 2);
+        assert_eq!(c.disks[0].pool, "fast");
+        assert_eq!(c.disks[1].size_gb, 0);
+        assert_eq!(c.root_pool.as_deref(), Some("fast"));
+        assert_eq!(c.firmware, Some(Firmware::Uefi));
+        // --image combines with a kernel.
+        let c = create(&[
+            "--image",
+            "i",
+            "--kernel",
+            "k",
+            "--cmdline",
+            "root=/dev/vda",
+        ]);
+        assert!(c.image.is_some() && c.kernel.is_some());
+        // Neither is fine locally (the server says what is missing).
+        assert!(create(&[]).image.is_none());
+        let base = ["vm", "create", "w", "--vcpu", "1", "--memory", "1"];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        let err = with(&["--disk", "nocolon"]).expect_err("bad disk");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("POOL:SIZE_GB"), "{err}");
+        assert!(with(&["--disk", "p:x"]).is_err());
+        assert!(with(&["--firmware", "coreboot"]).is_err());
+        // The boot disk options need an image.
+        assert!(with(&["--disk-size", "10"]).is_err());
+        assert!(with(&["--root-pool", "fast"]).is_err());
+    }
+
+    #[test]
+    fn delete_keep_disks() {
+        let cli = parse(&["vm", "rm", "w", "--keep-disks"]).expect("parses");
+        match cli.command {
+            Command::Vm(VmCommand::Delete {
+                force, keep_disks, ..
+            }) => assert!(keep_disks && !force),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn storage_commands() {
+        let cli = parse(&[
+            "image",
+            "import",
+            "debian",
+            "./d.qcow2",
+            "--sha256",
+            &"AB".repeat(32),
+            "--node",
+            "n1",
+            "--pool",
+            "p",
+        ])
+        .expect("parses");
+        match cli.command {
+            Command::Image(ImageCommand::Import(a)) => {
+                assert_eq!(a.name, "debian");
+                assert_eq!(a.source, "./d.qcow2");
+                assert_eq!(a.sha256, Some("ab".repeat(32)));
+                assert_eq!(a.node.as_deref(), Some("n1"));
+                assert_eq!(a.pool.as_deref(), Some("p"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["image", "import", "d", "x", "--sha256", "abc"]).is_err());
+        assert!(parse(&["image", "import", "d"]).is_err());
+        assert!(matches!(
+            parse(&["image", "rm", "d", "--pool", "p"])
+                .expect("parses")
+                .command,
+            Command::Image(ImageCommand::Delete {
+                pool: Some(_),
+                node: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["pool", "ls", "--node", "n"])
+                .expect("parses")
+                .command,
+            Command::Pool(PoolCommand::List { node: Some(_) })
+        ));
+        assert!(matches!(
+            parse(&["volume", "list"]).expect("parses").command,
+            Command::Volume(VolumeCommand::List { node: None })
+        ));
+    }
+
+    #[test]
+    fn sha256_values() {
+        let hex = "0123456789abcdef".repeat(4);
+        assert_eq!(parse_sha256(&hex), Ok(hex.clone()));
+        assert_eq!(parse_sha256(&hex.to_uppercase()), Ok(hex.clone()));
+        assert!(parse_sha256(&hex[..63]).is_err());
+        assert!(parse_sha256(&format!("{}g", &hex[..63])).is_err());
+        assert!(parse_sha256("").is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! kctl: the kcore operator CLI.
 //!
-//! `kctl [--endpoint URL] [-o table|json|yaml] <noun> <verb> ...`; see `kctl --help`.
+//! `kctl [--endpoint URL] [-o table|json|yaml] <noun> <verb> ...` with the nouns vm, events,
+//! node, pool, image, volume; see `kctl --help`.
 //! Errors print as `Error: <message> (<gRPC code>)` on stderr and exit 1.
 
 mod cli;
@@ -8,9 +9,12 @@ mod console;
 mod endpoint;
 mod error;
 mod events;
+mod image;
 mod node;
 mod output;
+mod progress;
 mod qmp;
+mod storage;
 mod vm;
 
 use std::process::ExitCode;
@@ -18,7 +22,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, NodeCommand, VmCommand};
+use cli::{Cli, Command, ImageCommand, NodeCommand, PoolCommand, VmCommand, VolumeCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -60,6 +64,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Vm(VmCommand::Create(args)) => Some(vm::create_request(args)?),
         _ => None,
     };
+    let import_request = match &cli.command {
+        Command::Image(ImageCommand::Import(args)) => Some(image::import_request(args)?),
+        _ => None,
+    };
     let qmp_command = match &cli.command {
         Command::Vm(VmCommand::Qmp(args)) => args
             .json
@@ -97,7 +105,11 @@ async fn run(cli: Cli) -> Result<()> {
             VmCommand::Reboot { name } => vm::reboot(&client, format, name).await,
             VmCommand::Pause { name } => vm::pause(&client, format, name).await,
             VmCommand::Resume { name } => vm::resume(&client, format, name).await,
-            VmCommand::Delete { name, force } => vm::delete(&client, format, name, force).await,
+            VmCommand::Delete {
+                name,
+                force,
+                keep_disks,
+            } => vm::delete(&client, format, name, force, keep_disks).await,
             VmCommand::Console(args) => console::run(&client, format, args).await,
             VmCommand::Qmp(args) => match qmp_command {
                 Some(command) => qmp::one(&client, format, &args.name, command).await,
@@ -110,5 +122,21 @@ async fn run(cli: Cli) -> Result<()> {
             NodeCommand::List => node::list(&client, format).await,
             NodeCommand::Get { node } => node::get(&client, format, node).await,
         },
+        Command::Pool(PoolCommand::List { node }) => {
+            storage::list_pools(&client, format, node).await
+        }
+        Command::Image(command) => match command {
+            ImageCommand::Import(_) => match import_request {
+                Some(request) => image::import(&client, format, request).await,
+                None => Ok(()),
+            },
+            ImageCommand::List { node } => image::list(&client, format, node).await,
+            ImageCommand::Delete { name, node, pool } => {
+                image::delete(&client, format, name, node, pool).await
+            }
+        },
+        Command::Volume(VolumeCommand::List { node }) => {
+            storage::list_volumes(&client, format, node).await
+        }
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use comfy_table::{CellAlignment, Table, presets};
-use kcore_proto::v1::{MachineType, NodeState, RestartPolicy, VmStatus};
+use kcore_proto::v1::{Firmware, MachineType, NodeState, RestartPolicy, VmStatus};
 use serde::Serialize;
 
 /// How results are printed.
@@ -156,6 +156,15 @@ pub fn restart_policy(policy: i32) -> String {
     }
 }
 
+/// `FIRMWARE_UEFI` → `uefi`; unspecified is the default, bios.
+pub fn firmware(firmware: i32) -> String {
+    match Firmware::try_from(firmware) {
+        Ok(Firmware::Unspecified) => "bios".to_string(),
+        Ok(f) => strip(f.as_str_name(), "FIRMWARE_").to_lowercase(),
+        Err(_) => format!("unknown({firmware})"),
+    }
+}
+
 fn strip(name: &str, prefix: &str) -> String {
     name.strip_prefix(prefix).unwrap_or(name).to_string()
 }
@@ -169,6 +178,54 @@ pub fn mib(mib: u32) -> String {
         scaled(mib, 1024, "GiB")
     } else {
         format!("{mib} MiB")
+    }
+}
+
+/// A GiB count for people: `10 GiB`, `1.5 TiB`; `-` for 0 (no storage).
+pub fn gib(gib: u32) -> String {
+    let gib = u64::from(gib);
+    match gib {
+        0 => "-".to_string(),
+        g if g >= 1024 => scaled(g, 1024, "TiB"),
+        g => format!("{g} GiB"),
+    }
+}
+
+/// A byte count for people, with one decimal past bytes: `512 B`, `1.5 KiB`, `2.0 GiB`,
+/// `3.2 TiB` (TiB is the largest unit).
+pub fn bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    // Precision loss is irrelevant at one decimal.
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    // Move up while the value would print as 1024.0 or more (1023.96 KiB is 1.0 MiB).
+    while value >= 1023.95 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// How full a pool is: `37%`, `-` when its size is unknown.
+pub fn used_percent(total: u64, free: u64) -> String {
+    if total == 0 {
+        return "-".to_string();
+    }
+    // Precision loss is irrelevant for a whole percentage.
+    #[allow(clippy::cast_precision_loss)]
+    let used = total.saturating_sub(free) as f64 * 100.0 / total as f64;
+    format!("{used:.0}%")
+}
+
+/// The first 12 hex digits of a sha256, as `docker images` shows ids; `-` when empty.
+pub fn short_sha(sha256: &str) -> String {
+    match sha256.get(..12) {
+        Some(short) => short.to_string(),
+        None => or_dash(sha256),
     }
 }
 
@@ -254,6 +311,41 @@ mod tests {
     }
 
     #[test]
+    fn byte_sizes() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1.0 KiB");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(1024 * 1024 - 1), "1.0 MiB");
+        assert_eq!(bytes(700 * 1024 * 1024), "700.0 MiB");
+        assert_eq!(bytes(2 << 30), "2.0 GiB");
+        assert_eq!(bytes(10 * (1 << 30) + (1 << 29)), "10.5 GiB");
+        assert_eq!(bytes(3 << 40), "3.0 TiB");
+        assert_eq!(bytes(5000 << 40), "5000.0 TiB");
+        assert_eq!(bytes(u64::MAX), "16777216.0 TiB");
+    }
+
+    #[test]
+    fn gib_sizes_and_usage() {
+        assert_eq!(gib(0), "-");
+        assert_eq!(gib(10), "10 GiB");
+        assert_eq!(gib(1024), "1 TiB");
+        assert_eq!(gib(1536), "1.5 TiB");
+        assert_eq!(used_percent(0, 0), "-");
+        assert_eq!(used_percent(100, 63), "37%");
+        assert_eq!(used_percent(100, 100), "0%");
+        assert_eq!(used_percent(100, 200), "0%");
+        assert_eq!(used_percent(3, 0), "100%");
+    }
+
+    #[test]
+    fn sha_prefix() {
+        assert_eq!(short_sha("0123456789abcdef0123"), "0123456789ab");
+        assert_eq!(short_sha("abc"), "abc");
+        assert_eq!(short_sha(""), "-");
+    }
+
+    #[test]
     fn ages() {
         let now = DateTime::parse_from_rfc3339("2025-01-10T12:00:00.000Z")
             .map(|t| t.with_timezone(&Utc))
@@ -279,6 +371,10 @@ mod tests {
             "on-failure"
         );
         assert_eq!(restart_policy(0), "never");
+        assert_eq!(firmware(0), "bios");
+        assert_eq!(firmware(Firmware::Bios as i32), "bios");
+        assert_eq!(firmware(Firmware::Uefi as i32), "uefi");
+        assert_eq!(firmware(9), "unknown(9)");
     }
 
     #[test]

@@ -3,9 +3,9 @@
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use kcore_proto::v1::{
-    BootTimeline, CreateVmRequest, DeleteVmRequest, GetVmRequest, ListVMsRequest, MachineType,
-    PauseVmRequest, RebootVmRequest, RestartPolicy, ResumeVmRequest, StartVmRequest, StopVmRequest,
-    Vm, VmSpec,
+    BootTimeline, CreateVmRequest, DeleteVmRequest, Firmware, GetVmRequest, ListVMsRequest,
+    MachineType, PauseVmRequest, RebootVmRequest, RestartPolicy, ResumeVmRequest, StartVmRequest,
+    StopVmRequest, Vm, VmDisk, VmSpec,
 };
 
 use crate::cli::CreateArgs;
@@ -48,6 +48,11 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest> {
         restart_policy: args
             .restart
             .map_or(RestartPolicy::Unspecified, RestartPolicy::from) as i32,
+        image: args.image.clone().unwrap_or_default(),
+        disk_size_gb: args.disk_size.unwrap_or(0),
+        disks: args.disks.clone(),
+        firmware: args.firmware.map_or(Firmware::Unspecified, Firmware::from) as i32,
+        root_pool: args.root_pool.clone().unwrap_or_default(),
     };
     Ok(CreateVmRequest {
         name: args.name.clone(),
@@ -87,8 +92,10 @@ pub async fn list(client: &Client, format: Format, node: Option<String>) -> Resu
 
 /// The `vm list` table.
 pub fn list_table(vms: &[Vm], now: chrono::DateTime<Utc>) -> comfy_table::Table {
-    let mut table = output::table(&["NAME", "STATUS", "NODE", "VCPU", "MEMORY", "PID", "AGE"]);
-    output::align_right(&mut table, &[3, 4, 5]);
+    let mut table = output::table(&[
+        "NAME", "STATUS", "NODE", "VCPU", "MEMORY", "DISK", "PID", "AGE",
+    ]);
+    output::align_right(&mut table, &[3, 4, 5, 6]);
     for vm in vms {
         table.add_row(vec![
             vm.name.clone(),
@@ -96,6 +103,7 @@ pub fn list_table(vms: &[Vm], now: chrono::DateTime<Utc>) -> comfy_table::Table 
             output::or_dash(&vm.node),
             vm.vcpu.to_string(),
             output::mib(vm.memory_mb),
+            output::gib(vm.storage_gb),
             if vm.pid > 0 {
                 vm.pid.to_string()
             } else {
@@ -142,7 +150,7 @@ pub fn describe(vm: &Vm) -> String {
         (
             "Storage",
             if vm.storage_gb > 0 {
-                format!("{} GiB", vm.storage_gb)
+                output::gib(vm.storage_gb)
             } else {
                 String::new()
             },
@@ -156,6 +164,8 @@ pub fn describe(vm: &Vm) -> String {
             },
         ),
         ("Machine", output::machine(spec.machine)),
+        ("Firmware", output::firmware(spec.firmware)),
+        ("Image", spec.image.clone()),
         ("Kernel", spec.kernel.clone()),
         ("Initrd", spec.initrd.clone()),
         ("Cmdline", spec.cmdline.clone()),
@@ -166,18 +176,46 @@ pub fn describe(vm: &Vm) -> String {
     ];
     rows.retain(|(_, v)| !v.is_empty());
     let mut text = output::key_values(&rows);
+    if vm.disks.is_empty() {
+        text.push_str("\nDisks: none\n");
+    } else {
+        text.push_str("\nDisks:\n");
+        indent_into(&mut text, &disks_table(&vm.disks));
+    }
     match vm.timeline.as_ref().filter(|t| !t.phases.is_empty()) {
         Some(timeline) => {
             text.push_str("\nBoot timeline:\n");
-            for line in timeline_table(timeline).trim_fmt().lines() {
-                text.push_str("  ");
-                text.push_str(line);
-                text.push('\n');
-            }
+            indent_into(&mut text, &timeline_table(timeline));
         }
         None => text.push_str("\nBoot timeline: none yet\n"),
     }
     text
+}
+
+/// Appends a table to `text`, each line indented by two spaces.
+fn indent_into(text: &mut String, table: &comfy_table::Table) {
+    for line in table.trim_fmt().lines() {
+        text.push_str("  ");
+        text.push_str(line);
+        text.push('\n');
+    }
+}
+
+/// DEVICE, VOLUME, POOL, SIZE, FORMAT, IMAGE: a VM's disks for `vm get`.
+pub fn disks_table(disks: &[VmDisk]) -> comfy_table::Table {
+    let mut table = output::table(&["DEVICE", "VOLUME", "POOL", "SIZE", "FORMAT", "IMAGE"]);
+    output::align_right(&mut table, &[3]);
+    for disk in disks {
+        table.add_row(vec![
+            output::or_dash(&disk.device),
+            output::or_dash(&disk.volume),
+            output::or_dash(&disk.pool),
+            output::bytes(disk.size_bytes),
+            output::or_dash(&disk.format),
+            output::or_dash(&disk.image),
+        ]);
+    }
+    table
 }
 
 fn time_or_empty(timestamp: &str) -> String {
@@ -288,16 +326,26 @@ pub async fn resume(client: &Client, format: Format, name: String) -> Result<()>
 }
 
 /// `kctl vm delete`.
-pub async fn delete(client: &Client, format: Format, name: String, force: bool) -> Result<()> {
+pub async fn delete(
+    client: &Client,
+    format: Format,
+    name: String,
+    force: bool,
+    keep_disks: bool,
+) -> Result<()> {
     client
         .api()
         .delete_vm(DeleteVmRequest {
             name: name.clone(),
             force,
+            keep_disks,
         })
         .await
         .map_err(|s| client.error(s))?;
     match format {
+        Format::Table if keep_disks => {
+            output::write_stdout(format!("Deleted VM {name} (its volumes were kept)\n").as_bytes())
+        }
         Format::Table => output::write_stdout(format!("Deleted VM {name}\n").as_bytes()),
         Format::Json | Format::Yaml => output::write_stdout(b"{}\n"),
     }
@@ -355,12 +403,33 @@ mod tests {
             vcpu: 2,
             created_at: "2025-01-10T11:59:00.000Z".into(),
             pid: 4242,
+            storage_gb: 10,
             spec: Some(VmSpec {
                 vcpu: 2,
                 memory_mb: 512,
                 kernel: "/boot/vmlinuz".into(),
+                image: "debian-12".into(),
+                firmware: Firmware::Uefi as i32,
                 ..Default::default()
             }),
+            disks: vec![
+                VmDisk {
+                    volume: "web-root".into(),
+                    pool: "default".into(),
+                    device: "vda".into(),
+                    size_bytes: 10 << 30,
+                    format: "qcow2".into(),
+                    image: "debian-12".into(),
+                },
+                VmDisk {
+                    volume: "web-1".into(),
+                    pool: "fast".into(),
+                    device: "vdb".into(),
+                    size_bytes: 512 << 20,
+                    format: "raw".into(),
+                    image: String::new(),
+                },
+            ],
             timeline: Some(BootTimeline {
                 phases: vec![
                     BootPhase {
@@ -391,8 +460,51 @@ mod tests {
             .expect("time");
         let text = list_table(&[sample_vm()], now).trim_fmt();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "NAME  STATUS   NODE    VCPU   MEMORY   PID  AGE");
-        assert_eq!(lines[1], "web   RUNNING  node-1     2  512 MiB  4242  60s");
+        assert_eq!(
+            lines[0],
+            "NAME  STATUS   NODE    VCPU   MEMORY    DISK   PID  AGE"
+        );
+        assert_eq!(
+            lines[1],
+            "web   RUNNING  node-1     2  512 MiB  10 GiB  4242  60s"
+        );
+        let mut bare = sample_vm();
+        bare.storage_gb = 0;
+        let text = list_table(&[bare], now).trim_fmt();
+        assert!(
+            text.lines()
+                .nth(1)
+                .is_some_and(|l| l.contains("512 MiB     -  4242")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn describe_lists_disks() {
+        let text = describe(&sample_vm());
+        assert!(text.contains("Storage:  10 GiB\n"), "{text}");
+        assert!(text.contains("Firmware: uefi\n"), "{text}");
+        assert!(text.contains("Image:    debian-12\n"), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| *l == "Disks:")
+            .expect("disks section");
+        assert_eq!(
+            lines[at + 1],
+            "  DEVICE  VOLUME    POOL          SIZE  FORMAT  IMAGE"
+        );
+        assert_eq!(
+            lines[at + 2],
+            "  vda     web-root  default   10.0 GiB  qcow2   debian-12"
+        );
+        assert_eq!(
+            lines[at + 3],
+            "  vdb     web-1     fast     512.0 MiB  raw     -"
+        );
+        let mut bare = sample_vm();
+        bare.disks.clear();
+        assert!(describe(&bare).contains("\nDisks: none\n"));
     }
 
     #[test]
@@ -409,8 +521,8 @@ mod tests {
     fn describe_and_summary() {
         let vm = sample_vm();
         let text = describe(&vm);
-        assert!(text.contains("Status:  RUNNING\n"), "{text}");
-        assert!(text.contains("Kernel:  /boot/vmlinuz\n"), "{text}");
+        assert!(text.contains("Status:   RUNNING\n"), "{text}");
+        assert!(text.contains("Kernel:   /boot/vmlinuz\n"), "{text}");
         assert!(text.contains("Boot timeline:\n  PHASE"), "{text}");
         assert_eq!(
             action_summary("Created", &vm),
@@ -470,6 +582,51 @@ mod tests {
         assert_eq!(spec.restart_policy, RestartPolicy::Always as i32);
         assert!(request.no_start);
         assert!(!request.no_wait);
+        assert_eq!(spec.firmware, Firmware::Unspecified as i32);
+        assert!(spec.image.is_empty() && spec.disks.is_empty() && spec.root_pool.is_empty());
+    }
+
+    #[test]
+    fn create_request_storage_fields() {
+        let cli = Cli::try_parse_from([
+            "kctl",
+            "vm",
+            "create",
+            "web",
+            "--vcpu",
+            "1",
+            "--memory",
+            "512",
+            "--image",
+            "debian-12",
+            "--disk-size",
+            "20",
+            "--disk",
+            "fast:5",
+            "--disk",
+            "default:1",
+            "--root-pool",
+            "fast",
+            "--firmware",
+            "uefi",
+        ])
+        .expect("parses");
+        let Command::Vm(VmCommand::Create(args)) = cli.command else {
+            panic!("not create");
+        };
+        let spec = create_request(&args).expect("request").spec.expect("spec");
+        assert_eq!(spec.image, "debian-12");
+        assert!(spec.kernel.is_empty());
+        assert_eq!(spec.disk_size_gb, 20);
+        assert_eq!(
+            spec.disks
+                .iter()
+                .map(|d| (d.pool.as_str(), d.size_gb))
+                .collect::<Vec<_>>(),
+            [("fast", 5), ("default", 1)]
+        );
+        assert_eq!(spec.root_pool, "fast");
+        assert_eq!(spec.firmware, Firmware::Uefi as i32);
     }
 
     #[test]

@@ -15,13 +15,76 @@ use tonic::{Request, Response, Status, Streaming};
 
 const KCTL: &str = env!("CARGO_BIN_EXE_kctl");
 
-#[derive(Default)]
+/// The mock service; its `Arc`s record what clients sent, for the tests to check.
+#[derive(Clone, Default)]
 struct Mock {
     console_first: Arc<Mutex<Vec<ConsoleInput>>>,
+    vm_deletes: Arc<Mutex<Vec<DeleteVmRequest>>>,
+    imports: Arc<Mutex<Vec<ImportImageRequest>>>,
+    image_deletes: Arc<Mutex<Vec<DeleteImageRequest>>>,
+}
+
+fn record<T>(log: &Mutex<Vec<T>>, item: T) {
+    if let Ok(mut seen) = log.lock() {
+        seen.push(item);
+    }
+}
+
+/// What a mock recorded so far.
+fn recorded<T: Clone>(log: &Mutex<Vec<T>>) -> Vec<T> {
+    log.lock().map(|v| v.clone()).expect("lock")
+}
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+const SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn image(name: &str, node: &str, pool: &str) -> Image {
+    Image {
+        name: name.into(),
+        node: node.into(),
+        pool: pool.into(),
+        format: "qcow2".into(),
+        virtual_size: 2 * GIB,
+        actual_size: 700 * MIB,
+        sha256: SHA.into(),
+    }
+}
+
+fn progress(done: u64, total: u64) -> ImportImageProgress {
+    ImportImageProgress {
+        done_bytes: done,
+        total_bytes: total,
+        image: None,
+    }
 }
 
 fn vm(name: &str, status: VmStatus) -> Vm {
+    let disks = if name == "web" {
+        vec![
+            VmDisk {
+                volume: "web-root".into(),
+                pool: "default".into(),
+                device: "vda".into(),
+                size_bytes: 10 * GIB,
+                format: "qcow2".into(),
+                image: "debian-12".into(),
+            },
+            VmDisk {
+                volume: "web-data-1".into(),
+                pool: "fast".into(),
+                device: "vdb".into(),
+                size_bytes: 512 * MIB,
+                format: "raw".into(),
+                image: String::new(),
+            },
+        ]
+    } else {
+        Vec::new()
+    };
     Vm {
+        storage_gb: if name == "web" { 10 } else { 0 },
+        disks,
         id: format!("id-{name}"),
         name: name.into(),
         status: status as i32,
@@ -75,6 +138,18 @@ impl KcoreService for Mock {
 
     async fn create_vm(&self, request: Request<CreateVmRequest>) -> Result<Response<Vm>, Status> {
         let request = request.into_inner();
+        // The checks kctl leaves to the server.
+        let spec = request.spec.clone().unwrap_or_default();
+        if spec.kernel.is_empty() && spec.image.is_empty() {
+            return Err(Status::invalid_argument(
+                "a VM needs an image or a kernel to boot from",
+            ));
+        }
+        if let Some(i) = spec.disks.iter().position(|d| d.size_gb == 0) {
+            return Err(Status::invalid_argument(format!(
+                "disks[{i}]: size_gb must be at least 1"
+            )));
+        }
         let status = if request.no_start {
             VmStatus::Stopped
         } else {
@@ -89,7 +164,9 @@ impl KcoreService for Mock {
         &self,
         request: Request<DeleteVmRequest>,
     ) -> Result<Response<DeleteVmResponse>, Status> {
-        known(&request.into_inner().name)?;
+        let request = request.into_inner();
+        known(&request.name)?;
+        record(&self.vm_deletes, request);
         Ok(Response::new(DeleteVmResponse {}))
     }
 
@@ -260,6 +337,153 @@ impl KcoreService for Mock {
             reply_json: reply.to_string(),
         }))
     }
+
+    async fn list_pools(
+        &self,
+        request: Request<ListPoolsRequest>,
+    ) -> Result<Response<ListPoolsResponse>, Status> {
+        let node = request.into_inner().node;
+        let pools = vec![
+            Pool {
+                name: "default".into(),
+                node: "node-1".into(),
+                r#type: "dir".into(),
+                source: "/var/lib/kcore/pools/default".into(),
+                total_bytes: 100 * GIB,
+                free_bytes: 63 * GIB,
+            },
+            Pool {
+                name: "fast".into(),
+                node: "node-1".into(),
+                r#type: "lvm".into(),
+                source: "vg0/thin".into(),
+                total_bytes: 2048 * GIB,
+                free_bytes: 1536 * GIB,
+            },
+        ];
+        Ok(Response::new(ListPoolsResponse {
+            pools: pools
+                .into_iter()
+                .filter(|p| node.is_empty() || p.node == node)
+                .collect(),
+        }))
+    }
+
+    type ImportImageStream = ReceiverStream<Result<ImportImageProgress, Status>>;
+
+    /// `broken` fails half way (a sha256 mismatch), `unsized` never knows its total, any
+    /// other name imports 2 GiB in steps.
+    async fn import_image(
+        &self,
+        request: Request<ImportImageRequest>,
+    ) -> Result<Response<Self::ImportImageStream>, Status> {
+        let request = request.into_inner();
+        record(&self.imports, request.clone());
+        let total = if request.name == "unsized" {
+            0
+        } else {
+            2 * GIB
+        };
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            for done in [0, GIB / 2, GIB, 3 * GIB / 2, 2 * GIB] {
+                if tx.send(Ok(progress(done, total))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                if request.name == "broken" && done == GIB {
+                    let _ = tx
+                        .send(Err(Status::invalid_argument(format!(
+                            "sha256 of {} is {SHA}, not {}",
+                            request.source, request.sha256
+                        ))))
+                        .await;
+                    return;
+                }
+            }
+            let node = if request.node.is_empty() {
+                "node-1"
+            } else {
+                &request.node
+            };
+            let pool = if request.pool.is_empty() {
+                "default"
+            } else {
+                &request.pool
+            };
+            let last = ImportImageProgress {
+                image: Some(image(&request.name, node, pool)),
+                ..progress(2 * GIB, total)
+            };
+            let _ = tx.send(Ok(last)).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_images(
+        &self,
+        request: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        let node = request.into_inner().node;
+        let mut alpine = image("alpine", "node-1", "fast");
+        alpine.format = "raw".into();
+        alpine.virtual_size = 128 * MIB;
+        alpine.actual_size = 128 * MIB;
+        alpine.sha256 = String::new();
+        let images = [image("debian-12", "node-1", "default"), alpine];
+        Ok(Response::new(ListImagesResponse {
+            images: images
+                .into_iter()
+                .filter(|i| node.is_empty() || i.node == node)
+                .collect(),
+        }))
+    }
+
+    async fn delete_image(
+        &self,
+        request: Request<DeleteImageRequest>,
+    ) -> Result<Response<DeleteImageResponse>, Status> {
+        let request = request.into_inner();
+        if request.name != "debian-12" {
+            return Err(Status::not_found(format!(
+                "image \"{}\" not found",
+                request.name
+            )));
+        }
+        record(&self.image_deletes, request);
+        Ok(Response::new(DeleteImageResponse {}))
+    }
+
+    async fn list_volumes(
+        &self,
+        _: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        Ok(Response::new(ListVolumesResponse {
+            volumes: vec![
+                Volume {
+                    name: "web-root".into(),
+                    node: "node-1".into(),
+                    pool: "default".into(),
+                    vm: "web".into(),
+                    format: "qcow2".into(),
+                    virtual_size: 10 * GIB,
+                    actual_size: 300 * MIB,
+                    backing: "debian-12".into(),
+                    path: "/var/lib/kcore/pools/default/web-root.qcow2".into(),
+                },
+                Volume {
+                    name: "old-data".into(),
+                    node: "node-1".into(),
+                    pool: "fast".into(),
+                    format: "raw".into(),
+                    virtual_size: 20 * GIB,
+                    actual_size: 20 * GIB,
+                    path: "/dev/vg0/old-data".into(),
+                    ..Default::default()
+                },
+            ],
+        }))
+    }
 }
 
 /// A mock server on a unix socket in a temp dir, alive until dropped.
@@ -268,6 +492,8 @@ struct Server {
     dir: tempfile::TempDir,
     endpoint: String,
     console_first: Arc<Mutex<Vec<ConsoleInput>>>,
+    /// Shares the running mock's records.
+    mock: Mock,
 }
 
 impl Server {
@@ -277,6 +503,7 @@ impl Server {
         let socket = dir.path().join("kcore.sock");
         let mock = Mock::default();
         let console_first = mock.console_first.clone();
+        let records = mock.clone();
         let listener = {
             let _guard = runtime.enter();
             tokio::net::UnixListener::bind(&socket).expect("bind")
@@ -291,6 +518,7 @@ impl Server {
             endpoint: format!("unix://{}", socket.display()),
             dir,
             console_first,
+            mock: records,
         }
     }
 
@@ -328,22 +556,53 @@ fn run(mut command: Command, stdin: &[u8]) -> Output {
 }
 
 fn wait(mut child: Child, limit: Duration) -> Output {
+    // Drain the pipes while waiting: a child writing more than a pipe holds (a completion
+    // script) would otherwise never exit.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("output");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let output = child.wait_with_output().expect("output");
-            panic!(
-                "kctl did not exit in time; stdout: {}; stderr: {}",
-                text(&output.stdout),
-                text(&output.stderr)
-            );
+            let _ = child.wait();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    let output = Output {
+        status: status.unwrap_or_else(|| child.wait().expect("wait")),
+        stdout: stdout.join().expect("stdout thread"),
+        stderr: stderr.join().expect("stderr thread"),
+    };
+    assert!(
+        status.is_some(),
+        "kctl did not exit in time; stdout: {}; stderr: {}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    output
 }
 
 /// Collects a child's stdout on a thread; each receive gives everything read so far.
@@ -411,13 +670,16 @@ fn vm_list_table_json_yaml() {
     let server = Server::unix();
     let table = ok(&server.kctl(&["vm", "list"]));
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines[0], "NAME  STATUS   NODE    VCPU   MEMORY   PID  AGE");
+    assert_eq!(
+        lines[0],
+        "NAME  STATUS   NODE    VCPU   MEMORY    DISK   PID  AGE"
+    );
     assert!(
-        lines[1].starts_with("web   RUNNING  node-1     2  512 MiB  4242  "),
+        lines[1].starts_with("web   RUNNING  node-1     2  512 MiB  10 GiB  4242  "),
         "{table}"
     );
     assert!(
-        lines[2].starts_with("db    STOPPED  node-1     2  512 MiB     -  "),
+        lines[2].starts_with("db    STOPPED  node-1     2  512 MiB       -     -  "),
         "{table}"
     );
 
@@ -435,7 +697,15 @@ fn vm_list_table_json_yaml() {
 fn vm_get_and_timeline() {
     let server = Server::unix();
     let out = ok(&server.kctl(&["vm", "get", "web"]));
-    assert!(out.contains("Status:  RUNNING\n"), "{out}");
+    assert!(out.contains("Status:   RUNNING\n"), "{out}");
+    assert!(
+        out.contains(
+            "\nDisks:\n  DEVICE  VOLUME      POOL          SIZE  FORMAT  IMAGE\n  \
+             vda     web-root    default   10.0 GiB  qcow2   debian-12\n  \
+             vdb     web-data-1  fast     512.0 MiB  raw     -\n"
+        ),
+        "{out}"
+    );
     assert!(out.contains("vcpus_running"), "{out}");
     let out = ok(&server.kctl(&["vm", "timeline", "web"]));
     assert!(
@@ -506,11 +776,354 @@ fn vm_create_sends_absolute_paths_and_start_false() {
     assert_eq!(json["spec"]["memory_mb"], 1024);
     assert_eq!(json["status"], "VM_STATUS_STOPPED");
 
-    let out = ok(&server.kctl(&["vm", "create", "web3", "--vcpu", "1", "--memory", "256"]));
+    let out = ok(&server.kctl(&[
+        "vm",
+        "create",
+        "web3",
+        "--vcpu",
+        "1",
+        "--memory",
+        "256",
+        "--image",
+        "debian-12",
+    ]));
     assert_eq!(
         out,
         "Created VM web3: RUNNING on node-1, vcpus running after 41.5 ms\n"
     );
+}
+
+#[test]
+fn vm_create_with_image_and_disks() {
+    let server = Server::unix();
+    let out = ok(&server.kctl(&[
+        "vm",
+        "create",
+        "web4",
+        "--vcpu",
+        "2",
+        "--memory",
+        "1G",
+        "--image",
+        "debian-12",
+        "--disk-size",
+        "20",
+        "--disk",
+        "fast:10",
+        "--disk",
+        "default:5",
+        "--root-pool",
+        "fast",
+        "--firmware",
+        "uefi",
+        "-o",
+        "json",
+    ]));
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let spec = &json["spec"];
+    assert_eq!(spec["image"], "debian-12");
+    assert_eq!(spec["disk_size_gb"], 20);
+    assert_eq!(
+        spec["disks"],
+        serde_json::json!([{"pool": "fast", "size_gb": 10}, {"pool": "default", "size_gb": 5}])
+    );
+    assert_eq!(spec["root_pool"], "fast");
+    assert_eq!(spec["firmware"], "FIRMWARE_UEFI");
+    assert_eq!(spec["kernel"], "", "no kernel sent: {spec}");
+
+    // An image with an external kernel.
+    let out = ok(&server.kctl(&[
+        "vm",
+        "create",
+        "web5",
+        "--vcpu",
+        "1",
+        "--memory",
+        "256",
+        "--image",
+        "debian-12",
+        "--kernel",
+        "/boot/vmlinuz",
+        "--cmdline",
+        "root=/dev/vda1",
+        "-o",
+        "json",
+    ]));
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(json["spec"]["kernel"], "/boot/vmlinuz");
+    assert_eq!(json["spec"]["image"], "debian-12");
+
+    // Checks left to the server: neither image nor kernel, a zero-sized disk.
+    let err = failed(&server.kctl(&["vm", "create", "w", "--vcpu", "1", "--memory", "64"]));
+    assert_eq!(
+        err,
+        "Error: a VM needs an image or a kernel to boot from (InvalidArgument)\n"
+    );
+    let err = failed(&server.kctl(&[
+        "vm", "create", "w", "--vcpu", "1", "--memory", "64", "--image", "i", "--disk", "fast:0",
+    ]));
+    assert_eq!(
+        err,
+        "Error: disks[0]: size_gb must be at least 1 (InvalidArgument)\n"
+    );
+}
+
+#[test]
+fn bad_disk_specs_fail_before_connecting() {
+    let home = tempfile::tempdir().expect("tempdir");
+    for (bad, says) in [
+        ("nocolon", "is not POOL:SIZE_GB"),
+        ("p:x", "is not a whole number of GiB"),
+    ] {
+        let mut command = kctl_command(home.path());
+        command.args([
+            "--endpoint",
+            "unix:///nonexistent/kcore.sock",
+            "vm",
+            "create",
+            "w",
+            "--vcpu",
+            "1",
+            "--memory",
+            "64",
+            "--image",
+            "i",
+            "--disk",
+            bad,
+        ]);
+        let output = run(command, b"");
+        assert_eq!(output.status.code(), Some(2), "clap usage error for {bad}");
+        let err = text(&output.stderr);
+        assert!(
+            err.contains(&format!(
+                "invalid value '{bad}' for '--disk <POOL:SIZE_GB>'"
+            )),
+            "{err}"
+        );
+        assert!(err.contains(says), "{err}");
+    }
+}
+
+#[test]
+fn vm_delete_keep_disks() {
+    let server = Server::unix();
+    assert_eq!(
+        ok(&server.kctl(&["vm", "delete", "web", "--keep-disks"])),
+        "Deleted VM web (its volumes were kept)\n"
+    );
+    assert_eq!(
+        ok(&server.kctl(&["vm", "rm", "web", "--force"])),
+        "Deleted VM web\n"
+    );
+    let deletes = recorded(&server.mock.vm_deletes);
+    assert_eq!(
+        deletes
+            .iter()
+            .map(|d| (d.name.as_str(), d.force, d.keep_disks))
+            .collect::<Vec<_>>(),
+        [("web", false, true), ("web", true, false)]
+    );
+}
+
+#[test]
+fn pool_list() {
+    let server = Server::unix();
+    let out = ok(&server.kctl(&["pool", "list"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "NAME     NODE    TYPE  SOURCE                             SIZE      FREE  USED%",
+            "default  node-1  dir   /var/lib/kcore/pools/default  100.0 GiB  63.0 GiB    37%",
+            "fast     node-1  lvm   vg0/thin                        2.0 TiB   1.5 TiB    25%",
+        ]
+    );
+    let out = ok(&server.kctl(&["pool", "ls", "--node", "node-9"]));
+    assert_eq!(out.lines().count(), 1, "header only: {out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&server.kctl(&["pool", "list", "-o", "json"]))).expect("json");
+    assert_eq!(json["pools"][0]["total_bytes"], (100 * GIB).to_string());
+    assert_eq!(json["pools"][1]["type"], "lvm");
+}
+
+#[test]
+fn image_import_without_a_tty_prints_only_the_result() {
+    let server = Server::unix();
+    // A file on this machine, given relative to the working directory: sent canonical.
+    std::fs::write(server.dir.path().join("debian.qcow2"), b"QFI").expect("image file");
+    let output = server.kctl(&[
+        "image",
+        "import",
+        "debian-12",
+        "./debian.qcow2",
+        "--sha256",
+        &SHA.to_uppercase(),
+    ]);
+    assert_eq!(
+        ok(&output),
+        "Imported image debian-12 (qcow2, 2.0 GiB virtual, sha256 0123456789ab...)\n"
+    );
+    assert_eq!(text(&output.stderr), "", "no progress without a TTY");
+
+    let json: serde_json::Value = serde_json::from_str(&ok(&server.kctl(&[
+        "image",
+        "import",
+        "unsized",
+        "https://example.com/alpine.img",
+        "--node",
+        "node-2",
+        "--pool",
+        "fast",
+        "-o",
+        "json",
+    ])))
+    .expect("json");
+    assert_eq!(json["name"], "unsized");
+    assert_eq!(json["node"], "node-2");
+    assert_eq!(json["pool"], "fast");
+    assert_eq!(json["virtual_size"], (2 * GIB).to_string());
+    assert_eq!(json["sha256"], SHA);
+
+    let imports = recorded(&server.mock.imports);
+    assert_eq!(imports.len(), 2);
+    let canonical = server
+        .dir
+        .path()
+        .join("debian.qcow2")
+        .canonicalize()
+        .expect("canonical");
+    assert_eq!(imports[0].source, canonical.to_string_lossy());
+    assert_eq!(imports[0].sha256, SHA, "lowercased");
+    assert_eq!(
+        (imports[0].node.as_str(), imports[0].pool.as_str()),
+        ("", "")
+    );
+    assert_eq!(imports[1].source, "https://example.com/alpine.img");
+    assert_eq!(imports[1].sha256, "");
+    assert_eq!(imports[1].node, "node-2");
+    assert_eq!(imports[1].pool, "fast");
+}
+
+#[test]
+fn image_import_error_mid_stream() {
+    let server = Server::unix();
+    let output = server.kctl(&["image", "import", "broken", "/srv/images/x.qcow2"]);
+    let err = failed(&output);
+    assert_eq!(
+        err,
+        format!("Error: sha256 of /srv/images/x.qcow2 is {SHA}, not  (InvalidArgument)\n")
+    );
+    assert_eq!(text(&output.stdout), "");
+    let output = server.kctl(&["image", "import", "x", "y", "--sha256", "abc"]);
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+    let err = text(&output.stderr);
+    assert!(err.contains("is not a sha256 (64 hex digits)"), "{err}");
+}
+
+#[test]
+fn image_import_on_a_tty_draws_progress_on_stderr() {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+    let server = Server::unix();
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    // Non-blocking, so draining stops at the end of what kctl drew (the test keeps the
+    // slave open, so the master never reports EOF).
+    let flags = fcntl(&pty.master, FcntlArg::F_GETFL).expect("F_GETFL");
+    fcntl(
+        &pty.master,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )
+    .expect("F_SETFL");
+    let mut command = server.command(&["image", "import", "debian-12", "/srv/d.qcow2"]);
+    command
+        .env("TERM", "xterm")
+        .stderr(Stdio::from(pty.slave.try_clone().expect("dup slave")));
+    let child = command.spawn().expect("spawn");
+    let output = wait(child, Duration::from_secs(20));
+    // What kctl drew is far less than a pty buffers, so reading after the exit is enough.
+    let mut master = std::fs::File::from(pty.master);
+    let mut drawn = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        drawn.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(
+        ok(&output),
+        "Imported image debian-12 (qcow2, 2.0 GiB virtual, sha256 0123456789ab...)\n"
+    );
+    let drawn = text(&drawn);
+    assert!(drawn.contains("Importing debian-12"), "{drawn:?}");
+    assert!(drawn.contains("/2.00 GiB"), "{drawn:?}");
+}
+
+#[test]
+fn image_list_and_delete() {
+    let server = Server::unix();
+    let out = ok(&server.kctl(&["image", "list"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "NAME       NODE    POOL     FORMAT    VIRTUAL     ACTUAL  SHA256",
+            "debian-12  node-1  default  qcow2     2.0 GiB  700.0 MiB  0123456789ab",
+            "alpine     node-1  fast     raw     128.0 MiB  128.0 MiB  -",
+        ]
+    );
+    let yaml: serde_json::Value =
+        serde_yaml::from_str(&ok(&server.kctl(&["image", "ls", "-o", "yaml"]))).expect("yaml");
+    assert_eq!(yaml["images"][0]["sha256"], SHA);
+
+    assert_eq!(
+        ok(&server.kctl(&[
+            "image",
+            "delete",
+            "debian-12",
+            "--node",
+            "node-1",
+            "--pool",
+            "default"
+        ])),
+        "Deleted image debian-12\n"
+    );
+    assert_eq!(
+        ok(&server.kctl(&["image", "rm", "debian-12", "-o", "json"])),
+        "{}\n"
+    );
+    let err = failed(&server.kctl(&["image", "delete", "nope"]));
+    assert_eq!(err, "Error: image \"nope\" not found (NotFound)\n");
+    let deletes = recorded(&server.mock.image_deletes);
+    assert_eq!(
+        deletes
+            .iter()
+            .map(|d| (d.name.as_str(), d.node.as_str(), d.pool.as_str()))
+            .collect::<Vec<_>>(),
+        [("debian-12", "node-1", "default"), ("debian-12", "", "")]
+    );
+}
+
+#[test]
+fn volume_list() {
+    let server = Server::unix();
+    let out = ok(&server.kctl(&["volume", "list"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "NAME      NODE    POOL     VM   FORMAT   VIRTUAL     ACTUAL  BACKING",
+            "web-root  node-1  default  web  qcow2   10.0 GiB  300.0 MiB  debian-12",
+            "old-data  node-1  fast     -    raw     20.0 GiB   20.0 GiB  -",
+        ]
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&server.kctl(&["volume", "ls", "-o", "json"]))).expect("json");
+    assert_eq!(
+        json["volumes"][0]["path"],
+        "/var/lib/kcore/pools/default/web-root.qcow2"
+    );
+    assert_eq!(json["volumes"][1]["actual_size"], (20 * GIB).to_string());
 }
 
 #[test]

@@ -26,7 +26,11 @@ fn ext4_image(dir: &Path) -> PathBuf {
         .arg("64M")
         .output()
         .expect("mkfs.ext4 (apt-get install e2fsprogs)");
-    assert!(out.status.success(), "mkfs.ext4: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mkfs.ext4: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let qcow = dir.join("root.qcow2");
     let out = Command::new("qemu-img")
         .args(["convert", "-f", "raw", "-O", "qcow2"])
@@ -34,7 +38,11 @@ fn ext4_image(dir: &Path) -> PathBuf {
         .arg(&qcow)
         .output()
         .expect("qemu-img (apt-get install qemu-utils)");
-    assert!(out.status.success(), "qemu-img: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "qemu-img: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     qcow
 }
 
@@ -84,7 +92,10 @@ fn vms_boot_from_disks_cloned_from_an_imported_image() {
     let d = Daemon::start();
     let img = ext4_image(d.dir.path());
     let sha = {
-        let out = Command::new("sha256sum").arg(&img).output().expect("sha256sum");
+        let out = Command::new("sha256sum")
+            .arg(&img)
+            .output()
+            .expect("sha256sum");
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .next()
@@ -92,12 +103,24 @@ fn vms_boot_from_disks_cloned_from_an_imported_image() {
             .to_string()
     };
     let imported = d
-        .kctl(&["-o", "json", "image", "import", "rootfs", img.to_str().expect("utf8"), "--sha256", &sha])
+        .kctl(&[
+            "-o",
+            "json",
+            "image",
+            "import",
+            "rootfs",
+            img.to_str().expect("utf8"),
+            "--sha256",
+            &sha,
+        ])
         .expect_ok("image import")
         .json();
     assert_eq!(imported["format"], "qcow2", "{imported}");
     assert_eq!(imported["sha256"], sha.as_str());
-    let pools = d.kctl(&["-o", "json", "pool", "list"]).expect_ok("pool list").json();
+    let pools = d
+        .kctl(&["-o", "json", "pool", "list"])
+        .expect_ok("pool list")
+        .json();
     assert_eq!(pools["pools"][0]["name"], "default", "{pools}");
 
     // A VM whose first disk is a clone of the image, plus a 1 GiB data disk.
@@ -107,13 +130,24 @@ fn vms_boot_from_disks_cloned_from_an_imported_image() {
     assert_eq!(disks.len(), 2, "{vm}");
     assert_eq!(disks[0]["image"], "rootfs");
     assert_eq!(disks[1]["device"], "vdb");
-    assert_eq!(vm["storage_gb"], 2, "64 MiB root rounds up to 1 GiB, plus 1 GiB: {vm}");
+    assert_eq!(
+        vm["storage_gb"], 2,
+        "64 MiB root rounds up to 1 GiB, plus 1 GiB: {vm}"
+    );
     d.wait_console("disk-a", "KCORE-ROOT-MOUNTED /dev/vda", 1, BOOT);
-    type_in(&d, "disk-a", "cat /mnt/hello.txt; [ -b /dev/vdb ] && echo has-data-disk");
+    type_in(
+        &d,
+        "disk-a",
+        "cat /mnt/hello.txt; [ -b /dev/vdb ] && echo has-data-disk",
+    );
     d.wait_console("disk-a", "hello-from-the-image", 1, Duration::from_secs(20));
     d.wait_console("disk-a", "has-data-disk", 1, Duration::from_secs(20));
     // Write, reboot, and the file is still there.
-    type_in(&d, "disk-a", "echo persisted-$((1+1)) > /mnt/note; sync; echo synced-ok");
+    type_in(
+        &d,
+        "disk-a",
+        "echo persisted-$((1+1)) > /mnt/note; sync; echo synced-ok",
+    );
     d.wait_console("disk-a", "synced-ok", 1, Duration::from_secs(20));
     d.kctl(&["vm", "reboot", "disk-a"]).expect_ok("reboot");
     d.wait_console("disk-a", "KCORE-ROOT-MOUNTED /dev/vda", 2, BOOT);
@@ -123,26 +157,48 @@ fn vms_boot_from_disks_cloned_from_an_imported_image() {
     // A second VM from the same image does not see the first one's write.
     create_from_image(&d, "disk-b", &[]);
     d.wait_console("disk-b", "KCORE-ROOT-MOUNTED /dev/vda", 1, BOOT);
-    type_in(&d, "disk-b", "cat /mnt/note 2>/dev/null || echo no-note-here");
+    type_in(
+        &d,
+        "disk-b",
+        "cat /mnt/note 2>/dev/null || echo no-note-here",
+    );
     d.wait_console("disk-b", "no-note-here", 1, Duration::from_secs(20));
 
     // Volumes show their VM and their backing image.
     let vols = volumes(&d);
-    let root_a = vols.iter().find(|v| v["name"] == "disk-a-root").expect("disk-a-root");
+    let root_a = vols
+        .iter()
+        .find(|v| v["name"] == "disk-a-root")
+        .expect("disk-a-root");
     assert_eq!(root_a["vm"], "disk-a", "{root_a}");
     assert_eq!(root_a["backing"], "rootfs", "{root_a}");
-    assert!(vols.iter().any(|v| v["name"] == "disk-a-disk1" && v["vm"] == "disk-a"));
+    assert!(
+        vols.iter()
+            .any(|v| v["name"] == "disk-a-disk1" && v["vm"] == "disk-a")
+    );
 
     // The image cannot go while volumes use it.
-    d.kctl(&["image", "delete", "rootfs"])
-        .expect_err("delete image in use", &["disk-a-root", "FailedPrecondition"]);
+    d.kctl(&["image", "delete", "rootfs"]).expect_err(
+        "delete image in use",
+        &["disk-a-root", "FailedPrecondition"],
+    );
 
     // Delete removes the VM's volumes; --keep-disks keeps them, without a VM.
-    d.kctl(&["vm", "delete", "disk-a", "--force"]).expect_ok("delete");
-    d.kctl(&["vm", "delete", "disk-b", "--force", "--keep-disks"]).expect_ok("delete keep");
+    d.kctl(&["vm", "delete", "disk-a", "--force"])
+        .expect_ok("delete");
+    d.kctl(&["vm", "delete", "disk-b", "--force", "--keep-disks"])
+        .expect_ok("delete keep");
     let vols = volumes(&d);
-    assert!(!vols.iter().any(|v| v["name"].as_str().is_some_and(|n| n.starts_with("disk-a"))), "{vols:?}");
-    let kept = vols.iter().find(|v| v["name"] == "disk-b-root").expect("kept volume");
+    assert!(
+        !vols
+            .iter()
+            .any(|v| v["name"].as_str().is_some_and(|n| n.starts_with("disk-a"))),
+        "{vols:?}"
+    );
+    let kept = vols
+        .iter()
+        .find(|v| v["name"] == "disk-b-root")
+        .expect("kept volume");
     assert_eq!(kept["vm"], "", "{kept}");
 }
 
@@ -172,7 +228,9 @@ fn bad_storage_input_is_refused_and_leaves_nothing() {
     let img = ext4_image(d.dir.path());
     let bytes = std::fs::read(&img).expect("read image");
     let images = |d: &Daemon| {
-        d.kctl(&["-o", "json", "image", "list"]).expect_ok("image list").json()["images"]
+        d.kctl(&["-o", "json", "image", "list"])
+            .expect_ok("image list")
+            .json()["images"]
             .as_array()
             .map(|a| a.len())
             .unwrap_or(0)
@@ -189,7 +247,8 @@ fn bad_storage_input_is_refused_and_leaves_nothing() {
         .expect_err("sha mismatch", &["sha256", "InvalidArgument"]);
     // Cut mid-way: refused, nothing left.
     let url = serve_once(bytes.clone(), true);
-    d.kctl(&["image", "import", "web", &url]).expect_err("cut download", &["web"]);
+    d.kctl(&["image", "import", "web", &url])
+        .expect_err("cut download", &["download", "Unavailable"]);
     // Not a disk image.
     let txt = d.dir.path().join("notes.txt");
     std::fs::write(&txt, "just text\n").expect("write");
@@ -203,13 +262,16 @@ fn bad_storage_input_is_refused_and_leaves_nothing() {
 
     // A good http import works.
     let url = serve_once(bytes, false);
-    d.kctl(&["image", "import", "rootfs", &url]).expect_ok("http import");
+    d.kctl(&["image", "import", "rootfs", &url])
+        .expect_ok("http import");
     assert_eq!(images(&d), 1);
 
     let g = guest();
     let k = g.kernel.to_str().expect("utf8");
     let create = |extra: &[&str]| {
-        let mut a = vec!["vm", "create", "bad", "--vcpu", "1", "--memory", "128", "--kernel", k];
+        let mut a = vec![
+            "vm", "create", "bad", "--vcpu", "1", "--memory", "128", "--kernel", k,
+        ];
         a.extend_from_slice(extra);
         d.kctl(&a)
     };
@@ -220,6 +282,9 @@ fn bad_storage_input_is_refused_and_leaves_nothing() {
     // A failure after the boot disk was cloned removes that clone too.
     create(&["--image", "rootfs", "--disk", "nopool:1"]).expect_err("late failure", &["NotFound"]);
     assert!(volumes(&d).is_empty(), "no volume left: {:?}", volumes(&d));
-    let list = d.kctl(&["-o", "json", "vm", "list"]).expect_ok("list").json();
+    let list = d
+        .kctl(&["-o", "json", "vm", "list"])
+        .expect_ok("list")
+        .json();
     assert_eq!(list["vms"].as_array().map(|v| v.len()), Some(0), "{list}");
 }

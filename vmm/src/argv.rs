@@ -43,6 +43,9 @@ pub struct LaunchConfig {
     pub sandbox: bool,
 }
 
+/// Spare PCIe root ports on q35, for hot-added disks and NICs.
+pub const HOTPLUG_PORTS: usize = 4;
+
 /// The seccomp policy: deny everything QEMU does not need at run time. `-runas` cannot be
 /// combined with `elevateprivileges=deny`, so the daemon starts QEMU as the target user.
 pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
@@ -94,6 +97,15 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
     } else if let Some(bios) = &cfg.bios {
         push(&["-bios", &bios.to_string_lossy()]);
     }
+    if spec.machine == MachineType::Q35 {
+        // q35's root bus takes no hotplug: spare PCIe root ports do.
+        for i in 0..HOTPLUG_PORTS {
+            push(&[
+                "-device",
+                &format!("pcie-root-port,id=hp{i},bus=pcie.0,chassis={}", i + 1),
+            ]);
+        }
+    }
     let blk = if spec.machine == MachineType::Microvm {
         "virtio-blk-device"
     } else {
@@ -121,6 +133,9 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
             ),
         ]);
         let mut dev = format!("{blk},drive={},id={}", d.id, d.id);
+        if let Some(port) = &d.port {
+            dev.push_str(&format!(",bus={port}"));
+        }
         if let Some(i) = d.bootindex {
             dev.push_str(&format!(",bootindex={i}"));
         }
@@ -271,6 +286,7 @@ mod tests {
                 volume: "web-1-root".into(),
                 image: "debian".into(),
                 size_bytes: 1 << 30,
+                port: None,
             },
             Disk {
                 id: "disk1".into(),
@@ -281,6 +297,7 @@ mod tests {
                 volume: "web-1-disk1".into(),
                 image: String::new(),
                 size_bytes: 1 << 30,
+                port: Some("hp0".into()),
             },
         ];
         golden("q35-uefi-disks", &build_argv(&s, &cfg(Accel::Tcg)));

@@ -107,6 +107,10 @@ pub struct Disk {
     pub image: String,
     #[serde(default)]
     pub size_bytes: u64,
+    /// The hotplug port (q35 `pcie-root-port` id) a hot-added disk sits on; None: the
+    /// root bus. Kept, so the disk is on the same port after a restart and can leave again.
+    #[serde(default)]
+    pub port: Option<String>,
 }
 
 /// Everything needed to run one VM.

@@ -19,6 +19,8 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::VmmError;
+
+mod hotplug;
 use crate::argv::{LaunchConfig, build_argv};
 use crate::console::{BootWatch, Console, Milestone};
 use crate::host::{HostConfig, check_readable};
@@ -106,8 +108,8 @@ pub struct Vm {
 impl std::fmt::Debug for Vm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vm")
-            .field("id", &self.inner.spec.id)
-            .field("name", &self.inner.spec.name)
+            .field("id", &self.inner.id)
+            .field("name", &self.inner.name)
             .finish_non_exhaustive()
     }
 }
@@ -121,8 +123,13 @@ struct Runtime {
 }
 
 struct Inner {
-    spec: VmSpec,
+    id: String,
+    name: String,
+    /// The spec; disks change while the VM runs (hotplug).
+    spec: std::sync::RwLock<VmSpec>,
     host: Arc<HostConfig>,
+    /// QMP events, for operations that wait for one (DEVICE_DELETED).
+    events: tokio::sync::broadcast::Sender<(String, serde_json::Value)>,
     paths: VmPaths,
     console: Console,
     notify: Notify,
@@ -148,9 +155,13 @@ impl Vm {
         let paths = VmPaths::new(&host.run_root, &spec.id);
         let console = Console::new(Some(paths.console_log()));
         let timeline = Timeline::load(&paths.timeline()).unwrap_or_default();
+        let (events, _) = tokio::sync::broadcast::channel(64);
         Vm {
             inner: Arc::new(Inner {
-                spec,
+                id: spec.id.clone(),
+                name: spec.name.clone(),
+                spec: std::sync::RwLock::new(spec),
+                events,
                 host,
                 paths,
                 console,
@@ -172,10 +183,30 @@ impl Vm {
     }
 
     pub fn id(&self) -> &str {
-        &self.inner.spec.id
+        &self.inner.id
     }
-    pub fn spec(&self) -> &VmSpec {
-        &self.inner.spec
+    /// A copy of the spec as it is now.
+    pub fn spec(&self) -> VmSpec {
+        self.inner
+            .spec
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Change the spec (the owner persists it).
+    pub fn update_spec(&self, f: impl FnOnce(&mut VmSpec)) -> VmSpec {
+        let mut spec = self
+            .inner
+            .spec
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&mut spec);
+        spec.clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
     pub fn paths(&self) -> &VmPaths {
         &self.inner.paths
@@ -212,7 +243,7 @@ impl Vm {
             st.reason = reason.into();
             st.pid = lock(&self.inner.runtime).as_ref().map(|r| r.pid);
         }
-        (self.inner.notify)(&self.inner.spec.id);
+        (self.inner.notify)(&self.inner.id);
     }
 
     fn record(&self, phase: Phase, at: SystemTime) {
@@ -222,7 +253,7 @@ impl Vm {
     fn save_timeline(&self) {
         let t = self.timeline();
         if let Err(e) = t.save(&self.inner.paths.timeline()) {
-            tracing::debug!(vm = %self.inner.spec.name, error = %e, "cannot save timeline");
+            tracing::debug!(vm = %self.inner.name, error = %e, "cannot save timeline");
         }
     }
 
@@ -248,7 +279,7 @@ impl Vm {
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(vm = %self.inner.spec.name, error = %e, "start failed");
+                tracing::warn!(vm = %self.inner.name, error = %e, "start failed");
                 self.set_status(VmState::Error, e.to_string());
                 Err(e)
             }
@@ -256,7 +287,7 @@ impl Vm {
     }
 
     async fn launch(&self) -> Result<(), VmmError> {
-        let spec = &self.inner.spec;
+        let spec = &self.spec();
         let host = &self.inner.host;
         let paths = &self.inner.paths;
         for (what, file) in [("kernel", &spec.kernel), ("initrd", &spec.initrd)] {
@@ -411,7 +442,7 @@ impl Vm {
         if m == Milestone::GuestReady {
             self.save_timeline();
         }
-        (self.inner.notify)(&self.inner.spec.id);
+        (self.inner.notify)(&self.inner.id);
     }
 
     fn spawn_exit_watch(&self, pidfd: Arc<PidFd>, exit_tx: watch::Sender<bool>) {
@@ -440,7 +471,8 @@ impl Vm {
     }
 
     fn on_qmp_event(&self, name: &str, data: &serde_json::Value) {
-        tracing::debug!(vm = %self.inner.spec.name, event = name, %data, "QMP event");
+        tracing::debug!(vm = %self.inner.name, event = name, %data, "QMP event");
+        let _ = self.inner.events.send((name.to_string(), data.clone()));
         let state = self.status().state;
         match name {
             "SHUTDOWN" if data.get("guest").and_then(|g| g.as_bool()) == Some(true) => {
@@ -480,9 +512,9 @@ impl Vm {
             }
             (VmState::Crashed, reason)
         };
-        tracing::info!(vm = %self.inner.spec.name, state = %state, reason = %reason, "QEMU exited");
+        tracing::info!(vm = %self.inner.name, state = %state, reason = %reason, "QEMU exited");
         self.set_status(state, reason);
-        let policy = self.inner.spec.restart_policy;
+        let policy = self.spec().restart_policy;
         let restart = !self.inner.stop_requested.load(Ordering::SeqCst)
             && !self.inner.retired.load(Ordering::SeqCst)
             && match policy {
@@ -503,7 +535,7 @@ impl Vm {
                 if me.inner.retired.load(Ordering::SeqCst) || me.status().state != state {
                     return;
                 }
-                tracing::info!(vm = %me.inner.spec.name, attempt = n + 1, "restart policy: starting");
+                tracing::info!(vm = %me.inner.name, attempt = n + 1, "restart policy: starting");
                 let _ = me.start_locked(SystemTime::now()).await;
             });
         }
@@ -535,7 +567,7 @@ impl Vm {
         };
         self.inner.stop_requested.store(true, Ordering::SeqCst);
         self.set_status(VmState::Stopping, "");
-        let name = &self.inner.spec.name;
+        let name = &self.inner.name;
         let mut gone = false;
         if !mode.force {
             if state == VmState::Running {
@@ -638,7 +670,7 @@ impl Vm {
             self.set_status(VmState::Stopped, "");
             return Ok(VmState::Stopped);
         };
-        let id = &self.inner.spec.id;
+        let id = &self.inner.id;
         // Open the pidfd first, then check /proc: the pidfd pins the process, so the check
         // cannot be fooled by a pid reused in between.
         let pidfd = match PidFd::open(pid) {
@@ -668,7 +700,7 @@ impl Vm {
                 self.inner.console.connect(c).await;
             }
             Err(e) => {
-                tracing::warn!(vm = %self.inner.spec.name, error = %e, "console reconnect failed")
+                tracing::warn!(vm = %self.inner.name, error = %e, "console reconnect failed")
             }
         }
         self.spawn_event_loop(events);
@@ -687,7 +719,7 @@ impl Vm {
         };
         self.set_status(state, "");
         self.spawn_exit_watch(pidfd, exit_tx);
-        tracing::info!(vm = %self.inner.spec.name, pid, state = %state, "reattached to running QEMU");
+        tracing::info!(vm = %self.inner.name, pid, state = %state, "reattached to running QEMU");
         Ok(state)
     }
 }

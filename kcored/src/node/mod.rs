@@ -159,16 +159,17 @@ impl Node {
     /// The node's view of a VM, with a fresh sequence number.
     pub fn snapshot(&self, vm: &Vm) -> pb::NodeVm {
         let st = vm.status();
+        let spec = vm.spec();
         pb::NodeVm {
             id: vm.id().to_string(),
-            name: vm.spec().name.clone(),
+            name: spec.name.clone(),
             status: status_to_pb(st.state) as i32,
             status_reason: st.reason,
             pid: st.pid.map(|p| p as i32).unwrap_or(0),
             timeline: Some(timeline_to_pb(&vm.timeline())),
             seq: self.seq.fetch_add(1, Ordering::SeqCst) + 1,
-            spec: Some(spec_to_pb(vm.spec())),
-            disks: storage::disks_to_pb(&vm.spec().disks),
+            spec: Some(spec_to_pb(&spec)),
+            disks: storage::disks_to_pb(&spec.disks),
         }
     }
 
@@ -234,6 +235,7 @@ impl Node {
                 volume: String::new(),
                 image: String::new(),
                 size_bytes: 0,
+                port: None,
             });
         }
         spec.validate(&self.cfg.limits)?;

@@ -295,6 +295,7 @@ impl NodeStorage {
             volume: info.name.clone(),
             image: image.to_string(),
             size_bytes: info.virtual_size,
+            port: None,
         })
     }
 

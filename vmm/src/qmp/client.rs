@@ -1,6 +1,7 @@
 //! [`QmpClient`]: connecting (greeting + capabilities negotiation) and executing commands.
 
 use std::io::ErrorKind;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -148,7 +149,27 @@ impl QmpClient {
         if let Some(arguments) = arguments {
             request.insert("arguments".to_owned(), arguments);
         }
-        let reply = self.round_trip(command, request, timeout).await?;
+        let reply = self.round_trip(command, request, timeout, None).await?;
+        reply_result(command, reply)
+    }
+
+    /// Execute `command` with a file descriptor passed along (SCM_RIGHTS), as `getfd` and
+    /// `add-fd` expect: how an unprivileged QEMU gets a tap or a disk it cannot open.
+    pub async fn execute_with_fd(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+        fd: BorrowedFd<'_>,
+    ) -> Result<Value, VmmError> {
+        let mut request = Map::new();
+        request.insert("execute".to_owned(), Value::from(command));
+        if let Some(arguments) = arguments {
+            request.insert("arguments".to_owned(), arguments);
+        }
+        let timeout = self.inner.command_timeout;
+        let reply = self
+            .round_trip(command, request, timeout, Some(fd.as_raw_fd()))
+            .await?;
         reply_result(command, reply)
     }
 
@@ -179,7 +200,7 @@ impl QmpClient {
             .and_then(Value::as_str)
             .unwrap_or("<no execute>")
             .to_owned();
-        let mut reply = self.round_trip(&command, request, timeout).await?;
+        let mut reply = self.round_trip(&command, request, timeout, None).await?;
         if let (Value::Object(reply), Some(id)) = (&mut reply, user_id) {
             reply.insert("id".to_owned(), id);
         }
@@ -192,6 +213,7 @@ impl QmpClient {
         command: &str,
         mut request: Map<String, Value>,
         timeout: Duration,
+        fd: Option<RawFd>,
     ) -> Result<Value, VmmError> {
         let inner = &*self.inner;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -215,7 +237,7 @@ impl QmpClient {
         tracing::debug!(command, id, "QMP command");
 
         let exchange = async {
-            self.send_line(&line, logged).await?;
+            self.send_line(&line, logged, fd).await?;
             reply_rx.await.map_err(|_| VmmError::QmpClosed)
         };
         match tokio::time::timeout(timeout, exchange).await {
@@ -232,18 +254,49 @@ impl QmpClient {
 
     /// Write one request line. The transcript line is written under the writer lock so the
     /// transcript shows requests in wire order.
-    async fn send_line(&self, line: &str, logged: bool) -> Result<(), VmmError> {
+    async fn send_line(&self, line: &str, logged: bool, fd: Option<RawFd>) -> Result<(), VmmError> {
         let inner = &*self.inner;
         let mut writer = inner.writer.lock().await;
         if logged {
             inner.shared.record(Direction::Sent, line);
         }
         let wire = format!("{line}\n");
-        writer
-            .write_all(wire.as_bytes())
-            .await
-            .map_err(|e| io_or_closed("write QMP command to", &inner.peer, e))
+        let written = match fd {
+            None => writer.write_all(wire.as_bytes()).await,
+            Some(fd) => send_with_fd(&writer, wire.as_bytes(), fd).await,
+        };
+        written.map_err(|e| io_or_closed("write QMP command to", &inner.peer, e))
     }
+}
+
+/// Write `data` with `fd` attached to its first byte (SCM_RIGHTS).
+async fn send_with_fd(writer: &OwnedWriteHalf, data: &[u8], fd: RawFd) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let stream: &UnixStream = writer.as_ref();
+    let mut sent = 0;
+    while sent < data.len() {
+        stream.writable().await?;
+        let fds = [fd];
+        let with_fd = [ControlMessage::ScmRights(&fds)];
+        let cmsgs: &[ControlMessage<'_>] = if sent == 0 { &with_fd } else { &[] };
+        let iov = [std::io::IoSlice::new(&data[sent..])];
+        let res = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            sendmsg::<()>(
+                stream.as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match res {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Read and parse the greeting line.

@@ -138,3 +138,53 @@ async fn real_qemu_round_trip() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_file_descriptor_reaches_qemu_with_add_fd() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("qmp.sock");
+        let mut child = spawn_qemu(&socket);
+        let (qmp, mut events) = connect(&mut child, &socket, QmpOptions::default()).await;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("disk.raw"))
+            .expect("create");
+        file.set_len(1 << 20).expect("truncate");
+        use std::os::fd::AsFd;
+        let added = qmp
+            .execute_with_fd(
+                "add-fd",
+                Some(json!({"fdset-id": 7, "opaque": "disk9"})),
+                file.as_fd(),
+            )
+            .await
+            .expect("add-fd with SCM_RIGHTS");
+        assert_eq!(added["fdset-id"], 7, "{added}");
+        // QEMU now holds the file open: it can be used as /dev/fdset/7.
+        qmp.execute(
+            "blockdev-add",
+            Some(json!({"driver": "file", "filename": "/dev/fdset/7", "node-name": "d9"})),
+        )
+        .await
+        .expect("blockdev-add through the fdset");
+        let sets = qmp
+            .execute("query-fdsets", None)
+            .await
+            .expect("query-fdsets");
+        assert!(sets.to_string().contains("disk9"), "{sets}");
+        // Without an fd, add-fd is refused by QEMU itself.
+        let err = qmp
+            .execute("add-fd", Some(json!({"fdset-id": 8})))
+            .await
+            .expect_err("add-fd without fd");
+        assert!(err.to_string().contains("No file descriptor"), "{err}");
+        qmp.quit().await.expect("quit");
+        wait_closed(&mut events).await;
+        let _ = child.wait().await;
+    })
+    .await;
+}

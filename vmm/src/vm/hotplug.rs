@@ -1,0 +1,207 @@
+//! Disks added to and removed from a running VM through QMP. The daemon opens the volume
+//! and hands QEMU the file descriptor (`add-fd`, SCM_RIGHTS), so an unprivileged QEMU never
+//! needs to open a path itself: `blockdev-add` of `/dev/fdset/N`, then `device_add`. Removal
+//! is `device_del`, then waiting for the guest to let go (`DEVICE_DELETED`), then
+//! `blockdev-del` and `remove-fd`.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Vm, VmState};
+use crate::VmmError;
+use crate::argv::HOTPLUG_PORTS;
+use crate::spec::{Disk, MachineType};
+
+/// How long the guest gets to release a disk after `device_del`.
+const UNPLUG_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Vm {
+    fn hotplug_allowed(&self, op: &'static str) -> Result<MachineType, VmmError> {
+        let state = self.status().state;
+        if !matches!(state, VmState::Running | VmState::Paused) {
+            return Err(VmmError::WrongState {
+                op,
+                state: state.to_string(),
+            });
+        }
+        let machine = self.spec().machine;
+        if machine == MachineType::Microvm {
+            return Err(VmmError::InvalidSpec(
+                "microvm has no hotplug: stop the VM to change its disks".into(),
+            ));
+        }
+        Ok(machine)
+    }
+
+    /// A free hotplug port (q35), or None (pc: the root bus takes hotplug).
+    pub fn free_hotplug_port(&self) -> Result<Option<String>, VmmError> {
+        let spec = self.spec();
+        if spec.machine != MachineType::Q35 {
+            return Ok(None);
+        }
+        (0..HOTPLUG_PORTS)
+            .map(|i| format!("hp{i}"))
+            .find(|p| !spec.disks.iter().any(|d| d.port.as_deref() == Some(p)))
+            .map(Some)
+            .ok_or_else(|| {
+                VmmError::InvalidSpec(format!(
+                    "all {HOTPLUG_PORTS} hotplug ports are in use: stop the VM to add more disks"
+                ))
+            })
+    }
+
+    /// Plug `disk` (its `port` chosen with [`Vm::free_hotplug_port`]) into the running
+    /// QEMU, which gets `fd` (opened read-write by the caller). The caller adds the disk to
+    /// the spec once this succeeds.
+    pub async fn attach_disk(&self, disk: &Disk, fd: OwnedFd) -> Result<(), VmmError> {
+        let _ops = self.inner.ops.lock().await;
+        self.hotplug_allowed("attach a disk")?;
+        let qmp = self.qmp()?;
+        let id = &disk.id;
+        let added = qmp
+            .execute_with_fd("add-fd", Some(json!({ "opaque": id })), fd.as_fd())
+            .await?;
+        drop(fd);
+        let fdset = added
+            .get("fdset-id")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| {
+                VmmError::QmpProtocol(format!("add-fd returned no fdset-id: {added}"))
+            })?;
+        let driver = if disk.path.starts_with("/dev/") {
+            "host_device"
+        } else {
+            "file"
+        };
+        let steps = async {
+            qmp.execute(
+                "blockdev-add",
+                Some(json!({
+                    "driver": driver,
+                    "filename": format!("/dev/fdset/{fdset}"),
+                    "node-name": format!("{id}-file"),
+                    "discard": "unmap",
+                })),
+            )
+            .await?;
+            qmp.execute(
+                "blockdev-add",
+                Some(json!({
+                    "driver": disk.format.as_str(),
+                    "file": format!("{id}-file"),
+                    "node-name": id,
+                })),
+            )
+            .await?;
+            let mut dev = json!({ "driver": "virtio-blk-pci", "drive": id, "id": id });
+            if let Some(port) = &disk.port {
+                dev["bus"] = json!(port);
+            }
+            qmp.execute_with_timeout("device_add", Some(dev), Duration::from_secs(30))
+                .await?;
+            Ok::<(), VmmError>(())
+        };
+        if let Err(e) = steps.await {
+            // Undo what got in; each step may not have happened.
+            let _ = qmp
+                .execute("blockdev-del", Some(json!({ "node-name": id })))
+                .await;
+            let _ = qmp
+                .execute(
+                    "blockdev-del",
+                    Some(json!({ "node-name": format!("{id}-file") })),
+                )
+                .await;
+            let _ = qmp
+                .execute("remove-fd", Some(json!({ "fdset-id": fdset })))
+                .await;
+            return Err(e);
+        }
+        tracing::info!(vm = %self.inner.name, disk = %id, "disk attached");
+        Ok(())
+    }
+
+    /// Unplug a disk from the running QEMU: `device_del`, wait for the guest to release it,
+    /// then drop the block nodes and the fd. The caller removes it from the spec.
+    pub async fn detach_disk(&self, disk: &Disk) -> Result<(), VmmError> {
+        let _ops = self.inner.ops.lock().await;
+        let machine = self.hotplug_allowed("detach a disk")?;
+        if machine == MachineType::Q35 && disk.port.is_none() {
+            return Err(VmmError::InvalidSpec(format!(
+                "{} is on the q35 root bus, which cannot unplug: stop the VM to detach it",
+                disk.volume
+            )));
+        }
+        let qmp = self.qmp()?;
+        let id = &disk.id;
+        let mut events = self.inner.events.subscribe();
+        qmp.execute("device_del", Some(json!({ "id": id }))).await?;
+        let deleted = tokio::time::timeout(UNPLUG_TIMEOUT, async {
+            loop {
+                match events.recv().await {
+                    Ok((name, data))
+                        if name == "DEVICE_DELETED"
+                            && data.get("device").and_then(Value::as_str) == Some(id) =>
+                    {
+                        return true;
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        if !matches!(deleted, Ok(true)) {
+            return Err(VmmError::QmpTimeout {
+                command: format!("device_del {id} (the guest did not release the disk)"),
+                timeout: UNPLUG_TIMEOUT,
+            });
+        }
+        qmp.execute("blockdev-del", Some(json!({ "node-name": id })))
+            .await?;
+        qmp.execute(
+            "blockdev-del",
+            Some(json!({ "node-name": format!("{id}-file") })),
+        )
+        .await?;
+        // A hot-added disk came through an fdset tagged with its id: release it.
+        if let Ok(sets) = qmp.execute("query-fdsets", None).await
+            && let Some(sets) = sets.as_array()
+        {
+            for set in sets {
+                let ours = set
+                    .get("fds")
+                    .and_then(Value::as_array)
+                    .is_some_and(|fds| fds.iter().any(|f| f.get("opaque") == Some(&json!(id))));
+                if ours && let Some(n) = set.get("fdset-id") {
+                    let _ = qmp
+                        .execute("remove-fd", Some(json!({ "fdset-id": n })))
+                        .await;
+                }
+            }
+        }
+        tracing::info!(vm = %self.inner.name, disk = %id, "disk detached");
+        Ok(())
+    }
+
+    /// Grow a disk of the running QEMU (`block_resize`); the guest sees the new size.
+    pub async fn resize_disk(&self, disk: &Disk, size_bytes: u64) -> Result<(), VmmError> {
+        let _ops = self.inner.ops.lock().await;
+        let state = self.status().state;
+        if !matches!(state, VmState::Running | VmState::Paused) {
+            return Err(VmmError::WrongState {
+                op: "resize a disk live",
+                state: state.to_string(),
+            });
+        }
+        self.qmp()?
+            .execute(
+                "block_resize",
+                Some(json!({ "node-name": disk.id, "size": size_bytes })),
+            )
+            .await?;
+        Ok(())
+    }
+}
