@@ -128,6 +128,9 @@ pub enum VmCommand {
         /// VM name.
         name: String,
     },
+    /// Add, remove or grow a VM's disks (live when it runs).
+    #[command(subcommand)]
+    Disk(DiskCommand),
 }
 
 /// Machine types accepted by `--machine`.
@@ -188,6 +191,38 @@ impl From<Firmware> for kcore_proto::v1::Firmware {
             Firmware::Uefi => Self::Uefi,
         }
     }
+}
+
+/// `kctl vm disk ...`.
+#[derive(Debug, Subcommand)]
+pub enum DiskCommand {
+    /// Create an empty disk and attach it (hotplug when the VM runs).
+    Attach {
+        /// VM name.
+        name: String,
+        /// POOL:SIZE_GB, e.g. default:10.
+        #[arg(value_parser = parse_disk)]
+        disk: DiskRequest,
+    },
+    /// Detach a disk (waits for the guest to release it) and delete its volume.
+    Detach {
+        /// VM name.
+        name: String,
+        /// Volume name or guest device (vdb).
+        disk: String,
+        /// Keep the volume in its pool.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Grow a disk (live through QMP block_resize when the VM runs).
+    Resize {
+        /// VM name.
+        name: String,
+        /// Volume name or guest device (vda).
+        disk: String,
+        /// New size in GiB.
+        size_gb: u32,
+    },
 }
 
 /// `kctl vm create`.

@@ -116,6 +116,7 @@ async fn run(cli: Cli) -> Result<()> {
                 None => qmp::shell(&client, format, &args.name).await,
             },
             VmCommand::Timeline { name } => vm::timeline(&client, format, name).await,
+            VmCommand::Disk(command) => vm::disk(&client, format, command).await,
         },
         Command::Events(args) => events::run(&client, format, args).await,
         Command::Node(command) => match command {

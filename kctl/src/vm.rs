@@ -303,6 +303,48 @@ pub async fn reboot(client: &Client, format: Format, name: String) -> Result<()>
     print_action(format, "Rebooted", &vm)
 }
 
+/// `kctl vm disk attach | detach | resize`.
+pub async fn disk(client: &Client, format: Format, command: crate::cli::DiskCommand) -> Result<()> {
+    use crate::cli::DiskCommand;
+    use kcore_proto::v1::{AttachDiskRequest, DetachDiskRequest, ResizeDiskRequest};
+    let mut api = client.api();
+    let (verb, reply) = match command {
+        DiskCommand::Attach { name, disk } => (
+            "Attached a disk to",
+            api.attach_disk(AttachDiskRequest {
+                vm: name,
+                pool: disk.pool,
+                size_gb: disk.size_gb,
+            })
+            .await,
+        ),
+        DiskCommand::Detach { name, disk, keep } => (
+            "Detached a disk from",
+            api.detach_disk(DetachDiskRequest {
+                vm: name,
+                disk,
+                keep,
+            })
+            .await,
+        ),
+        DiskCommand::Resize {
+            name,
+            disk,
+            size_gb,
+        } => (
+            "Resized a disk of",
+            api.resize_disk(ResizeDiskRequest {
+                vm: name,
+                disk,
+                size_gb,
+            })
+            .await,
+        ),
+    };
+    let vm = reply.map_err(|s| client.error(s))?.into_inner();
+    print_action(format, verb, &vm)
+}
+
 /// `kctl vm pause`.
 pub async fn pause(client: &Client, format: Format, name: String) -> Result<()> {
     let vm = client

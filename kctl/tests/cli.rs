@@ -454,6 +454,34 @@ impl KcoreService for Mock {
         Ok(Response::new(DeleteImageResponse {}))
     }
 
+    async fn attach_disk(
+        &self,
+        r: Request<kcore_proto::v1::AttachDiskRequest>,
+    ) -> Result<Response<Vm>, Status> {
+        let r = r.into_inner();
+        if r.vm != "web" {
+            return Err(Status::not_found(format!("vm {:?} not found", r.vm)));
+        }
+        Ok(Response::new(Vm {
+            name: r.vm,
+            ..Default::default()
+        }))
+    }
+
+    async fn detach_disk(
+        &self,
+        _: Request<kcore_proto::v1::DetachDiskRequest>,
+    ) -> Result<Response<Vm>, Status> {
+        Err(Status::failed_precondition("cannot unplug in the mock"))
+    }
+
+    async fn resize_disk(
+        &self,
+        _: Request<kcore_proto::v1::ResizeDiskRequest>,
+    ) -> Result<Response<Vm>, Status> {
+        Err(Status::invalid_argument("shrinking is refused"))
+    }
+
     async fn list_volumes(
         &self,
         _: Request<ListVolumesRequest>,

@@ -11,6 +11,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Controller;
+use super::storage::DiskOp;
 use super::vms::SimpleOp;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -247,6 +248,33 @@ impl KcoreService for KcoreApi {
     ) -> Result<Response<pb::ListVolumesResponse>, Status> {
         let volumes = self.ctl.list_volumes(&req.into_inner().node).await?;
         Ok(Response::new(pb::ListVolumesResponse { volumes }))
+    }
+
+    async fn attach_disk(
+        &self,
+        req: Request<pb::AttachDiskRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        Ok(Response::new(
+            self.ctl.disk_op(DiskOp::Attach(req.into_inner())).await?,
+        ))
+    }
+
+    async fn detach_disk(
+        &self,
+        req: Request<pb::DetachDiskRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        Ok(Response::new(
+            self.ctl.disk_op(DiskOp::Detach(req.into_inner())).await?,
+        ))
+    }
+
+    async fn resize_disk(
+        &self,
+        req: Request<pb::ResizeDiskRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        Ok(Response::new(
+            self.ctl.disk_op(DiskOp::Resize(req.into_inner())).await?,
+        ))
     }
 
     async fn exec_qmp(

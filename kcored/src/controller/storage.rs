@@ -104,3 +104,52 @@ impl Controller {
         Ok(())
     }
 }
+
+/// A change to a VM's disks.
+#[derive(Debug)]
+pub enum DiskOp {
+    Attach(pb::AttachDiskRequest),
+    Detach(pb::DetachDiskRequest),
+    Resize(pb::ResizeDiskRequest),
+}
+
+impl Controller {
+    /// Attach, detach or resize a VM's disk on its node.
+    pub async fn disk_op(&self, op: DiskOp) -> ApiResult<pb::Vm> {
+        let name = match &op {
+            DiskOp::Attach(r) => r.vm.clone(),
+            DiskOp::Detach(r) => r.vm.clone(),
+            DiskOp::Resize(r) => r.vm.clone(),
+        };
+        let row = self.get_row(&name)?;
+        let mut client = self.nodes.client(&row.node)?;
+        let id = row.id.clone();
+        let (nv, what) = match op {
+            DiskOp::Attach(r) => {
+                let what = format!("attached a {} GiB disk from pool {}", r.size_gb, r.pool);
+                let nv = client
+                    .attach_node_disk(pb::AttachDiskRequest { vm: id, ..r })
+                    .await?;
+                (nv, what)
+            }
+            DiskOp::Detach(r) => {
+                let what = format!("detached disk {}", r.disk);
+                let nv = client
+                    .detach_node_disk(pb::DetachDiskRequest { vm: id, ..r })
+                    .await?;
+                (nv, what)
+            }
+            DiskOp::Resize(r) => {
+                let what = format!("resized disk {} to {} GiB", r.disk, r.size_gb);
+                let nv = client
+                    .resize_node_disk(pb::ResizeDiskRequest { vm: id, ..r })
+                    .await?;
+                (nv, what)
+            }
+        };
+        self.apply_node_vm(&nv.into_inner())?;
+        let row = self.get_row(&row.id)?;
+        self.emit("vm.disk", Some(&row), what);
+        Ok(row.to_pb())
+    }
+}

@@ -305,6 +305,33 @@ impl NodeAgent for NodeAgentService {
         Ok(Response::new(pb::ListVolumesResponse { volumes }))
     }
 
+    async fn attach_node_disk(
+        &self,
+        req: Request<pb::AttachDiskRequest>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        Ok(Response::new(
+            self.node.attach_disk(req.into_inner()).await?,
+        ))
+    }
+
+    async fn detach_node_disk(
+        &self,
+        req: Request<pb::DetachDiskRequest>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        Ok(Response::new(
+            self.node.detach_disk(req.into_inner()).await?,
+        ))
+    }
+
+    async fn resize_node_disk(
+        &self,
+        req: Request<pb::ResizeDiskRequest>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        Ok(Response::new(
+            self.node.resize_disk(req.into_inner()).await?,
+        ))
+    }
+
     async fn node_exec_qmp(
         &self,
         req: Request<pb::NodeExecQmpRequest>,

@@ -4,6 +4,7 @@
 //! On start it reads every stored spec and reattaches to the QEMU processes that survived
 //! the previous daemon; run dirs of VMs it no longer knows are removed.
 
+mod disks;
 pub mod grpc;
 pub mod storage;
 
@@ -106,7 +107,7 @@ impl Node {
         self.vms.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn notifier(&self) -> Notify {
+    pub(crate) fn notifier(&self) -> Notify {
         let tx = self.notify_tx.clone();
         Arc::new(move |id: &str| {
             let _ = tx.send(id.to_string());
@@ -210,7 +211,7 @@ impl Node {
         self.events.subscribe()
     }
 
-    fn spec_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn spec_dir(&self, id: &str) -> PathBuf {
         self.cfg.data_dir.join("vms").join(id)
     }
 
@@ -388,7 +389,7 @@ fn load_specs(dir: &Path) -> Vec<VmSpec> {
 }
 
 /// Atomic write: tmp + fsync + rename + fsync of the directory.
-fn write_spec(dir: &Path, spec: &VmSpec) -> std::io::Result<()> {
+pub(crate) fn write_spec(dir: &Path, spec: &VmSpec) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join("spec.json.tmp");

@@ -232,7 +232,6 @@ impl NodeStorage {
                 } else {
                     &d.pool
                 };
-                let pool = self.pool(pool_name)?;
                 if d.size_gb == 0 {
                     return Err(ApiError::InvalidArgument(format!(
                         "disk {}: size must be at least 1 GiB",
@@ -240,22 +239,10 @@ impl NodeStorage {
                     )));
                 }
                 let size = u64::from(d.size_gb) * GIB;
-                let free = pool.backend().capacity()?.free_bytes;
-                if size > free {
-                    return Err(ApiError::ResourceExhausted(format!(
-                        "disk {}: {} GiB is more than pool {pool_name} has free ({:.1} GiB)",
-                        i + 1,
-                        d.size_gb,
-                        free as f64 / GIB as f64
-                    )));
-                }
-                let format = match pool {
-                    Pool::Dir(_) => VolumeFormat::Qcow2,
-                    Pool::Lvm(_) => VolumeFormat::Raw,
-                };
                 let vol = format!("{base}-disk{}", i + 1);
-                let info = pool.backend().create_volume(&vol, size, format)?;
-                made.push(self.disk(&info, pool_name, "", made.len(), false)?);
+                let mut disk = self.create_volume_disk(pool_name, &vol, size)?;
+                disk.id = format!("disk{}", made.len());
+                made.push(disk);
             }
             Ok(())
         })();
@@ -266,6 +253,32 @@ impl NodeStorage {
                 Err(e)
             }
         }
+    }
+
+    /// An empty data volume in `pool` (qcow2 in dir pools, raw in lvm), owned by the QEMU
+    /// user, as a disk (its `id` is for the caller to set).
+    pub fn create_volume_disk(&self, pool_name: &str, volume: &str, size: u64) -> ApiResult<Disk> {
+        let pool = self.pool(pool_name)?;
+        let free = pool.backend().capacity()?.free_bytes;
+        if size > free {
+            return Err(ApiError::ResourceExhausted(format!(
+                "{:.1} GiB is more than pool {pool_name} has free ({:.1} GiB)",
+                size as f64 / GIB as f64,
+                free as f64 / GIB as f64
+            )));
+        }
+        let format = match pool {
+            Pool::Dir(_) => VolumeFormat::Qcow2,
+            Pool::Lvm(_) => VolumeFormat::Raw,
+        };
+        let info = pool.backend().create_volume(volume, size, format)?;
+        self.disk(&info, pool_name, "", 0, false)
+    }
+
+    /// Grow a volume no QEMU has open.
+    pub fn resize_volume(&self, pool: &str, volume: &str, size: u64) -> ApiResult<()> {
+        self.pool(pool)?.backend().resize(volume, size)?;
+        Ok(())
     }
 
     fn disk(

@@ -1,0 +1,193 @@
+//! Disks of an existing VM: attach (hotplug when it runs), detach, resize. The spec on disk
+//! follows every change, so a restart brings the same disks back.
+
+use std::os::fd::OwnedFd;
+
+use kcore_proto::v1 as pb;
+use kcore_storage::StorageError;
+use kcore_vmm::spec::Disk;
+use kcore_vmm::vm::{Vm, VmState};
+
+use super::{Node, blocking, write_spec};
+use crate::error::{ApiError, ApiResult};
+
+const GIB: u64 = 1 << 30;
+
+/// Find a disk by volume name or guest device (vda, vdb, ...).
+fn find_disk(disks: &[Disk], which: &str) -> ApiResult<(usize, Disk)> {
+    let by_device = which
+        .strip_prefix("vd")
+        .filter(|s| s.len() == 1)
+        .and_then(|s| s.bytes().next())
+        .filter(u8::is_ascii_lowercase)
+        .map(|b| (b - b'a') as usize);
+    disks
+        .iter()
+        .enumerate()
+        .find(|(i, d)| d.volume == which || by_device == Some(*i))
+        .map(|(i, d)| (i, d.clone()))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no disk {which:?} on this VM (disks: {})",
+                disks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| format!("vd{} {}", (b'a' + i as u8) as char, d.volume))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+fn live(vm: &Vm) -> bool {
+    matches!(vm.status().state, VmState::Running | VmState::Paused)
+}
+
+impl Node {
+    fn save_spec(&self, vm: &Vm) -> ApiResult<()> {
+        let spec = vm.spec();
+        let dir = self.spec_dir(&spec.id);
+        write_spec(&dir, &spec).map_err(|e| {
+            ApiError::Internal(format!("cannot store spec in {}: {e}", dir.display()))
+        })?;
+        (self.notifier())(&spec.id);
+        Ok(())
+    }
+
+    pub async fn attach_disk(&self, r: pb::AttachDiskRequest) -> ApiResult<pb::NodeVm> {
+        let vm = self.vm(&r.vm)?;
+        if r.size_gb == 0 {
+            return Err(ApiError::InvalidArgument(
+                "disk size must be at least 1 GiB".into(),
+            ));
+        }
+        let state = vm.status().state;
+        if !matches!(
+            state,
+            VmState::Running
+                | VmState::Paused
+                | VmState::Stopped
+                | VmState::Crashed
+                | VmState::Error
+        ) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "VM {} is {state}: wait for it to settle",
+                vm.name()
+            )));
+        }
+        let spec = vm.spec();
+        let port = if live(&vm) {
+            vm.free_hotplug_port()?
+        } else {
+            None
+        };
+        let used: Vec<&str> = spec.disks.iter().map(|d| d.id.as_str()).collect();
+        let disk_id = (0..)
+            .map(|i| format!("disk{i}"))
+            .find(|id| !used.contains(&id.as_str()))
+            .unwrap_or_else(|| "disk-x".into());
+        let base = spec
+            .disks
+            .first()
+            .and_then(|d| d.volume.rsplit_once('-'))
+            .map(|(b, _)| b.to_string());
+        let base = base.unwrap_or_else(|| spec.name.clone());
+        let volume = (1..)
+            .map(|i| format!("{base}-disk{i}"))
+            .find(|v| !spec.disks.iter().any(|d| &d.volume == v))
+            .unwrap_or_else(|| format!("{base}-diskx"));
+        let storage = self.storage.clone();
+        let pool = if r.pool.is_empty() {
+            "default".to_string()
+        } else {
+            r.pool.clone()
+        };
+        let size = u64::from(r.size_gb) * GIB;
+        let (pool2, volume2) = (pool.clone(), volume.clone());
+        let mut disk = blocking(move || storage.create_volume_disk(&pool2, &volume2, size)).await?;
+        disk.id = disk_id;
+        disk.port = port;
+        if live(&vm) {
+            let fd = match open_rw(&disk) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    self.storage.delete_disks(std::slice::from_ref(&disk));
+                    return Err(e);
+                }
+            };
+            if let Err(e) = vm.attach_disk(&disk, fd).await {
+                self.storage.delete_disks(std::slice::from_ref(&disk));
+                return Err(e.into());
+            }
+        }
+        vm.update_spec(|s| s.disks.push(disk));
+        self.save_spec(&vm)?;
+        Ok(self.snapshot(&vm))
+    }
+
+    pub async fn detach_disk(&self, r: pb::DetachDiskRequest) -> ApiResult<pb::NodeVm> {
+        let vm = self.vm(&r.vm)?;
+        let (_, disk) = find_disk(&vm.spec().disks, &r.disk)?;
+        if live(&vm) {
+            vm.detach_disk(&disk).await?;
+        } else if vm.status().state.is_active() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "VM {} is {}: wait for it to settle",
+                vm.name(),
+                vm.status().state
+            )));
+        }
+        vm.update_spec(|s| s.disks.retain(|d| d.id != disk.id));
+        self.save_spec(&vm)?;
+        if !r.keep {
+            let storage = self.storage.clone();
+            blocking(move || {
+                storage.delete_disks(std::slice::from_ref(&disk));
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(self.snapshot(&vm))
+    }
+
+    pub async fn resize_disk(&self, r: pb::ResizeDiskRequest) -> ApiResult<pb::NodeVm> {
+        let vm = self.vm(&r.vm)?;
+        let (_, disk) = find_disk(&vm.spec().disks, &r.disk)?;
+        let size = u64::from(r.size_gb) * GIB;
+        if size < disk.size_bytes {
+            return Err(StorageError::ShrinkRefused {
+                name: disk.volume.clone(),
+                current: disk.size_bytes,
+                requested: size,
+            }
+            .into());
+        }
+        if size == disk.size_bytes {
+            return Ok(self.snapshot(&vm));
+        }
+        if live(&vm) {
+            vm.resize_disk(&disk, size).await?;
+        } else {
+            let storage = self.storage.clone();
+            let d = disk.clone();
+            blocking(move || storage.resize_volume(&d.pool, &d.volume, size)).await?;
+        }
+        vm.update_spec(|s| {
+            if let Some(d) = s.disks.iter_mut().find(|d| d.id == disk.id) {
+                d.size_bytes = size;
+            }
+        });
+        self.save_spec(&vm)?;
+        Ok(self.snapshot(&vm))
+    }
+}
+
+/// Open a volume read-write, as root, for QEMU (which may not be able to open it).
+fn open_rw(disk: &Disk) -> ApiResult<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&disk.path)
+        .map(OwnedFd::from)
+        .map_err(|e| ApiError::Internal(format!("open {}: {e}", disk.path.display())))
+}
