@@ -7,7 +7,7 @@ set -euo pipefail
 log() { printf 'deps: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
 
-pkgs=(qemu-system-x86 qemu-utils cpio busybox-static xz-utils protobuf-compiler lvm2 dnsmasq-base nftables
+pkgs=(qemu-system-x86 qemu-utils cpio busybox-static xz-utils protobuf-compiler lvm2 dnsmasq-base nftables ovmf e2fsprogs
       ca-certificates curl gcc libc6-dev pkg-config iproute2 procps)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -133,6 +133,7 @@ impl Run {
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 impl Daemon {
@@ -148,6 +149,11 @@ impl Daemon {
 
     /// Start a daemon in new temp dirs.
     pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    /// Start a daemon with extra `kcored all-in-one` arguments (e.g. `--pool`).
+    pub fn start_with(extra: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("kcore-test-")
             .tempdir()
@@ -156,7 +162,11 @@ impl Daemon {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod tempdir");
-        let mut d = Daemon { dir, child: None };
+        let mut d = Daemon {
+            dir,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         d.spawn();
         d
     }
@@ -175,6 +185,7 @@ impl Daemon {
             .arg("--run-dir")
             .arg(self.run_dir())
             .args(["--accel", "tcg", "--node-name", "node1"])
+            .args(&self.extra)
             .env("RUST_LOG", "info,kcore_vmm=debug")
             .stdin(Stdio::null())
             .stdout(log)
