@@ -45,6 +45,10 @@ struct Args {
     /// auto, kvm or tcg (tcg where nested KVM is broken).
     #[arg(long, default_value = "tcg")]
     accel: String,
+    /// Boot every VM with a disk cloned from this image (qcow2 or raw), imported once:
+    /// measures create-from-image. The bare QEMU run uses the same disk.
+    #[arg(long)]
+    image: Option<PathBuf>,
     /// The kcored binary (default: next to this one).
     #[arg(long)]
     kcored: Option<PathBuf>,
@@ -119,7 +123,23 @@ async fn main() -> anyhow::Result<()> {
         "microvm" => pb::MachineType::Microvm,
         _ => pb::MachineType::Q35,
     };
+    if let Some(img) = &args.image {
+        let mut stream = api
+            .import_image(pb::ImportImageRequest {
+                name: "bench".into(),
+                source: std::fs::canonicalize(img)?.to_string_lossy().into_owned(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        while let Some(p) = stream.message().await? {
+            if p.image.is_some() {
+                break;
+            }
+        }
+    }
     let spec = pb::VmSpec {
+        image: if args.image.is_some() { "bench".into() } else { String::new() },
         vcpu: 1,
         memory_mb: args.memory,
         machine: machine as i32,
@@ -180,14 +200,20 @@ async fn main() -> anyhow::Result<()> {
             .lines()
             .map(str::to_string)
             .collect();
+        // Stop (its disk stays until the delete), run bare QEMU on the same argv, delete.
+        api.stop_vm(pb::StopVmRequest {
+            name: name.clone(),
+            force: true,
+            ..Default::default()
+        })
+        .await?;
+        let (greet, run, rdy) = bare_qemu(&argv, dir.path()).await?;
         api.delete_vm(pb::DeleteVmRequest {
             name: name.clone(),
             force: true,
             keep_disks: false,
         })
         .await?;
-        // bare QEMU, same argv
-        let (greet, run, rdy) = bare_qemu(&argv, dir.path()).await?;
         // Round 0 warms the page cache for both; it is not counted.
         if i > 0 {
             k_run.push(running);
@@ -211,8 +237,16 @@ async fn main() -> anyhow::Result<()> {
         median(&mut b_greet),
     );
     println!(
-        "\nkcore-bench: {} runs, machine {}, accel {}, {} MiB (medians)",
-        args.runs, args.machine, args.accel, args.memory
+        "\nkcore-bench: {} runs, machine {}, accel {}, {} MiB{} (medians)",
+        args.runs,
+        args.machine,
+        args.accel,
+        args.memory,
+        if args.image.is_some() {
+            ", boot disk cloned from an image"
+        } else {
+            ""
+        }
     );
     println!(
         "{:<28} {:>10} {:>10} {:>10} {:>7}",
