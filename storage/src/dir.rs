@@ -286,9 +286,31 @@ impl Backend for DirBackend {
             .unwrap_or_default();
         let backing = format!("../images/{file_name}");
         let path = self.reserve(name, VolumeFormat::Qcow2)?;
-        let info = self.build(name, &path, || {
-            qemu_img::create_overlay(self.runner.as_ref(), &path, &backing, image_format, size)
-        })?;
+        let virtual_size = size.unwrap_or(image.virtual_size);
+        if let Err(e) = qemu_img::create_overlay(
+            self.runner.as_ref(),
+            &path,
+            &backing,
+            image_format,
+            virtual_size,
+        ) {
+            if let Err(rm) = paths::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %rm, "cannot remove failed volume");
+            }
+            return Err(e);
+        }
+        // What qemu-img info would say, without running it again.
+        let actual_size = std::fs::metadata(&path)
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+            .unwrap_or(0);
+        let info = VolumeInfo {
+            name: name.to_string(),
+            path: path.clone(),
+            format: VolumeFormat::Qcow2,
+            virtual_size,
+            actual_size,
+            backing: Some(image.name.clone()),
+        };
         tracing::info!(volume = name, image = %image.name, "volume cloned from image");
         Ok(info)
     }

@@ -41,17 +41,61 @@ pub struct ImageInfo {
 pub struct ImageStore {
     dir: PathBuf,
     runner: Arc<dyn Runner>,
+    /// `qemu-img info` results by image name, valid while the file's size and mtime stay:
+    /// cloning a VM's disk from an image then runs qemu-img once, not twice.
+    sizes: Arc<std::sync::Mutex<std::collections::HashMap<String, SizeEntry>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SizeEntry {
+    len: u64,
+    mtime: std::time::SystemTime,
+    virtual_size: u64,
+    actual_size: u64,
 }
 
 impl ImageStore {
     /// Open (and create if missing) the image directory `dir`.
     pub fn open(dir: &Path, runner: Arc<dyn Runner>) -> Result<Self, StorageError> {
         let dir = paths::canonical_dir(dir, None, true)?;
-        Ok(ImageStore { dir, runner })
+        Ok(Self::from_canonical(dir, runner))
     }
 
     pub(crate) fn from_canonical(dir: PathBuf, runner: Arc<dyn Runner>) -> Self {
-        ImageStore { dir, runner }
+        ImageStore {
+            dir,
+            runner,
+            sizes: Arc::default(),
+        }
+    }
+
+    /// Virtual and actual size of an image file, from the cache when the file is unchanged.
+    fn sizes_of(
+        &self,
+        name: &str,
+        path: &Path,
+        format: VolumeFormat,
+    ) -> Result<(u64, u64), StorageError> {
+        let meta = std::fs::metadata(path).map_err(|e| StorageError::io("stat", path, e))?;
+        let (len, mtime) = (meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
+        let mut cache = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = cache.get(name)
+            && e.len == len
+            && e.mtime == mtime
+        {
+            return Ok((e.virtual_size, e.actual_size));
+        }
+        let info = qemu_img::info(self.runner.as_ref(), path, Some(format))?;
+        cache.insert(
+            name.to_string(),
+            SizeEntry {
+                len,
+                mtime,
+                virtual_size: info.virtual_size,
+                actual_size: info.actual_size,
+            },
+        );
+        Ok((info.virtual_size, info.actual_size))
     }
 
     /// The (canonical) image directory.
@@ -82,13 +126,13 @@ impl ImageStore {
             kind: "image",
             name: name.to_string(),
         })?;
-        let info = qemu_img::info(self.runner.as_ref(), &path, Some(format))?;
+        let (virtual_size, actual_size) = self.sizes_of(name, &path, format)?;
         Ok(ImageInfo {
             name: name.to_string(),
             path,
             format,
-            virtual_size: info.virtual_size,
-            actual_size: info.actual_size,
+            virtual_size,
+            actual_size,
             sha256: self.read_sha256(name)?,
         })
     }

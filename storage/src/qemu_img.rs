@@ -94,12 +94,15 @@ pub fn create_overlay(
     path: &Path,
     backing: &str,
     backing_format: VolumeFormat,
-    size_bytes: Option<u64>,
+    size_bytes: u64,
 ) -> Result<(), StorageError> {
-    let mut argv = vec![
+    // With the size given, `-u` spares qemu-img opening the backing file: the caller has
+    // checked it already, and this is on the path of every VM created from an image.
+    let argv = vec![
         "qemu-img".to_string(),
         "create".into(),
         "-q".into(),
+        "-u".into(),
         "-f".into(),
         "qcow2".into(),
         "-F".into(),
@@ -107,10 +110,8 @@ pub fn create_overlay(
         "-b".into(),
         backing.into(),
         path_arg(path),
+        size_bytes.to_string(),
     ];
-    if let Some(size) = size_bytes {
-        argv.push(size.to_string());
-    }
     runner.run(&argv)?;
     Ok(())
 }
