@@ -86,6 +86,8 @@ pub fn spec_from_pb(id: &str, name: &str, s: &pb::VmSpec) -> VmSpec {
         },
         uefi_code: None,
         uefi_vars: None,
+        // The node makes the NICs (ids, taps) from the request's.
+        nics: Vec::new(),
     }
 }
 
@@ -117,6 +119,15 @@ pub fn spec_to_pb(s: &VmSpec) -> pb::VmSpec {
             Firmware::Bios => pb::Firmware::Bios,
             Firmware::Uefi => pb::Firmware::Uefi,
         } as i32,
+        nics: s
+            .nics
+            .iter()
+            .map(|n| pb::NicRequest {
+                network: n.network.clone(),
+                mac: n.mac.clone(),
+                model: n.model.as_str().to_string(),
+            })
+            .collect(),
         ..Default::default()
     }
 }

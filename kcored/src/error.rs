@@ -1,5 +1,6 @@
 //! The daemon's error type and its one mapping to gRPC status codes.
 
+use kcore_netstack::NetError;
 use kcore_storage::StorageError;
 use kcore_vmm::VmmError;
 
@@ -26,9 +27,27 @@ pub enum ApiError {
     Vmm(#[from] VmmError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("{}", chain(.0))]
+    Net(#[from] NetError),
     /// A status returned by a node, passed on as it is.
     #[error("{}", .0.message())]
     Node(tonic::Status),
+}
+
+/// An error with its sources (`netlink add address ...: File exists`): netstack keeps the
+/// cause in `source`, and a client needs it.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cur = s.source();
+    }
+    msg
 }
 
 impl From<tonic::Status> for ApiError {
@@ -72,10 +91,26 @@ impl From<ApiError> for tonic::Status {
                     _ => Status::internal(m),
                 }
             }
+            ApiError::Net(e) => {
+                let m = chain(&e);
+                match e {
+                    NetError::InvalidMac { .. }
+                    | NetError::InvalidSubnet { .. }
+                    | NetError::InvalidName { .. }
+                    | NetError::Invalid { .. } => Status::invalid_argument(m),
+                    NetError::LinkNotFound { .. } => Status::not_found(m),
+                    NetError::LinkExists { .. } => Status::already_exists(m),
+                    NetError::NotKcore { .. }
+                    | NetError::ToolMissing { .. }
+                    | NetError::CommandFailed { .. } => Status::failed_precondition(m),
+                    _ => Status::internal(m),
+                }
+            }
             ApiError::Vmm(e) => {
                 let m = e.to_string();
                 match e {
                     VmmError::InvalidSpec(_) => Status::invalid_argument(m),
+                    VmmError::Network(_) => Status::failed_precondition(m),
                     VmmError::WrongState { .. } => Status::failed_precondition(m),
                     VmmError::NotFound(_) => Status::not_found(m),
                     VmmError::QemuStart(_) => Status::failed_precondition(m),
@@ -89,3 +124,31 @@ impl From<ApiError> for tonic::Status {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_errors_keep_their_cause() {
+        let e = ApiError::from(NetError::io(
+            "read",
+            "/proc/net/route",
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        ));
+        let s = tonic::Status::from(e);
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert!(
+            s.message()
+                .starts_with("read /proc/net/route: No such file"),
+            "{}",
+            s.message()
+        );
+        let s = tonic::Status::from(ApiError::from(NetError::LinkNotFound {
+            kind: "uplink",
+            name: "eth9".into(),
+        }));
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        assert_eq!(s.message(), "uplink \"eth9\" does not exist");
+    }
+}

@@ -6,6 +6,7 @@ mod auth;
 mod controller;
 mod convert;
 mod error;
+mod netdef;
 mod node;
 mod pki;
 mod server;
@@ -192,6 +193,7 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>>
         pools: a.pools,
         name,
         data_dir: dirs.data_dir.clone(),
+        run_dir: dirs.run_dir.clone(),
         host: Arc::new(host_cfg),
         limits: host::host_limits(),
         qemu_version: host::qemu_version(&qemu_binary)?,

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use kcore_proto::v1::{DiskRequest, MachineType, RestartPolicy};
+use kcore_proto::v1::{DiskRequest, MachineType, NicRequest, RestartPolicy};
 
+use crate::network::{NetworkCommand, NicCommand, parse_nic};
 use crate::output::Format;
 
 /// kctl: manage kcore VMs, nodes and storage.
@@ -45,6 +46,9 @@ pub enum Command {
     /// Volumes: the VMs' disks.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Networks VMs' NICs join (nat, or a host bridge).
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -131,6 +135,9 @@ pub enum VmCommand {
     /// Add, remove or grow a VM's disks (live when it runs).
     #[command(subcommand)]
     Disk(DiskCommand),
+    /// Add or remove a VM's NICs (live when it runs).
+    #[command(subcommand)]
+    Nic(NicCommand),
 }
 
 /// Machine types accepted by `--machine`.
@@ -259,6 +266,10 @@ pub struct CreateArgs {
     /// Firmware (default: bios).
     #[arg(long, value_enum)]
     pub firmware: Option<Firmware>,
+    /// A NIC on NETWORK (repeatable: eth0, eth1, ...); virtio-net, with a MAC unique in the
+    /// cluster unless given.
+    #[arg(long = "nic", value_name = "NETWORK[,mac=MAC][,model=virtio]", value_parser = parse_nic)]
+    pub nics: Vec<NicRequest>,
     /// Kernel for direct boot (a path on the node; made absolute).
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
@@ -673,6 +684,44 @@ mod tests {
         // The boot disk options need an image.
         assert!(with(&["--disk-size", "10"]).is_err());
         assert!(with(&["--root-pool", "fast"]).is_err());
+    }
+
+    #[test]
+    fn nics_and_networks() {
+        let c = create(&["--nic", "default", "--nic", "lan,mac=52:54:00:00:00:09"]);
+        assert_eq!(c.nics.len(), 2);
+        assert_eq!(c.nics[1].mac, "52:54:00:00:00:09");
+        let base = ["vm", "create", "w", "--vcpu", "1", "--memory", "1", "--nic"];
+        let err = parse(&[&base[..], &["lan,bogus=1"]].concat()).expect_err("bad nic");
+        assert!(err.to_string().contains("mac=, model="), "{err}");
+        assert!(matches!(
+            parse(&["vm", "nic", "attach", "w", "lan,model=e1000"])
+                .expect("parses")
+                .command,
+            Command::Vm(VmCommand::Nic(NicCommand::Attach { .. }))
+        ));
+        assert!(parse(&["vm", "nic", "detach", "w", "net1"]).is_ok());
+        assert!(
+            parse(&[
+                "network",
+                "create",
+                "n",
+                "--mode",
+                "nat",
+                "--subnet",
+                "10.0.0.0/24"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["network", "create", "n", "--mode", "other"]).is_err());
+        // --uplink needs --bridge.
+        assert!(
+            parse(&[
+                "network", "create", "n", "--mode", "bridge", "--uplink", "eth0"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["network", "rm", "n"]).is_ok());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! kctl: the kcore operator CLI.
 //!
 //! `kctl [--endpoint URL] [-o table|json|yaml] <noun> <verb> ...` with the nouns vm, events,
-//! node, pool, image, volume; see `kctl --help`.
+//! node, pool, image, volume, network; see `kctl --help`.
 //! Errors print as `Error: <message> (<gRPC code>)` on stderr and exit 1.
 
 mod cli;
@@ -10,6 +10,7 @@ mod endpoint;
 mod error;
 mod events;
 mod image;
+mod network;
 mod node;
 mod output;
 mod progress;
@@ -23,6 +24,7 @@ use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command, ImageCommand, NodeCommand, PoolCommand, VmCommand, VolumeCommand};
+use network::NetworkCommand;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -117,6 +119,7 @@ async fn run(cli: Cli) -> Result<()> {
             },
             VmCommand::Timeline { name } => vm::timeline(&client, format, name).await,
             VmCommand::Disk(command) => vm::disk(&client, format, command).await,
+            VmCommand::Nic(command) => network::nic(&client, format, command).await,
         },
         Command::Events(args) => events::run(&client, format, args).await,
         Command::Node(command) => match command {
@@ -139,5 +142,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Volume(VolumeCommand::List { node }) => {
             storage::list_volumes(&client, format, node).await
         }
+        Command::Network(command) => match command {
+            NetworkCommand::Create(args) => network::create(&client, format, args).await,
+            NetworkCommand::List => network::list(&client, format).await,
+            NetworkCommand::Get { name } => network::get(&client, format, name).await,
+            NetworkCommand::Delete { name } => network::delete(&client, format, name).await,
+        },
     }
 }

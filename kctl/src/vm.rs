@@ -53,6 +53,7 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest> {
         disks: args.disks.clone(),
         firmware: args.firmware.map_or(Firmware::Unspecified, Firmware::from) as i32,
         root_pool: args.root_pool.clone().unwrap_or_default(),
+        nics: args.nics.clone(),
     };
     Ok(CreateVmRequest {
         name: args.name.clone(),
@@ -181,6 +182,12 @@ pub fn describe(vm: &Vm) -> String {
     } else {
         text.push_str("\nDisks:\n");
         indent_into(&mut text, &disks_table(&vm.disks));
+    }
+    if vm.nics.is_empty() {
+        text.push_str("\nNICs: none\n");
+    } else {
+        text.push_str("\nNICs:\n");
+        indent_into(&mut text, &crate::network::nics_table(&vm.nics));
     }
     match vm.timeline.as_ref().filter(|t| !t.phases.is_empty()) {
         Some(timeline) => {

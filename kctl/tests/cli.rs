@@ -512,6 +512,87 @@ impl KcoreService for Mock {
             ],
         }))
     }
+
+    async fn create_network(
+        &self,
+        request: Request<CreateNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        let r = request.into_inner();
+        if r.uplink == "nope0" {
+            return Err(Status::not_found(
+                "uplink \"nope0\" does not exist on node node-1",
+            ));
+        }
+        Ok(Response::new(Network {
+            name: r.name,
+            mode: r.mode,
+            subnet: r.subnet,
+            bridge: "kbr-default".into(),
+            nodes: vec![NetworkOnNode {
+                node: "node-1".into(),
+                ready: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }))
+    }
+
+    async fn list_networks(
+        &self,
+        _: Request<ListNetworksRequest>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        Ok(Response::new(ListNetworksResponse {
+            networks: vec![Network {
+                name: "default".into(),
+                mode: NetworkMode::Nat as i32,
+                subnet: "10.77.0.0/24".into(),
+                gateway: "10.77.0.1".into(),
+                bridge: "kbr-default".into(),
+                vm_count: 1,
+                nodes: vec![NetworkOnNode {
+                    node: "node-1".into(),
+                    ready: true,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }))
+    }
+
+    async fn get_network(
+        &self,
+        _: Request<GetNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        Err(Status::not_found("no network named \"x\""))
+    }
+
+    async fn delete_network(
+        &self,
+        _: Request<DeleteNetworkRequest>,
+    ) -> Result<Response<DeleteNetworkResponse>, Status> {
+        Err(Status::failed_precondition(
+            "network default is in use by VM(s) web",
+        ))
+    }
+
+    async fn attach_nic(&self, request: Request<AttachNicRequest>) -> Result<Response<Vm>, Status> {
+        let r = request.into_inner();
+        known(&r.vm)?;
+        let mut vm = vm("web", VmStatus::Running);
+        vm.nics = vec![VmNic {
+            id: "net0".into(),
+            network: r.network,
+            mac: "52:54:00:00:00:01".into(),
+            model: "virtio".into(),
+            tap: "ktap-0123456789".into(),
+            ip: String::new(),
+        }];
+        Ok(Response::new(vm))
+    }
+
+    async fn detach_nic(&self, _: Request<DetachNicRequest>) -> Result<Response<Vm>, Status> {
+        Err(Status::not_found("no NIC \"net9\" on this VM"))
+    }
 }
 
 /// A mock server on a unix socket in a temp dir, alive until dropped.
@@ -1567,4 +1648,41 @@ fn console_interactive_on_a_tty_detaches_and_restores_termios() {
     assert_eq!(after.local_flags, before.local_flags);
     assert_eq!(after.input_flags, before.input_flags);
     assert_eq!(after.output_flags, before.output_flags);
+}
+
+#[test]
+fn networks_and_nics() {
+    let server = Server::unix();
+    let out = ok(&server.kctl(&["network", "list"]));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "NAME     MODE  SUBNET        GATEWAY    BRIDGE       UPLINK  VMS  READY",
+            "default  nat   10.77.0.0/24  10.77.0.1  kbr-default  -         1  1/1",
+        ]
+    );
+    let out = ok(&server.kctl(&[
+        "network",
+        "create",
+        "default",
+        "--mode",
+        "nat",
+        "--subnet",
+        "10.77.0.0/24",
+    ]));
+    assert_eq!(out, "Created network default (nat, bridge kbr-default)\n");
+    let err = failed(&server.kctl(&[
+        "network", "create", "lab", "--mode", "bridge", "--bridge", "kbr-lab", "--uplink", "nope0",
+    ]));
+    assert!(err.contains("uplink \"nope0\" does not exist"), "{err}");
+    let err = failed(&server.kctl(&["network", "rm", "default"]));
+    assert!(err.contains("in use by VM(s) web"), "{err}");
+    let out = ok(&server.kctl(&["vm", "nic", "attach", "web", "default"]));
+    assert!(out.starts_with("Attached a NIC to VM web\nID"), "{out}");
+    assert!(
+        out.contains("net0  default  52:54:00:00:00:01  virtio  ktap-0123456789  -"),
+        "{out}"
+    );
+    let err = failed(&server.kctl(&["vm", "nic", "detach", "web", "net9"]));
+    assert!(err.contains("no NIC"), "{err}");
 }

@@ -41,6 +41,8 @@ pub struct LaunchConfig {
     pub tsc_khz: Option<u32>,
     /// Run QEMU under its seccomp sandbox.
     pub sandbox: bool,
+    /// File descriptor numbers inside QEMU of the NICs' taps, in the order of `spec.nics`.
+    pub nic_fds: Vec<i32>,
 }
 
 /// Spare PCIe root ports on q35, for hot-added disks and NICs.
@@ -141,6 +143,22 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
         }
         push(&["-device", &dev]);
     }
+    // The daemon opened the taps; QEMU only gets their descriptors (no vhost: an
+    // unprivileged QEMU cannot open /dev/vhost-net).
+    for (n, fd) in spec.nics.iter().zip(&cfg.nic_fds) {
+        push(&["-netdev", &format!("tap,id={},fd={fd},vhost=off", n.id)]);
+        let mut dev = format!(
+            "{},netdev={},mac={},id={}",
+            n.model.device(spec.machine),
+            n.id,
+            n.mac,
+            n.id
+        );
+        if let Some(port) = &n.port {
+            dev.push_str(&format!(",bus={port}"));
+        }
+        push(&["-device", &dev]);
+    }
     if let Some(kernel) = &spec.kernel {
         push(&["-kernel", &kernel.to_string_lossy()]);
         if let Some(initrd) = &spec.initrd {
@@ -198,6 +216,7 @@ mod tests {
             firmware: crate::spec::Firmware::Bios,
             uefi_code: None,
             uefi_vars: None,
+            nics: Vec::new(),
         }
     }
 
@@ -210,6 +229,7 @@ mod tests {
             bios: None,
             tsc_khz: Some(2_500_000),
             sandbox: true,
+            nic_fds: Vec::new(),
         }
     }
 
@@ -301,6 +321,38 @@ mod tests {
             },
         ];
         golden("q35-uefi-disks", &build_argv(&s, &cfg(Accel::Tcg)));
+    }
+
+    #[test]
+    fn nics_get_tap_fds() {
+        use crate::spec::{Nic, NicModel};
+        let nic = |i: usize, model: NicModel, port: Option<&str>| Nic {
+            id: format!("net{i}"),
+            network: "default".into(),
+            mac: format!("52:54:00:12:34:{i:02x}"),
+            model,
+            tap: format!("ktap-{i}"),
+            port: port.map(str::to_string),
+        };
+        let mut s = spec(MachineType::Q35);
+        s.nics = vec![
+            nic(0, NicModel::Virtio, None),
+            nic(1, NicModel::E1000, None),
+            nic(2, NicModel::Virtio, Some("hp1")),
+        ];
+        let mut c = cfg(Accel::Tcg);
+        c.nic_fds = vec![5, 6, 7];
+        golden("q35-nics", &build_argv(&s, &c));
+        let mut s = spec(MachineType::Microvm);
+        s.nics = vec![nic(0, NicModel::Virtio, None)];
+        c.nic_fds = vec![5];
+        let argv = build_argv(&s, &c);
+        assert!(argv.contains(&"tap,id=net0,fd=5,vhost=off".to_string()));
+        assert!(
+            argv.contains(
+                &"virtio-net-device,netdev=net0,mac=52:54:00:12:34:00,id=net0".to_string()
+            )
+        );
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub enum VmmError {
     #[error("VM is {state}: cannot {op}")]
     WrongState { op: &'static str, state: String },
 
+    /// The owner could not provide a NIC's tap (network missing, tap creation failed, ...).
+    #[error("network: {0}")]
+    Network(String),
+
     /// No QEMU with that id is known.
     #[error("no such VM {0}")]
     NotFound(String),

@@ -113,6 +113,67 @@ pub struct Disk {
     pub port: Option<String>,
 }
 
+/// The emulated NIC hardware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NicModel {
+    /// virtio-net (paravirtual, the fast one).
+    #[default]
+    Virtio,
+    /// Intel e1000, for guests without virtio drivers (not on microvm).
+    E1000,
+}
+
+impl NicModel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NicModel::Virtio => "virtio",
+            NicModel::E1000 => "e1000",
+        }
+    }
+
+    /// The QEMU device for this model on `machine`.
+    pub fn device(self, machine: MachineType) -> &'static str {
+        match (self, machine) {
+            (NicModel::Virtio, MachineType::Microvm) => "virtio-net-device",
+            (NicModel::Virtio, _) => "virtio-net-pci",
+            (NicModel::E1000, _) => "e1000",
+        }
+    }
+}
+
+impl std::str::FromStr for NicModel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "virtio" | "virtio-net" => Ok(NicModel::Virtio),
+            "e1000" => Ok(NicModel::E1000),
+            o => Err(format!("unknown NIC model {o:?} (virtio, e1000)")),
+        }
+    }
+}
+
+/// A network interface. The owner creates the tap `tap` and hands QEMU its file descriptor
+/// at every start (see [`crate::vm::NicOpener`]); QEMU never opens a tap itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    /// QEMU device and netdev id, e.g. `net0`.
+    pub id: String,
+    /// The owner's label: the network the NIC is on; vmm does not use it.
+    #[serde(default)]
+    pub network: String,
+    /// `52:54:00:12:34:56`.
+    pub mac: String,
+    #[serde(default)]
+    pub model: NicModel,
+    /// The host tap device's name.
+    #[serde(default)]
+    pub tap: String,
+    /// The hotplug port (q35) a hot-added NIC sits on; None: the root bus.
+    #[serde(default)]
+    pub port: Option<String>,
+}
+
 /// Everything needed to run one VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmSpec {
@@ -143,6 +204,9 @@ pub struct VmSpec {
     pub uefi_code: Option<PathBuf>,
     #[serde(default)]
     pub uefi_vars: Option<PathBuf>,
+    /// Network interfaces, in guest order.
+    #[serde(default)]
+    pub nics: Vec<Nic>,
 }
 
 /// Default guest-ready pattern: a login prompt.
@@ -212,8 +276,50 @@ impl VmSpec {
             regex::Regex::new(p)
                 .map_err(|e| VmmError::InvalidSpec(format!("ready pattern: {e}")))?;
         }
+        self.validate_nics()
+    }
+
+    /// NIC ids and MACs are unique and look like what QEMU takes; e1000 is not on microvm.
+    pub fn validate_nics(&self) -> Result<(), VmmError> {
+        let bad = |m: String| Err(VmmError::InvalidSpec(m));
+        for (i, n) in self.nics.iter().enumerate() {
+            if n.id.is_empty()
+                || !n
+                    .id
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            {
+                return bad(format!("NIC id {:?} is not a valid QEMU id", n.id));
+            }
+            if !is_mac(&n.mac) {
+                return bad(format!(
+                    "NIC {}: MAC {:?} is not xx:xx:xx:xx:xx:xx",
+                    n.id, n.mac
+                ));
+            }
+            if n.model == NicModel::E1000 && self.machine == MachineType::Microvm {
+                return bad("NIC model e1000 needs machine q35 or pc, not microvm".into());
+            }
+            if let Some(other) = self.nics[..i]
+                .iter()
+                .find(|o| o.id == n.id || o.mac.eq_ignore_ascii_case(&n.mac))
+            {
+                return bad(format!(
+                    "NICs {} and {} share an id or a MAC ({})",
+                    other.id, n.id, n.mac
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+fn is_mac(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn check_file(what: &str, path: &Path) -> Result<(), VmmError> {
@@ -256,6 +362,7 @@ mod tests {
             firmware: Firmware::Bios,
             uefi_code: None,
             uefi_vars: None,
+            nics: Vec::new(),
         }
     }
     const HOST: HostLimits = HostLimits {
@@ -317,6 +424,42 @@ mod tests {
         s.kernel = Some(std::env::current_exe().expect("current exe"));
         s.cmdline = Some("a\nb".into());
         assert!(err(s).contains("newline"));
+    }
+
+    #[test]
+    fn nics_are_checked() {
+        let nic = |id: &str, mac: &str| Nic {
+            id: id.into(),
+            network: "n".into(),
+            mac: mac.into(),
+            model: NicModel::Virtio,
+            tap: "ktap-x".into(),
+            port: None,
+        };
+        let mut s = spec();
+        s.nics = vec![
+            nic("net0", "52:54:00:00:00:01"),
+            nic("net1", "52:54:00:00:00:02"),
+        ];
+        s.validate_nics().expect("valid");
+        s.nics[1].mac = "52:54:00:00:00:01".into();
+        assert!(s.validate_nics().is_err(), "duplicate MAC");
+        s.nics[1] = nic("net0", "52:54:00:00:00:03");
+        assert!(s.validate_nics().is_err(), "duplicate id");
+        s.nics[1] = nic("net1", "52:54:00:00:00");
+        assert!(s.validate_nics().is_err(), "short MAC");
+        s.nics[1] = nic("net 1", "52:54:00:00:00:03");
+        assert!(s.validate_nics().is_err(), "bad id");
+        s.nics[1] = nic("net1", "52:54:00:00:00:03");
+        s.nics[1].model = NicModel::E1000;
+        s.machine = MachineType::Microvm;
+        assert!(s.validate_nics().is_err(), "e1000 on microvm");
+        assert_eq!("".parse::<NicModel>(), Ok(NicModel::Virtio));
+        assert!("rtl8139".parse::<NicModel>().is_err());
+        assert_eq!(
+            NicModel::Virtio.device(MachineType::Microvm),
+            "virtio-net-device"
+        );
     }
 
     #[test]

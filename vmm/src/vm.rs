@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use crate::VmmError;
 
 mod hotplug;
+mod nics;
 use crate::argv::{LaunchConfig, build_argv};
 use crate::console::{BootWatch, Console, Milestone};
 use crate::host::{HostConfig, check_readable};
@@ -29,6 +30,7 @@ use crate::process::{self, ExitInfo, PidFd};
 use crate::qmp::{QmpClient, QmpEvent, QmpOptions};
 use crate::spec::{DEFAULT_READY_PATTERN, RestartPolicy, VmSpec};
 use crate::timeline::{Phase, Timeline};
+pub use nics::NicOpener;
 
 /// File descriptor numbers of the QMP and console listening sockets inside QEMU.
 const QMP_FD: i32 = 3;
@@ -143,6 +145,8 @@ struct Inner {
     restarts: AtomicU32,
     /// Set once the VM is being deleted: no more restarts.
     retired: AtomicBool,
+    /// Provides the NICs' taps at each launch.
+    nic_opener: Mutex<Option<NicOpener>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -178,6 +182,7 @@ impl Vm {
                 guest_shutdown: AtomicBool::new(false),
                 restarts: AtomicU32::new(0),
                 retired: AtomicBool::new(false),
+                nic_opener: Mutex::new(None),
             }),
         }
     }
@@ -306,6 +311,12 @@ impl Vm {
         let pattern = regex::Regex::new(pattern)
             .map_err(|e| VmmError::InvalidSpec(format!("ready pattern: {e}")))?;
         prepare_dir(paths, host)?;
+        // Taps first: QEMU gets them at spawn. If anything below fails, dropping the
+        // descriptors removes them again.
+        let nic_fds = self.open_nics(spec).await?;
+        if !nic_fds.is_empty() {
+            self.record(Phase::NetworkReady, SystemTime::now());
+        }
 
         let qmp_listener = bind(&paths.qmp())?;
         let console_listener = bind(&paths.console())?;
@@ -323,20 +334,27 @@ impl Vm {
             },
             tsc_khz: host.tsc_khz,
             sandbox: host.sandbox,
+            nic_fds: (0..nic_fds.len() as i32)
+                .map(|i| nics::FIRST_NIC_FD + i)
+                .collect(),
         };
         let argv = build_argv(spec, &launch);
         if let Err(e) = std::fs::write(paths.argv(), argv.join("\n") + "\n") {
             tracing::debug!(error = %e, "cannot write qemu.argv");
         }
-        let pid = process::spawn_detached(
-            &argv,
-            &log,
-            &[
-                (qmp_listener.as_raw_fd(), QMP_FD),
-                (console_listener.as_raw_fd(), CONSOLE_FD),
-            ],
-            host.run_as.as_ref(),
-        )?;
+        let mut fds = vec![
+            (qmp_listener.as_raw_fd(), QMP_FD),
+            (console_listener.as_raw_fd(), CONSOLE_FD),
+        ];
+        fds.extend(
+            nic_fds
+                .iter()
+                .zip(&launch.nic_fds)
+                .map(|(fd, target)| (fd.as_raw_fd(), *target)),
+        );
+        let pid = process::spawn_detached(&argv, &log, &fds, host.run_as.as_ref())?;
+        // QEMU holds the taps now: ours would keep a tap alive after QEMU exits.
+        drop(nic_fds);
         self.record(Phase::QemuExec, SystemTime::now());
         let pidfd = match PidFd::open(pid) {
             Ok(p) => Arc::new(p),

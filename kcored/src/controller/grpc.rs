@@ -293,4 +293,53 @@ impl KcoreService for KcoreApi {
             .into_inner();
         Ok(Response::new(reply))
     }
+
+    async fn create_network(
+        &self,
+        req: Request<pb::CreateNetworkRequest>,
+    ) -> Result<Response<pb::Network>, Status> {
+        Ok(Response::new(
+            self.ctl.create_network(req.into_inner()).await?,
+        ))
+    }
+
+    async fn list_networks(
+        &self,
+        _: Request<pb::ListNetworksRequest>,
+    ) -> Result<Response<pb::ListNetworksResponse>, Status> {
+        Ok(Response::new(pb::ListNetworksResponse {
+            networks: self.ctl.list_networks().await?,
+        }))
+    }
+
+    async fn get_network(
+        &self,
+        req: Request<pb::GetNetworkRequest>,
+    ) -> Result<Response<pb::Network>, Status> {
+        Ok(Response::new(
+            self.ctl.get_network(&req.into_inner().name).await?,
+        ))
+    }
+
+    async fn delete_network(
+        &self,
+        req: Request<pb::DeleteNetworkRequest>,
+    ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
+        self.ctl.delete_network(&req.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteNetworkResponse {}))
+    }
+
+    async fn attach_nic(
+        &self,
+        req: Request<pb::AttachNicRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        Ok(Response::new(self.ctl.attach_nic(req.into_inner()).await?))
+    }
+
+    async fn detach_nic(
+        &self,
+        req: Request<pb::DetachNicRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        Ok(Response::new(self.ctl.detach_nic(req.into_inner()).await?))
+    }
 }

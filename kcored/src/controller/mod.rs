@@ -3,6 +3,7 @@
 //! changes keeps the store up to date.
 
 pub mod grpc;
+pub mod networks;
 pub mod nodes;
 pub mod storage;
 pub mod store;
@@ -24,6 +25,10 @@ pub struct Controller {
     pub store: Store,
     pub nodes: Nodes,
     events: broadcast::Sender<pb::Event>,
+    /// Serializes network create, delete and node sync.
+    net_lock: tokio::sync::Mutex<()>,
+    /// Held from picking MACs until they are in the store, so no two VMs get the same.
+    nic_lock: tokio::sync::Mutex<()>,
 }
 
 impl Controller {
@@ -33,6 +38,8 @@ impl Controller {
             store,
             nodes: Nodes::default(),
             events,
+            net_lock: tokio::sync::Mutex::new(()),
+            nic_lock: tokio::sync::Mutex::new(()),
         })
     }
 

@@ -125,6 +125,9 @@ impl Controller {
                         l.ready = true;
                         l.last_heartbeat = now_rfc3339();
                     });
+                    // Networks created or deleted while the node was away.
+                    let (me, node, c) = (self.clone(), name.clone(), client.clone());
+                    tokio::spawn(async move { me.sync_networks(&node, c).await });
                     loop {
                         match stream.message().await {
                             Ok(Some(ev)) if ev.kind == "synced" => {

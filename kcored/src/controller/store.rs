@@ -38,6 +38,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_vm ON events (vm_name, id);",
     // 2: the disks the node made for each VM.
     "ALTER TABLE vms ADD COLUMN disks TEXT NOT NULL DEFAULT '[]';",
+    // 3: networks, and the NICs the node made for each VM.
+    "ALTER TABLE vms ADD COLUMN nics TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE networks (
+        name TEXT PRIMARY KEY,
+        def TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );",
 ];
 
 /// One VM as the controller stores it.
@@ -55,9 +62,29 @@ pub struct VmRow {
     pub created_at: String,
     pub updated_at: String,
     pub disks: Vec<pb::VmDisk>,
+    pub nics: Vec<pb::VmNic>,
 }
 
 impl VmRow {
+    /// The MACs this VM has or asked for.
+    pub fn macs(&self) -> impl Iterator<Item = &str> {
+        self.spec
+            .nics
+            .iter()
+            .map(|n| n.mac.as_str())
+            .chain(self.nics.iter().map(|n| n.mac.as_str()))
+            .filter(|m| !m.is_empty())
+    }
+
+    /// The networks this VM has or asked for a NIC on.
+    pub fn networks(&self) -> impl Iterator<Item = &str> {
+        self.spec
+            .nics
+            .iter()
+            .map(|n| n.network.as_str())
+            .chain(self.nics.iter().map(|n| n.network.as_str()))
+    }
+
     pub fn to_pb(&self) -> pb::Vm {
         pb::Vm {
             id: self.id.clone(),
@@ -78,6 +105,7 @@ impl VmRow {
             pid: self.pid,
             updated_at: self.updated_at.clone(),
             disks: self.disks.clone(),
+            nics: self.nics.clone(),
         }
     }
 }
@@ -93,7 +121,7 @@ fn json<T: serde::Serialize>(v: &T) -> ApiResult<String> {
 }
 
 const VM_COLUMNS: &str = "id, name, node, spec, status, status_reason, pid, timeline, seq, \
-     created_at, updated_at, disks";
+     created_at, updated_at, disks, nics";
 
 fn row_to_vm(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
     let spec: String = r.get(3)?;
@@ -113,6 +141,7 @@ fn row_to_vm(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
         disks: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
+        nics: serde_json::from_str(&r.get::<_, String>(12)?).unwrap_or_default(),
     })
 }
 
@@ -141,7 +170,7 @@ impl Store {
 
     pub fn insert_vm(&self, row: &VmRow) -> ApiResult<()> {
         let r = self.conn().execute(
-            &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+            &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
             params![
                 row.id,
                 row.name,
@@ -154,7 +183,8 @@ impl Store {
                 row.seq as i64,
                 row.created_at,
                 row.updated_at,
-                json(&row.disks)?
+                json(&row.disks)?,
+                json(&row.nics)?
             ],
         );
         match r {
@@ -226,12 +256,15 @@ impl Store {
             row.timeline = nv.timeline.clone();
         }
         row.updated_at = now_rfc3339();
-        if nv.spec.is_some() {
+        if let Some(spec) = &nv.spec {
             row.disks = nv.disks.clone();
+            row.nics = nv.nics.clone();
+            // NICs come and go (hotplug): the node's list is the truth.
+            row.spec.nics = spec.nics.clone();
         }
         tx.execute(
             "UPDATE vms SET status = ?2, status_reason = ?3, pid = ?4, seq = ?5, timeline = ?6,
-             updated_at = ?7, disks = ?8 WHERE id = ?1",
+             updated_at = ?7, disks = ?8, nics = ?9, spec = ?10 WHERE id = ?1",
             params![
                 row.id,
                 row.status as i32,
@@ -240,7 +273,9 @@ impl Store {
                 row.seq as i64,
                 row.timeline.as_ref().map(json).transpose()?,
                 row.updated_at,
-                json(&row.disks)?
+                json(&row.disks)?,
+                json(&row.nics)?,
+                json(&row.spec)?
             ],
         )?;
         tx.commit()?;
@@ -253,6 +288,61 @@ impl Store {
             "UPDATE vms SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
             params![id, status as i32, reason, now_rfc3339()],
         )?;
+        Ok(())
+    }
+
+    pub fn insert_network(&self, n: &pb::Network) -> ApiResult<()> {
+        let r = self.conn().execute(
+            "INSERT INTO networks (name, def, created_at) VALUES (?1, ?2, ?3)",
+            params![n.name, json(n)?, n.created_at],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(ApiError::AlreadyExists(format!(
+                    "a network named {:?} already exists",
+                    n.name
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn get_network(&self, name: &str) -> ApiResult<Option<pb::Network>> {
+        let def: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT def FROM networks WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        def.map(|d| {
+            serde_json::from_str(&d)
+                .map_err(|e| ApiError::Internal(format!("network {name} in the store: {e}")))
+        })
+        .transpose()
+    }
+
+    pub fn list_networks(&self) -> ApiResult<Vec<pb::Network>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT def FROM networks ORDER BY name")?;
+        let defs = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        defs.iter()
+            .map(|d| {
+                serde_json::from_str(d)
+                    .map_err(|e| ApiError::Internal(format!("network in the store: {e}")))
+            })
+            .collect()
+    }
+
+    pub fn delete_network(&self, name: &str) -> ApiResult<()> {
+        self.conn()
+            .execute("DELETE FROM networks WHERE name = ?1", params![name])?;
         Ok(())
     }
 
@@ -317,6 +407,7 @@ mod tests {
             created_at: now_rfc3339(),
             updated_at: now_rfc3339(),
             disks: Vec::new(),
+            nics: Vec::new(),
         }
     }
 
@@ -367,5 +458,53 @@ mod tests {
         .expect("event");
         assert_eq!(s.recent_events(10, Some("a")).expect("events").len(), 1);
         assert!(s.recent_events(10, Some("b")).expect("events").is_empty());
+    }
+
+    #[test]
+    fn networks_and_nics_are_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("c.db")).expect("open");
+        let net = pb::Network {
+            name: "default".into(),
+            mode: pb::NetworkMode::Nat as i32,
+            subnet: "10.77.0.0/24".into(),
+            bridge: "kbr-default".into(),
+            ..Default::default()
+        };
+        s.insert_network(&net).expect("insert");
+        let e = s.insert_network(&net).expect_err("dup");
+        assert!(matches!(e, ApiError::AlreadyExists(_)), "{e}");
+        assert_eq!(s.get_network("default").expect("get"), Some(net.clone()));
+        assert_eq!(s.list_networks().expect("list"), vec![net]);
+        s.delete_network("default").expect("delete");
+        assert_eq!(s.get_network("default").expect("get"), None);
+
+        let mut r = row("a");
+        r.spec.nics = vec![pb::NicRequest {
+            network: "default".into(),
+            mac: "52:54:00:00:00:01".into(),
+            model: String::new(),
+        }];
+        s.insert_vm(&r).expect("insert vm");
+        let nv = pb::NodeVm {
+            id: "id-a".into(),
+            seq: 1,
+            spec: Some(pb::VmSpec::default()),
+            nics: vec![pb::VmNic {
+                id: "net0".into(),
+                network: "default".into(),
+                mac: "52:54:00:00:00:01".into(),
+                ip: "10.77.0.5".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        s.apply_node_vm(&nv).expect("apply");
+        let got = s.get_vm("a").expect("get").expect("present");
+        assert_eq!(got.nics[0].ip, "10.77.0.5");
+        assert_eq!(got.to_pb().nics.len(), 1);
+        // The node's spec (no NIC requests here) replaced the requested NICs.
+        assert_eq!(got.macs().collect::<Vec<_>>(), ["52:54:00:00:00:01"]);
+        assert_eq!(got.networks().collect::<Vec<_>>(), ["default"]);
     }
 }

@@ -46,7 +46,7 @@ impl Controller {
     pub async fn create_vm(self: &Arc<Self>, req: pb::CreateVmRequest) -> ApiResult<pb::Vm> {
         let requested_at = SystemTime::now();
         validate_name(&req.name)?;
-        let spec = req
+        let mut spec = req
             .spec
             .ok_or_else(|| ApiError::InvalidArgument("spec is required".into()))?;
         if spec.vcpu == 0 {
@@ -65,6 +65,9 @@ impl Controller {
         }
         let node = self.schedule(&req.node, &spec)?;
         let mut client = self.nodes.client(&node)?;
+        // MACs are picked and stored under one lock: no two VMs get the same.
+        let nic_guard = self.nic_lock.lock().await;
+        self.assign_macs(&req.name, &mut spec.nics)?;
         let now = now_rfc3339();
         let row = VmRow {
             id: uuid::Uuid::new_v4().to_string(),
@@ -79,8 +82,10 @@ impl Controller {
             created_at: now.clone(),
             updated_at: now,
             disks: Vec::new(),
+            nics: Vec::new(),
         };
         self.store.insert_vm(&row)?;
+        drop(nic_guard);
         let defined = client
             .define_vm(pb::DefineVmRequest {
                 id: row.id.clone(),

@@ -39,12 +39,12 @@ fn find_disk(disks: &[Disk], which: &str) -> ApiResult<(usize, Disk)> {
         })
 }
 
-fn live(vm: &Vm) -> bool {
+pub(super) fn live(vm: &Vm) -> bool {
     matches!(vm.status().state, VmState::Running | VmState::Paused)
 }
 
 impl Node {
-    fn save_spec(&self, vm: &Vm) -> ApiResult<()> {
+    pub(super) fn save_spec(&self, vm: &Vm) -> ApiResult<()> {
         let spec = vm.spec();
         let dir = self.spec_dir(&spec.id);
         write_spec(&dir, &spec).map_err(|e| {

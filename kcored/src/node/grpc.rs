@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{DEFAULT_STOP_TIMEOUT, Node};
 use crate::convert::spec_from_pb;
 use crate::error::ApiError;
+use crate::netdef::NetworkDef;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -352,5 +353,44 @@ impl NodeAgent for NodeAgentService {
         Ok(Response::new(pb::ExecQmpResponse {
             reply_json: reply.to_string(),
         }))
+    }
+
+    async fn ensure_network(
+        &self,
+        req: Request<pb::Network>,
+    ) -> Result<Response<pb::NetworkOnNode>, Status> {
+        let def = NetworkDef::from_pb(&req.into_inner())?;
+        Ok(Response::new(self.node.networks().ensure(def).await?))
+    }
+
+    async fn delete_node_network(
+        &self,
+        req: Request<pb::DeleteNetworkRequest>,
+    ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
+        self.node.delete_network(&req.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteNetworkResponse {}))
+    }
+
+    async fn list_node_networks(
+        &self,
+        _: Request<pb::ListNetworksRequest>,
+    ) -> Result<Response<pb::ListNodeNetworksResponse>, Status> {
+        Ok(Response::new(pb::ListNodeNetworksResponse {
+            networks: self.node.networks().list(),
+        }))
+    }
+
+    async fn attach_node_nic(
+        &self,
+        req: Request<pb::AttachNicRequest>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        Ok(Response::new(self.node.attach_nic(req.into_inner()).await?))
+    }
+
+    async fn detach_node_nic(
+        &self,
+        req: Request<pb::DetachNicRequest>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        Ok(Response::new(self.node.detach_nic(req.into_inner()).await?))
     }
 }

@@ -5,7 +5,10 @@
 //! the previous daemon; run dirs of VMs it no longer knows are removed.
 
 mod disks;
+mod dnsmasq;
 pub mod grpc;
+pub mod network;
+mod nics;
 pub mod storage;
 
 use std::collections::HashMap;
@@ -31,6 +34,8 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct NodeConfig {
     pub name: String,
     pub data_dir: PathBuf,
+    /// Runtime state: `<run-dir>/networks/<name>/` (dnsmasq's pid and lease files).
+    pub run_dir: PathBuf,
     pub host: Arc<HostConfig>,
     pub limits: HostLimits,
     pub qemu_version: String,
@@ -41,6 +46,7 @@ pub struct NodeConfig {
 pub struct Node {
     cfg: NodeConfig,
     storage: Arc<storage::NodeStorage>,
+    net: Arc<network::NodeNetworks>,
     vms: RwLock<HashMap<String, Vm>>,
     seq: AtomicU64,
     events: broadcast::Sender<pb::NodeVmEvent>,
@@ -67,6 +73,13 @@ impl Node {
             &cfg.pools,
             cfg.host.run_as.clone(),
         )?);
+        let net = Arc::new(network::NodeNetworks::open(
+            &cfg.name,
+            &cfg.data_dir,
+            &cfg.run_dir,
+        )?);
+        // Networks before VMs: a VM restarted by its policy needs its bridge.
+        net.load().await;
         let (events, _) = broadcast::channel(4096);
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();
         // Sequence numbers only grow, across daemon restarts too: start from the clock.
@@ -77,6 +90,7 @@ impl Node {
         let node = Arc::new(Node {
             cfg,
             storage,
+            net,
             vms: RwLock::new(HashMap::new()),
             seq: AtomicU64::new(seq0),
             events,
@@ -86,7 +100,7 @@ impl Node {
         let specs = load_specs(&vms_dir);
         let mut recovered = Vec::new();
         for spec in specs {
-            let vm = Vm::new(spec, node.cfg.host.clone(), node.notifier());
+            let vm = node.new_vm(spec);
             node.write_vms().insert(vm.id().to_string(), vm.clone());
             recovered.push(async move {
                 if let Err(e) = vm.recover().await {
@@ -96,6 +110,8 @@ impl Node {
         }
         futures::future::join_all(recovered).await;
         node.remove_leftover_run_dirs();
+        node.reconcile_taps().await;
+        node.spawn_lease_watch();
         tracing::info!(node = %node.cfg.name, vms = node.read_vms().len(), "node ready");
         Ok(node)
     }
@@ -105,6 +121,17 @@ impl Node {
     }
     fn write_vms(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vm>> {
         self.vms.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A supervised VM whose NICs get their taps from this node's networks.
+    fn new_vm(&self, spec: VmSpec) -> Vm {
+        let vm = Vm::new(spec, self.cfg.host.clone(), self.notifier());
+        vm.set_nic_opener(nics::nic_opener(self.net.clone()));
+        vm
+    }
+
+    pub fn networks(&self) -> &Arc<network::NodeNetworks> {
+        &self.net
     }
 
     pub(crate) fn notifier(&self) -> Notify {
@@ -171,6 +198,7 @@ impl Node {
             seq: self.seq.fetch_add(1, Ordering::SeqCst) + 1,
             spec: Some(spec_to_pb(&spec)),
             disks: storage::disks_to_pb(&spec.disks),
+            nics: self.nics_to_pb(&spec),
         }
     }
 
@@ -224,6 +252,7 @@ impl Node {
                 spec.id
             )));
         }
+        spec.nics = self.nics_from_pb(&spec.id, &api.nics)?;
         let has_image = !api.image.is_empty();
         if has_image {
             // Validate as if the boot disk were there; it is made once all else is fine.
@@ -275,7 +304,7 @@ impl Node {
                 dir.display()
             )))
         })?;
-        let vm = Vm::new(spec, self.cfg.host.clone(), self.notifier());
+        let vm = self.new_vm(spec);
         self.write_vms().insert(vm.id().to_string(), vm.clone());
         Ok(self.snapshot(&vm))
     }
@@ -298,6 +327,8 @@ impl Node {
         let vm = self.vm(id)?;
         vm.destroy(force).await?;
         self.write_vms().remove(id);
+        // QEMU took its taps with it; a leftover would be removed here.
+        self.net.remove_taps_of(id).await;
         if !keep_disks {
             let storage = self.storage.clone();
             let disks = vm.spec().disks.clone();

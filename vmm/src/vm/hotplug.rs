@@ -18,7 +18,7 @@ use crate::spec::{Disk, MachineType};
 const UNPLUG_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Vm {
-    fn hotplug_allowed(&self, op: &'static str) -> Result<MachineType, VmmError> {
+    pub(super) fn hotplug_allowed(&self, op: &'static str) -> Result<MachineType, VmmError> {
         let state = self.status().state;
         if !matches!(state, VmState::Running | VmState::Paused) {
             return Err(VmmError::WrongState {
@@ -29,27 +29,62 @@ impl Vm {
         let machine = self.spec().machine;
         if machine == MachineType::Microvm {
             return Err(VmmError::InvalidSpec(
-                "microvm has no hotplug: stop the VM to change its disks".into(),
+                "microvm has no hotplug: stop the VM to change its disks or NICs".into(),
             ));
         }
         Ok(machine)
     }
 
-    /// A free hotplug port (q35), or None (pc: the root bus takes hotplug).
+    /// A free hotplug port (q35), or None (pc: the root bus takes hotplug). Disks and NICs
+    /// share the ports.
     pub fn free_hotplug_port(&self) -> Result<Option<String>, VmmError> {
         let spec = self.spec();
         if spec.machine != MachineType::Q35 {
             return Ok(None);
         }
+        let used = |p: &str| {
+            spec.disks.iter().any(|d| d.port.as_deref() == Some(p))
+                || spec.nics.iter().any(|n| n.port.as_deref() == Some(p))
+        };
         (0..HOTPLUG_PORTS)
             .map(|i| format!("hp{i}"))
-            .find(|p| !spec.disks.iter().any(|d| d.port.as_deref() == Some(p)))
+            .find(|p| !used(p))
             .map(Some)
             .ok_or_else(|| {
                 VmmError::InvalidSpec(format!(
-                    "all {HOTPLUG_PORTS} hotplug ports are in use: stop the VM to add more disks"
+                    "all {HOTPLUG_PORTS} hotplug ports are in use: stop the VM to add more \
+                     disks or NICs"
                 ))
             })
+    }
+
+    /// `device_del id`, then wait for the guest to release it (`DEVICE_DELETED`).
+    pub(super) async fn unplug_device(&self, id: &str, what: &str) -> Result<(), VmmError> {
+        let qmp = self.qmp()?;
+        let mut events = self.inner.events.subscribe();
+        qmp.execute("device_del", Some(json!({ "id": id }))).await?;
+        let deleted = tokio::time::timeout(UNPLUG_TIMEOUT, async {
+            loop {
+                match events.recv().await {
+                    Ok((name, data))
+                        if name == "DEVICE_DELETED"
+                            && data.get("device").and_then(Value::as_str) == Some(id) =>
+                    {
+                        return true;
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        if !matches!(deleted, Ok(true)) {
+            return Err(VmmError::QmpTimeout {
+                command: format!("device_del {id} (the guest did not release the {what})"),
+                timeout: UNPLUG_TIMEOUT,
+            });
+        }
+        Ok(())
     }
 
     /// Plug `disk` (its `port` chosen with [`Vm::free_hotplug_port`]) into the running
@@ -136,29 +171,7 @@ impl Vm {
         }
         let qmp = self.qmp()?;
         let id = &disk.id;
-        let mut events = self.inner.events.subscribe();
-        qmp.execute("device_del", Some(json!({ "id": id }))).await?;
-        let deleted = tokio::time::timeout(UNPLUG_TIMEOUT, async {
-            loop {
-                match events.recv().await {
-                    Ok((name, data))
-                        if name == "DEVICE_DELETED"
-                            && data.get("device").and_then(Value::as_str) == Some(id) =>
-                    {
-                        return true;
-                    }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(_) => return false,
-                }
-            }
-        })
-        .await;
-        if !matches!(deleted, Ok(true)) {
-            return Err(VmmError::QmpTimeout {
-                command: format!("device_del {id} (the guest did not release the disk)"),
-                timeout: UNPLUG_TIMEOUT,
-            });
-        }
+        self.unplug_device(id, "disk").await?;
         qmp.execute("blockdev-del", Some(json!({ "node-name": id })))
             .await?;
         qmp.execute(

@@ -1,0 +1,346 @@
+//! Networks and NICs in the public API. A network is the controller's (the `networks`
+//! table) and every node's: the controller pushes it to each node (`EnsureNetwork`), and
+//! again to a node that (re)connects, which also drops networks deleted meanwhile. MACs are
+//! picked here, unique across the cluster.
+
+use std::collections::HashMap;
+
+use kcore_netstack::{Ipv4Cidr, MacAddr};
+use kcore_proto::v1 as pb;
+use kcore_proto::v1::node_agent_client::NodeAgentClient;
+use kcore_vmm::spec::NicModel;
+use tonic::transport::Channel;
+
+use super::Controller;
+use crate::convert::now_rfc3339;
+use crate::error::{ApiError, ApiResult};
+use crate::netdef::NetworkDef;
+
+fn mode_name(mode: i32) -> &'static str {
+    match pb::NetworkMode::try_from(mode).unwrap_or_default() {
+        pb::NetworkMode::Nat => "nat",
+        pb::NetworkMode::Bridge => "bridge",
+        pb::NetworkMode::Unspecified => "?",
+    }
+}
+
+/// One status out of several nodes' failures.
+fn combine(errors: Vec<(String, tonic::Status)>) -> ApiError {
+    if errors.len() == 1 {
+        let (_, s) = errors.into_iter().next().expect("one error");
+        return ApiError::Node(s);
+    }
+    let code = errors
+        .first()
+        .map_or(tonic::Code::Unknown, |(_, s)| s.code());
+    let msg = errors
+        .iter()
+        .map(|(n, s)| format!("node {n}: {}", s.message()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    ApiError::Node(tonic::Status::new(code, msg))
+}
+
+impl Controller {
+    pub async fn create_network(&self, req: pb::CreateNetworkRequest) -> ApiResult<pb::Network> {
+        let mode = pb::NetworkMode::try_from(req.mode).unwrap_or_default();
+        let mut def = NetworkDef::new(&req.name, mode, &req.subnet, &req.bridge, &req.uplink)?;
+        def.created_at = now_rfc3339();
+        let _g = self.net_lock.lock().await;
+        if self.store.get_network(&def.name)?.is_some() {
+            return Err(ApiError::AlreadyExists(format!(
+                "a network named {:?} already exists",
+                def.name
+            )));
+        }
+        for other in self.store.list_networks()? {
+            if other.bridge == def.bridge {
+                return Err(ApiError::InvalidArgument(format!(
+                    "bridge {} is network {}'s already",
+                    def.bridge, other.name
+                )));
+            }
+            let theirs = other.subnet.parse::<Ipv4Cidr>().ok();
+            if let (Some(ours), Some(theirs)) = (def.cidr(), theirs)
+                && ours.overlaps(&theirs)
+            {
+                return Err(ApiError::InvalidArgument(format!(
+                    "subnet {ours} overlaps network {} ({theirs})",
+                    other.name
+                )));
+            }
+        }
+        let mut net = def.to_pb();
+        self.store.insert_network(&net)?;
+        let mut errors = Vec::new();
+        for mut l in self.nodes.all().into_iter().filter(|l| l.ready) {
+            match l.client.ensure_network(net.clone()).await {
+                Ok(r) => net.nodes.push(r.into_inner()),
+                Err(s) => {
+                    net.nodes.push(pb::NetworkOnNode {
+                        node: l.name.clone(),
+                        ready: false,
+                        message: s.message().to_string(),
+                        ..Default::default()
+                    });
+                    errors.push((l.name, s));
+                }
+            }
+        }
+        if !errors.is_empty() && net.nodes.iter().all(|n| !n.ready) {
+            // Each node undid its own failed first attempt: nothing is left anywhere.
+            self.store.delete_network(&net.name)?;
+            return Err(combine(errors));
+        }
+        self.emit(
+            "network.created",
+            None,
+            format!(
+                "{} ({}) on {} node(s){}",
+                net.name,
+                mode_name(net.mode),
+                net.nodes.iter().filter(|n| n.ready).count(),
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(", failed on {}", errors.len())
+                }
+            ),
+        );
+        Ok(net)
+    }
+
+    /// Every network with how each node has it, and how many VMs use it.
+    pub async fn list_networks(&self) -> ApiResult<Vec<pb::Network>> {
+        let mut nets = self.store.list_networks()?;
+        let vms = self.store.list_vms(None)?;
+        for mut l in self.nodes.all() {
+            let missing = |message: &str| pb::NetworkOnNode {
+                node: l.name.clone(),
+                ready: false,
+                message: message.to_string(),
+                ..Default::default()
+            };
+            let statuses: Vec<pb::NetworkOnNode> = if !l.ready {
+                nets.iter().map(|_| missing("node not ready")).collect()
+            } else {
+                match l
+                    .client
+                    .list_node_networks(pb::ListNetworksRequest {})
+                    .await
+                {
+                    Ok(r) => {
+                        let have = r.into_inner().networks;
+                        nets.iter()
+                            .map(|n| {
+                                have.iter()
+                                    .find(|h| h.network.as_ref().is_some_and(|d| d.name == n.name))
+                                    .and_then(|h| h.status.clone())
+                                    .unwrap_or_else(|| missing("not on this node"))
+                            })
+                            .collect()
+                    }
+                    Err(s) => nets.iter().map(|_| missing(s.message())).collect(),
+                }
+            };
+            for (n, st) in nets.iter_mut().zip(statuses) {
+                n.nodes.push(st);
+            }
+        }
+        for n in &mut nets {
+            n.vm_count = vms
+                .iter()
+                .filter(|v| v.networks().any(|x| x == n.name))
+                .count() as u32;
+        }
+        Ok(nets)
+    }
+
+    pub async fn get_network(&self, name: &str) -> ApiResult<pb::Network> {
+        if self.store.get_network(name)?.is_none() {
+            return Err(ApiError::NotFound(format!("no network named {name:?}")));
+        }
+        self.list_networks()
+            .await?
+            .into_iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| ApiError::NotFound(format!("no network named {name:?}")))
+    }
+
+    /// Delete a network no VM uses, from every node it is on, then from the store. A node
+    /// that is not ready drops it when it comes back.
+    pub async fn delete_network(&self, name: &str) -> ApiResult<()> {
+        let _g = self.net_lock.lock().await;
+        if self.store.get_network(name)?.is_none() {
+            return Err(ApiError::NotFound(format!("no network named {name:?}")));
+        }
+        let users: Vec<String> = self
+            .store
+            .list_vms(None)?
+            .into_iter()
+            .filter(|v| v.networks().any(|n| n == name))
+            .map(|v| v.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "network {name} is in use by VM(s) {}: delete them or detach their NICs first",
+                users.join(", ")
+            )));
+        }
+        let mut errors = Vec::new();
+        for mut l in self.nodes.all().into_iter().filter(|l| l.ready) {
+            let r = l
+                .client
+                .delete_node_network(pb::DeleteNetworkRequest {
+                    name: name.to_string(),
+                })
+                .await;
+            match r {
+                Ok(_) => {}
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                Err(s) => errors.push((l.name, s)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(combine(errors));
+        }
+        self.store.delete_network(name)?;
+        self.emit("network.deleted", None, name.to_string());
+        Ok(())
+    }
+
+    /// A node (re)connected: give it every network it lacks (or has not ready), and take
+    /// away the ones deleted while it was away.
+    pub async fn sync_networks(&self, node: &str, mut client: NodeAgentClient<Channel>) {
+        let _g = self.net_lock.lock().await;
+        let (want, have) = match (
+            self.store.list_networks(),
+            client.list_node_networks(pb::ListNetworksRequest {}).await,
+        ) {
+            (Ok(w), Ok(h)) => (w, h.into_inner().networks),
+            (Err(e), _) => return tracing::warn!(node, error = %e, "network sync"),
+            (_, Err(e)) => return tracing::warn!(node, error = %e, "network sync"),
+        };
+        for n in &want {
+            let fine = have.iter().any(|h| {
+                h.status.as_ref().is_some_and(|s| s.ready)
+                    && h.network.as_ref().is_some_and(|d| {
+                        NetworkDef::from_pb(d)
+                            .ok()
+                            .zip(NetworkDef::from_pb(n).ok())
+                            .is_some_and(|(a, b)| a.same_as(&b))
+                    })
+            });
+            if !fine && let Err(e) = client.ensure_network(n.clone()).await {
+                tracing::warn!(node, network = %n.name, error = %e.message(), "cannot ensure network");
+            }
+        }
+        for h in have.iter().filter_map(|h| h.network.as_ref()) {
+            if want.iter().any(|n| n.name == h.name) {
+                continue;
+            }
+            let r = client
+                .delete_node_network(pb::DeleteNetworkRequest {
+                    name: h.name.clone(),
+                })
+                .await;
+            match r {
+                Ok(_) => tracing::info!(node, network = %h.name, "removed a deleted network"),
+                Err(e) => {
+                    tracing::warn!(node, network = %h.name, error = %e.message(), "cannot remove network")
+                }
+            }
+        }
+    }
+
+    /// Check a VM's NIC requests (`vm` names it in messages): each network exists, each
+    /// model is known, each MAC is valid and not used by any VM (or is generated so).
+    pub(super) fn assign_macs(&self, vm: &str, nics: &mut [pb::NicRequest]) -> ApiResult<()> {
+        if nics.is_empty() {
+            return Ok(());
+        }
+        let mut used: HashMap<String, String> = HashMap::new();
+        for row in self.store.list_vms(None)? {
+            for m in row.macs() {
+                used.insert(m.to_ascii_lowercase(), row.name.clone());
+            }
+        }
+        for n in nics.iter_mut() {
+            if self.store.get_network(&n.network)?.is_none() {
+                return Err(ApiError::NotFound(format!(
+                    "no network named {:?} (see kctl network list)",
+                    n.network
+                )));
+            }
+            n.model
+                .parse::<NicModel>()
+                .map_err(ApiError::InvalidArgument)?;
+            if n.mac.is_empty() {
+                n.mac = loop {
+                    let m = MacAddr::generate()?.to_string();
+                    if !used.contains_key(&m) {
+                        break m;
+                    }
+                };
+            } else {
+                let m = n.mac.parse::<MacAddr>()?.to_string();
+                if let Some(owner) = used.get(&m) {
+                    return Err(ApiError::AlreadyExists(format!(
+                        "MAC {m} is already used by VM {owner}"
+                    )));
+                }
+                n.mac = m;
+            }
+            used.insert(n.mac.clone(), vm.to_string());
+        }
+        Ok(())
+    }
+
+    /// Add a NIC to a VM (hot-plugged when it runs).
+    pub async fn attach_nic(&self, r: pb::AttachNicRequest) -> ApiResult<pb::Vm> {
+        let row = self.get_row(&r.vm)?;
+        let mut client = self.nodes.client(&row.node)?;
+        let _g = self.nic_lock.lock().await;
+        let mut nic = [pb::NicRequest {
+            network: r.network,
+            mac: r.mac,
+            model: r.model,
+        }];
+        self.assign_macs(&row.name, &mut nic)?;
+        let [nic] = nic;
+        let nv = client
+            .attach_node_nic(pb::AttachNicRequest {
+                vm: row.id.clone(),
+                network: nic.network.clone(),
+                mac: nic.mac.clone(),
+                model: nic.model,
+            })
+            .await?
+            .into_inner();
+        self.apply_node_vm(&nv)?;
+        let row = self.get_row(&row.id)?;
+        self.emit(
+            "vm.nic",
+            Some(&row),
+            format!("attached a NIC {} on network {}", nic.mac, nic.network),
+        );
+        Ok(row.to_pb())
+    }
+
+    /// Remove a NIC from a VM (unplugged when it runs).
+    pub async fn detach_nic(&self, r: pb::DetachNicRequest) -> ApiResult<pb::Vm> {
+        let row = self.get_row(&r.vm)?;
+        let mut client = self.nodes.client(&row.node)?;
+        let nv = client
+            .detach_node_nic(pb::DetachNicRequest {
+                vm: row.id.clone(),
+                nic: r.nic.clone(),
+            })
+            .await?
+            .into_inner();
+        self.apply_node_vm(&nv)?;
+        let row = self.get_row(&row.id)?;
+        self.emit("vm.nic", Some(&row), format!("detached NIC {}", r.nic));
+        Ok(row.to_pb())
+    }
+}

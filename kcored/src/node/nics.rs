@@ -1,0 +1,426 @@
+//! VMs' NICs on this node. Each NIC has a fixed tap name (`ktap-` + a hash of the VM id and
+//! the NIC id) and gets its tap at every launch: the node opens it through the tun driver
+//! (not persistent, with a virtio-net header), marks it as kcore's, makes it a port of the
+//! network's bridge and hands the descriptor to QEMU, which from then on is the only holder.
+//! So the tap lives exactly as long as QEMU (or, hot-plugged, as its netdev): it survives a
+//! daemon restart with the VM, and disappears when QEMU exits, crashed or stopped. Taps of
+//! VMs that are gone are removed when the node starts.
+
+use std::collections::HashSet;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kcore_netstack::link::{TAP_PREFIX, derive_name};
+use kcore_netstack::tap::{TapSpec, open_tap};
+use kcore_netstack::{MacAddr, Mark, NetError};
+use kcore_proto::v1 as pb;
+use kcore_vmm::VmmError;
+use kcore_vmm::spec::{Nic, NicModel, VmSpec};
+use kcore_vmm::vm::NicOpener;
+use rtnetlink::LinkUnspec;
+
+use super::Node;
+use super::disks::live;
+use super::network::NodeNetworks;
+use crate::error::{ApiError, ApiResult};
+
+/// How often the lease files are checked for changes (a new lease updates the VM's NICs).
+const LEASE_POLL: Duration = Duration::from_secs(2);
+
+/// The host side of a tap gets the guest's MAC with `fe` in front (as libvirt does): a high
+/// address never becomes the MAC of a bridge that takes its lowest port's.
+fn host_side_mac(guest: &str) -> Option<Vec<u8>> {
+    let mac: MacAddr = guest.parse().ok()?;
+    let mut o = mac.octets();
+    o[0] = 0xfe;
+    Some(o.to_vec())
+}
+
+fn tap_mark(vm_id: &str, nic: &Nic) -> Result<Mark, NetError> {
+    Mark::new("tap", format!("{vm_id}/{}", nic.id))
+}
+
+impl NodeNetworks {
+    /// Create `nic`'s tap on its network's bridge; the descriptor is QEMU's to hold.
+    pub async fn open_tap(&self, vm_id: &str, nic: &Nic) -> ApiResult<OwnedFd> {
+        let def = self.get(&nic.network).ok_or_else(|| {
+            ApiError::FailedPrecondition(format!(
+                "network {} does not exist on node {}",
+                nic.network, self.node
+            ))
+        })?;
+        let br = self.nl.get(&def.bridge).await?.ok_or_else(|| {
+            ApiError::FailedPrecondition(format!(
+                "the bridge {} of network {} is missing on node {}",
+                def.bridge, def.name, self.node
+            ))
+        })?;
+        // A tap of that name can only be a leftover here (QEMU is not running): remove it.
+        if let Some(old) = self.nl.get(&nic.tap).await? {
+            if old.mark() != Some(tap_mark(vm_id, nic)?) {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "a link named {} exists on node {} and is not this NIC's tap",
+                    nic.tap, self.node
+                )));
+            }
+            self.nl.delete_tap(&nic.tap).await?;
+        }
+        let fd = open_tap(&TapSpec::new(nic.tap.clone()))?;
+        // From here on, dropping `fd` removes the tap again.
+        self.nl.set_mark(&nic.tap, &tap_mark(vm_id, nic)?).await?;
+        let tap = self.nl.require("tap", &nic.tap).await?;
+        let mut msg = LinkUnspec::new_with_index(tap.index)
+            .controller(br.index)
+            .up();
+        if let Some(mac) = host_side_mac(&nic.mac) {
+            msg = msg.address(mac);
+        }
+        if let Some(mtu) = br.mtu {
+            msg = msg.mtu(mtu);
+        }
+        self.nl
+            .handle()
+            .link()
+            .set(msg.build())
+            .execute()
+            .await
+            .map_err(|source| NetError::Netlink {
+                op: "attach tap",
+                name: format!("{} to {}", nic.tap, def.bridge),
+                source,
+            })?;
+        tracing::info!(tap = %nic.tap, bridge = %def.bridge, vm = vm_id, nic = %nic.id, "tap ready");
+        Ok(fd)
+    }
+
+    /// The taps of every NIC of `spec`, in order.
+    pub async fn open_taps(&self, spec: &VmSpec) -> ApiResult<Vec<OwnedFd>> {
+        let mut fds = Vec::with_capacity(spec.nics.len());
+        for nic in &spec.nics {
+            fds.push(self.open_tap(&spec.id, nic).await?);
+        }
+        Ok(fds)
+    }
+
+    /// Delete the taps of one VM (after its QEMU is gone they normally are already).
+    pub async fn remove_taps_of(&self, vm_id: &str) {
+        self.sweep_taps(|vm| vm != vm_id).await;
+    }
+
+    /// Delete kcore's taps whose VM `keep` says no to.
+    pub async fn sweep_taps(&self, keep: impl Fn(&str) -> bool) {
+        let links = match self.nl.list_kcore_links().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list links");
+                return;
+            }
+        };
+        for l in links {
+            let Some(mark) = l.mark().filter(|m| m.purpose() == "tap") else {
+                continue;
+            };
+            let vm = mark.owner().split('/').next().unwrap_or_default();
+            if keep(vm) {
+                continue;
+            }
+            match self.nl.delete_tap(&l.name).await {
+                Ok(_) => {
+                    tracing::info!(tap = %l.name, vm, "removed a tap of a VM that is not running")
+                }
+                Err(e) => tracing::warn!(tap = %l.name, error = %e, "cannot remove tap"),
+            }
+        }
+    }
+
+    /// A running VM's tap back on its bridge (after the bridge was made again).
+    async fn reattach_tap(&self, nic: &Nic) -> ApiResult<()> {
+        let Some(def) = self.get(&nic.network) else {
+            return Ok(());
+        };
+        let (Some(br), Some(tap)) = (
+            self.nl.get(&def.bridge).await?,
+            self.nl.get(&nic.tap).await?,
+        ) else {
+            tracing::warn!(tap = %nic.tap, "tap or bridge missing: the NIC has no network until the VM restarts");
+            return Ok(());
+        };
+        if tap.controller != Some(br.index) {
+            let msg = LinkUnspec::new_with_index(tap.index)
+                .controller(br.index)
+                .up()
+                .build();
+            self.nl
+                .handle()
+                .link()
+                .set(msg)
+                .execute()
+                .await
+                .map_err(|source| NetError::Netlink {
+                    op: "attach tap",
+                    name: nic.tap.clone(),
+                    source,
+                })?;
+            tracing::info!(tap = %nic.tap, bridge = %def.bridge, "tap attached again");
+        }
+        Ok(())
+    }
+}
+
+/// The [`NicOpener`] the node gives each VM.
+pub fn nic_opener(net: Arc<NodeNetworks>) -> NicOpener {
+    Arc::new(move |spec: VmSpec| {
+        let net = net.clone();
+        Box::pin(async move {
+            net.open_taps(&spec)
+                .await
+                .map_err(|e| VmmError::Network(e.to_string()))
+        })
+    })
+}
+
+/// Find a NIC by id (net1), MAC, tap name or index.
+fn find_nic(nics: &[Nic], which: &str) -> ApiResult<Nic> {
+    let index = which.parse::<usize>().ok();
+    nics.iter()
+        .enumerate()
+        .find(|(i, n)| {
+            n.id == which
+                || n.mac.eq_ignore_ascii_case(which)
+                || n.tap == which
+                || index == Some(*i)
+        })
+        .map(|(_, n)| n.clone())
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no NIC {which:?} on this VM (NICs: {})",
+                nics.iter()
+                    .map(|n| format!("{} {} on {}", n.id, n.mac, n.network))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+impl Node {
+    /// A NIC for `req` with id `id`: the network must be on this node; the MAC is taken
+    /// as given (the controller checked it is unique) or generated.
+    fn make_nic(&self, vm_id: &str, id: String, req: &pb::NicRequest) -> ApiResult<Nic> {
+        if self.net.get(&req.network).is_none() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "network {:?} does not exist on node {}",
+                req.network, self.cfg.name
+            )));
+        }
+        let mac = if req.mac.is_empty() {
+            MacAddr::generate()?
+        } else {
+            req.mac.parse::<MacAddr>()?
+        };
+        let model: NicModel = req.model.parse().map_err(ApiError::InvalidArgument)?;
+        Ok(Nic {
+            tap: derive_name(TAP_PREFIX, &format!("{vm_id}/{id}"))?,
+            id,
+            network: req.network.clone(),
+            mac: mac.to_string(),
+            model,
+            port: None,
+        })
+    }
+
+    pub(super) fn nics_from_pb(&self, vm_id: &str, reqs: &[pb::NicRequest]) -> ApiResult<Vec<Nic>> {
+        reqs.iter()
+            .enumerate()
+            .map(|(i, r)| self.make_nic(vm_id, format!("net{i}"), r))
+            .collect()
+    }
+
+    /// The API's view of a VM's NICs, with the leased address on nat networks.
+    pub(super) fn nics_to_pb(&self, spec: &VmSpec) -> Vec<pb::VmNic> {
+        spec.nics
+            .iter()
+            .map(|n| {
+                let ip = self
+                    .net
+                    .leases(&n.network)
+                    .into_iter()
+                    .filter(|l| l.mac.to_string().eq_ignore_ascii_case(&n.mac))
+                    .max_by_key(|l| l.expiry)
+                    .map(|l| l.ip.to_string())
+                    .unwrap_or_default();
+                pb::VmNic {
+                    id: n.id.clone(),
+                    network: n.network.clone(),
+                    mac: n.mac.clone(),
+                    model: n.model.as_str().to_string(),
+                    tap: n.tap.clone(),
+                    ip,
+                }
+            })
+            .collect()
+    }
+
+    /// A new NIC: hot-plugged when the VM runs, in the spec either way.
+    pub async fn attach_nic(&self, r: pb::AttachNicRequest) -> ApiResult<pb::NodeVm> {
+        let vm = self.vm(&r.vm)?;
+        let state = vm.status().state;
+        if state.is_active() && !live(&vm) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "VM {} is {state}: wait for it to settle",
+                vm.name()
+            )));
+        }
+        let spec = vm.spec();
+        let id = (0..)
+            .map(|i| format!("net{i}"))
+            .find(|id| !spec.nics.iter().any(|n| &n.id == id))
+            .unwrap_or_else(|| "net-x".into());
+        let req = pb::NicRequest {
+            network: r.network.clone(),
+            mac: r.mac.clone(),
+            model: r.model.clone(),
+        };
+        let mut nic = self.make_nic(&spec.id, id, &req)?;
+        if let Some(other) = spec
+            .nics
+            .iter()
+            .find(|n| n.mac.eq_ignore_ascii_case(&nic.mac))
+        {
+            return Err(ApiError::AlreadyExists(format!(
+                "NIC {} of this VM has MAC {} already",
+                other.id, nic.mac
+            )));
+        }
+        if live(&vm) {
+            nic.port = vm.free_hotplug_port()?;
+            let fd = self.net.open_tap(&spec.id, &nic).await?;
+            vm.attach_nic(&nic, fd).await?;
+        }
+        vm.update_spec(|s| s.nics.push(nic));
+        self.save_spec(&vm)?;
+        Ok(self.snapshot(&vm))
+    }
+
+    /// Unplug a NIC (waiting for the guest) when the VM runs; out of the spec either way.
+    pub async fn detach_nic(&self, r: pb::DetachNicRequest) -> ApiResult<pb::NodeVm> {
+        let vm = self.vm(&r.vm)?;
+        let nic = find_nic(&vm.spec().nics, &r.nic)?;
+        if live(&vm) {
+            vm.detach_nic(&nic).await?;
+        } else if vm.status().state.is_active() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "VM {} is {}: wait for it to settle",
+                vm.name(),
+                vm.status().state
+            )));
+        }
+        vm.update_spec(|s| s.nics.retain(|n| n.id != nic.id));
+        self.save_spec(&vm)?;
+        // netdev_del closed QEMU's descriptor, which removed the tap; make sure.
+        if let Err(e) = self.net.nl.delete_tap(&nic.tap).await {
+            tracing::debug!(tap = %nic.tap, error = %e, "tap not removed");
+        }
+        Ok(self.snapshot(&vm))
+    }
+
+    /// Remove a network from this node, unless a VM here has a NIC on it.
+    pub async fn delete_network(&self, name: &str) -> ApiResult<()> {
+        let users: Vec<String> = self
+            .read_vms()
+            .values()
+            .filter(|vm| vm.spec().nics.iter().any(|n| n.network == name))
+            .map(|vm| vm.name().to_string())
+            .collect();
+        if !users.is_empty() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "network {name} is in use on node {} by VM(s) {}: delete them or detach their \
+                 NICs first",
+                self.cfg.name,
+                users.join(", ")
+            )));
+        }
+        self.net.delete(name).await
+    }
+
+    /// After the VMs were recovered: remove the taps of VMs that do not run, put running
+    /// VMs' taps back on their bridges if a bridge was made again.
+    pub(super) async fn reconcile_taps(&self) {
+        let vms: Vec<_> = self.read_vms().values().cloned().collect();
+        let running: HashSet<String> = vms
+            .iter()
+            .filter(|vm| vm.status().state.is_active())
+            .map(|vm| vm.id().to_string())
+            .collect();
+        self.net.sweep_taps(|vm| running.contains(vm)).await;
+        for vm in vms.iter().filter(|vm| running.contains(vm.id())) {
+            for nic in &vm.spec().nics {
+                if let Err(e) = self.net.reattach_tap(nic).await {
+                    tracing::warn!(vm = %vm.name(), nic = %nic.id, error = %e, "cannot reattach tap");
+                }
+            }
+        }
+    }
+
+    /// Publish a VM again when a lease on one of its networks changed, so its NICs show
+    /// the address.
+    pub(super) fn spawn_lease_watch(self: &Arc<Self>) {
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_POLL).await;
+                let Some(node) = node.upgrade() else { return };
+                let changed = node.net.changed_leases();
+                if changed.is_empty() {
+                    continue;
+                }
+                let notify = node.notifier();
+                for vm in node.read_vms().values() {
+                    if vm.spec().nics.iter().any(|n| changed.contains(&n.network)) {
+                        notify(vm.id());
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nic(id: &str, mac: &str) -> Nic {
+        Nic {
+            id: id.into(),
+            network: "n".into(),
+            mac: mac.into(),
+            model: NicModel::Virtio,
+            tap: format!("ktap-{id}"),
+            port: None,
+        }
+    }
+
+    #[test]
+    fn nics_are_found_by_id_mac_tap_or_index() {
+        let nics = [
+            nic("net0", "52:54:00:00:00:01"),
+            nic("net1", "52:54:00:00:00:02"),
+        ];
+        for which in [
+            "net1",
+            "52:54:00:00:00:02",
+            "52:54:00:00:00:02".to_uppercase().as_str(),
+            "ktap-net1",
+            "1",
+        ] {
+            assert_eq!(find_nic(&nics, which).expect(which).id, "net1");
+        }
+        let e = find_nic(&nics, "net7").expect_err("missing").to_string();
+        assert!(e.contains("net0 52:54:00:00:00:01 on n"), "{e}");
+        assert_eq!(
+            host_side_mac("52:54:00:ab:cd:ef"),
+            Some(vec![0xfe, 0x54, 0, 0xab, 0xcd, 0xef])
+        );
+        assert_eq!(host_side_mac("junk"), None);
+    }
+}
