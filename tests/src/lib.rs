@@ -5,7 +5,10 @@
 //! - `qemu-system-x86_64` (apt-get install qemu-system-x86), `busybox-static` and `cpio`
 //!   for the test guest, which `scripts/build-test-guest.sh` builds once and caches;
 //! - the user `kcore-qemu` (useradd --system kcore-qemu), as QEMU does not run as root;
-//! - the binaries: `cargo build -p kcored -p kctl` (the README's test command does this).
+//! - the binaries: `cargo build -p kcored -p kctl` (the README's test command does this);
+//! - for the network tests: `ip` (iproute2), `nft` (nftables), `dnsmasq` (dnsmasq-base) and
+//!   `busybox` (its `ping`, from the namespaces' side). Those tests run the daemon inside a
+//!   network namespace they create ([`NetNs`]), never on the host's interfaces.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -128,12 +131,89 @@ impl Run {
     }
 }
 
-/// A running `kcored all-in-one` in temp dirs. Killed, with its QEMUs, when dropped.
+/// A network namespace `kcoretest-<unique>` with `lo` up, deleted when dropped. Drop it
+/// after the [`Daemon`] that runs in it (declare it first).
+#[derive(Debug)]
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn create() -> NetNs {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!(
+            "kcoretest-{:x}",
+            (std::process::id() << 12) ^ nanos ^ (seq << 24)
+        );
+        let ns = NetNs { name };
+        run_tool("ip", &["netns", "add", &ns.name]).expect_ok("ip netns add");
+        ns.ip(&["link", "set", "lo", "up"]).expect_ok("lo up");
+        ns
+    }
+
+    /// `ip -n NS ARGS...`.
+    pub fn ip(&self, args: &[&str]) -> Run {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        run_tool("ip", &all)
+    }
+
+    /// `ip netns exec NS ARGS...`.
+    pub fn exec(&self, args: &[&str]) -> Run {
+        let mut all = vec!["netns", "exec", self.name.as_str()];
+        all.extend_from_slice(args);
+        run_tool("ip", &all)
+    }
+
+    /// `ip -o link` in the namespace: one line per link.
+    pub fn links(&self) -> String {
+        self.ip(&["-o", "link"]).expect_ok("ip link").stdout
+    }
+
+    /// `nft list tables` in the namespace.
+    pub fn nft_tables(&self) -> String {
+        self.exec(&["nft", "list", "tables"])
+            .expect_ok("nft list tables")
+            .stdout
+    }
+
+    /// True once `busybox ping` from the namespace reaches `ip` (one echo, 2 s timeout).
+    pub fn ping(&self, ip: &str) -> bool {
+        self.exec(&["busybox", "ping", "-c", "1", "-W", "2", ip]).ok
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let r = run_tool("ip", &["netns", "delete", &self.name]);
+        if !r.ok {
+            eprintln!("ip netns delete {}: {}", self.name, r.stderr);
+        }
+    }
+}
+
+/// Run a host tool (no shell); a tool that is not installed fails the test saying so.
+pub fn run_tool(program: &str, args: &[&str]) -> Run {
+    match Command::new(program).args(args).output() {
+        Ok(o) => Run::from(o),
+        Err(e) => panic!("cannot run {program} ({e}): install it (see tests/src/lib.rs)"),
+    }
+}
+
+/// A running `kcored all-in-one` in temp dirs. Killed, with its QEMUs and dnsmasqs, when
+/// dropped.
 #[derive(Debug)]
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     extra: Vec<String>,
+    /// The network namespace it runs in (`ip netns exec`), if any.
+    netns: Option<String>,
 }
 
 impl Daemon {
@@ -152,8 +232,18 @@ impl Daemon {
         Self::start_with(&[])
     }
 
+    /// Start a daemon inside the network namespace `ns`: its bridges, taps, dnsmasqs and
+    /// nftables tables are all the namespace's. kctl reaches it over the unix socket.
+    pub fn start_in_netns(ns: &NetNs) -> Daemon {
+        Self::start_full(&[], Some(ns.name.clone()))
+    }
+
     /// Start a daemon with extra `kcored all-in-one` arguments (e.g. `--pool`).
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Self::start_full(extra, None)
+    }
+
+    fn start_full(extra: &[&str], netns: Option<String>) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("kcore-test-")
             .tempdir()
@@ -166,6 +256,7 @@ impl Daemon {
             dir,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            netns,
         };
         d.spawn();
         d
@@ -178,7 +269,16 @@ impl Daemon {
             .open(self.dir.path().join("kcored.log"))
             .expect("daemon log");
         let log2 = log.try_clone().expect("dup log");
-        let child = Command::new(bin("kcored"))
+        // `ip netns exec` execs kcored itself (no fork): the child is the daemon.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("kcored"));
+                c
+            }
+            None => Command::new(bin("kcored")),
+        };
+        let child = cmd
             .arg("all-in-one")
             .arg("--data-dir")
             .arg(self.data_dir())
@@ -362,6 +462,29 @@ impl Daemon {
         }
     }
 
+    /// dnsmasq pids of this daemon's networks (from their pid files, if still dnsmasq).
+    pub fn dnsmasq_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.run_dir().join("networks")) {
+            for e in entries.flatten() {
+                if let Ok(s) = std::fs::read_to_string(e.path().join("dnsmasq.pid"))
+                    && let Ok(p) = s.trim().parse::<u32>()
+                    && alive(p)
+                    && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "dnsmasq")
+                {
+                    pids.push(p);
+                }
+            }
+        }
+        pids
+    }
+
+    /// A live dnsmasq started for this daemon (its pid file is in our run dir).
+    pub fn any_dnsmasq(&self) -> Option<u32> {
+        process_with(&self.run_dir().join("networks").display().to_string())
+    }
+
     /// QEMU pids in this daemon's run dir (from pidfiles).
     pub fn qemu_pids(&self) -> Vec<u32> {
         let mut pids = Vec::new();
@@ -409,7 +532,8 @@ pub fn process_with(needle: &str) -> Option<u32> {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let pids = self.qemu_pids();
+        let mut pids = self.qemu_pids();
+        pids.extend(self.dnsmasq_pids());
         self.kill9();
         for p in pids {
             let _ = nix::sys::signal::kill(
