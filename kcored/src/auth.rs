@@ -33,6 +33,11 @@ pub const READ_METHODS: &[&str] = &[
     "GetNodeStatus",
     "WatchEvents",
     "GetConsoleLog",
+    "ListPools",
+    "ListImages",
+    "ListVolumes",
+    "ListNetworks",
+    "GetNetwork",
 ];
 
 /// Services any valid certificate may call.
@@ -213,7 +218,16 @@ mod tests {
         let e = authorize("/kcore.v1.KcoreService/CreateVM", Role::Viewer).expect_err("create");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert_eq!(e.message(), "role viewer may not call CreateVM");
-        for m in ["DeleteVM", "AttachConsole", "ExecQMP", "StopVM"] {
+        for m in [
+            "DeleteVM",
+            "AttachConsole",
+            "ExecQMP",
+            "StopVM",
+            "CreateNetwork",
+            "DeleteNetwork",
+            "AttachNic",
+            "DetachNic",
+        ] {
             let p = format!("{API_PREFIX}{m}");
             assert!(authorize(&p, Role::Viewer).is_err(), "{p}");
         }

@@ -687,44 +687,6 @@ mod tests {
     }
 
     #[test]
-    fn nics_and_networks() {
-        let c = create(&["--nic", "default", "--nic", "lan,mac=52:54:00:00:00:09"]);
-        assert_eq!(c.nics.len(), 2);
-        assert_eq!(c.nics[1].mac, "52:54:00:00:00:09");
-        let base = ["vm", "create", "w", "--vcpu", "1", "--memory", "1", "--nic"];
-        let err = parse(&[&base[..], &["lan,bogus=1"]].concat()).expect_err("bad nic");
-        assert!(err.to_string().contains("mac=, model="), "{err}");
-        assert!(matches!(
-            parse(&["vm", "nic", "attach", "w", "lan,model=e1000"])
-                .expect("parses")
-                .command,
-            Command::Vm(VmCommand::Nic(NicCommand::Attach { .. }))
-        ));
-        assert!(parse(&["vm", "nic", "detach", "w", "net1"]).is_ok());
-        assert!(
-            parse(&[
-                "network",
-                "create",
-                "n",
-                "--mode",
-                "nat",
-                "--subnet",
-                "10.0.0.0/24"
-            ])
-            .is_ok()
-        );
-        assert!(parse(&["network", "create", "n", "--mode", "other"]).is_err());
-        // --uplink needs --bridge.
-        assert!(
-            parse(&[
-                "network", "create", "n", "--mode", "bridge", "--uplink", "eth0"
-            ])
-            .is_err()
-        );
-        assert!(parse(&["network", "rm", "n"]).is_ok());
-    }
-
-    #[test]
     fn delete_keep_disks() {
         let cli = parse(&["vm", "rm", "w", "--keep-disks"]).expect("parses");
         match cli.command {

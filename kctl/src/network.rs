@@ -321,9 +321,62 @@ pub fn nics_table(nics: &[VmNic]) -> comfy_table::Table {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
     use kcore_proto::v1::NetworkOnNode;
 
     use super::*;
+    use crate::cli::{Cli, Command, VmCommand};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kctl").chain(args.iter().copied()))
+    }
+
+    fn create(args: &[&str]) -> crate::cli::CreateArgs {
+        let mut full = vec!["vm", "create", "web", "--vcpu", "2", "--memory", "512"];
+        full.extend_from_slice(args);
+        match parse(&full).expect("parses").command {
+            Command::Vm(VmCommand::Create(c)) => c,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn nics_and_networks() {
+        let c = create(&["--nic", "default", "--nic", "lan,mac=52:54:00:00:00:09"]);
+        assert_eq!(c.nics.len(), 2);
+        assert_eq!(c.nics[1].mac, "52:54:00:00:00:09");
+        let base = ["vm", "create", "w", "--vcpu", "1", "--memory", "1", "--nic"];
+        let err = parse(&[&base[..], &["lan,bogus=1"]].concat()).expect_err("bad nic");
+        assert!(err.to_string().contains("mac=, model="), "{err}");
+        assert!(matches!(
+            parse(&["vm", "nic", "attach", "w", "lan,model=e1000"])
+                .expect("parses")
+                .command,
+            Command::Vm(VmCommand::Nic(NicCommand::Attach { .. }))
+        ));
+        assert!(parse(&["vm", "nic", "detach", "w", "net1"]).is_ok());
+        assert!(
+            parse(&[
+                "network",
+                "create",
+                "n",
+                "--mode",
+                "nat",
+                "--subnet",
+                "10.0.0.0/24"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["network", "create", "n", "--mode", "other"]).is_err());
+        // --uplink needs --bridge.
+        assert!(
+            parse(&[
+                "network", "create", "n", "--mode", "bridge", "--uplink", "eth0"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["network", "rm", "n"]).is_ok());
+    }
 
     #[test]
     fn nic_specs() {

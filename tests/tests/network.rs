@@ -175,7 +175,28 @@ fn nat_guests_lease_ping_survive_a_restart_and_hotplug() {
 
     // kill -9 of the daemon: QEMU keeps its taps, dnsmasq keeps serving and is adopted.
     let pid_a = a["pid"].as_u64().expect("pid") as u32;
+    // A leftover tap of a VM that no longer exists goes at the restart; a tap that is not
+    // kcore's stays.
+    for (tap, alias) in [
+        (
+            "ktap-leftover",
+            Some("kcore:tap:00000000-0000-4000-8000-000000000000/net0"),
+        ),
+        ("mytap0", None),
+    ] {
+        ns.ip(&["tuntap", "add", tap, "mode", "tap"])
+            .expect_ok("tuntap add");
+        if let Some(alias) = alias {
+            ns.ip(&["link", "set", tap, "alias", alias])
+                .expect_ok("alias");
+        }
+    }
     d.restart();
+    let links = ns.links();
+    assert!(
+        !links.contains("ktap-leftover") && links.contains("mytap0"),
+        "{links}"
+    );
     assert_eq!(d.dnsmasq_pids(), dnsmasq, "the same dnsmasq, adopted");
     let mut taps = tap_names(&ns);
     taps.sort();
