@@ -396,6 +396,15 @@ fn bad_network_input_leaves_nothing_behind() {
             &["uplink \"nope0\" does not exist", "NotFound"],
         ),
         (
+            &[
+                "u", "--mode", "bridge", "--bridge", "kbr-u", "--uplink", "v0",
+            ],
+            &[
+                "uplink v0 on node node1 carries the host's traffic",
+                "FailedPrecondition",
+            ],
+        ),
+        (
             &["l", "--mode", "bridge", "--bridge", "averyverylongbridge"],
             &["at most 15", "InvalidArgument"],
         ),

@@ -287,6 +287,17 @@ impl NodeNetworks {
                             self.node
                         ))
                     })?;
+                    // A port's own addresses stop working: never cut the host off.
+                    let routes = host_routes()?;
+                    if let Some(r) = routes.iter().find(|r| &r.iface == uplink) {
+                        return Err(ApiError::FailedPrecondition(format!(
+                            "uplink {uplink} on node {} carries the host's traffic (route to \
+                             {}): as a bridge port it would cut the host off. Move its \
+                             addresses to a bridge in the host's network config and create \
+                             the network with --bridge only",
+                            self.node, r.destination
+                        )));
+                    }
                     self.ensure_bridge(def, mark, up.mac).await?;
                     self.nl.enslave(uplink, &def.bridge).await?;
                 } else {
