@@ -367,7 +367,7 @@ fn bridge_networks_reach_the_lan() {
 #[test]
 fn bad_network_input_leaves_nothing_behind() {
     let ns = NetNs::create();
-    let d = Daemon::start_in_netns(&ns);
+    let mut d = Daemon::start_in_netns(&ns);
     // A link with an address: the host routes 10.124.0.0/24 there.
     ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])
         .expect_ok("veth");
@@ -515,6 +515,33 @@ fn bad_network_input_leaves_nothing_behind() {
         .expect_err("in use", &["in use by VM(s) x"]);
     d.kctl(&["network", "delete", "zz"])
         .expect_err("unknown", &["no network named \"zz\"", "NotFound"]);
+    // A network that cannot be ensured after a restart (a route now overlaps it) is
+    // reported, its bridge kept; once the route is gone the node repairs it.
+    ns.ip(&["route", "add", "10.126.0.0/25", "dev", "v0"])
+        .expect_ok("route");
+    d.restart();
+    let n1 = d
+        .kctl(&["-o", "json", "network", "get", "n1"])
+        .expect_ok("get")
+        .json();
+    assert_eq!(n1["nodes"][0]["ready"], false, "{n1}");
+    let msg = n1["nodes"][0]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("overlaps the route to 10.126.0.0/25"), "{n1}");
+    assert!(ns.links().contains("kbr-n1"), "the bridge stays");
+    ns.ip(&["route", "del", "10.126.0.0/25", "dev", "v0"])
+        .expect_ok("route del");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n1 = d
+            .kctl(&["-o", "json", "network", "get", "n1"])
+            .expect_ok("get")
+            .json();
+        if n1["nodes"][0]["ready"] == true && n1["nodes"][0]["dnsmasq_pid"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not repaired: {n1}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     d.kctl(&["vm", "delete", "x"]).expect_ok("delete x");
     d.kctl(&["network", "delete", "n1"]).expect_ok("delete n1");
     assert_eq!(ns.links(), baseline);

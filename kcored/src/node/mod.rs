@@ -80,6 +80,7 @@ impl Node {
         )?);
         // Networks before VMs: a VM restarted by its policy needs its bridge.
         net.load().await;
+        net.spawn_repair();
         let (events, _) = broadcast::channel(4096);
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();
         // Sequence numbers only grow, across daemon restarts too: start from the clock.

@@ -27,6 +27,9 @@ use super::dnsmasq::Supervisor;
 use crate::error::{ApiError, ApiResult};
 use crate::netdef::{Mode, NetworkDef};
 
+/// How often networks that are not ready are ensured again.
+const REPAIR_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct NetState {
     def: NetworkDef,
     ready: bool,
@@ -134,17 +137,49 @@ impl NodeNetworks {
                 }
             };
             let name = def.name.clone();
-            if let Err(e) = self.ensure(def.clone()).await {
-                tracing::error!(network = %name, error = %e, "cannot ensure network");
-                self.nets().entry(name).or_insert(NetState {
-                    def,
+            // Known before ensuring: a failure then marks it not ready and never tears
+            // down a bridge that running VMs' taps are on.
+            self.nets().insert(
+                name.clone(),
+                NetState {
+                    def: def.clone(),
                     ready: false,
-                    message: e.to_string(),
+                    message: "starting".into(),
                     dnsmasq: None,
                     leases_seen: None,
-                });
+                },
+            );
+            if let Err(e) = self.ensure(def).await {
+                tracing::error!(network = %name, error = %e, "cannot ensure network");
             }
         }
+    }
+
+    /// Keep trying to ensure the networks that are not ready (a missing host bridge or
+    /// uplink that appears later, a route that went away, dnsmasq that could not start).
+    pub fn spawn_repair(self: &std::sync::Arc<Self>) {
+        let me = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REPAIR_EVERY).await;
+                let Some(me) = me.upgrade() else { return };
+                let broken: Vec<(NetworkDef, String)> = me
+                    .nets()
+                    .values()
+                    .filter(|n| !n.ready)
+                    .map(|n| (n.def.clone(), n.message.clone()))
+                    .collect();
+                for (def, before) in broken {
+                    match me.ensure(def.clone()).await {
+                        Ok(_) => tracing::info!(network = %def.name, "network repaired"),
+                        Err(e) if e.to_string() != before => {
+                            tracing::warn!(network = %def.name, error = %e, "network still not ready")
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+        });
     }
 
     /// The definition of a network this node has.
