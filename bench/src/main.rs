@@ -139,7 +139,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let spec = pb::VmSpec {
-        image: if args.image.is_some() { "bench".into() } else { String::new() },
+        image: if args.image.is_some() {
+            "bench".into()
+        } else {
+            String::new()
+        },
         vcpu: 1,
         memory_mb: args.memory,
         machine: machine as i32,
