@@ -8,6 +8,7 @@ log() { printf 'deps: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
 
 pkgs=(qemu-system-x86 qemu-utils cpio busybox-static xz-utils protobuf-compiler lvm2 dnsmasq-base nftables ovmf e2fsprogs
+      dosfstools mtools syslinux syslinux-common fdisk
       ca-certificates curl gcc libc6-dev pkg-config iproute2 procps)
 missing=()
 for p in "${pkgs[@]}"; do
