@@ -5,13 +5,17 @@
 # from its own disk. Built without root, loop devices or mounts (mtools, syslinux on the
 # partition image, sfdisk, dd).
 #
-# Usage: scripts/build-boot-disk.sh [OUTDIR]   (default: the test guest's dir)
-# Output: OUTDIR/bootdisk.qcow2; its kernel command line prints BOOTED-FROM-DISK.
+# Usage: scripts/build-boot-disk.sh [OUTDIR]   (default: /var/cache/kcore/boot-disk)
+# Output: OUTDIR/bootdisk.qcow2; its kernel command line prints BOOTED-FROM-DISK. The test
+# guest comes from $KCORE_GUEST_DIR (default /var/cache/kcore/test-guest).
 set -euo pipefail
 umask 022
 cd "$(dirname "$0")/.."
-out=${1:-${KCORE_GUEST_DIR:-/var/cache/kcore/test-guest}}
-bash scripts/build-test-guest.sh --offline "$out" >/dev/null
+out=${1:-/var/cache/kcore/boot-disk}
+guest=${KCORE_GUEST_DIR:-/var/cache/kcore/test-guest}
+bash scripts/build-test-guest.sh --offline "$guest" >/dev/null
+mkdir -p "$out"
+chmod 0755 "$out"
 for tool in mkfs.vfat mcopy syslinux sfdisk qemu-img; do
     command -v "$tool" >/dev/null || {
         echo "build-boot-disk: $tool not found: apt-get install dosfstools mtools syslinux syslinux-common fdisk qemu-utils" >&2
@@ -21,7 +25,7 @@ done
 mbr=/usr/lib/syslinux/mbr/mbr.bin
 [ -f "$mbr" ] || { echo "build-boot-disk: $mbr missing: apt-get install syslinux-common" >&2; exit 1; }
 
-stamp="$(sha256sum "$0" "$out/vmlinuz" "$out/initrd.img" | sha256sum | cut -d' ' -f1)"
+stamp="$(sha256sum "$0" "$guest/vmlinuz" "$guest/initrd.img" | sha256sum | cut -d' ' -f1)"
 if [ -f "$out/bootdisk.qcow2" ] && [ "$(cat "$out/bootdisk.stamp" 2>/dev/null)" = "$stamp" ]; then
     echo "$out/bootdisk.qcow2"
     exit 0
@@ -46,8 +50,8 @@ LABEL kcore
   APPEND console=ttyS0 quiet panic=-1 kcore.marker=BOOTED-FROM-DISK
 CFG
 export MTOOLS_SKIP_CHECK=1
-mcopy -i "$part" "$out/vmlinuz" ::/vmlinuz
-mcopy -i "$part" "$out/initrd.img" ::/initrd.img
+mcopy -i "$part" "$guest/vmlinuz" ::/vmlinuz
+mcopy -i "$part" "$guest/initrd.img" ::/initrd.img
 mcopy -i "$part" "$work/syslinux.cfg" ::/syslinux.cfg
 syslinux --install "$part"
 

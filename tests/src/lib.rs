@@ -62,6 +62,30 @@ pub fn guest() -> &'static TestGuest {
     })
 }
 
+/// A BIOS-bootable disk image of the test guest (syslinux on FAT; its kernel command line
+/// prints `BOOTED-FROM-DISK`), built once by `scripts/build-boot-disk.sh`.
+pub fn boot_disk() -> &'static PathBuf {
+    static DISK: OnceLock<PathBuf> = OnceLock::new();
+    DISK.get_or_init(|| {
+        guest();
+        let dir = std::env::var("KCORE_BOOT_DISK_DIR")
+            .unwrap_or_else(|_| "/var/cache/kcore/boot-disk".to_string());
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/build-boot-disk.sh"))
+            .arg(&dir)
+            .output()
+            .expect("run scripts/build-boot-disk.sh");
+        assert!(
+            out.status.success(),
+            "scripts/build-boot-disk.sh failed (apt-get install dosfstools mtools syslinux \
+             syslinux-common fdisk):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Path::new(&dir).join("bootdisk.qcow2")
+    })
+}
+
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

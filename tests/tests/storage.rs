@@ -288,3 +288,50 @@ fn bad_storage_input_is_refused_and_leaves_nothing() {
         .json();
     assert_eq!(list["vms"].as_array().map(|v| v.len()), Some(0), "{list}");
 }
+
+#[test]
+fn a_vm_without_a_kernel_boots_through_seabios_from_its_image() {
+    let d = Daemon::start();
+    let disk = kcore_tests::boot_disk();
+    d.kctl(&["image", "import", "bootable", disk.to_str().expect("utf8")])
+        .expect_ok("import boot disk");
+    let vm = d
+        .kctl(&[
+            "-o",
+            "json",
+            "vm",
+            "create",
+            "bios",
+            "--vcpu",
+            "1",
+            "--memory",
+            "128",
+            "--image",
+            "bootable",
+            "--disk-size",
+            "1",
+            "--ready-pattern",
+            "BOOTED-FROM-DISK",
+        ])
+        .expect_ok("create from a bootable image")
+        .json();
+    assert_eq!(vm["status"], "VM_STATUS_RUNNING", "{vm}");
+    let id = vm["id"].as_str().expect("id");
+    let argv = std::fs::read_to_string(d.run_dir().join("vms").join(id).join("qemu.argv"))
+        .expect("qemu.argv");
+    assert!(
+        !argv.contains("-kernel") && !argv.contains("-bios"),
+        "SeaBIOS, no kernel: {argv}"
+    );
+    assert!(argv.contains("bootindex=1"), "{argv}");
+    // SeaBIOS -> syslinux from the disk -> the guest, whose cmdline came from the disk.
+    d.wait_console("bios", "SYSLINUX", 1, BOOT);
+    d.wait_console("bios", "BOOTED-FROM-DISK", 1, BOOT);
+    let vm = d.vm("bios");
+    let phases: Vec<&str> = vm["timeline"]["phases"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(phases.contains(&"guest_ready"), "{vm}");
+    assert_eq!(vm["storage_gb"], 1, "{vm}");
+}
