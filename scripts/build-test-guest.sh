@@ -311,6 +311,26 @@ poweroff -f
 EOF
     chmod 0755 "$root/etc/acpi/PWRF/00000080"
 
+    # --- udhcpc hook: plain `udhcpc -i eth0` configures the interface ---
+    mkdir -p "$root/etc/udhcpc" "$root/usr/share/udhcpc"
+    cat >"$root/etc/udhcpc/default.script" <<'HOOK'
+#!/bin/sh
+# busybox udhcpc hook: configure $interface from the lease.
+case "$1" in
+    deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+        [ -n "$dns" ] && { for s in $dns; do echo "nameserver $s"; done >/etc/resolv.conf; }
+        echo "KCORE-DHCP-BOUND $interface $ip" >/dev/console
+        ;;
+esac
+exit 0
+HOOK
+    chmod 0755 "$root/etc/udhcpc/default.script"
+    ln -sf /etc/udhcpc/default.script "$root/usr/share/udhcpc/default.script"
+
     # --- /init ---
     cat >"$root/init" <<'EOF'
 #!/bin/sh
@@ -339,12 +359,14 @@ acpi=poweroff
 echo=on
 marker=
 root=
+dhcp=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         kcore.acpi=*) acpi=${arg#kcore.acpi=} ;;
         kcore.echo=*) echo=${arg#kcore.echo=} ;;
         kcore.marker=*) marker=${arg#kcore.marker=}; marker=${marker#\"}; marker=${marker%\"} ;;
         kcore.root=*) root=${arg#kcore.root=} ;;
+        kcore.dhcp=*) dhcp=${arg#kcore.dhcp=} ;;
     esac
 done
 
@@ -365,6 +387,12 @@ fi
 
 echo KCORE-GUEST-READY
 [ -n "$marker" ] && echo "$marker"
+
+# kcore.dhcp=eth0: get a lease on that interface in the background (the hook prints
+# KCORE-DHCP-BOUND <iface> <ip> once it has one).
+if [ -n "$dhcp" ]; then
+    udhcpc -i "$dhcp" -b -q -t 20 -T 1 -s /etc/udhcpc/default.script >/dev/null 2>&1
+fi
 
 set +f
 while :; do
