@@ -227,6 +227,7 @@ mod tests {
             "DeleteNetwork",
             "AttachNic",
             "DetachNic",
+            "IssueCertificate",
         ] {
             let p = format!("{API_PREFIX}{m}");
             assert!(authorize(&p, Role::Viewer).is_err(), "{p}");

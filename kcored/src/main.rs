@@ -252,7 +252,8 @@ async fn serve_controller(
     health_reporter
         .set_serving::<KcoreServiceServer<controller::grpc::KcoreApi>>()
         .await;
-    let api = KcoreServiceServer::new(controller::grpc::KcoreApi::new(ctl));
+    let api =
+        KcoreServiceServer::new(controller::grpc::KcoreApi::new(ctl).with_pki(pki.dir.clone()));
     tracing::info!(socket = %path.display(), "serving KcoreService");
     let unix = Server::builder()
         .add_service(api)
@@ -303,7 +304,9 @@ async fn serve_tls(
     health_reporter
         .set_serving::<KcoreServiceServer<controller::grpc::KcoreApi>>()
         .await;
-    let api = KcoreServiceServer::new(controller::grpc::KcoreApi::new(ctl.clone()));
+    let api = KcoreServiceServer::new(
+        controller::grpc::KcoreApi::new(ctl.clone()).with_pki(pki.dir.clone()),
+    );
     tracing::info!(listen = %addr, "serving KcoreService with mutual TLS");
     Ok(Server::builder()
         .tls_config(tls)

@@ -115,7 +115,6 @@ pub fn ensure_pki(dir: &Path, extra_sans: &[String]) -> anyhow::Result<Pki> {
 
 /// Issue a client certificate for `name` (its CN) with `role`, signed by the CA in
 /// `pki_dir`; returns the PEM certificate and PEM key. Nothing is written.
-#[allow(dead_code)] // for `kctl cert issue`, not wired yet
 pub fn issue_client_cert(
     pki_dir: &Path,
     name: &str,

@@ -49,6 +49,9 @@ pub enum Command {
     /// Networks VMs' NICs join (nat, or a host bridge).
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Client certificates of the cluster PKI (admin only).
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -357,6 +360,39 @@ pub enum NodeCommand {
         /// Node name.
         node: String,
     },
+}
+
+/// `kctl cert ...`.
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Have the controller issue a client certificate: writes NAME.crt, NAME.key (0600) and
+    /// ca.crt into --out and prints their paths.
+    Issue {
+        /// The certificate's name (its CN).
+        name: String,
+        /// What it may do: viewer (read-only) or admin (everything).
+        #[arg(long, value_enum)]
+        role: CertRole,
+        /// The directory to write into (default: the current directory).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+/// The roles `kctl cert issue` can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CertRole {
+    Viewer,
+    Admin,
+}
+
+impl CertRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertRole::Viewer => "viewer",
+            CertRole::Admin => "admin",
+        }
+    }
 }
 
 /// `kctl pool ...`.

@@ -4,6 +4,7 @@
 //! node, pool, image, volume, network; see `kctl --help`.
 //! Errors print as `Error: <message> (<gRPC code>)` on stderr and exit 1.
 
+mod cert;
 mod cli;
 mod console;
 mod endpoint;
@@ -23,7 +24,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, ImageCommand, NodeCommand, PoolCommand, VmCommand, VolumeCommand};
+use cli::{
+    CertCommand, Cli, Command, ImageCommand, NodeCommand, PoolCommand, VmCommand, VolumeCommand,
+};
 use network::NetworkCommand;
 
 fn main() -> ExitCode {
@@ -148,5 +151,8 @@ async fn run(cli: Cli) -> Result<()> {
             NetworkCommand::Get { name } => network::get(&client, format, name).await,
             NetworkCommand::Delete { name } => network::delete(&client, format, name).await,
         },
+        Command::Cert(CertCommand::Issue { name, role, out }) => {
+            cert::issue(&client, format, name, role, out).await
+        }
     }
 }

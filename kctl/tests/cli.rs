@@ -593,6 +593,13 @@ impl KcoreService for Mock {
     async fn detach_nic(&self, _: Request<DetachNicRequest>) -> Result<Response<Vm>, Status> {
         Err(Status::not_found("no NIC \"net9\" on this VM"))
     }
+
+    async fn issue_certificate(
+        &self,
+        _: Request<kcore_proto::v1::IssueCertificateRequest>,
+    ) -> Result<Response<kcore_proto::v1::IssuedCertificate>, Status> {
+        Err(Status::unimplemented("not in the mock"))
+    }
 }
 
 /// A mock server on a unix socket in a temp dir, alive until dropped.

@@ -1,5 +1,6 @@
 //! `KcoreService` gRPC handlers: translate requests to [`Controller`] calls and back.
 
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -20,11 +21,19 @@ type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[derive(Debug, Clone)]
 pub struct KcoreApi {
     ctl: Arc<Controller>,
+    /// The cluster PKI directory (with ca.key) that `IssueCertificate` signs with.
+    pki_dir: Option<PathBuf>,
 }
 
 impl KcoreApi {
     pub fn new(ctl: Arc<Controller>) -> Self {
-        KcoreApi { ctl }
+        KcoreApi { ctl, pki_dir: None }
+    }
+
+    /// Issue certificates with the CA in `dir`.
+    pub fn with_pki(mut self, dir: PathBuf) -> Self {
+        self.pki_dir = Some(dir);
+        self
     }
 }
 
@@ -341,5 +350,49 @@ impl KcoreService for KcoreApi {
         req: Request<pb::DetachNicRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
         Ok(Response::new(self.ctl.detach_nic(req.into_inner()).await?))
+    }
+
+    async fn issue_certificate(
+        &self,
+        req: Request<pb::IssueCertificateRequest>,
+    ) -> Result<Response<pb::IssuedCertificate>, Status> {
+        let r = req.into_inner();
+        let role: crate::auth::Role = r.role.parse().map_err(Status::invalid_argument)?;
+        if role == crate::auth::Role::Node {
+            return Err(Status::invalid_argument(
+                "role node is for node agents: they join with a join token",
+            ));
+        }
+        let dir = self
+            .pki_dir
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("this controller has no PKI"))?;
+        let name = r.name.clone();
+        let (cert_pem, key_pem, ca_pem) = tokio::task::spawn_blocking(move || {
+            let (cert, key) = crate::pki::issue_client_cert(&dir, &name, role)?;
+            let ca = std::fs::read_to_string(dir.join(crate::pki::CA_CERT))?;
+            anyhow::Ok((cert, key, ca))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| {
+            let m = format!("{e:#}");
+            if m.starts_with("invalid certificate name") {
+                Status::invalid_argument(m)
+            } else {
+                Status::failed_precondition(m)
+            }
+        })?;
+        tracing::info!(name = %r.name, role = %role, "issued a client certificate");
+        self.ctl.emit(
+            "cert.issued",
+            None,
+            format!("issued a {role} certificate for {}", r.name),
+        );
+        Ok(Response::new(pb::IssuedCertificate {
+            cert_pem,
+            key_pem,
+            ca_pem,
+        }))
     }
 }
