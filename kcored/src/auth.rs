@@ -3,7 +3,10 @@
 //! The role comes from the client certificate, which the TLS layer has already verified
 //! against our CA: subject `O=kcore, OU=<role>`. `admin` may call everything, `viewer` only
 //! the read methods of `kcore.v1.KcoreService`, `node` nothing of the public API. Health and
-//! reflection are open to any valid certificate. Connections over the unix socket carry no
+//! reflection are open to any valid certificate. `kcore.v1.JoinService` (a node trading a
+//! join token for its certificate) is the only service open without a certificate: the TLS
+//! layer makes client certificates optional, and every other call without one is refused
+//! here with UNAUTHENTICATED. Connections over the unix socket carry no
 //! certificate and are not checked here (the socket's file mode controls access).
 //!
 //! This is a tower layer on the HTTP request rather than a tonic interceptor, because an
@@ -39,6 +42,9 @@ pub const READ_METHODS: &[&str] = &[
     "ListNetworks",
     "GetNetwork",
 ];
+
+/// The service callable without a client certificate.
+const JOIN_PREFIX: &str = "/kcore.v1.JoinService/";
 
 /// Services any valid certificate may call.
 const OPEN_PREFIXES: &[&str] = &[
@@ -134,12 +140,14 @@ pub fn authorize(path: &str, role: Role) -> Result<(), Status> {
 pub fn check<B>(req: &http::Request<B>) -> Result<(), Status> {
     let ext = req.extensions();
     if let Some(tls) = ext.get::<TlsConnectInfo<TcpConnectInfo>>() {
-        let certs = tls
-            .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        if req.uri().path().starts_with(JOIN_PREFIX) {
+            // The join token authenticates (the TLS layer still checks any certificate).
+            return Ok(());
+        }
+        let required =
+            || Status::unauthenticated("a client certificate signed by the cluster CA is required");
+        let certs = tls.peer_certs().ok_or_else(required)?;
+        let leaf = certs.first().ok_or_else(required)?;
         let role = role_of_cert(leaf).map_err(Status::permission_denied)?;
         return authorize(req.uri().path(), role);
     }

@@ -273,7 +273,8 @@ async fn serve_controller(
 }
 
 /// KcoreService, health and reflection on TCP with mutual TLS: a client certificate signed
-/// by our CA is required, and its role (see [`auth`]) decides what it may call.
+/// by our CA is required, and its role (see [`auth`]) decides what it may call. JoinService
+/// alone answers without a client certificate.
 async fn serve_tls(
     addr: SocketAddr,
     pki: &pki::Pki,
@@ -285,6 +286,9 @@ async fn serve_tls(
             pki.read(pki::SERVER_KEY)?,
         ))
         .client_ca_root(Certificate::from_pem(pki.read(pki::CA_CERT)?))
+        // A certificate, when given, must be signed by the CA; without one only JoinService
+        // answers (auth.rs refuses everything else with UNAUTHENTICATED).
+        .client_auth_optional(true)
         .timeout(Duration::from_secs(10));
     if !addr.ip().is_unspecified()
         && let Ok(sans) = pki.server_sans()
@@ -307,12 +311,16 @@ async fn serve_tls(
     let api = KcoreServiceServer::new(
         controller::grpc::KcoreApi::new(ctl.clone()).with_pki(pki.dir.clone()),
     );
+    let join = kcore_proto::v1::join_service_server::JoinServiceServer::new(
+        controller::join::JoinApi::new(ctl.clone(), pki.dir.clone()),
+    );
     tracing::info!(listen = %addr, "serving KcoreService with mutual TLS");
     Ok(Server::builder()
         .tls_config(tls)
         .context("--listen: TLS configuration")?
         .layer(auth::AuthLayer)
         .add_service(api)
+        .add_service(join)
         .add_service(health)
         .add_service(refl_v1)
         .add_service(refl_v1alpha)

@@ -135,6 +135,19 @@ pub fn issue_client_cert(
     issue(&issuer, leaf_params(vec![], name, Some(role))?)
 }
 
+/// Sign a node's CSR (PEM) with the CA in `pki_dir`: only its public key is used; the
+/// subject is `O=kcore, OU=node, CN=<name>`. Returns the PEM certificate.
+pub fn sign_node_csr(pki_dir: &Path, name: &str, csr_pem: &str) -> anyhow::Result<String> {
+    let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .context("the CSR is not a valid PKCS#10 request")?;
+    csr.params = leaf_params(vec![], name, Some(Role::Node))?;
+    let pki = Pki {
+        dir: pki_dir.to_path_buf(),
+    };
+    let issuer = load_issuer(&pki)?;
+    Ok(csr.signed_by(&issuer)?.pem())
+}
+
 /// Whether both files of a pair exist; an error if only one does. Not `strict`, a
 /// certificate without its key counts as present (the CA key may be kept offline, as long
 /// as nothing needs signing).

@@ -360,6 +360,13 @@ pub enum NodeCommand {
         /// Node name.
         node: String,
     },
+    /// Print a one-time token (alone on stdout) a new node joins with:
+    /// `kcored node --controller HOST:PORT --join-token TOKEN --ca-cert ca.crt`.
+    JoinToken {
+        /// How long the token is valid, in seconds (default one hour).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
+        ttl: Option<u32>,
+    },
 }
 
 /// `kctl cert ...`.

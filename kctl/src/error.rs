@@ -101,7 +101,11 @@ pub fn is_transport(status: &Status) -> bool {
 
 /// Maps a status from an RPC to an [`ApiError`] or a [`TransportError`].
 pub fn from_status(status: Status, endpoint: &str, transport: Transport) -> anyhow::Error {
-    if is_transport(&status) {
+    // kcored's TLS port accepts connections without a client certificate (for nodes that
+    // join) and refuses their calls: explain that like a refused handshake.
+    let no_cert = transport == Transport::Tls { client_cert: false }
+        && status.code() == Code::Unauthenticated;
+    if is_transport(&status) || no_cert {
         TransportError {
             endpoint: endpoint.to_string(),
             transport,

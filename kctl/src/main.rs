@@ -128,6 +128,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Node(command) => match command {
             NodeCommand::List => node::list(&client, format).await,
             NodeCommand::Get { node } => node::get(&client, format, node).await,
+            NodeCommand::JoinToken { ttl } => node::join_token(&client, format, ttl).await,
         },
         Command::Pool(PoolCommand::List { node }) => {
             storage::list_pools(&client, format, node).await

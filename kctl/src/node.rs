@@ -1,7 +1,7 @@
 //! `kctl node list|get`.
 
 use anyhow::Result;
-use kcore_proto::v1::{GetNodeStatusRequest, ListNodesRequest, Node};
+use kcore_proto::v1::{CreateJoinTokenRequest, GetNodeStatusRequest, ListNodesRequest, Node};
 
 use crate::endpoint::Client;
 use crate::output::{self, Format};
@@ -32,6 +32,22 @@ pub async fn get(client: &Client, format: Format, name: String) -> Result<()> {
         return output::print_structured(format, &node);
     }
     output::write_stdout(describe(&node).as_bytes())
+}
+
+/// `kctl node join-token`: the token alone on stdout (table mode), or the object.
+pub async fn join_token(client: &Client, format: Format, ttl: Option<u32>) -> Result<()> {
+    let token = client
+        .api()
+        .create_join_token(CreateJoinTokenRequest {
+            ttl_seconds: ttl.unwrap_or(0),
+        })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    if format != Format::Table {
+        return output::print_structured(format, &token);
+    }
+    output::write_stdout(format!("{}\n", token.token).as_bytes())
 }
 
 /// NAME, STATE, CPUS, MEMORY, VMS, ALLOC VCPU, ALLOC MEMORY, ACCEL, VERSION.

@@ -600,6 +600,13 @@ impl KcoreService for Mock {
     ) -> Result<Response<kcore_proto::v1::IssuedCertificate>, Status> {
         Err(Status::unimplemented("not in the mock"))
     }
+
+    async fn create_join_token(
+        &self,
+        _: Request<kcore_proto::v1::CreateJoinTokenRequest>,
+    ) -> Result<Response<kcore_proto::v1::JoinToken>, Status> {
+        Err(Status::unimplemented("not in the mock"))
+    }
 }
 
 /// A mock server on a unix socket in a temp dir, alive until dropped.

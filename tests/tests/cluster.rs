@@ -190,6 +190,24 @@ fn issued_viewer_cert_lists_but_may_not_create() {
         ],
     );
     assert!(!out2.join("mallory.key").exists());
+    // Join tokens: admin only, printed alone.
+    let token = d
+        .admin(&["node", "join-token", "--ttl", "60"])
+        .expect_ok("node join-token")
+        .stdout;
+    assert_eq!(token.lines().count(), 1, "{token:?}");
+    let token = token.trim();
+    assert!(
+        token.len() == 64 && token.chars().all(|c| c.is_ascii_hexdigit()),
+        "{token:?}"
+    );
+    d.kctl(&cert, &key, &["node", "join-token"]).expect_err(
+        "join-token as a viewer",
+        &[
+            "role viewer may not call CreateJoinToken",
+            "PermissionDenied",
+        ],
+    );
     // Existing files are not replaced.
     d.admin(&[
         "cert",

@@ -395,4 +395,14 @@ impl KcoreService for KcoreApi {
             ca_pem,
         }))
     }
+
+    async fn create_join_token(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::JoinToken>, Status> {
+        Ok(Response::new(super::join::create_token(
+            &self.ctl,
+            req.into_inner().ttl_seconds,
+        )?))
+    }
 }

@@ -3,6 +3,7 @@
 //! changes keeps the store up to date.
 
 pub mod grpc;
+pub mod join;
 pub mod networks;
 pub mod nodes;
 pub mod storage;

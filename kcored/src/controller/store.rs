@@ -45,7 +45,23 @@ const MIGRATIONS: &[&str] = &[
         def TEXT NOT NULL,
         created_at TEXT NOT NULL
     );",
+    // 4: join tokens (their SHA-256 only), single use, with an expiry (unix seconds).
+    "CREATE TABLE join_tokens (
+        sha256 TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        used_at TEXT,
+        used_by TEXT
+    );",
 ];
+
+/// Why a join token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    Unknown,
+    Used,
+    Expired,
+}
 
 /// One VM as the controller stores it.
 #[derive(Debug, Clone, PartialEq)]
@@ -347,6 +363,51 @@ impl Store {
     }
 
     /// Append an event; returns it with its id.
+    /// Store a new join token by its SHA-256 (hex), valid until `expires_at` (unix seconds).
+    pub fn insert_join_token(&self, sha256: &str, expires_at: i64) -> ApiResult<()> {
+        let conn = self.conn();
+        // Forget tokens that expired a day ago.
+        conn.execute(
+            "DELETE FROM join_tokens WHERE expires_at < ?1",
+            params![expires_at.min(chrono::Utc::now().timestamp()) - 86400],
+        )?;
+        conn.execute(
+            "INSERT INTO join_tokens (sha256, expires_at, created_at) VALUES (?1, ?2, ?3)",
+            params![sha256, expires_at, now_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// Use up the join token with this SHA-256 for `node` if it is unused and not expired
+    /// at `now` (unix seconds).
+    pub fn redeem_join_token(
+        &self,
+        sha256: &str,
+        node: &str,
+        now: i64,
+    ) -> ApiResult<Result<(), TokenRefusal>> {
+        let conn = self.conn();
+        let row: Option<(i64, Option<String>)> = conn
+            .query_row(
+                "SELECT expires_at, used_at FROM join_tokens WHERE sha256 = ?1",
+                params![sha256],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            None => Ok(Err(TokenRefusal::Unknown)),
+            Some((_, Some(_))) => Ok(Err(TokenRefusal::Used)),
+            Some((exp, None)) if exp < now => Ok(Err(TokenRefusal::Expired)),
+            Some(_) => {
+                conn.execute(
+                    "UPDATE join_tokens SET used_at = ?2, used_by = ?3 WHERE sha256 = ?1",
+                    params![sha256, now_rfc3339(), node],
+                )?;
+                Ok(Ok(()))
+            }
+        }
+    }
+
     pub fn insert_event(&self, mut ev: pb::Event) -> ApiResult<pb::Event> {
         let conn = self.conn();
         conn.execute(
@@ -458,6 +519,27 @@ mod tests {
         .expect("event");
         assert_eq!(s.recent_events(10, Some("a")).expect("events").len(), 1);
         assert!(s.recent_events(10, Some("b")).expect("events").is_empty());
+    }
+
+    #[test]
+    fn join_tokens_are_single_use_and_expire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("c.db")).expect("open");
+        s.insert_join_token("aa", 100).expect("insert");
+        s.insert_join_token("bb", 100).expect("insert");
+        assert_eq!(
+            s.redeem_join_token("cc", "n1", 50).expect("redeem"),
+            Err(TokenRefusal::Unknown)
+        );
+        assert_eq!(s.redeem_join_token("aa", "n1", 50).expect("redeem"), Ok(()));
+        assert_eq!(
+            s.redeem_join_token("aa", "n2", 50).expect("redeem"),
+            Err(TokenRefusal::Used)
+        );
+        assert_eq!(
+            s.redeem_join_token("bb", "n2", 101).expect("redeem"),
+            Err(TokenRefusal::Expired)
+        );
     }
 
     #[test]

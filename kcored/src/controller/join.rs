@@ -1,0 +1,168 @@
+//! Join tokens and `kcore.v1.JoinService`: a new node trades a one-time token and a CSR for
+//! a certificate with the node role. Tokens are 32 random bytes (64 hex digits); the store
+//! keeps only their SHA-256, and each works once, until it expires.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kcore_proto::v1 as pb;
+use kcore_proto::v1::join_service_server::JoinService;
+use ring::rand::SecureRandom;
+use tonic::{Request, Response, Status};
+
+use super::Controller;
+use super::store::TokenRefusal;
+
+/// The lifetime of a token when none is asked for.
+pub const DEFAULT_TTL_SECS: u32 = 3600;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex(token: &str) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
+}
+
+/// Make and store a new token valid for `ttl_secs` (0: the default).
+pub fn create_token(ctl: &Controller, ttl_secs: u32) -> Result<pb::JoinToken, Status> {
+    let ttl = if ttl_secs == 0 {
+        DEFAULT_TTL_SECS
+    } else {
+        ttl_secs
+    };
+    let mut raw = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| Status::internal("no randomness"))?;
+    let token = hex(&raw);
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(i64::from(ttl));
+    ctl.store
+        .insert_join_token(&sha256_hex(&token), expires.timestamp())?;
+    ctl.emit(
+        "node.join_token",
+        None,
+        format!("join token created, valid for {ttl} s"),
+    );
+    Ok(pb::JoinToken {
+        token,
+        expires_at: expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    })
+}
+
+/// `kcore.v1.JoinService`, served on the TLS port without a client certificate.
+#[derive(Debug, Clone)]
+pub struct JoinApi {
+    ctl: Arc<Controller>,
+    pki_dir: PathBuf,
+}
+
+impl JoinApi {
+    pub fn new(ctl: Arc<Controller>, pki_dir: PathBuf) -> Self {
+        JoinApi { ctl, pki_dir }
+    }
+}
+
+#[tonic::async_trait]
+impl JoinService for JoinApi {
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let r = req.into_inner();
+        super::vms::validate_name(&r.node_name)
+            .map_err(|e| Status::invalid_argument(format!("node_name: {e}")))?;
+        // Check the CSR before using up the token.
+        rcgen::CertificateSigningRequestParams::from_pem(&r.csr_pem).map_err(|e| {
+            Status::invalid_argument(format!("csr_pem is not a valid PKCS#10 request: {e}"))
+        })?;
+        let refused = |m: &str| {
+            tracing::info!(node = %r.node_name, "join refused: {m}");
+            Status::unauthenticated(m.to_string())
+        };
+        match self.ctl.store.redeem_join_token(
+            &sha256_hex(r.token.trim()),
+            &r.node_name,
+            chrono::Utc::now().timestamp(),
+        )? {
+            Ok(()) => {}
+            Err(TokenRefusal::Unknown) => return Err(refused("unknown join token")),
+            Err(TokenRefusal::Used) => {
+                return Err(refused(
+                    "this join token was already used: create another with kctl node join-token",
+                ));
+            }
+            Err(TokenRefusal::Expired) => {
+                return Err(refused(
+                    "this join token has expired: create another with kctl node join-token",
+                ));
+            }
+        }
+        let dir = self.pki_dir.clone();
+        let name = r.node_name.clone();
+        let csr = r.csr_pem.clone();
+        let (cert_pem, ca_pem) = tokio::task::spawn_blocking(move || {
+            let cert = crate::pki::sign_node_csr(&dir, &name, &csr)?;
+            let ca = std::fs::read_to_string(dir.join(crate::pki::CA_CERT))?;
+            anyhow::Ok((cert, ca))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+        tracing::info!(node = %r.node_name, "a node joined: issued its certificate");
+        self.ctl.emit(
+            "node.joined",
+            None,
+            format!("node {} redeemed a join token", r.node_name),
+        );
+        Ok(Response::new(pb::JoinResponse { cert_pem, ca_pem }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Role, role_of_cert};
+
+    fn csr() -> String {
+        let key = rcgen::KeyPair::generate().expect("key");
+        rcgen::CertificateParams::new(Vec::<String>::new())
+            .expect("params")
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("pem")
+    }
+
+    #[tokio::test]
+    async fn a_token_joins_one_node_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = crate::pki::ensure_pki(&dir.path().join("pki"), &[]).expect("pki");
+        let store = super::super::store::Store::open(&dir.path().join("c.db")).expect("db");
+        let ctl = Controller::new(store);
+        let api = JoinApi::new(ctl.clone(), pki.dir.clone());
+        let t = create_token(&ctl, 0).expect("token");
+        assert_eq!(t.token.len(), 64);
+        let join = |token: &str, name: &str| {
+            api.join(Request::new(pb::JoinRequest {
+                token: token.to_string(),
+                node_name: name.to_string(),
+                csr_pem: csr(),
+            }))
+        };
+        let e = join("nope", "n1").await.expect_err("unknown");
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let e = join(&t.token, "Bad Name").await.expect_err("bad name");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        let r = join(&t.token, "n1").await.expect("join").into_inner();
+        assert_eq!(
+            r.ca_pem.as_bytes(),
+            pki.read(crate::pki::CA_CERT).expect("ca")
+        );
+        let (_, pem) = x509_parser::pem::parse_x509_pem(r.cert_pem.as_bytes()).expect("pem");
+        assert_eq!(role_of_cert(&pem.contents), Ok(Role::Node));
+        let e = join(&t.token, "n2").await.expect_err("reused");
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(e.message().contains("already used"), "{}", e.message());
+    }
+}
