@@ -43,6 +43,9 @@ pub const READ_METHODS: &[&str] = &[
     "GetNetwork",
 ];
 
+/// Methods of `kcore.v1.KcoreService` a node may call.
+pub const NODE_METHODS: &[&str] = &["RegisterNode"];
+
 /// The service callable without a client certificate.
 const JOIN_PREFIX: &str = "/kcore.v1.JoinService/";
 
@@ -60,8 +63,10 @@ pub enum Role {
     Admin,
     /// Read-only methods.
     Viewer,
-    /// A node agent: nothing of the public API.
+    /// A node agent: of the public API only `RegisterNode` (itself).
     Node,
+    /// The controller, calling node agents' `NodeAgent` over TCP.
+    Controller,
 }
 
 impl Role {
@@ -70,6 +75,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Viewer => "viewer",
             Role::Node => "node",
+            Role::Controller => "controller",
         }
     }
 }
@@ -87,7 +93,10 @@ impl FromStr for Role {
             "admin" => Ok(Role::Admin),
             "viewer" => Ok(Role::Viewer),
             "node" => Ok(Role::Node),
-            other => Err(format!("unknown role {other:?}: use admin, viewer or node")),
+            "controller" => Ok(Role::Controller),
+            other => Err(format!(
+                "unknown role {other:?}: use admin, viewer, node or controller"
+            )),
         }
     }
 }
@@ -120,6 +129,16 @@ pub fn role_of_cert(der: &[u8]) -> Result<Role, String> {
     }
 }
 
+/// The CommonName of a DER certificate.
+pub fn cn_of_cert(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_string)
+}
+
 /// Whether `role` may call the gRPC method at `path` (`/package.Service/Method`).
 pub fn authorize(path: &str, role: Role) -> Result<(), Status> {
     if role == Role::Admin || OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
@@ -129,18 +148,37 @@ pub fn authorize(path: &str, role: Role) -> Result<(), Status> {
     if role == Role::Viewer && method.is_some_and(|m| READ_METHODS.contains(&m)) {
         return Ok(());
     }
+    if role == Role::Node && method.is_some_and(|m| NODE_METHODS.contains(&m)) {
+        return Ok(());
+    }
     let what = method.unwrap_or(path);
     Err(Status::permission_denied(format!(
         "role {role} may not call {what}"
     )))
 }
 
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// The controller's API port: roles as in [`authorize`], JoinService open.
+    #[default]
+    Api,
+    /// A node agent's TCP port: only the controller's certificate (OU=controller).
+    NodeAgent,
+}
+
 /// Checks one request by its connection: TLS with a client certificate is checked by
 /// role; a connection without connect info of TCP kind (the unix socket) passes.
+#[cfg(test)]
 pub fn check<B>(req: &http::Request<B>) -> Result<(), Status> {
+    check_with(req, Policy::Api)
+}
+
+/// [`check`] for the listener `policy` names.
+pub fn check_with<B>(req: &http::Request<B>, policy: Policy) -> Result<(), Status> {
     let ext = req.extensions();
     if let Some(tls) = ext.get::<TlsConnectInfo<TcpConnectInfo>>() {
-        if req.uri().path().starts_with(JOIN_PREFIX) {
+        if policy == Policy::Api && req.uri().path().starts_with(JOIN_PREFIX) {
             // The join token authenticates (the TLS layer still checks any certificate).
             return Ok(());
         }
@@ -149,6 +187,19 @@ pub fn check<B>(req: &http::Request<B>) -> Result<(), Status> {
         let certs = tls.peer_certs().ok_or_else(required)?;
         let leaf = certs.first().ok_or_else(required)?;
         let role = role_of_cert(leaf).map_err(Status::permission_denied)?;
+        if policy == Policy::NodeAgent {
+            if role == Role::Controller {
+                return Ok(());
+            }
+            return Err(Status::permission_denied(format!(
+                "role {role} may not call a node agent: only the controller may"
+            )));
+        }
+        if role == Role::Controller {
+            return Err(Status::permission_denied(
+                "role controller may not call the public API",
+            ));
+        }
         return authorize(req.uri().path(), role);
     }
     if ext.get::<TcpConnectInfo>().is_some() {
@@ -162,12 +213,15 @@ pub fn check<B>(req: &http::Request<B>) -> Result<(), Status> {
 
 /// The tower layer applying [`check`] to every request.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AuthLayer;
+pub struct AuthLayer(pub Policy);
 
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner }
+        AuthService {
+            inner,
+            policy: self.0,
+        }
     }
 }
 
@@ -175,6 +229,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct AuthService<S> {
     inner: S,
+    policy: Policy,
 }
 
 impl<S, B, R> tower::Service<http::Request<B>> for AuthService<S>
@@ -191,7 +246,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        match check(&req) {
+        match check_with(&req, self.policy) {
             Ok(()) => Either::Left(self.inner.call(req)),
             Err(status) => {
                 tracing::info!(path = req.uri().path(), error = status.message(), "denied");
@@ -253,6 +308,9 @@ mod tests {
     fn node_gets_no_public_api() {
         let e = authorize("/kcore.v1.KcoreService/ListVMs", Role::Node).expect_err("list");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(authorize("/kcore.v1.KcoreService/RegisterNode", Role::Node).is_ok());
+        assert!(authorize("/kcore.v1.KcoreService/RegisterNode", Role::Viewer).is_err());
+        assert!(authorize("/kcore.v1.KcoreService/CreateJoinToken", Role::Node).is_err());
         assert!(authorize("/grpc.health.v1.Health/Check", Role::Node).is_ok());
     }
 

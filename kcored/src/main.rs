@@ -12,6 +12,7 @@ mod pki;
 mod server;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use kcore_proto::v1::kcore_service_server::KcoreServiceServer;
 use kcore_proto::v1::node_agent_server::NodeAgentServer;
 use kcore_vmm::host::{self, AccelChoice, HostConfig};
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,19 +47,23 @@ enum Role {
         #[command(flatten)]
         listen: ListenArgs,
     },
-    /// A node agent alone, serving NodeAgent on <run-dir>/node.sock.
+    /// A node agent alone, serving NodeAgent on <run-dir>/node.sock and, with --listen,
+    /// on TCP with mutual TLS for a controller it joined (--controller).
     Node {
         #[command(flatten)]
         dirs: Dirs,
         #[command(flatten)]
         node: NodeArgs,
+        #[command(flatten)]
+        join: JoinArgs,
     },
-    /// A controller alone, following the node agents given with --node.
+    /// A controller alone, following the node agents given with --node and those that
+    /// joined and registered over TCP.
     Controller {
         #[command(flatten)]
         dirs: Dirs,
         /// A node agent's socket: unix:///run/kcore/node.sock (repeatable).
-        #[arg(long = "node", required = true)]
+        #[arg(long = "node")]
         nodes: Vec<String>,
         #[command(flatten)]
         listen: ListenArgs,
@@ -87,10 +92,39 @@ struct ListenArgs {
     tls_sans: Vec<String>,
 }
 
+/// A node joining a controller over TCP.
+#[derive(Args, Debug)]
+struct JoinArgs {
+    /// The controller's TLS API address, HOST:PORT (its --listen).
+    #[arg(long, value_name = "HOST:PORT", requires = "listen")]
+    controller: Option<String>,
+    /// A token from `kctl node join-token`, needed on the first start only (the node
+    /// keeps its certificate in <data-dir>/pki/node.crt).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "KCORE_JOIN_TOKEN",
+        requires = "controller"
+    )]
+    join_token: Option<String>,
+    /// The cluster CA to trust (a copy of the controller's <data-dir>/pki/ca.crt); needed
+    /// to join. Later starts use <data-dir>/pki/ca.crt.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// Serve NodeAgent on this TCP address with mutual TLS (only the controller's
+    /// certificate, OU=controller, is accepted).
+    #[arg(long, value_name = "ADDR", requires = "controller")]
+    listen: Option<SocketAddr>,
+    /// The address the controller dials (default: --listen; required when --listen is
+    /// 0.0.0.0 or ::).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+}
+
 #[derive(Args, Debug)]
 struct NodeArgs {
     /// This node's name (default: the host name).
-    #[arg(long)]
+    #[arg(long, visible_alias = "name")]
     node_name: Option<String>,
     /// auto (KVM when /dev/kvm is usable), kvm or tcg.
     #[arg(long, default_value = "auto")]
@@ -123,9 +157,34 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.role {
         Role::AllInOne { dirs, node, listen } => all_in_one(dirs, node, listen).await,
-        Role::Node { dirs, node } => {
+        Role::Node { dirs, node, join } => {
+            let Some(controller) = join.controller.clone() else {
+                let n = start_node(&dirs, node).await?;
+                let serve = serve_node(&dirs, n).await?;
+                return wait_for_signal(serve).await;
+            };
+            let name = node_name(node.node_name.clone())?;
+            let pki_dir = node_identity(&dirs, &name, &controller, &join).await?;
             let n = start_node(&dirs, node).await?;
-            let serve = serve_node(&dirs, n).await?;
+            let unix = serve_node(&dirs, n.clone()).await?;
+            let listen = join
+                .listen
+                .context("--listen is required with --controller")?;
+            let advertise = match &join.advertise {
+                Some(a) => a.clone(),
+                None if listen.ip().is_unspecified() => {
+                    anyhow::bail!("--listen {listen} is a wildcard: give --advertise HOST:PORT")
+                }
+                None => listen.to_string(),
+            };
+            let tcp = serve_node_tls(listen, &pki_dir, n).await?;
+            tokio::spawn(register_loop(controller, pki_dir, name, advertise));
+            let serve = tokio::spawn(async move {
+                tokio::select! {
+                    r = unix => r.unwrap_or(Ok(())),
+                    r = tcp => r.unwrap_or(Ok(())),
+                }
+            });
             wait_for_signal(serve).await
         }
         Role::Controller {
@@ -134,6 +193,12 @@ async fn main() -> anyhow::Result<()> {
             listen,
         } => {
             let ctl = open_controller(&dirs)?;
+            if nodes.is_empty() && listen.listen.is_none() {
+                anyhow::bail!(
+                    "a controller needs --node unix:///path/to/node.sock or --listen ADDR (for \
+                     nodes that join)"
+                );
+            }
             for n in nodes {
                 let path = n
                     .strip_prefix("unix://")
@@ -184,11 +249,7 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>>
         run_root: dirs.run_dir.join("vms"),
         qmp_greeting_timeout: Duration::from_secs(30),
     };
-    let name = match a.node_name {
-        Some(n) => n,
-        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
-    };
-    controller::vms::validate_name(&name).map_err(|e| anyhow::anyhow!("--node-name: {e}"))?;
+    let name = node_name(a.node_name)?;
     let cfg = node::NodeConfig {
         pools: a.pools,
         name,
@@ -200,6 +261,164 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>>
     };
     tracing::info!(accel = accel.as_str(), qemu = %cfg.qemu_version, "starting node");
     node::Node::start(cfg).await
+}
+
+/// The node's name: --node-name, else the host name.
+fn node_name(given: Option<String>) -> anyhow::Result<String> {
+    let name = match given {
+        Some(n) => n,
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    };
+    controller::vms::validate_name(&name).map_err(|e| anyhow::anyhow!("--node-name: {e}"))?;
+    Ok(name)
+}
+
+/// The node's certificate in <data-dir>/pki (node.crt, node.key, ca.crt): kept from an
+/// earlier join, else made now by redeeming --join-token at the controller (the key is
+/// made here; the controller signs a CSR). Returns the directory.
+async fn node_identity(
+    dirs: &Dirs,
+    name: &str,
+    controller: &str,
+    j: &JoinArgs,
+) -> anyhow::Result<PathBuf> {
+    let dir = dirs.data_dir.join("pki");
+    if dir.join(pki::NODE_CERT).exists() && dir.join(pki::NODE_KEY).exists() {
+        return Ok(dir);
+    }
+    let token = j.join_token.as_deref().with_context(|| {
+        format!(
+            "no node certificate in {}: give --join-token (from kctl node join-token) and \
+             --ca-cert to join",
+            dir.display()
+        )
+    })?;
+    let ca_path = j
+        .ca_cert
+        .as_deref()
+        .context("--ca-cert is required to join (a copy of the controller's pki/ca.crt)")?;
+    let ca =
+        std::fs::read_to_string(ca_path).with_context(|| format!("read {}", ca_path.display()))?;
+    let key = rcgen::KeyPair::generate()?;
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
+        .serialize_request(&key)?
+        .pem()?;
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca));
+    let ch = Endpoint::from_shared(format!("https://{controller}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("--controller {controller}: connect"))?;
+    let resp = kcore_proto::v1::join_service_client::JoinServiceClient::new(ch)
+        .join(kcore_proto::v1::JoinRequest {
+            token: token.trim().to_string(),
+            node_name: name.to_string(),
+            csr_pem: csr,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("join {controller}: {} ({:?})", s.message(), s.code()))?
+        .into_inner();
+    if resp.ca_pem.trim() != ca.trim() {
+        anyhow::bail!("the controller's CA is not {}", ca_path.display());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let ca_file = dir.join(pki::CA_CERT);
+    if !ca_file.exists() {
+        pki::write_new(&ca_file, resp.ca_pem.as_bytes(), 0o644)?;
+    }
+    pki::write_new(
+        &dir.join(pki::NODE_KEY),
+        key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    pki::write_new(&dir.join(pki::NODE_CERT), resp.cert_pem.as_bytes(), 0o644)?;
+    tracing::info!(node = name, controller, "joined the cluster");
+    Ok(dir)
+}
+
+/// NodeAgent on TCP with mutual TLS: the node's certificate, and only the controller's
+/// client certificate (OU=controller) from the cluster CA is accepted.
+async fn serve_node_tls(
+    addr: SocketAddr,
+    pki_dir: &std::path::Path,
+    n: Arc<node::Node>,
+) -> anyhow::Result<Serving> {
+    let read = |f: &str| {
+        std::fs::read(pki_dir.join(f))
+            .with_context(|| format!("read {}", pki_dir.join(f).display()))
+    };
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            read(pki::NODE_CERT)?,
+            read(pki::NODE_KEY)?,
+        ))
+        .client_ca_root(Certificate::from_pem(read(pki::CA_CERT)?))
+        .timeout(Duration::from_secs(10));
+    let incoming = TcpIncoming::bind(addr)
+        .with_context(|| format!("--listen {addr}: bind"))?
+        .with_nodelay(Some(true));
+    let svc = NodeAgentServer::new(node::grpc::NodeAgentService::new(n));
+    tracing::info!(listen = %addr, "serving NodeAgent with mutual TLS");
+    Ok(tokio::spawn(
+        Server::builder()
+            .tls_config(tls)
+            .context("--listen: TLS configuration")?
+            .layer(auth::AuthLayer(auth::Policy::NodeAgent))
+            .add_service(svc)
+            .serve_with_incoming(incoming),
+    ))
+}
+
+/// Tell the controller where this node listens, with the node's certificate; retried
+/// every 2 s until it succeeds (the controller may be down, or not yet able to dial back).
+async fn register_loop(controller: String, pki_dir: PathBuf, name: String, advertise: String) {
+    loop {
+        match register_once(&controller, &pki_dir, &name, &advertise).await {
+            Ok(()) => {
+                tracing::info!(
+                    controller,
+                    address = advertise,
+                    "registered with the controller"
+                );
+                return;
+            }
+            Err(e) => tracing::warn!(controller, error = %format!("{e:#}"), "cannot register yet"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn register_once(
+    controller: &str,
+    pki_dir: &std::path::Path,
+    name: &str,
+    advertise: &str,
+) -> anyhow::Result<()> {
+    let read = |f: &str| {
+        std::fs::read(pki_dir.join(f))
+            .with_context(|| format!("read {}", pki_dir.join(f).display()))
+    };
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(pki::CA_CERT)?))
+        .identity(Identity::from_pem(
+            read(pki::NODE_CERT)?,
+            read(pki::NODE_KEY)?,
+        ));
+    let ch = Endpoint::from_shared(format!("https://{controller}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await?;
+    kcore_proto::v1::kcore_service_client::KcoreServiceClient::new(ch)
+        .register_node(kcore_proto::v1::RegisterNodeRequest {
+            name: name.to_string(),
+            address: advertise.to_string(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{} ({:?})", s.message(), s.code()))?;
+    Ok(())
 }
 
 type Serving = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
@@ -234,6 +453,15 @@ async fn serve_controller(
         sans.push(addr.ip().to_string());
     }
     let pki = pki::ensure_pki(&dirs.data_dir.join("pki"), &sans)?;
+    let _ = ctl.node_tls.set(
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(pki.read(pki::CA_CERT)?))
+            .identity(Identity::from_pem(
+                pki.read(pki::CONTROLLER_CERT)?,
+                pki.read(pki::CONTROLLER_KEY)?,
+            )),
+    );
+    ctl.follow_registered_nodes()?;
     tracing::info!(
         cert = %pki.path(pki::ADMIN_CERT).display(),
         key = %pki.path(pki::ADMIN_KEY).display(),
@@ -318,7 +546,7 @@ async fn serve_tls(
     Ok(Server::builder()
         .tls_config(tls)
         .context("--listen: TLS configuration")?
-        .layer(auth::AuthLayer)
+        .layer(auth::AuthLayer(auth::Policy::Api))
         .add_service(api)
         .add_service(join)
         .add_service(health)

@@ -4,7 +4,14 @@
 //!   that the TCP listener trusts for client certificates;
 //! - `server.crt`, `server.key`: the listener's certificate (1 year; SANs localhost,
 //!   127.0.0.1, ::1, the host name, the `--listen` IP and any extra names);
-//! - `admin.crt`, `admin.key`: a client certificate with the admin role (1 year).
+//! - `admin.crt`, `admin.key`: a client certificate with the admin role (1 year);
+//! - `controller.crt`, `controller.key`: the controller's client certificate
+//!   (`OU=controller`) it presents to node agents it dials over TCP; node agents accept
+//!   only that role.
+//!
+//! A node that joins (see `controller::join`) gets `OU=node, CN=<name>` with both client
+//! and server use and the DNS name `<name>`: it serves NodeAgent with it and the controller
+//! verifies it by the node name.
 //!
 //! Client certificates carry their role in the subject: `O=kcore`, `OU=admin|viewer|node`
 //! (see [`crate::auth`]). Files that exist are never regenerated. Keys are 0600, the
@@ -29,6 +36,11 @@ pub const SERVER_CERT: &str = "server.crt";
 pub const SERVER_KEY: &str = "server.key";
 pub const ADMIN_CERT: &str = "admin.crt";
 pub const ADMIN_KEY: &str = "admin.key";
+pub const CONTROLLER_CERT: &str = "controller.crt";
+pub const CONTROLLER_KEY: &str = "controller.key";
+/// A joined node's files in its own `<data-dir>/pki`.
+pub const NODE_CERT: &str = "node.crt";
+pub const NODE_KEY: &str = "node.key";
 
 /// The PKI directory, once [`ensure_pki`] has made sure it is complete.
 #[derive(Debug, Clone)]
@@ -66,8 +78,9 @@ pub fn ensure_pki(dir: &Path, extra_sans: &[String]) -> anyhow::Result<Pki> {
     let have_ca = pair_present(&pki, CA_CERT, CA_KEY, false)?;
     let have_server = pair_present(&pki, SERVER_CERT, SERVER_KEY, true)?;
     let have_admin = pair_present(&pki, ADMIN_CERT, ADMIN_KEY, true)?;
+    let have_controller = pair_present(&pki, CONTROLLER_CERT, CONTROLLER_KEY, true)?;
     if !have_ca {
-        if have_server || have_admin {
+        if have_server || have_admin || have_controller {
             bail!(
                 "{} is missing but certificates it signed are present in {}: restore ca.crt and \
                  ca.key, or move the directory away to make a new PKI",
@@ -81,7 +94,7 @@ pub fn ensure_pki(dir: &Path, extra_sans: &[String]) -> anyhow::Result<Pki> {
         write_file(&pki.path(CA_CERT), cert.pem().as_bytes(), 0o644)?;
         tracing::info!(path = %pki.path(CA_CERT).display(), "created the cluster CA");
     }
-    if have_server && have_admin {
+    if have_server && have_admin && have_controller {
         return Ok(pki);
     }
     let issuer = load_issuer(&pki)?;
@@ -109,6 +122,15 @@ pub fn ensure_pki(dir: &Path, extra_sans: &[String]) -> anyhow::Result<Pki> {
         write_file(&pki.path(ADMIN_KEY), key.as_bytes(), 0o600)?;
         write_file(&pki.path(ADMIN_CERT), cert.as_bytes(), 0o644)?;
         tracing::info!(path = %pki.path(ADMIN_CERT).display(), "created the admin client certificate");
+    }
+    if !have_controller {
+        let (cert, key) = issue(
+            &issuer,
+            leaf_params(vec![], "controller", Some(Role::Controller))?,
+        )?;
+        write_file(&pki.path(CONTROLLER_KEY), key.as_bytes(), 0o600)?;
+        write_file(&pki.path(CONTROLLER_CERT), cert.as_bytes(), 0o644)?;
+        tracing::info!(path = %pki.path(CONTROLLER_CERT).display(), "created the controller's client certificate");
     }
     Ok(pki)
 }
@@ -140,12 +162,21 @@ pub fn issue_client_cert(
 pub fn sign_node_csr(pki_dir: &Path, name: &str, csr_pem: &str) -> anyhow::Result<String> {
     let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
         .context("the CSR is not a valid PKCS#10 request")?;
-    csr.params = leaf_params(vec![], name, Some(Role::Node))?;
+    let mut params = leaf_params(vec![name.to_string()], name, Some(Role::Node))?;
+    params
+        .extended_key_usages
+        .push(ExtendedKeyUsagePurpose::ServerAuth);
+    csr.params = params;
     let pki = Pki {
         dir: pki_dir.to_path_buf(),
     };
     let issuer = load_issuer(&pki)?;
     Ok(csr.signed_by(&issuer)?.pem())
+}
+
+/// Write a new file with `mode` (never replacing one).
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    write_file(path, contents, mode)
 }
 
 /// Whether both files of a pair exist; an error if only one does. Not `strict`, a

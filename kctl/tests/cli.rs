@@ -607,6 +607,13 @@ impl KcoreService for Mock {
     ) -> Result<Response<kcore_proto::v1::JoinToken>, Status> {
         Err(Status::unimplemented("not in the mock"))
     }
+
+    async fn register_node(
+        &self,
+        _: Request<kcore_proto::v1::RegisterNodeRequest>,
+    ) -> Result<Response<kcore_proto::v1::RegisterNodeResponse>, Status> {
+        Err(Status::unimplemented("not in the mock"))
+    }
 }
 
 /// A mock server on a unix socket in a temp dir, alive until dropped.

@@ -1,5 +1,6 @@
 //! A cluster over TCP with mutual TLS: client certificates issued by the controller
-//! (`kctl cert issue`).
+//! (`kctl cert issue`), and nodes that join a controller with one-time tokens
+//! (`kctl node join-token`, `kcored node --controller ... --join-token ...`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,10 +20,21 @@ impl Kcored {
     /// `kcored <args> --data-dir D/data --run-dir D/run --listen 127.0.0.1:<port>`; waits
     /// for the unix API socket (bound after the TCP listener).
     fn start(args: &[&str]) -> Kcored {
+        Self::start_waiting(args, "kcore.sock")
+    }
+
+    /// Like [`Kcored::start`], waiting for `<run-dir>/<socket>`.
+    fn start_waiting(args: &[&str], socket: &str) -> Kcored {
         let dir = tempfile::Builder::new()
             .prefix("kcore-cluster-")
             .tempdir()
             .expect("tempdir");
+        // Like /var/lib/kcore: traversable, so the unprivileged QEMU reaches its volumes.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod tempdir");
+        }
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("kcored.log")).expect("log");
         let child = Command::new(bin("kcored"))
@@ -40,7 +52,8 @@ impl Kcored {
             .spawn()
             .expect("spawn kcored");
         let mut d = Kcored { dir, port, child };
-        d.wait_for(&d.dir.path().join("run/kcore.sock"));
+        let socket = d.dir.path().join("run").join(socket);
+        d.wait_for(&socket);
         d
     }
 
@@ -219,4 +232,183 @@ fn issued_viewer_cert_lists_but_may_not_create() {
         out.to_str().expect("utf-8"),
     ])
     .expect_err("cert issue over existing files", &["alice.crt exists"]);
+}
+
+/// A joined node: `kcored node --controller ... --listen 127.0.0.1:<port>`.
+fn start_node(ctl: &Kcored, name: &str, token: &str) -> Kcored {
+    let controller = format!("127.0.0.1:{}", ctl.port);
+    let ca = ctl.pki("ca.crt");
+    Kcored::start_waiting(
+        &[
+            "node",
+            "--accel",
+            "tcg",
+            "--name",
+            name,
+            "--controller",
+            &controller,
+            "--join-token",
+            token,
+            "--ca-cert",
+            ca.to_str().expect("utf-8"),
+        ],
+        "node.sock",
+    )
+}
+
+/// Run `kcored node` to its exit (a refused join), with its output.
+fn join_fails(ctl: &Kcored, name: &str, token: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin("kcored"))
+        .args(["node", "--accel", "tcg", "--name", name, "--controller"])
+        .arg(format!("127.0.0.1:{}", ctl.port))
+        .arg("--join-token")
+        .arg(token)
+        .arg("--ca-cert")
+        .arg(ctl.pki("ca.crt"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--run-dir")
+        .arg(dir.path().join("run"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kcored node");
+    assert!(!out.status.success(), "the join succeeded");
+    assert!(
+        !dir.path().join("data/pki/node.crt").exists(),
+        "a refused join left a certificate"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn ready_nodes(ctl: &Kcored) -> Vec<String> {
+    let v = ctl
+        .admin(&["-o", "json", "node", "list"])
+        .expect_ok("node list")
+        .json();
+    v["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|n| n["state"] == "NODE_STATE_READY")
+                .filter_map(|n| n["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn nodes_join_with_tokens_and_run_vms() {
+    let g = kcore_tests::guest();
+    let ctl = Kcored::start(&["controller"]);
+    let token = |ttl: &str| {
+        ctl.admin(&["node", "join-token", "--ttl", ttl])
+            .expect_ok("join-token")
+            .stdout
+            .trim()
+            .to_string()
+    };
+    let t1 = token("600");
+    let n1 = start_node(&ctl, "n1", &t1);
+    let n2 = start_node(&ctl, "n2", &token("600"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready_nodes(&ctl) != ["n1", "n2"] {
+        assert!(
+            Instant::now() < deadline,
+            "nodes not READY: {:?}\ncontroller:\n{}\nn1:\n{}\nn2:\n{}",
+            ready_nodes(&ctl),
+            ctl.log(),
+            n1.log(),
+            n2.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let table = ctl.admin(&["node", "list"]).expect_ok("node list").stdout;
+    assert!(table.contains("n1") && table.contains("n2"), "{table}");
+    for n in [&n1, &n2] {
+        assert_eq!(mode(&n.pki("node.key")), 0o600);
+    }
+
+    // A VM placed on n2 runs there (its QEMU is n2's).
+    let vm = ctl
+        .admin(&[
+            "-o",
+            "json",
+            "vm",
+            "create",
+            "v2",
+            "--node",
+            "n2",
+            "--vcpu",
+            "1",
+            "--memory",
+            "128",
+            "--kernel",
+            g.kernel.to_str().expect("utf-8"),
+            "--initrd",
+            g.initrd.to_str().expect("utf-8"),
+            "--cmdline",
+            "console=ttyS0 quiet panic=-1",
+            "--ready-pattern",
+            "KCORE-GUEST-READY",
+        ])
+        .expect_ok("vm create on n2")
+        .json();
+    assert_eq!(vm["node"], "n2", "{vm}");
+    assert_eq!(vm["status"], "VM_STATUS_RUNNING", "{vm}");
+    assert!(
+        n2.dir
+            .path()
+            .join("run/vms")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some()),
+        "no VM runtime dir on n2"
+    );
+    ctl.admin(&["vm", "delete", "v2", "--force"])
+        .expect_ok("vm delete");
+
+    // A used token and an expired one are refused.
+    let e = join_fails(&ctl, "n3", &t1);
+    assert!(
+        e.contains("already used") && e.contains("Unauthenticated"),
+        "{e}"
+    );
+    let short = token("1");
+    std::thread::sleep(Duration::from_secs(2));
+    let e = join_fails(&ctl, "n3", &short);
+    assert!(
+        e.contains("expired") && e.contains("Unauthenticated"),
+        "{e}"
+    );
+
+    // A node's certificate may not use the public API.
+    ctl.kctl(&n1.pki("node.crt"), &n1.pki("node.key"), &["vm", "list"])
+        .expect_err(
+            "vm list as a node",
+            &["role node may not call ListVMs", "PermissionDenied"],
+        );
+    // Without a client certificate the public API answers UNAUTHENTICATED.
+    let out = Command::new(bin("kctl"))
+        .arg("--endpoint")
+        .arg(format!("https://127.0.0.1:{}", ctl.port))
+        .args(["vm", "list"])
+        .env("XDG_CONFIG_HOME", ctl.dir.path().join("config"))
+        .env_remove("KCORE_ENDPOINT")
+        .env_remove("KCORE_CLIENT_CERT")
+        .env_remove("KCORE_CLIENT_KEY")
+        .env("KCORE_CA_CERT", ctl.pki("ca.crt"))
+        .output()
+        .expect("kctl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Unauthenticated"),
+        "{err}"
+    );
+
+    // A stopped node is no longer READY.
+    drop(n1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ready_nodes(&ctl), ["n2"]);
 }

@@ -358,10 +358,10 @@ impl KcoreService for KcoreApi {
     ) -> Result<Response<pb::IssuedCertificate>, Status> {
         let r = req.into_inner();
         let role: crate::auth::Role = r.role.parse().map_err(Status::invalid_argument)?;
-        if role == crate::auth::Role::Node {
-            return Err(Status::invalid_argument(
-                "role node is for node agents: they join with a join token",
-            ));
+        if !matches!(role, crate::auth::Role::Admin | crate::auth::Role::Viewer) {
+            return Err(Status::invalid_argument(format!(
+                "role {role} cannot be issued: use viewer or admin (nodes join with a join token)"
+            )));
         }
         let dir = self
             .pki_dir
@@ -404,5 +404,26 @@ impl KcoreService for KcoreApi {
             &self.ctl,
             req.into_inner().ttl_seconds,
         )?))
+    }
+
+    async fn register_node(
+        &self,
+        req: Request<pb::RegisterNodeRequest>,
+    ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
+        // A node may register only itself (auth.rs let only admin and node through).
+        if let Some(certs) = req.peer_certs()
+            && let Some(leaf) = certs.first()
+            && crate::auth::role_of_cert(leaf) == Ok(crate::auth::Role::Node)
+        {
+            let cn = crate::auth::cn_of_cert(leaf).unwrap_or_default();
+            if cn != req.get_ref().name {
+                return Err(Status::permission_denied(format!(
+                    "node {cn:?} may register only itself"
+                )));
+            }
+        }
+        let r = req.into_inner();
+        self.ctl.register_node(&r.name, &r.address).await?;
+        Ok(Response::new(pb::RegisterNodeResponse {}))
     }
 }

@@ -30,6 +30,9 @@ pub struct Controller {
     net_lock: tokio::sync::Mutex<()>,
     /// Held from picking MACs until they are in the store, so no two VMs get the same.
     nic_lock: tokio::sync::Mutex<()>,
+    /// How to dial registered nodes' NodeAgent over TCP: the cluster CA and the
+    /// controller's client certificate. Set once the PKI is ready.
+    pub node_tls: std::sync::OnceLock<tonic::transport::ClientTlsConfig>,
 }
 
 impl Controller {
@@ -41,6 +44,7 @@ impl Controller {
             events,
             net_lock: tokio::sync::Mutex::new(()),
             nic_lock: tokio::sync::Mutex::new(()),
+            node_tls: std::sync::OnceLock::new(),
         })
     }
 

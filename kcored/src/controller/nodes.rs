@@ -81,6 +81,85 @@ impl Nodes {
 }
 
 impl Controller {
+    /// Dial a registered node's NodeAgent at `address` (host:port) over mutual TLS,
+    /// verifying its certificate by the node `name`.
+    async fn dial_remote(&self, name: &str, address: &str) -> anyhow::Result<Channel> {
+        let tls = self
+            .node_tls
+            .get()
+            .ok_or_else(|| anyhow::anyhow!("the controller has no TLS configuration yet"))?
+            .clone()
+            .domain_name(name);
+        let ch = tonic::transport::Endpoint::from_shared(format!("https://{address}"))?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        Ok(ch)
+    }
+
+    /// A node registered: remember it and follow it (unless already followed there).
+    pub async fn register_node(self: &Arc<Self>, name: &str, address: &str) -> ApiResult<()> {
+        super::vms::validate_name(name)?;
+        if address.parse::<std::net::SocketAddr>().is_err()
+            && address
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(ApiError::InvalidArgument(format!(
+                "address {address:?}: expected host:port"
+            )));
+        }
+        if let Ok(link) = self.nodes.get(name) {
+            if link.address == address {
+                return Ok(());
+            }
+            if link.address.starts_with("unix://") {
+                return Err(ApiError::AlreadyExists(format!(
+                    "node {name} is a local node of this controller"
+                )));
+            }
+        }
+        self.store.upsert_node(name, address)?;
+        let ch = self.dial_remote(name, address).await.map_err(|e| {
+            ApiError::Unavailable(format!("cannot reach node {name} at {address}: {e:#}"))
+        })?;
+        let got = self
+            .add_node(address.to_string(), ch)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("node {name} at {address}: {e:#}")))?;
+        if got != name {
+            return Err(ApiError::InvalidArgument(format!(
+                "the node at {address} calls itself {got:?}, not {name:?}"
+            )));
+        }
+        tracing::info!(node = name, address, "node registered");
+        Ok(())
+    }
+
+    /// Follow the nodes registered before this start, each retried until it answers.
+    pub fn follow_registered_nodes(self: &Arc<Self>) -> ApiResult<()> {
+        for (name, address) in self.store.list_nodes()? {
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    if me.nodes.get(&name).is_ok() {
+                        return;
+                    }
+                    match me.dial_remote(&name, &address).await {
+                        Ok(ch) => match me.add_node(address.clone(), ch).await {
+                            Ok(_) => return,
+                            Err(e) => tracing::info!(node = %name, error = %e, "node not ready"),
+                        },
+                        Err(e) => tracing::info!(node = %name, error = %e, "cannot reach node"),
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            });
+        }
+        Ok(())
+    }
+
     /// Connect to a node agent, learn what it is, and follow its VMs from now on.
     pub async fn add_node(
         self: &Arc<Self>,

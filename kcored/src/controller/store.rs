@@ -53,6 +53,12 @@ const MIGRATIONS: &[&str] = &[
         used_at TEXT,
         used_by TEXT
     );",
+    // 5: nodes that registered over TCP (joined nodes), and where their NodeAgent listens.
+    "CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        registered_at TEXT NOT NULL
+    );",
 ];
 
 /// Why a join token was not accepted.
@@ -363,6 +369,27 @@ impl Store {
     }
 
     /// Append an event; returns it with its id.
+    /// Remember (or update) where a registered node listens.
+    pub fn upsert_node(&self, name: &str, address: &str) -> ApiResult<()> {
+        self.conn().execute(
+            "INSERT INTO nodes (name, address, registered_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET address = excluded.address,
+                 registered_at = excluded.registered_at",
+            params![name, address, now_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// The registered nodes: (name, address).
+    pub fn list_nodes(&self) -> ApiResult<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT name, address FROM nodes ORDER BY name")?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// Store a new join token by its SHA-256 (hex), valid until `expires_at` (unix seconds).
     pub fn insert_join_token(&self, sha256: &str, expires_at: i64) -> ApiResult<()> {
         let conn = self.conn();
