@@ -14,6 +14,7 @@ struct Kcored {
     dir: tempfile::TempDir,
     port: u16,
     child: Child,
+    socket: PathBuf,
 }
 
 impl Kcored {
@@ -36,25 +37,24 @@ impl Kcored {
                 .expect("chmod tempdir");
         }
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("kcored.log")).expect("log");
-        let child = Command::new(bin("kcored"))
-            .args(args)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--run-dir")
-            .arg(dir.path().join("run"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn kcored");
-        let mut d = Kcored { dir, port, child };
-        let socket = d.dir.path().join("run").join(socket);
-        d.wait_for(&socket);
+        let child = spawn(dir.path(), port, args);
+        let socket = dir.path().join("run").join(socket);
+        let mut d = Kcored {
+            dir,
+            port,
+            child,
+            socket,
+        };
+        d.wait_for(&d.socket.clone());
         d
+    }
+
+    /// Kill and start again in the same dirs on the same port with `args`.
+    fn restart(&mut self, args: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.dir.path(), self.port, args);
+        self.wait_for(&self.socket.clone());
     }
 
     fn wait_for(&mut self, socket: &Path) {
@@ -112,6 +112,28 @@ impl Drop for Kcored {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(dir: &Path, port: u16, args: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("kcored.log"))
+        .expect("log");
+    Command::new(bin("kcored"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn kcored")
 }
 
 fn free_port() -> u16 {
@@ -259,7 +281,7 @@ fn start_node(ctl: &Kcored, name: &str, token: &str) -> Kcored {
 /// Run `kcored node` to its exit (a refused join), with its output.
 fn join_fails(ctl: &Kcored, name: &str, token: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(bin("kcored"))
+    let mut child = Command::new(bin("kcored"))
         .args(["node", "--accel", "tcg", "--name", name, "--controller"])
         .arg(format!("127.0.0.1:{}", ctl.port))
         .arg("--join-token")
@@ -273,14 +295,36 @@ fn join_fails(ctl: &Kcored, name: &str, token: &str) -> String {
         .arg("--run-dir")
         .arg(dir.path().join("run"))
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run kcored node");
-    assert!(!out.status.success(), "the join succeeded");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kcored node {name} did not exit: the join succeeded?");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    assert!(!status.success(), "the join succeeded:\n{err}");
     assert!(
         !dir.path().join("data/pki/node.crt").exists(),
         "a refused join left a certificate"
     );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    err
 }
 
 fn ready_nodes(ctl: &Kcored) -> Vec<String> {
@@ -407,8 +451,34 @@ fn nodes_join_with_tokens_and_run_vms() {
         "{err}"
     );
 
-    // A stopped node is no longer READY.
-    drop(n1);
+    // A name in the cluster cannot be joined again.
+    let e = join_fails(&ctl, "n2", &token("60"));
+    assert!(e.contains("already in the cluster"), "{e}");
+
+    // A stopped node is no longer READY; restarted without a token it comes back with
+    // its stored certificate.
+    let mut n1 = n1;
+    let _ = n1.child.kill();
+    let _ = n1.child.wait();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(ready_nodes(&ctl), ["n2"]);
+    let controller = format!("127.0.0.1:{}", ctl.port);
+    n1.restart(&[
+        "node",
+        "--accel",
+        "tcg",
+        "--name",
+        "n1",
+        "--controller",
+        &controller,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready_nodes(&ctl) != ["n1", "n2"] {
+        assert!(
+            Instant::now() < deadline,
+            "n1 not READY again:\n{}",
+            n1.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -72,6 +72,21 @@ impl JoinService for JoinApi {
         let r = req.into_inner();
         super::vms::validate_name(&r.node_name)
             .map_err(|e| Status::invalid_argument(format!("node_name: {e}")))?;
+        // A token may not take over a node that exists (its holder would get that node's
+        // certificate and could register another address for it).
+        if self.ctl.nodes.get(&r.node_name).is_ok()
+            || self
+                .ctl
+                .store
+                .list_nodes()?
+                .iter()
+                .any(|(n, _)| *n == r.node_name)
+        {
+            return Err(Status::already_exists(format!(
+                "a node named {} is already in the cluster",
+                r.node_name
+            )));
+        }
         // Check the CSR before using up the token.
         rcgen::CertificateSigningRequestParams::from_pem(&r.csr_pem).map_err(|e| {
             Status::invalid_argument(format!("csr_pem is not a valid PKCS#10 request: {e}"))
@@ -161,6 +176,12 @@ mod tests {
         );
         let (_, pem) = x509_parser::pem::parse_x509_pem(r.cert_pem.as_bytes()).expect("pem");
         assert_eq!(role_of_cert(&pem.contents), Ok(Role::Node));
+        ctl.store
+            .upsert_node("n1", "127.0.0.1:1")
+            .expect("register");
+        let t2 = create_token(&ctl, 0).expect("token");
+        let e = join(&t2.token, "n1").await.expect_err("taken name");
+        assert_eq!(e.code(), tonic::Code::AlreadyExists);
         let e = join(&t.token, "n2").await.expect_err("reused");
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         assert!(e.message().contains("already used"), "{}", e.message());
