@@ -451,6 +451,53 @@ fn nodes_join_with_tokens_and_run_vms() {
         "{err}"
     );
 
+    // A node agent answers only the controller's certificate.
+    let node_port = n2.port;
+    let call = |cert: Option<(&str, &str)>| {
+        let ca = std::fs::read(ctl.pki("ca.crt")).expect("ca");
+        let ident = cert.map(|(c, k)| {
+            tonic::transport::Identity::from_pem(
+                std::fs::read(ctl.pki(c)).expect("cert"),
+                std::fs::read(ctl.pki(k)).expect("key"),
+            )
+        });
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async move {
+                let mut tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                    .domain_name("n2");
+                if let Some(i) = ident {
+                    tls = tls.identity(i);
+                }
+                let ch = tonic::transport::Endpoint::from_shared(format!(
+                    "https://127.0.0.1:{node_port}"
+                ))
+                .expect("uri")
+                .tls_config(tls)
+                .expect("tls")
+                .connect()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("{e:?}")))?;
+                kcore_proto::v1::node_agent_client::NodeAgentClient::new(ch)
+                    .get_node_info(kcore_proto::v1::GetNodeInfoRequest {})
+                    .await
+                    .map(|r| r.into_inner().name)
+            })
+    };
+    assert_eq!(
+        call(Some(("controller.crt", "controller.key"))).expect("as the controller"),
+        "n2"
+    );
+    let e = call(Some(("admin.crt", "admin.key"))).expect_err("as admin");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(
+        call(None).is_err(),
+        "a node agent answered without a certificate"
+    );
+
     // A name in the cluster cannot be joined again.
     let e = join_fails(&ctl, "n2", &token("60"));
     assert!(e.contains("already in the cluster"), "{e}");
