@@ -453,15 +453,20 @@ async fn serve_controller(
         sans.push(addr.ip().to_string());
     }
     let pki = pki::ensure_pki(&dirs.data_dir.join("pki"), &sans)?;
-    let _ = ctl.node_tls.set(
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(pki.read(pki::CA_CERT)?))
-            .identity(Identity::from_pem(
-                pki.read(pki::CONTROLLER_CERT)?,
-                pki.read(pki::CONTROLLER_KEY)?,
-            )),
-    );
-    ctl.follow_registered_nodes()?;
+    match (
+        pki.read(pki::CONTROLLER_CERT),
+        pki.read(pki::CONTROLLER_KEY),
+    ) {
+        (Ok(cert), Ok(key)) => {
+            let _ = ctl.node_tls.set(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(pki.read(pki::CA_CERT)?))
+                    .identity(Identity::from_pem(cert, key)),
+            );
+            ctl.follow_registered_nodes()?;
+        }
+        _ => tracing::warn!("no controller certificate: joined nodes are not followed"),
+    }
     tracing::info!(
         cert = %pki.path(pki::ADMIN_CERT).display(),
         key = %pki.path(pki::ADMIN_KEY).display(),

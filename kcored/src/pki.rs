@@ -97,6 +97,15 @@ pub fn ensure_pki(dir: &Path, extra_sans: &[String]) -> anyhow::Result<Pki> {
     if have_server && have_admin && have_controller {
         return Ok(pki);
     }
+    if have_server && have_admin && !pki.path(CA_KEY).exists() {
+        // A PKI from before controller.crt, with the CA key kept offline: run without it
+        // (joined nodes cannot be dialed until it exists).
+        tracing::warn!(
+            path = %pki.path(CONTROLLER_CERT).display(),
+            "no controller certificate and no CA key to issue it: nodes cannot join"
+        );
+        return Ok(pki);
+    }
     let issuer = load_issuer(&pki)?;
     if !have_server {
         let mut sans = vec![
@@ -394,6 +403,25 @@ mod tests {
         ensure_pki(&dir, &[]).expect("reissue admin");
         assert_eq!(pki.read(CA_CERT).expect("ca"), before[0]);
         assert!(signed_by_ca(&pki.read(ADMIN_CERT).expect("admin"), &ca));
+    }
+
+    #[test]
+    fn controller_cert_is_added_to_an_older_pki() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let pki = ensure_pki(tmp.path(), &[]).expect("pki");
+        let ca = pki.read(CA_CERT).expect("ca");
+        let d = der(&pki.read(CONTROLLER_CERT).expect("controller"));
+        assert_eq!(role_of_cert(&d), Ok(Role::Controller));
+        std::fs::remove_file(pki.path(CONTROLLER_CERT)).expect("rm");
+        std::fs::remove_file(pki.path(CONTROLLER_KEY)).expect("rm");
+        ensure_pki(tmp.path(), &[]).expect("re-add");
+        assert!(signed_by_ca(&pki.read(CONTROLLER_CERT).expect("c"), &ca));
+        // With the CA key offline, an older PKI still starts (without it).
+        std::fs::remove_file(pki.path(CONTROLLER_CERT)).expect("rm");
+        std::fs::remove_file(pki.path(CONTROLLER_KEY)).expect("rm");
+        std::fs::remove_file(pki.path(CA_KEY)).expect("rm");
+        ensure_pki(tmp.path(), &[]).expect("offline CA key");
+        assert!(!pki.path(CONTROLLER_CERT).exists());
     }
 
     #[test]
