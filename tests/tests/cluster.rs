@@ -346,7 +346,7 @@ fn ready_nodes(ctl: &Kcored) -> Vec<String> {
 #[test]
 fn nodes_join_with_tokens_and_run_vms() {
     let g = kcore_tests::guest();
-    let ctl = Kcored::start(&["controller"]);
+    let mut ctl = Kcored::start(&["controller"]);
     let token = |ttl: &str| {
         ctl.admin(&["node", "join-token", "--ttl", ttl])
             .expect_ok("join-token")
@@ -528,4 +528,44 @@ fn nodes_join_with_tokens_and_run_vms() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // A restarted controller follows the registered nodes again (from its database).
+    ctl.restart(&["controller"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready_nodes(&ctl) != ["n1", "n2"] {
+        assert!(
+            Instant::now() < deadline,
+            "nodes not READY after a controller restart:\n{}",
+            ctl.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A registered node that is down is listed NOT_READY after a controller restart.
+    let _ = n1.child.kill();
+    let _ = n1.child.wait();
+    ctl.restart(&["controller"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready_nodes(&ctl) != ["n2"] {
+        assert!(Instant::now() < deadline, "n2 not READY:\n{}", ctl.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let v = ctl
+        .admin(&["-o", "json", "node", "get", "n2"])
+        .expect_ok("node get")
+        .json();
+    assert_eq!(v["state"], "NODE_STATE_READY", "{v}");
+    let v = ctl
+        .admin(&["-o", "json", "node", "list"])
+        .expect_ok("node list")
+        .json();
+    let n1_state = v["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == "n1"))
+        .map(|n| n["state"].clone());
+    assert_eq!(
+        n1_state,
+        Some(serde_json::json!("NODE_STATE_NOT_READY")),
+        "{v}"
+    );
 }

@@ -113,13 +113,25 @@ impl KcoreService for KcoreApi {
         &self,
         _: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let nodes = self
+        let mut nodes: Vec<pb::Node> = self
             .ctl
             .nodes
             .all()
             .iter()
             .map(|l| self.ctl.node_to_pb(l))
             .collect::<Result<_, _>>()?;
+        // Registered nodes not reached since this start.
+        for (name, address) in self.ctl.store.list_nodes()? {
+            if !nodes.iter().any(|n| n.name == name) {
+                nodes.push(pb::Node {
+                    name,
+                    address,
+                    state: pb::NodeState::NotReady as i32,
+                    ..Default::default()
+                });
+            }
+        }
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
 
