@@ -172,6 +172,7 @@ impl Controller {
             .await?
             .into_inner();
         let name = info.name.clone();
+        let address_of_link = address.clone();
         self.nodes.insert(NodeLink {
             name: name.clone(),
             address,
@@ -182,10 +183,12 @@ impl Controller {
         });
         // Take in the node's current view before serving anything.
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(
-            self.clone()
-                .follow_node(name.clone(), client, Some(first_tx)),
-        );
+        tokio::spawn(self.clone().follow_node(
+            name.clone(),
+            address_of_link,
+            client,
+            Some(first_tx),
+        ));
         let _ = tokio::time::timeout(Duration::from_secs(10), first_rx).await;
         Ok(name)
     }
@@ -193,10 +196,16 @@ impl Controller {
     async fn follow_node(
         self: Arc<Self>,
         name: String,
+        address: String,
         mut client: NodeAgentClient<Channel>,
         mut first: Option<tokio::sync::oneshot::Sender<()>>,
     ) {
+        // Stop once the node was re-added at another address (a new follower has it).
+        let current = |me: &Self| me.nodes.get(&name).is_ok_and(|l| l.address == address);
         loop {
+            if !current(&self) {
+                return;
+            }
             match client.watch_node_v_ms(pb::WatchNodeVMsRequest {}).await {
                 Ok(resp) => {
                     let mut stream = resp.into_inner();
@@ -229,6 +238,9 @@ impl Controller {
                     }
                 }
                 Err(e) => tracing::warn!(node = %name, error = %e, "cannot watch node"),
+            }
+            if !current(&self) {
+                return;
             }
             self.nodes.update(&name, |l| l.ready = false);
             self.mark_unknown(&name);
