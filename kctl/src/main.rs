@@ -107,9 +107,13 @@ async fn run(cli: Cli) -> Result<()> {
                 timeout,
                 no_wait,
             } => vm::stop(&client, format, name, force, timeout, no_wait).await,
-            VmCommand::Reboot { name } => vm::reboot(&client, format, name).await,
-            VmCommand::Pause { name } => vm::pause(&client, format, name).await,
-            VmCommand::Resume { name } => vm::resume(&client, format, name).await,
+            VmCommand::Reboot { name } => {
+                vm::simple(&client, format, vm::Simple::Reboot, name).await
+            }
+            VmCommand::Pause { name } => vm::simple(&client, format, vm::Simple::Pause, name).await,
+            VmCommand::Resume { name } => {
+                vm::simple(&client, format, vm::Simple::Resume, name).await
+            }
             VmCommand::Delete {
                 name,
                 force,

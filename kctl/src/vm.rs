@@ -299,15 +299,24 @@ pub async fn stop(
     print_action(format, "Stopped", &vm)
 }
 
-/// `kctl vm reboot`.
-pub async fn reboot(client: &Client, format: Format, name: String) -> Result<()> {
-    let vm = client
-        .api()
-        .reboot_vm(RebootVmRequest { name })
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner();
-    print_action(format, "Rebooted", &vm)
+/// The VM operations that are one call each.
+#[derive(Debug, Clone, Copy)]
+pub enum Simple {
+    Reboot,
+    Pause,
+    Resume,
+}
+
+/// `kctl vm reboot | pause | resume`.
+pub async fn simple(client: &Client, format: Format, op: Simple, name: String) -> Result<()> {
+    let mut api = client.api();
+    let (verb, reply) = match op {
+        Simple::Reboot => ("Rebooted", api.reboot_vm(RebootVmRequest { name }).await),
+        Simple::Pause => ("Paused", api.pause_vm(PauseVmRequest { name }).await),
+        Simple::Resume => ("Resumed", api.resume_vm(ResumeVmRequest { name }).await),
+    };
+    let vm = reply.map_err(|s| client.error(s))?.into_inner();
+    print_action(format, verb, &vm)
 }
 
 /// `kctl vm disk attach | detach | resize`.
@@ -350,28 +359,6 @@ pub async fn disk(client: &Client, format: Format, command: crate::cli::DiskComm
     };
     let vm = reply.map_err(|s| client.error(s))?.into_inner();
     print_action(format, verb, &vm)
-}
-
-/// `kctl vm pause`.
-pub async fn pause(client: &Client, format: Format, name: String) -> Result<()> {
-    let vm = client
-        .api()
-        .pause_vm(PauseVmRequest { name })
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner();
-    print_action(format, "Paused", &vm)
-}
-
-/// `kctl vm resume`.
-pub async fn resume(client: &Client, format: Format, name: String) -> Result<()> {
-    let vm = client
-        .api()
-        .resume_vm(ResumeVmRequest { name })
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner();
-    print_action(format, "Resumed", &vm)
 }
 
 /// `kctl vm delete`.
