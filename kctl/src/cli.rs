@@ -360,6 +360,16 @@ pub enum NodeCommand {
         /// Node name.
         node: String,
     },
+    /// Place no new VMs on a node (its VMs keep running).
+    Cordon {
+        /// Node name.
+        node: String,
+    },
+    /// Let the scheduler use a cordoned node again.
+    Uncordon {
+        /// Node name.
+        node: String,
+    },
     /// Print a one-time token (alone on stdout) a new node joins with:
     /// `kcored node --controller HOST:PORT --join-token TOKEN --ca-cert ca.crt`.
     JoinToken {

@@ -133,6 +133,8 @@ async fn run(cli: Cli) -> Result<()> {
             NodeCommand::List => node::list(&client, format).await,
             NodeCommand::Get { node } => node::get(&client, format, node).await,
             NodeCommand::JoinToken { ttl } => node::join_token(&client, format, ttl).await,
+            NodeCommand::Cordon { node } => node::cordon(&client, format, node, true).await,
+            NodeCommand::Uncordon { node } => node::cordon(&client, format, node, false).await,
         },
         Command::Pool(PoolCommand::List { node }) => {
             storage::list_pools(&client, format, node).await

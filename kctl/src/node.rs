@@ -34,6 +34,31 @@ pub async fn get(client: &Client, format: Format, name: String) -> Result<()> {
     output::write_stdout(describe(&node).as_bytes())
 }
 
+/// READY, NOT_READY, with ",CORDONED" when no new VMs go there.
+fn state_text(node: &kcore_proto::v1::Node) -> String {
+    let state = output::node_state(node.state).to_string();
+    if node.cordoned {
+        format!("{state},CORDONED")
+    } else {
+        state
+    }
+}
+
+/// `kctl node cordon | uncordon`.
+pub async fn cordon(client: &Client, format: Format, name: String, cordon: bool) -> Result<()> {
+    let node = client
+        .api()
+        .cordon_node(kcore_proto::v1::CordonNodeRequest { name, cordon })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    if format != Format::Table {
+        return output::print_structured(format, &node);
+    }
+    let verb = if cordon { "Cordoned" } else { "Uncordoned" };
+    output::write_stdout(format!("{verb} node {}\n", node.name).as_bytes())
+}
+
 /// `kctl node join-token`: the token alone on stdout (table mode), or the object.
 pub async fn join_token(client: &Client, format: Format, ttl: Option<u32>) -> Result<()> {
     let token = client
@@ -67,7 +92,7 @@ pub fn table(nodes: &[Node]) -> comfy_table::Table {
     for node in nodes {
         table.add_row(vec![
             node.name.clone(),
-            output::node_state(node.state),
+            state_text(node),
             node.cpus.to_string(),
             output::mib(node.memory_mb),
             node.vm_count.to_string(),
@@ -84,7 +109,7 @@ pub fn table(nodes: &[Node]) -> comfy_table::Table {
 pub fn describe(node: &Node) -> String {
     output::key_values(&[
         ("Name", node.name.clone()),
-        ("State", output::node_state(node.state)),
+        ("State", state_text(node)),
         ("Address", node.address.clone()),
         ("Hostname", node.hostname.clone()),
         ("CPUs", node.cpus.to_string()),

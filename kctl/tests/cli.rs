@@ -235,6 +235,14 @@ impl KcoreService for Mock {
         Err(Status::not_found(format!("node \"{name}\" not found")))
     }
 
+    async fn cordon_node(
+        &self,
+        request: Request<kcore_proto::v1::CordonNodeRequest>,
+    ) -> Result<Response<Node>, Status> {
+        let name = request.into_inner().name;
+        Err(Status::not_found(format!("node \"{name}\" not found")))
+    }
+
     type WatchEventsStream = ReceiverStream<Result<Event, Status>>;
 
     async fn watch_events(

@@ -143,6 +143,22 @@ impl KcoreService for KcoreApi {
         Ok(Response::new(self.ctl.node_to_pb(&link)?))
     }
 
+    async fn cordon_node(
+        &self,
+        req: Request<pb::CordonNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let r = req.into_inner();
+        let link = self.ctl.nodes.get(&r.name)?;
+        self.ctl.store.set_cordoned(&r.name, r.cordon)?;
+        let kind = if r.cordon {
+            "node.cordoned"
+        } else {
+            "node.uncordoned"
+        };
+        self.ctl.emit(kind, None, r.name.clone());
+        Ok(Response::new(self.ctl.node_to_pb(&link)?))
+    }
+
     type WatchEventsStream = Stream2<pb::Event>;
 
     async fn watch_events(

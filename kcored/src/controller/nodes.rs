@@ -321,6 +321,7 @@ impl Controller {
             qemu_version: l.info.qemu_version.clone(),
             accel: l.info.accel.clone(),
             hostname: l.info.hostname.clone(),
+            cordoned: self.store.is_cordoned(&l.name)?,
         })
     }
 
@@ -330,6 +331,11 @@ impl Controller {
             let l = self.nodes.get(wanted)?;
             if !l.ready {
                 return Err(ApiError::Unavailable(format!("node {wanted} is not ready")));
+            }
+            if self.store.is_cordoned(wanted)? {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "node {wanted} is cordoned (kctl node uncordon {wanted})"
+                )));
             }
             return Ok(l.name);
         }
@@ -353,6 +359,10 @@ impl Controller {
         for l in all {
             if !l.ready {
                 reasons.push(format!("{}: not ready", l.name));
+                continue;
+            }
+            if self.store.is_cordoned(&l.name)? {
+                reasons.push(format!("{}: cordoned", l.name));
                 continue;
             }
             let (_, _, mem) = self.allocation(&l.name)?;

@@ -59,6 +59,8 @@ const MIGRATIONS: &[&str] = &[
         address TEXT NOT NULL,
         registered_at TEXT NOT NULL
     );",
+    // 6: cordoned nodes (the scheduler places no new VMs there).
+    "CREATE TABLE cordoned_nodes (name TEXT PRIMARY KEY);",
 ];
 
 /// Why a join token was not accepted.
@@ -366,6 +368,32 @@ impl Store {
         self.conn()
             .execute("DELETE FROM networks WHERE name = ?1", params![name])?;
         Ok(())
+    }
+
+    /// Cordon (true) or uncordon (false) a node.
+    pub fn set_cordoned(&self, node: &str, cordoned: bool) -> ApiResult<()> {
+        let conn = self.conn();
+        if cordoned {
+            conn.execute(
+                "INSERT OR IGNORE INTO cordoned_nodes (name) VALUES (?1)",
+                params![node],
+            )?;
+        } else {
+            conn.execute("DELETE FROM cordoned_nodes WHERE name = ?1", params![node])?;
+        }
+        Ok(())
+    }
+
+    pub fn is_cordoned(&self, node: &str) -> ApiResult<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM cordoned_nodes WHERE name = ?1",
+                params![node],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
     }
 
     /// Append an event; returns it with its id.
