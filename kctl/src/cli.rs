@@ -365,6 +365,17 @@ pub enum NodeCommand {
         /// Node name.
         node: String,
     },
+    /// Cordon a node and stop its VMs (gracefully; by force after --timeout).
+    Drain {
+        /// Node name.
+        node: String,
+        /// Seconds each VM gets to power off (default 30).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u32>,
+        /// Kill the VMs at once.
+        #[arg(long)]
+        force: bool,
+    },
     /// Let the scheduler use a cordoned node again.
     Uncordon {
         /// Node name.

@@ -134,6 +134,11 @@ async fn run(cli: Cli) -> Result<()> {
             NodeCommand::Get { node } => node::get(&client, format, node).await,
             NodeCommand::JoinToken { ttl } => node::join_token(&client, format, ttl).await,
             NodeCommand::Cordon { node } => node::cordon(&client, format, node, true).await,
+            NodeCommand::Drain {
+                node,
+                timeout,
+                force,
+            } => node::drain(&client, format, node, timeout, force).await,
             NodeCommand::Uncordon { node } => node::cordon(&client, format, node, false).await,
         },
         Command::Pool(PoolCommand::List { node }) => {

@@ -59,6 +59,36 @@ pub async fn cordon(client: &Client, format: Format, name: String, cordon: bool)
     output::write_stdout(format!("{verb} node {}\n", node.name).as_bytes())
 }
 
+/// `kctl node drain`.
+pub async fn drain(
+    client: &Client,
+    format: Format,
+    name: String,
+    timeout: Option<u32>,
+    force: bool,
+) -> Result<()> {
+    let reply = client
+        .api()
+        .drain_node(kcore_proto::v1::DrainNodeRequest {
+            name,
+            timeout_secs: timeout.unwrap_or(0),
+            force,
+        })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    if format != Format::Table {
+        return output::print_structured(format, &reply);
+    }
+    let node = reply.node.map(|n| n.name).unwrap_or_default();
+    let stopped = if reply.stopped.is_empty() {
+        "no VM was running".to_string()
+    } else {
+        format!("stopped {}", reply.stopped.join(", "))
+    };
+    output::write_stdout(format!("Drained node {node}: cordoned, {stopped}\n").as_bytes())
+}
+
 /// `kctl node join-token`: the token alone on stdout (table mode), or the object.
 pub async fn join_token(client: &Client, format: Format, ttl: Option<u32>) -> Result<()> {
     let token = client

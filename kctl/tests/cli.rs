@@ -235,6 +235,13 @@ impl KcoreService for Mock {
         Err(Status::not_found(format!("node \"{name}\" not found")))
     }
 
+    async fn drain_node(
+        &self,
+        _: Request<kcore_proto::v1::DrainNodeRequest>,
+    ) -> Result<Response<kcore_proto::v1::DrainNodeResponse>, Status> {
+        Err(Status::unimplemented("not in the mock"))
+    }
+
     async fn cordon_node(
         &self,
         request: Request<kcore_proto::v1::CordonNodeRequest>,

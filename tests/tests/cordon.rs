@@ -40,8 +40,20 @@ fn a_cordoned_node_takes_no_new_vms() {
         .expect_ok("start on a cordoned node");
     d.kctl(&["node", "cordon", "nosuch"])
         .expect_err("unknown node", &["NotFound"]);
+    // Drain stops what runs there (and keeps the node cordoned).
+    let drained = d
+        .kctl(&["node", "drain", "node1", "--force"])
+        .expect_ok("drain");
+    assert!(
+        drained.stdout.contains("stopped before"),
+        "{}",
+        drained.stdout
+    );
+    assert_eq!(d.vm("before")["status"], "VM_STATUS_STOPPED");
     d.kctl(&["node", "uncordon", "node1"]).expect_ok("uncordon");
     define("after", &[]).expect_ok("define after uncordon");
     let ev = d.kctl(&["-o", "json", "events"]).expect_ok("events");
-    assert!(ev.stdout.contains("node.cordoned") && ev.stdout.contains("node.uncordoned"));
+    for kind in ["node.cordoned", "node.drained", "node.uncordoned"] {
+        assert!(ev.stdout.contains(kind), "no {kind}: {}", ev.stdout);
+    }
 }

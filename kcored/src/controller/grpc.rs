@@ -159,6 +159,38 @@ impl KcoreService for KcoreApi {
         Ok(Response::new(self.ctl.node_to_pb(&link)?))
     }
 
+    async fn drain_node(
+        &self,
+        req: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::DrainNodeResponse>, Status> {
+        let r = req.into_inner();
+        let link = self.ctl.nodes.get(&r.name)?;
+        self.ctl.store.set_cordoned(&r.name, true)?;
+        let mut stopped = Vec::new();
+        for vm in self.ctl.store.list_vms(Some(&r.name))? {
+            if matches!(vm.status, pb::VmStatus::Running | pb::VmStatus::Paused) {
+                self.ctl
+                    .stop_vm(pb::StopVmRequest {
+                        name: vm.name.clone(),
+                        force: r.force,
+                        timeout_secs: r.timeout_secs,
+                        no_wait: false,
+                    })
+                    .await?;
+                stopped.push(vm.name);
+            }
+        }
+        self.ctl.emit(
+            "node.drained",
+            None,
+            format!("{}: stopped {}", r.name, stopped.len()),
+        );
+        Ok(Response::new(pb::DrainNodeResponse {
+            node: Some(self.ctl.node_to_pb(&link)?),
+            stopped,
+        }))
+    }
+
     type WatchEventsStream = Stream2<pb::Event>;
 
     async fn watch_events(
