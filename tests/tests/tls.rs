@@ -321,3 +321,24 @@ fn grpcurl_uses_reflection_and_health_over_tls() {
         "health without a client certificate answered"
     );
 }
+
+#[test]
+fn an_expired_certificate_is_refused() {
+    let d = TlsDaemon::start();
+    let read = |f: &str| std::fs::read_to_string(d.pki(f)).expect("read pki");
+    let ca_key = KeyPair::from_pem(&read("ca.key")).expect("ca.key");
+    let issuer = Issuer::from_ca_cert_pem(&read("ca.crt"), ca_key).expect("ca.crt");
+    // Signed by the right CA, with the admin role, but valid only in 2020.
+    let key = KeyPair::generate().expect("key");
+    let mut params = client_params("old-admin", "admin");
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+    let cert = params.signed_by(&key, &issuer).expect("sign");
+    let (c, k) = (d.dir.path().join("old.crt"), d.dir.path().join("old.key"));
+    std::fs::write(&c, cert.pem()).expect("write cert");
+    std::fs::write(&k, key.serialize_pem()).expect("write key");
+    d.kctl(Some((&c, &k)), &["vm", "list"]).expect_err(
+        "vm list with an expired certificate",
+        &["cannot talk to kcore"],
+    );
+}
