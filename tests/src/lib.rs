@@ -412,6 +412,36 @@ impl Daemon {
         Run::from(child.wait_with_output().expect("kctl output"))
     }
 
+    /// Type a line into a VM's serial console (kctl with piped stdin).
+    pub fn type_in(&self, vm: &str, line: &str) {
+        self.kctl_stdin(&["vm", "console", vm], Some(&format!("{line}\n")))
+            .expect_ok("console input");
+    }
+
+    /// Type `line` into the console, again every `retry`, until `needle` shows up once more
+    /// than before (the guest may be busy; a hot-plugged device takes a moment). Gives up
+    /// after 90 s.
+    pub fn type_until(&self, vm: &str, line: &str, needle: &str, retry: Duration) {
+        let seen = || self.console_log(vm).matches(needle).count();
+        let before = seen();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            self.type_in(vm, line);
+            let next = Instant::now() + retry;
+            while Instant::now() < next {
+                if seen() > before {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} never showed on {vm}:\n{}",
+                self.console_log(vm)
+            );
+        }
+    }
+
     /// `kctl -o json vm get NAME`.
     pub fn vm(&self, name: &str) -> Value {
         self.kctl(&["-o", "json", "vm", "get", name])

@@ -8,28 +8,6 @@ use kcore_tests::{Daemon, alive};
 
 const BOOT: Duration = Duration::from_secs(90);
 
-fn console(d: &Daemon, vm: &str, line: &str) {
-    d.kctl_stdin(&["vm", "console", vm], Some(&format!("{line}\n")))
-        .expect_ok("console input");
-}
-
-/// Type `line` every 2 s until `needle` shows on the console (PCIe hotplug in the guest
-/// takes a moment: the slot is powered and probed asynchronously).
-fn console_until(d: &Daemon, vm: &str, line: &str, needle: &str) {
-    let seen = |d: &Daemon| d.console_log(vm).matches(needle).count();
-    let before = seen(d);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while seen(d) <= before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{needle:?} never showed on {vm}:\n{}",
-            d.console_log(vm)
-        );
-        console(d, vm, line);
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
 #[test]
 fn disks_hotplug_grow_and_unplug_in_a_running_guest() {
     let d = Daemon::start();
@@ -44,7 +22,12 @@ fn disks_hotplug_grow_and_unplug_in_a_running_guest() {
     assert_eq!(vm["disks"][0]["volume"], "hot-disk1", "{vm}");
     assert_eq!(vm["disks"][0]["size_bytes"], "1073741824", "{vm}");
     // The guest sees a new 1 GiB virtio disk (2097152 sectors).
-    console_until(&d, "hot", "cat /sys/block/vda/size", "2097152");
+    d.type_until(
+        "hot",
+        "cat /sys/block/vda/size",
+        "2097152",
+        Duration::from_secs(2),
+    );
     // QEMU got the disk as a file descriptor: its command line never named the volume.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
     assert!(!String::from_utf8_lossy(&cmdline).contains("hot-disk1"));
@@ -52,7 +35,12 @@ fn disks_hotplug_grow_and_unplug_in_a_running_guest() {
     // Grow it live.
     d.kctl(&["vm", "disk", "resize", "hot", "vda", "2"])
         .expect_ok("resize");
-    console_until(&d, "hot", "cat /sys/block/vda/size", "4194304");
+    d.type_until(
+        "hot",
+        "cat /sys/block/vda/size",
+        "4194304",
+        Duration::from_secs(2),
+    );
     d.kctl(&["vm", "disk", "resize", "hot", "vda", "1"])
         .expect_err("shrink", &["FailedPrecondition"]);
 
@@ -62,7 +50,12 @@ fn disks_hotplug_grow_and_unplug_in_a_running_guest() {
         .expect_ok("detach")
         .json();
     assert_eq!(vm["disks"].as_array().map(|a| a.len()), Some(0), "{vm}");
-    console_until(&d, "hot", "[ -e /dev/vda ] || echo vda-gone", "vda-gone");
+    d.type_until(
+        "hot",
+        "[ -e /dev/vda ] || echo vda-gone",
+        "vda-gone",
+        Duration::from_secs(2),
+    );
     let vols = d
         .kctl(&["-o", "json", "volume", "list"])
         .expect_ok("volumes")
@@ -97,11 +90,11 @@ fn disks_of_a_stopped_vm_change_in_its_spec_and_survive_a_daemon_restart() {
         .expect_ok("offline attach");
     d.kctl(&["vm", "start", "cold"]).expect_ok("start");
     d.wait_console("cold", "KCORE-GUEST-SHELL", 2, BOOT);
-    console_until(
-        &d,
+    d.type_until(
         "cold",
         "cat /sys/block/vda/size /sys/block/vdb/size",
         "6291456",
+        Duration::from_secs(2),
     );
     d.wait_console("cold", "2097152", 1, Duration::from_secs(30));
     // The hot-added one sits on a hotplug port, so it can leave while running.

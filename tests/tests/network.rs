@@ -11,30 +11,6 @@ use kcore_tests::{Daemon, NetNs, alive};
 
 const BOOT: Duration = Duration::from_secs(90);
 
-/// Type `line` into the console, again every `retry`, until `needle` shows up once more
-/// than before (the guest may be busy, a hot-plugged device takes a moment).
-fn type_until(d: &Daemon, vm: &str, line: &str, needle: &str, retry: Duration) {
-    let seen = |d: &Daemon| d.console_log(vm).matches(needle).count();
-    let before = seen(d);
-    let deadline = Instant::now() + BOOT;
-    loop {
-        d.kctl_stdin(&["vm", "console", vm], Some(&format!("{line}\n")))
-            .expect_ok("console input");
-        let next = Instant::now() + retry;
-        while Instant::now() < next {
-            if seen(d) > before {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} never showed on {vm}:\n{}",
-            d.console_log(vm)
-        );
-    }
-}
-
 /// The busybox udhcpc the guest has needs a script to apply the lease: write one, then
 /// lease an address on `iface`.
 fn dhcp(d: &Daemon, vm: &str, iface: &str, tag: &str) {
@@ -47,8 +23,7 @@ fn dhcp(d: &Daemon, vm: &str, iface: &str, tag: &str) {
         "{script}; udhcpc -i {iface} -s /tmp/u.sh -q -n -t 10 -T 2 >/dev/null 2>&1 && \
          echo DHCP-{tag}-$((40+2))"
     );
-    type_until(
-        d,
+    d.type_until(
         vm,
         &line,
         &format!("DHCP-{tag}-42"),
@@ -58,8 +33,7 @@ fn dhcp(d: &Daemon, vm: &str, iface: &str, tag: &str) {
 
 /// The guest pings `ip` (which the host side may need a moment to learn).
 fn guest_pings(d: &Daemon, vm: &str, ip: &str, tag: &str) {
-    type_until(
-        d,
+    d.type_until(
         vm,
         &format!("ping -c 1 -W 2 {ip} >/dev/null && echo PING-{tag}-$((40+2))"),
         &format!("PING-{tag}-42"),
@@ -215,8 +189,7 @@ fn nat_guests_lease_ping_survive_a_restart_and_hotplug() {
     let tap1 = v["nics"][1]["tap"].as_str().expect("tap").to_string();
     assert_ne!(mac1, mac_a);
     assert!(tap_names(&ns).contains(&tap1));
-    type_until(
-        &d,
+    d.type_until(
         "a",
         "cat /sys/class/net/eth1/address",
         &mac1,
@@ -234,8 +207,7 @@ fn nat_guests_lease_ping_survive_a_restart_and_hotplug() {
         .expect_ok("nic detach")
         .json();
     assert_eq!(v["nics"].as_array().map(Vec::len), Some(1), "{v}");
-    type_until(
-        &d,
+    d.type_until(
         "a",
         "[ -e /sys/class/net/eth1 ] || echo ETH1-$((6*7))",
         "ETH1-42",
@@ -315,8 +287,7 @@ fn bridge_networks_reach_the_lan() {
         &["--nic", "lan", "--nic", "lab,model=virtio"],
     );
     d.wait_console("g", "KCORE-GUEST-SHELL", 1, BOOT);
-    type_until(
-        &d,
+    d.type_until(
         "g",
         "ip addr add 192.168.77.10/24 dev eth0; ip link set eth0 up; \
          ip addr add 192.168.78.10/24 dev eth1; ip link set eth1 up; echo UP-$((40+2))",

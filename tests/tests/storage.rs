@@ -46,36 +46,11 @@ fn ext4_image(dir: &Path) -> PathBuf {
     qcow
 }
 
+/// A test-guest VM whose first disk is a clone of the image "rootfs", mounted on /mnt.
 fn create_from_image(d: &Daemon, name: &str, extra: &[&str]) -> serde_json::Value {
-    let g = guest();
-    let mut args = vec![
-        "-o",
-        "json",
-        "vm",
-        "create",
-        name,
-        "--vcpu",
-        "1",
-        "--memory",
-        "128",
-        "--image",
-        "rootfs",
-        "--kernel",
-        g.kernel.to_str().expect("utf8"),
-        "--initrd",
-        g.initrd.to_str().expect("utf8"),
-        "--cmdline",
-        "console=ttyS0 quiet panic=-1 kcore.root=/dev/vda kcore.echo=off",
-        "--ready-pattern",
-        "KCORE-GUEST-READY",
-    ];
+    let mut args = vec!["--image", "rootfs"];
     args.extend_from_slice(extra);
-    d.kctl(&args).expect_ok("vm create --image").json()
-}
-
-fn type_in(d: &Daemon, vm: &str, line: &str) {
-    d.kctl_stdin(&["vm", "console", vm], Some(&format!("{line}\n")))
-        .expect_ok("console input");
+    d.create_guest(name, "kcore.root=/dev/vda kcore.echo=off", &args)
 }
 
 fn volumes(d: &Daemon) -> Vec<serde_json::Value> {
@@ -135,33 +110,27 @@ fn vms_boot_from_disks_cloned_from_an_imported_image() {
         "64 MiB root rounds up to 1 GiB, plus 1 GiB: {vm}"
     );
     d.wait_console("disk-a", "KCORE-ROOT-MOUNTED /dev/vda", 1, BOOT);
-    type_in(
-        &d,
+    d.type_in(
         "disk-a",
         "cat /mnt/hello.txt; [ -b /dev/vdb ] && echo has-data-disk",
     );
     d.wait_console("disk-a", "hello-from-the-image", 1, Duration::from_secs(20));
     d.wait_console("disk-a", "has-data-disk", 1, Duration::from_secs(20));
     // Write, reboot, and the file is still there.
-    type_in(
-        &d,
+    d.type_in(
         "disk-a",
         "echo persisted-$((1+1)) > /mnt/note; sync; echo synced-ok",
     );
     d.wait_console("disk-a", "synced-ok", 1, Duration::from_secs(20));
     d.kctl(&["vm", "reboot", "disk-a"]).expect_ok("reboot");
     d.wait_console("disk-a", "KCORE-ROOT-MOUNTED /dev/vda", 2, BOOT);
-    type_in(&d, "disk-a", "cat /mnt/note");
+    d.type_in("disk-a", "cat /mnt/note");
     d.wait_console("disk-a", "persisted-2", 1, Duration::from_secs(20));
 
     // A second VM from the same image does not see the first one's write.
     create_from_image(&d, "disk-b", &[]);
     d.wait_console("disk-b", "KCORE-ROOT-MOUNTED /dev/vda", 1, BOOT);
-    type_in(
-        &d,
-        "disk-b",
-        "cat /mnt/note 2>/dev/null || echo no-note-here",
-    );
+    d.type_in("disk-b", "cat /mnt/note 2>/dev/null || echo no-note-here");
     d.wait_console("disk-b", "no-note-here", 1, Duration::from_secs(20));
 
     // Volumes show their VM and their backing image.
