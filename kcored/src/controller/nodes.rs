@@ -286,19 +286,7 @@ impl Controller {
 
     /// Allocation on a node: (vm count, vcpus, memory MiB) of its VMs that run.
     pub fn allocation(&self, node: &str) -> ApiResult<(u32, u32, u32)> {
-        let vms = self.store.list_vms(Some(node))?;
-        let active = vms.iter().filter(|v| {
-            matches!(
-                v.status,
-                pb::VmStatus::Running
-                    | pb::VmStatus::Paused
-                    | pb::VmStatus::Starting
-                    | pb::VmStatus::Stopping
-                    | pb::VmStatus::Creating
-            )
-        });
-        let (cpu, mem) = active.fold((0, 0), |(c, m), v| (c + v.spec.vcpu, m + v.spec.memory_mb));
-        Ok((vms.len() as u32, cpu, mem))
+        self.store.allocation(node)
     }
 
     pub fn node_to_pb(&self, l: &NodeLink) -> ApiResult<pb::Node> {

@@ -370,6 +370,35 @@ impl Store {
         Ok(())
     }
 
+    /// A node's VM count, and the vCPUs and memory (MiB) of its VMs that run (or are about
+    /// to): one SQL aggregate, as the scheduler asks on every create.
+    pub fn allocation(&self, node: &str) -> ApiResult<(u32, u32, u32)> {
+        let active = [
+            pb::VmStatus::Running,
+            pb::VmStatus::Paused,
+            pb::VmStatus::Starting,
+            pb::VmStatus::Stopping,
+            pb::VmStatus::Creating,
+        ]
+        .map(|s| (s as i32).to_string())
+        .join(",");
+        let sql = format!(
+            "SELECT COUNT(*),
+                    COALESCE(SUM(CASE WHEN status IN ({active})
+                        THEN json_extract(spec, '$.vcpu') ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN status IN ({active})
+                        THEN json_extract(spec, '$.memory_mb') ELSE 0 END), 0)
+             FROM vms WHERE node = ?1"
+        );
+        Ok(self.conn().query_row(&sql, params![node], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u32,
+                r.get::<_, i64>(1)? as u32,
+                r.get::<_, i64>(2)? as u32,
+            ))
+        })?)
+    }
+
     /// Cordon (true) or uncordon (false) a node.
     pub fn set_cordoned(&self, node: &str, cordoned: bool) -> ApiResult<()> {
         let conn = self.conn();
@@ -550,6 +579,21 @@ mod tests {
         let (before, after) = s.apply_node_vm(&nv).expect("apply").expect("newer");
         assert_eq!(before.status, pb::VmStatus::Creating);
         assert_eq!(after.status, pb::VmStatus::Running);
+        // Allocation counts the running VM's resources (spec JSON read by SQLite).
+        let running = VmRow {
+            id: "id-b".into(),
+            name: "b".into(),
+            spec: pb::VmSpec {
+                vcpu: 2,
+                memory_mb: 512,
+                ..Default::default()
+            },
+            status: pb::VmStatus::Stopped,
+            ..row("b")
+        };
+        s.insert_vm(&running).expect("insert b");
+        assert_eq!(s.allocation("n1").expect("allocation"), (2, 1, 128));
+        assert_eq!(s.allocation("other").expect("allocation"), (0, 0, 0));
         let stale = pb::NodeVm {
             seq: 9,
             status: pb::VmStatus::Stopped as i32,
