@@ -46,6 +46,8 @@ enum Role {
         node: NodeArgs,
         #[command(flatten)]
         listen: ListenArgs,
+        #[command(flatten)]
+        tuning: TuningArgs,
     },
     /// A node agent alone, serving NodeAgent on <run-dir>/node.sock and, with --listen,
     /// on TCP with mutual TLS for a controller it joined (--controller).
@@ -67,7 +69,51 @@ enum Role {
         nodes: Vec<String>,
         #[command(flatten)]
         listen: ListenArgs,
+        #[command(flatten)]
+        tuning: TuningArgs,
     },
+}
+
+#[derive(Args, Debug)]
+struct TuningArgs {
+    /// Seconds between a node's heartbeats (capacity and VM states).
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    heartbeat_interval: f64,
+    /// Seconds without a heartbeat after which a node is NotReady and its VMs UNKNOWN.
+    #[arg(long, value_name = "SECS", default_value_t = 6.0)]
+    node_timeout: f64,
+    /// vCPUs placed on a node per cpu it has.
+    #[arg(long, value_name = "RATIO", default_value_t = 4.0)]
+    cpu_overcommit: f64,
+}
+
+impl TuningArgs {
+    fn tuning(&self) -> anyhow::Result<controller::Tuning> {
+        let secs = |flag: &str, v: f64| {
+            if v.is_finite() && (0.1..=3600.0).contains(&v) {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(anyhow::anyhow!("{flag} {v}: give 0.1 to 3600 seconds"))
+            }
+        };
+        let heartbeat = secs("--heartbeat-interval", self.heartbeat_interval)?;
+        let node_timeout = secs("--node-timeout", self.node_timeout)?;
+        if node_timeout <= heartbeat {
+            anyhow::bail!(
+                "--node-timeout {} must be longer than --heartbeat-interval {}",
+                self.node_timeout,
+                self.heartbeat_interval
+            );
+        }
+        if !(self.cpu_overcommit.is_finite() && (0.1..=64.0).contains(&self.cpu_overcommit)) {
+            anyhow::bail!("--cpu-overcommit {}: give 0.1 to 64", self.cpu_overcommit);
+        }
+        Ok(controller::Tuning {
+            heartbeat,
+            node_timeout,
+            cpu_overcommit: self.cpu_overcommit,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -144,6 +190,12 @@ struct NodeArgs {
     /// Firmware for direct kernel boot on q35/pc; "" for QEMU's default (SeaBIOS).
     #[arg(long, default_value = "/usr/share/qemu/qboot.rom")]
     kernel_boot_bios: String,
+    /// The cpus this node offers to VMs (default: the host's).
+    #[arg(long, value_name = "N")]
+    cpus: Option<u32>,
+    /// The memory this node offers to VMs, in MiB (default: the host's).
+    #[arg(long, value_name = "MIB")]
+    memory: Option<u32>,
 }
 
 #[tokio::main]
@@ -156,7 +208,12 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.role {
-        Role::AllInOne { dirs, node, listen } => all_in_one(dirs, node, listen).await,
+        Role::AllInOne {
+            dirs,
+            node,
+            listen,
+            tuning,
+        } => all_in_one(dirs, node, listen, tuning.tuning()?).await,
         Role::Node { dirs, node, join } => {
             let Some(controller) = join.controller.clone() else {
                 let n = start_node(&dirs, node).await?;
@@ -191,8 +248,9 @@ async fn main() -> anyhow::Result<()> {
             dirs,
             nodes,
             listen,
+            tuning,
         } => {
-            let ctl = open_controller(&dirs)?;
+            let ctl = open_controller(&dirs, tuning.tuning()?)?;
             if nodes.is_empty() && listen.listen.is_none() {
                 anyhow::bail!(
                     "a controller needs --node unix:///path/to/node.sock or --listen ADDR (for \
@@ -256,7 +314,13 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>>
         data_dir: dirs.data_dir.clone(),
         run_dir: dirs.run_dir.clone(),
         host: Arc::new(host_cfg),
-        limits: host::host_limits(),
+        limits: {
+            let host = host::host_limits();
+            kcore_vmm::spec::HostLimits {
+                cpus: a.cpus.unwrap_or(host.cpus),
+                memory_mib: a.memory.unwrap_or(host.memory_mib),
+            }
+        },
         qemu_version: host::qemu_version(&qemu_binary)?,
     };
     tracing::info!(accel = accel.as_str(), qemu = %cfg.qemu_version, "starting node");
@@ -434,13 +498,16 @@ async fn serve_node(dirs: &Dirs, n: Arc<node::Node>) -> anyhow::Result<Serving> 
     ))
 }
 
-fn open_controller(dirs: &Dirs) -> anyhow::Result<Arc<controller::Controller>> {
+fn open_controller(
+    dirs: &Dirs,
+    tuning: controller::Tuning,
+) -> anyhow::Result<Arc<controller::Controller>> {
     std::fs::create_dir_all(&dirs.data_dir)
         .with_context(|| format!("create {}", dirs.data_dir.display()))?;
     let db = dirs.data_dir.join("controller.db");
     let store =
         controller::store::Store::open(&db).with_context(|| format!("open {}", db.display()))?;
-    Ok(controller::Controller::new(store))
+    Ok(controller::Controller::new(store, tuning))
 }
 
 async fn serve_controller(
@@ -560,10 +627,15 @@ async fn serve_tls(
         .serve_with_incoming(incoming))
 }
 
-async fn all_in_one(dirs: Dirs, node_args: NodeArgs, listen: ListenArgs) -> anyhow::Result<()> {
+async fn all_in_one(
+    dirs: Dirs,
+    node_args: NodeArgs,
+    listen: ListenArgs,
+    tuning: controller::Tuning,
+) -> anyhow::Result<()> {
     let n = start_node(&dirs, node_args).await?;
     let node_serving = serve_node(&dirs, n).await?;
-    let ctl = open_controller(&dirs)?;
+    let ctl = open_controller(&dirs, tuning)?;
     let ch = server::dial_unix(dirs.run_dir.join("node.sock")).await?;
     let address = format!("unix://{}", dirs.run_dir.join("node.sock").display());
     ctl.add_node(address, ch).await?;

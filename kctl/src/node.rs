@@ -153,6 +153,22 @@ pub fn describe(node: &Node) -> String {
                 output::mib(node.allocated_memory_mb)
             ),
         ),
+        (
+            "Pools",
+            node.pools
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} ({} free of {})",
+                        p.name,
+                        output::bytes(p.free_bytes),
+                        output::bytes(p.total_bytes)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("Networks", node.networks.join(", ")),
         ("Accel", node.accel.clone()),
         ("QEMU", node.qemu_version.clone()),
         ("Version", node.version.clone()),
@@ -185,6 +201,13 @@ mod tests {
             allocated_memory_mb: 1536,
             version: "0.1.0".into(),
             accel: "kvm".into(),
+            pools: vec![kcore_proto::v1::Pool {
+                name: "default".into(),
+                total_bytes: 100 << 30,
+                free_bytes: 40 << 30,
+                ..Default::default()
+            }],
+            networks: vec!["lan".into(), "dmz".into()],
             ..Default::default()
         }
     }
@@ -208,6 +231,11 @@ mod tests {
         let text = describe(&sample());
         assert!(text.contains("State:     READY\n"), "{text}");
         assert!(text.contains("Allocated: 6 vCPU, 1.5 GiB\n"), "{text}");
+        assert!(
+            text.contains("Pools:     default (40.0 GiB free of 100.0 GiB)\n"),
+            "{text}"
+        );
+        assert!(text.contains("Networks:  lan, dmz\n"), "{text}");
         assert!(!text.contains("Hostname"), "{text}");
     }
 }

@@ -154,7 +154,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = crate::pki::ensure_pki(&dir.path().join("pki"), &[]).expect("pki");
         let store = super::super::store::Store::open(&dir.path().join("c.db")).expect("db");
-        let ctl = Controller::new(store);
+        let ctl = Controller::new(store, Default::default());
         let api = JoinApi::new(ctl.clone(), pki.dir.clone());
         let t = create_token(&ctl, 0).expect("token");
         assert_eq!(t.token.len(), 64);

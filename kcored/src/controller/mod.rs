@@ -6,11 +6,15 @@ pub mod grpc;
 pub mod join;
 pub mod networks;
 pub mod nodes;
+pub mod reconcile;
+pub mod schedule;
 pub mod storage;
 pub mod store;
 pub mod vms;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use kcore_proto::v1 as pb;
 use tokio::sync::broadcast;
@@ -20,6 +24,27 @@ use crate::error::ApiResult;
 use nodes::Nodes;
 use store::Store;
 
+/// How the controller hears from its nodes, and how much it places on them.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// How often each node sends a heartbeat on its stream.
+    pub heartbeat: Duration,
+    /// A node silent this long is NotReady and its VMs UNKNOWN.
+    pub node_timeout: Duration,
+    /// vCPUs placed on a node, as a multiple of its cpus.
+    pub cpu_overcommit: f64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            heartbeat: Duration::from_secs(2),
+            node_timeout: Duration::from_secs(6),
+            cpu_overcommit: 4.0,
+        }
+    }
+}
+
 /// The controller's state. Shared behind an `Arc`.
 #[derive(Debug)]
 pub struct Controller {
@@ -28,22 +53,31 @@ pub struct Controller {
     events: broadcast::Sender<pb::Event>,
     /// Serializes network create, delete and node sync.
     net_lock: tokio::sync::Mutex<()>,
-    /// Held from picking MACs until they are in the store, so no two VMs get the same.
-    nic_lock: tokio::sync::Mutex<()>,
+    /// Held from placing a VM and picking its MACs until its row is in the store, so no
+    /// two creates take the same room or the same MAC.
+    place_lock: tokio::sync::Mutex<()>,
+    /// VMs this process is creating or deleting right now: reconciliation leaves them be.
+    busy: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// Orphans already reported, so each is reported once.
+    reported: std::sync::Mutex<HashSet<String>>,
+    pub tuning: Tuning,
     /// How to dial registered nodes' NodeAgent over TCP: the cluster CA and the
     /// controller's client certificate. Set once the PKI is ready.
     pub node_tls: std::sync::OnceLock<tonic::transport::ClientTlsConfig>,
 }
 
 impl Controller {
-    pub fn new(store: Store) -> Arc<Controller> {
+    pub fn new(store: Store, tuning: Tuning) -> Arc<Controller> {
         let (events, _) = broadcast::channel(4096);
         Arc::new(Controller {
             store,
             nodes: Nodes::default(),
             events,
             net_lock: tokio::sync::Mutex::new(()),
-            nic_lock: tokio::sync::Mutex::new(()),
+            place_lock: tokio::sync::Mutex::new(()),
+            busy: Arc::default(),
+            reported: std::sync::Mutex::default(),
+            tuning,
             node_tls: std::sync::OnceLock::new(),
         })
     }
@@ -66,6 +100,51 @@ impl Controller {
             }
             Err(e) => tracing::warn!(error = %e, "cannot store event"),
         }
+    }
+
+    /// Record an event about a node (ready, not ready).
+    pub fn emit_node(&self, kind: &str, node: &str, message: impl Into<String>) {
+        let ev = pb::Event {
+            id: 0,
+            at: now_rfc3339(),
+            kind: kind.to_string(),
+            node: node.to_string(),
+            message: message.into(),
+            ..Default::default()
+        };
+        match self.store.insert_event(ev) {
+            Ok(ev) => {
+                let _ = self.events.send(ev);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot store event"),
+        }
+    }
+
+    /// Mark a VM as being created or deleted by this process until the guard drops.
+    pub fn busy(&self, id: &str) -> Busy {
+        self.busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string());
+        Busy {
+            set: self.busy.clone(),
+            id: id.to_string(),
+        }
+    }
+
+    /// True the first time it is called for `id`.
+    pub fn report_once(&self, id: &str) -> bool {
+        self.reported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string())
+    }
+
+    pub fn is_busy(&self, id: &str) -> bool {
+        self.busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(id)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<pb::Event> {
@@ -95,5 +174,21 @@ impl Controller {
             );
         }
         Ok(Some(row))
+    }
+}
+
+/// See [`Controller::busy`].
+#[derive(Debug)]
+pub struct Busy {
+    set: Arc<std::sync::Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
     }
 }

@@ -300,7 +300,7 @@ impl Controller {
     pub async fn attach_nic(&self, r: pb::AttachNicRequest) -> ApiResult<pb::Vm> {
         let row = self.get_row(&r.vm)?;
         let mut client = self.nodes.client(&row.node)?;
-        let _g = self.nic_lock.lock().await;
+        let _g = self.place_lock.lock().await;
         let mut nic = [pb::NicRequest {
             network: r.network,
             mac: r.mac,

@@ -22,6 +22,39 @@ pub struct NodeLink {
     pub info: pb::NodeInfo,
     pub ready: bool,
     pub last_heartbeat: String,
+    /// From the last heartbeat: pools with free space, networks in place, images.
+    pub pools: Vec<pb::Pool>,
+    pub networks: Vec<String>,
+    pub images: Vec<String>,
+}
+
+impl NodeLink {
+    fn new(name: String, address: String, client: NodeAgentClient<Channel>) -> NodeLink {
+        NodeLink {
+            info: pb::NodeInfo {
+                name: name.clone(),
+                ..Default::default()
+            },
+            name,
+            address,
+            client,
+            ready: false,
+            last_heartbeat: String::new(),
+            pools: Vec::new(),
+            networks: Vec::new(),
+            images: Vec::new(),
+        }
+    }
+
+    fn take_heartbeat(&mut self, hb: &pb::NodeHeartbeat) {
+        if let Some(info) = &hb.info {
+            self.info = info.clone();
+        }
+        self.pools = hb.pools.clone();
+        self.networks = hb.networks.clone();
+        self.images = hb.images.clone();
+        self.last_heartbeat = now_rfc3339();
+    }
 }
 
 /// All nodes, by name.
@@ -84,18 +117,22 @@ impl Controller {
     /// Dial a registered node's NodeAgent at `address` (host:port) over mutual TLS,
     /// verifying its certificate by the node `name`.
     async fn dial_remote(&self, name: &str, address: &str) -> anyhow::Result<Channel> {
+        Ok(self.endpoint(name, address)?.connect().await?)
+    }
+
+    fn endpoint(&self, name: &str, address: &str) -> anyhow::Result<tonic::transport::Endpoint> {
         let tls = self
             .node_tls
             .get()
             .ok_or_else(|| anyhow::anyhow!("the controller has no TLS configuration yet"))?
             .clone()
             .domain_name(name);
-        let ch = tonic::transport::Endpoint::from_shared(format!("https://{address}"))?
-            .tls_config(tls)?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await?;
-        Ok(ch)
+        Ok(
+            tonic::transport::Endpoint::from_shared(format!("https://{address}"))?
+                .tls_config(tls)?
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_keepalive(Some(Duration::from_secs(10))),
+        )
     }
 
     /// A node registered: remember it and follow it (unless already followed there).
@@ -137,25 +174,24 @@ impl Controller {
         Ok(())
     }
 
-    /// Follow the nodes registered before this start, each retried until it answers.
+    /// Follow the nodes registered before this start. Each is listed (NotReady) at once
+    /// and followed from when it answers.
     pub fn follow_registered_nodes(self: &Arc<Self>) -> ApiResult<()> {
         for (name, address) in self.store.list_nodes()? {
-            let me = self.clone();
-            tokio::spawn(async move {
-                loop {
-                    if me.nodes.get(&name).is_ok() {
-                        return;
-                    }
-                    match me.dial_remote(&name, &address).await {
-                        Ok(ch) => match me.add_node(address.clone(), ch).await {
-                            Ok(_) => return,
-                            Err(e) => tracing::info!(node = %name, error = %e, "node not ready"),
-                        },
-                        Err(e) => tracing::info!(node = %name, error = %e, "cannot reach node"),
-                    }
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+            if self.nodes.get(&name).is_ok() {
+                continue;
+            }
+            let ch = match self.endpoint(&name, &address) {
+                Ok(e) => e.connect_lazy(),
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %e, "cannot follow node");
+                    continue;
                 }
-            });
+            };
+            let client = NodeAgentClient::new(ch);
+            self.nodes
+                .insert(NodeLink::new(name.clone(), address.clone(), client.clone()));
+            tokio::spawn(self.clone().follow_node(name, address, client, None));
         }
         Ok(())
     }
@@ -174,12 +210,8 @@ impl Controller {
         let name = info.name.clone();
         let address_of_link = address.clone();
         self.nodes.insert(NodeLink {
-            name: name.clone(),
-            address,
-            client: client.clone(),
             info,
-            ready: false,
-            last_heartbeat: String::new(),
+            ..NodeLink::new(name.clone(), address, client.clone())
         });
         // Take in the node's current view before serving anything.
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
@@ -202,47 +234,71 @@ impl Controller {
     ) {
         // Stop once the node was re-added at another address (a new follower has it).
         let current = |me: &Self| me.nodes.get(&name).is_ok_and(|l| l.address == address);
+        let heartbeat_ms = u32::try_from(self.tuning.heartbeat.as_millis()).unwrap_or(u32::MAX);
+        let mut was_ready = false;
         loop {
             if !current(&self) {
                 return;
             }
-            match client.watch_node_v_ms(pb::WatchNodeVMsRequest {}).await {
+            let why: String;
+            let req = pb::WatchNodeVMsRequest { heartbeat_ms };
+            match client.watch_node_v_ms(req).await {
                 Ok(resp) => {
                     let mut stream = resp.into_inner();
-                    self.nodes.update(&name, |l| {
-                        l.ready = true;
-                        l.last_heartbeat = now_rfc3339();
-                    });
                     // Networks created or deleted while the node was away.
                     let (me, node, c) = (self.clone(), name.clone(), client.clone());
                     tokio::spawn(async move { me.sync_networks(&node, c).await });
                     loop {
-                        match stream.message().await {
-                            Ok(Some(ev)) if ev.kind == "synced" => {
+                        let got =
+                            tokio::time::timeout(self.tuning.node_timeout, stream.message()).await;
+                        match got {
+                            Ok(Ok(Some(ev))) if ev.kind == "synced" || ev.kind == "heartbeat" => {
+                                if let Some(hb) = &ev.heartbeat {
+                                    self.nodes.update(&name, |l| {
+                                        l.take_heartbeat(hb);
+                                        l.ready = true;
+                                    });
+                                    if !was_ready {
+                                        was_ready = true;
+                                        self.emit_node("node.ready", &name, "heartbeat received");
+                                    }
+                                    self.reconcile(&name, &client, hb);
+                                }
                                 // The snapshot is in: serve requests from now on.
                                 if let Some(tx) = first.take() {
                                     let _ = tx.send(());
                                 }
                             }
-                            Ok(Some(ev)) => {
-                                self.nodes
-                                    .update(&name, |l| l.last_heartbeat = now_rfc3339());
-                                self.take_event(&ev);
+                            Ok(Ok(Some(ev))) => self.take_event(&ev),
+                            Ok(Ok(None)) => {
+                                why = "the node closed its stream".into();
+                                break;
                             }
-                            Ok(None) => break,
-                            Err(e) => {
-                                tracing::warn!(node = %name, error = %e, "node stream failed");
+                            Ok(Err(e)) => {
+                                why = format!("stream failed: {}", e.message());
+                                break;
+                            }
+                            Err(_) => {
+                                why = format!(
+                                    "no heartbeat for {:.1} s",
+                                    self.tuning.node_timeout.as_secs_f64()
+                                );
                                 break;
                             }
                         }
                     }
                 }
-                Err(e) => tracing::warn!(node = %name, error = %e, "cannot watch node"),
+                Err(e) => why = format!("cannot watch: {}", e.message()),
             }
             if !current(&self) {
                 return;
             }
             self.nodes.update(&name, |l| l.ready = false);
+            if was_ready {
+                was_ready = false;
+                tracing::warn!(node = %name, reason = %why, "node not ready");
+                self.emit_node("node.not_ready", &name, why.clone());
+            }
             self.mark_unknown(&name);
             if let Some(tx) = first.take() {
                 let _ = tx.send(());
@@ -310,67 +366,8 @@ impl Controller {
             accel: l.info.accel.clone(),
             hostname: l.info.hostname.clone(),
             cordoned: self.store.is_cordoned(&l.name)?,
+            pools: l.pools.clone(),
+            networks: l.networks.clone(),
         })
-    }
-
-    /// Pick a node for a new VM: the asked one, or the ready node with the most free memory.
-    pub fn schedule(&self, wanted: &str, spec: &pb::VmSpec) -> ApiResult<String> {
-        if !wanted.is_empty() {
-            let l = self.nodes.get(wanted)?;
-            if !l.ready {
-                return Err(ApiError::Unavailable(format!("node {wanted} is not ready")));
-            }
-            if self.store.is_cordoned(wanted)? {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "node {wanted} is cordoned (kctl node uncordon {wanted})"
-                )));
-            }
-            return Ok(l.name);
-        }
-        let all = self.nodes.all();
-        let max_mem = all.iter().map(|l| l.info.memory_mb).max().unwrap_or(0);
-        let max_cpus = all.iter().map(|l| l.info.cpus).max().unwrap_or(0);
-        if !all.is_empty() && spec.memory_mb > max_mem {
-            return Err(ApiError::InvalidArgument(format!(
-                "memory {} MiB is more than any node has (largest: {max_mem} MiB)",
-                spec.memory_mb
-            )));
-        }
-        if !all.is_empty() && spec.vcpu > max_cpus {
-            return Err(ApiError::InvalidArgument(format!(
-                "vcpu {} is more than any node has (largest: {max_cpus})",
-                spec.vcpu
-            )));
-        }
-        let mut best: Option<(i64, String)> = None;
-        let mut reasons = Vec::new();
-        for l in all {
-            if !l.ready {
-                reasons.push(format!("{}: not ready", l.name));
-                continue;
-            }
-            if self.store.is_cordoned(&l.name)? {
-                reasons.push(format!("{}: cordoned", l.name));
-                continue;
-            }
-            let (_, _, mem) = self.allocation(&l.name)?;
-            let free = l.info.memory_mb as i64 - mem as i64;
-            if spec.memory_mb as i64 > free {
-                reasons.push(format!("{}: {free} MiB free", l.name));
-                continue;
-            }
-            if best.as_ref().is_none_or(|(f, _)| free > *f) {
-                best = Some((free, l.name.clone()));
-            }
-        }
-        match best {
-            Some((_, n)) => Ok(n),
-            None if reasons.is_empty() => Err(ApiError::Unavailable("no nodes".into())),
-            None => Err(ApiError::ResourceExhausted(format!(
-                "no node fits {} MiB: {}",
-                spec.memory_mb,
-                reasons.join(", ")
-            ))),
-        }
     }
 }

@@ -61,6 +61,9 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 6: cordoned nodes (the scheduler places no new VMs there).
     "CREATE TABLE cordoned_nodes (name TEXT PRIMARY KEY);",
+    // 7: a create that asked for a running VM and whose start is not confirmed yet; after a
+    // controller crash, reconciliation finishes it.
+    "ALTER TABLE vms ADD COLUMN pending_start INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Why a join token was not accepted.
@@ -87,6 +90,8 @@ pub struct VmRow {
     pub updated_at: String,
     pub disks: Vec<pb::VmDisk>,
     pub nics: Vec<pb::VmNic>,
+    /// Created to run, and the start not confirmed yet.
+    pub pending_start: bool,
 }
 
 impl VmRow {
@@ -145,7 +150,7 @@ fn json<T: serde::Serialize>(v: &T) -> ApiResult<String> {
 }
 
 const VM_COLUMNS: &str = "id, name, node, spec, status, status_reason, pid, timeline, seq, \
-     created_at, updated_at, disks, nics";
+     created_at, updated_at, disks, nics, pending_start";
 
 fn row_to_vm(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
     let spec: String = r.get(3)?;
@@ -166,6 +171,7 @@ fn row_to_vm(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
         updated_at: r.get(10)?,
         disks: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
         nics: serde_json::from_str(&r.get::<_, String>(12)?).unwrap_or_default(),
+        pending_start: r.get(13)?,
     })
 }
 
@@ -194,7 +200,7 @@ impl Store {
 
     pub fn insert_vm(&self, row: &VmRow) -> ApiResult<()> {
         let r = self.conn().execute(
-            &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+            &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
             params![
                 row.id,
                 row.name,
@@ -208,7 +214,8 @@ impl Store {
                 row.created_at,
                 row.updated_at,
                 json(&row.disks)?,
-                json(&row.nics)?
+                json(&row.nics)?,
+                row.pending_start
             ],
         );
         match r {
@@ -304,6 +311,15 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(Some((before, row)))
+    }
+
+    /// The start a create asked for is done (or failed and will not be retried).
+    pub fn clear_pending_start(&self, id: &str) -> ApiResult<()> {
+        self.conn().execute(
+            "UPDATE vms SET pending_start = 0 WHERE id = ?1",
+            params![id],
+        )?;
+        Ok(())
     }
 
     /// Set a status the controller decided (e.g. UNKNOWN when a node is unreachable).
@@ -553,6 +569,7 @@ mod tests {
             updated_at: now_rfc3339(),
             disks: Vec::new(),
             nics: Vec::new(),
+            pending_start: true,
         }
     }
 
@@ -562,6 +579,10 @@ mod tests {
         let path = dir.path().join("c.db");
         let s = Store::open(&path).expect("open");
         s.insert_vm(&row("a")).expect("insert");
+        let pending = |s: &Store| s.get_vm("a").expect("get").expect("a").pending_start;
+        assert!(pending(&s), "pending_start is stored");
+        s.clear_pending_start("id-a").expect("clear");
+        assert!(!pending(&s), "pending_start is cleared");
         let e = s
             .insert_vm(&VmRow {
                 id: "other".into(),

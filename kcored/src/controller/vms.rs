@@ -63,10 +63,10 @@ impl Controller {
                 req.name
             )));
         }
+        // Placement, MACs and the row under one lock: concurrent creates see each other.
+        let place_guard = self.place_lock.lock().await;
         let node = self.schedule(&req.node, &spec)?;
         let mut client = self.nodes.client(&node)?;
-        // MACs are picked and stored under one lock: no two VMs get the same.
-        let nic_guard = self.nic_lock.lock().await;
         self.assign_macs(&req.name, &mut spec.nics)?;
         let now = now_rfc3339();
         let row = VmRow {
@@ -83,9 +83,11 @@ impl Controller {
             updated_at: now,
             disks: Vec::new(),
             nics: Vec::new(),
+            pending_start: !req.no_start,
         };
+        let busy = self.busy(&row.id);
         self.store.insert_vm(&row)?;
-        drop(nic_guard);
+        drop(place_guard);
         let defined = client
             .define_vm(pb::DefineVmRequest {
                 id: row.id.clone(),
@@ -109,18 +111,21 @@ impl Controller {
             let me = self.clone();
             let id = row.id.clone();
             tokio::spawn(async move {
+                let _busy = me.busy(&id);
                 if let Err(e) = me.start_on_node(&id, requested_at, true).await {
                     tracing::warn!(vm = %id, error = %e, "background create failed");
                 }
             });
+            drop(busy);
             return Ok(self.get_row(&row.id)?.to_pb());
         }
         self.start_on_node(&row.id, requested_at, true).await?;
+        drop(busy);
         Ok(self.get_row(&row.id)?.to_pb())
     }
 
     /// Start on the node; if `undo_create`, a failure removes the VM from node and store.
-    async fn start_on_node(
+    pub(super) async fn start_on_node(
         &self,
         id: &str,
         requested_at: SystemTime,
@@ -137,9 +142,13 @@ impl Controller {
         match started {
             Ok(r) => {
                 self.apply_node_vm(&r.into_inner())?;
+                self.store.clear_pending_start(id)?;
                 Ok(())
             }
             Err(status) => {
+                if !undo_create {
+                    self.store.clear_pending_start(id)?;
+                }
                 if undo_create {
                     if let Err(e) = client
                         .undefine_vm(pb::UndefineVmRequest {
@@ -251,6 +260,7 @@ impl Controller {
             )));
         }
         let mut client = self.nodes.client(&row.node)?;
+        let _busy = self.busy(&row.id);
         match client
             .undefine_vm(pb::UndefineVmRequest {
                 id: row.id.clone(),

@@ -38,6 +38,18 @@ fn requested_at(us: i64) -> SystemTime {
     }
 }
 
+/// Run a lifecycle step on its own task: when the controller that asked goes away (a
+/// crash, a dropped connection), the step still finishes instead of stopping half-way,
+/// and the controller learns the outcome from the node's stream.
+async fn run_to_end<T: Send + 'static>(
+    f: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::spawn(f).await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(Status::internal(format!("node task failed: {e}"))),
+    }
+}
+
 #[tonic::async_trait]
 impl NodeAgent for NodeAgentService {
     async fn get_node_info(
@@ -60,8 +72,12 @@ impl NodeAgent for NodeAgentService {
 
     async fn watch_node_v_ms(
         &self,
-        _: Request<pb::WatchNodeVMsRequest>,
+        req: Request<pb::WatchNodeVMsRequest>,
     ) -> Result<Response<Self::WatchNodeVMsStream>, Status> {
+        let every = match req.into_inner().heartbeat_ms {
+            0 => Duration::from_secs(2),
+            ms => Duration::from_millis(u64::from(ms.max(100))),
+        };
         let node = self.node.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
@@ -72,37 +88,54 @@ impl NodeAgent for NodeAgentService {
                     vm: Some(vm),
                     kind: "snapshot".into(),
                     message: String::new(),
+                    heartbeat: None,
                 })
+            };
+            let heartbeat = |node: Arc<Node>, kind: &'static str| async move {
+                let hb = tokio::task::spawn_blocking(move || node.heartbeat())
+                    .await
+                    .ok();
+                pb::NodeVmEvent {
+                    vm: None,
+                    kind: kind.into(),
+                    message: String::new(),
+                    heartbeat: hb,
+                }
             };
             for ev in snapshot(&node) {
                 if tx.send(Ok(ev)).await.is_err() {
                     return;
                 }
             }
-            // Tell the watcher the snapshot is complete.
-            let synced = pb::NodeVmEvent {
-                vm: None,
-                kind: "synced".into(),
-                message: String::new(),
-            };
-            if tx.send(Ok(synced)).await.is_err() {
+            // The snapshot is complete; with it, the first heartbeat.
+            if tx
+                .send(Ok(heartbeat(node.clone(), "synced").await))
+                .await
+                .is_err()
+            {
                 return;
             }
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
             loop {
-                match sub.recv().await {
-                    Ok(ev) => {
-                        if tx.send(Ok(ev)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(RecvError::Lagged(_)) => {
-                        for ev in snapshot(&node) {
-                            if tx.send(Ok(ev)).await.is_err() {
-                                return;
+                let ev = tokio::select! {
+                    _ = tick.tick() => heartbeat(node.clone(), "heartbeat").await,
+                    got = sub.recv() => match got {
+                        Ok(ev) => ev,
+                        Err(RecvError::Lagged(_)) => {
+                            for ev in snapshot(&node) {
+                                if tx.send(Ok(ev)).await.is_err() {
+                                    return;
+                                }
                             }
+                            continue;
                         }
-                    }
-                    Err(RecvError::Closed) => return,
+                        Err(RecvError::Closed) => return,
+                    },
+                };
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
                 }
             }
         });
@@ -120,7 +153,9 @@ impl NodeAgent for NodeAgentService {
             .spec
             .ok_or_else(|| ApiError::InvalidArgument("spec is required".into()))?;
         let vspec = spec_from_pb(&r.id, &r.name, &spec);
-        Ok(Response::new(self.node.define(vspec, spec).await?))
+        let node = self.node.clone();
+        let nv = run_to_end(async move { node.define(vspec, spec).await }).await?;
+        Ok(Response::new(nv))
     }
 
     async fn start_node_vm(
@@ -129,7 +164,9 @@ impl NodeAgent for NodeAgentService {
     ) -> Result<Response<pb::NodeVm>, Status> {
         let r = req.into_inner();
         let at = requested_at(r.requested_at_us);
-        Ok(Response::new(self.node.start_vm(&r.id, at).await?))
+        let node = self.node.clone();
+        let nv = run_to_end(async move { node.start_vm(&r.id, at).await }).await?;
+        Ok(Response::new(nv))
     }
 
     async fn stop_node_vm(
@@ -142,9 +179,9 @@ impl NodeAgent for NodeAgentService {
         } else {
             Duration::from_secs(r.timeout_secs.into())
         };
-        Ok(Response::new(
-            self.node.stop_vm(&r.id, r.force, timeout).await?,
-        ))
+        let node = self.node.clone();
+        let nv = run_to_end(async move { node.stop_vm(&r.id, r.force, timeout).await }).await?;
+        Ok(Response::new(nv))
     }
 
     async fn reboot_node_vm(
@@ -179,7 +216,8 @@ impl NodeAgent for NodeAgentService {
         req: Request<pb::UndefineVmRequest>,
     ) -> Result<Response<pb::UndefineVmResponse>, Status> {
         let r = req.into_inner();
-        self.node.undefine(&r.id, r.force, r.keep_disks).await?;
+        let node = self.node.clone();
+        run_to_end(async move { node.undefine(&r.id, r.force, r.keep_disks).await }).await?;
         Ok(Response::new(pb::UndefineVmResponse {}))
     }
 

@@ -152,6 +152,7 @@ impl Node {
                     vm: Some(snap),
                     kind: "status".into(),
                     message: String::new(),
+                    heartbeat: None,
                 });
             }
         }
@@ -234,6 +235,49 @@ impl Node {
     pub fn list(&self) -> Vec<pb::NodeVm> {
         let vms: Vec<Vm> = self.read_vms().values().cloned().collect();
         vms.iter().map(|v| self.snapshot(v)).collect()
+    }
+
+    /// What this node has and runs, for the controller's heartbeat: capacity, pools with
+    /// their free space (this runs lvm2 / statvfs: call it off the async threads), the
+    /// networks in place and every VM with its state.
+    pub fn heartbeat(&self) -> pb::NodeHeartbeat {
+        let pools = match self.storage().list_pools() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read pool capacity for the heartbeat");
+                Vec::new()
+            }
+        };
+        let networks = self
+            .networks()
+            .list()
+            .into_iter()
+            .filter(|n| n.status.as_ref().is_some_and(|s| s.ready))
+            .filter_map(|n| n.network.map(|d| d.name))
+            .collect();
+        let vms: Vec<Vm> = self.read_vms().values().cloned().collect();
+        let vms = vms
+            .iter()
+            .map(|v| pb::NodeVmState {
+                id: v.id().to_string(),
+                name: v.spec().name.clone(),
+                status: status_to_pb(v.status().state) as i32,
+            })
+            .collect();
+        let images = match self.storage().list_images() {
+            Ok(i) => i.into_iter().map(|i| i.name).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list images for the heartbeat");
+                Vec::new()
+            }
+        };
+        pb::NodeHeartbeat {
+            info: Some(self.info()),
+            pools,
+            networks,
+            vms,
+            images,
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<pb::NodeVmEvent> {
@@ -356,6 +400,7 @@ impl Node {
             }),
             kind: "undefined".into(),
             message: String::new(),
+            heartbeat: None,
         });
         Ok(())
     }

@@ -1,0 +1,216 @@
+//! Reconciliation: the store (what the controller was asked for) against a node's
+//! heartbeat (what the node has), on every heartbeat. It finishes what a controller crash
+//! cut short and never destroys a VM a node runs:
+//!
+//! - a row still CREATING that the node never got (the crash came before DefineVM) is
+//!   removed once it is older than a grace period;
+//! - a VM created to run whose start was not confirmed is started;
+//! - a row whose VM the node no longer has turns ERROR with the reason (a delete cut short
+//!   finishes with `kctl vm delete`);
+//! - a VM the node has and the store does not (a lost or older database) is adopted, or,
+//!   when its name is taken, reported once as an event.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use kcore_proto::v1 as pb;
+use kcore_proto::v1::node_agent_client::NodeAgentClient;
+use tonic::transport::Channel;
+
+use super::Controller;
+use super::store::VmRow;
+use crate::convert::now_rfc3339;
+use crate::error::{ApiError, ApiResult};
+
+/// How long a CREATING row may wait for its node to show the VM: covers a DefineVM still
+/// running on the node when the controller that sent it died.
+const CREATE_GRACE: Duration = Duration::from_secs(10);
+
+fn lost_reason(node: &str) -> String {
+    format!("node {node} does not have this VM")
+}
+
+fn older_than(rfc3339: &str, d: Duration) -> bool {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t.into()).ok())
+        .is_some_and(|age| age > d)
+}
+
+impl Controller {
+    /// Reconcile `node`'s VMs against its heartbeat. Errors are logged: the next
+    /// heartbeat tries again.
+    pub(super) fn reconcile(
+        self: &Arc<Self>,
+        node: &str,
+        client: &NodeAgentClient<Channel>,
+        hb: &pb::NodeHeartbeat,
+    ) {
+        if let Err(e) = self.try_reconcile(node, client, hb) {
+            tracing::warn!(node, error = %e, "reconciliation failed");
+        }
+    }
+
+    fn try_reconcile(
+        self: &Arc<Self>,
+        node: &str,
+        client: &NodeAgentClient<Channel>,
+        hb: &pb::NodeHeartbeat,
+    ) -> ApiResult<()> {
+        let actual: HashMap<&str, &pb::NodeVmState> =
+            hb.vms.iter().map(|v| (v.id.as_str(), v)).collect();
+        let rows = self.store.list_vms(Some(node))?;
+        for row in &rows {
+            if self.is_busy(&row.id) {
+                continue;
+            }
+            match actual.get(row.id.as_str()) {
+                None if row.status == pb::VmStatus::Creating => {
+                    if older_than(&row.created_at, CREATE_GRACE) {
+                        self.store.delete_vm(&row.id)?;
+                        tracing::info!(vm = %row.name, node, "interrupted create removed");
+                        self.emit(
+                            "vm.deleted",
+                            Some(row),
+                            format!("the create was interrupted before node {node} had the VM"),
+                        );
+                    }
+                }
+                None => {
+                    let reason = lost_reason(node);
+                    if row.status != pb::VmStatus::Error || row.status_reason != reason {
+                        self.store
+                            .set_status(&row.id, pb::VmStatus::Error, &reason)?;
+                        let r = VmRow {
+                            status: pb::VmStatus::Error,
+                            ..row.clone()
+                        };
+                        self.emit("vm.status", Some(&r), reason);
+                    }
+                }
+                Some(st) => {
+                    let status = pb::VmStatus::try_from(st.status).unwrap_or_default();
+                    if row.pending_start {
+                        self.finish_create(row, status)?;
+                    }
+                }
+            }
+        }
+        let unknown: Vec<&pb::NodeVmState> = hb
+            .vms
+            .iter()
+            .filter(|v| !rows.iter().any(|r| r.id == v.id) && !self.is_busy(&v.id))
+            .collect();
+        if !unknown.is_empty() {
+            let (me, node, client) = (self.clone(), node.to_string(), client.clone());
+            let ids: Vec<String> = unknown.iter().map(|v| v.id.clone()).collect();
+            tokio::spawn(async move {
+                if let Err(e) = me.adopt(&node, client, &ids).await {
+                    tracing::warn!(node, error = %e, "cannot adopt VMs");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// A create that asked for a running VM and whose start was not confirmed.
+    fn finish_create(self: &Arc<Self>, row: &VmRow, status: pb::VmStatus) -> ApiResult<()> {
+        match status {
+            pb::VmStatus::Stopped => {
+                tracing::info!(vm = %row.name, "starting a VM whose create was interrupted");
+                self.emit(
+                    "vm.status",
+                    Some(row),
+                    "finishing an interrupted create: starting",
+                );
+                // Busy from now, so the next heartbeat does not start it twice.
+                let busy = self.busy(&row.id);
+                let (me, id) = (self.clone(), row.id.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = me.start_on_node(&id, SystemTime::now(), false).await {
+                        tracing::warn!(vm = %id, error = %e, "cannot finish interrupted create");
+                    }
+                    drop(busy);
+                });
+            }
+            pb::VmStatus::Creating | pb::VmStatus::Starting => {}
+            _ => self.store.clear_pending_start(&row.id)?,
+        }
+        Ok(())
+    }
+
+    /// Take VMs the node has and the store does not into the store.
+    async fn adopt(
+        &self,
+        node: &str,
+        mut client: NodeAgentClient<Channel>,
+        ids: &[String],
+    ) -> ApiResult<()> {
+        let vms = client
+            .list_node_v_ms(pb::ListNodeVMsRequest {})
+            .await?
+            .into_inner()
+            .vms;
+        for nv in vms.into_iter().filter(|v| ids.contains(&v.id)) {
+            if self.store.get_vm(&nv.id)?.is_some() || self.is_busy(&nv.id) {
+                continue;
+            }
+            let now = now_rfc3339();
+            let row = VmRow {
+                id: nv.id.clone(),
+                name: nv.name.clone(),
+                node: node.to_string(),
+                spec: nv.spec.clone().unwrap_or_default(),
+                status: pb::VmStatus::try_from(nv.status).unwrap_or_default(),
+                status_reason: nv.status_reason.clone(),
+                pid: nv.pid,
+                timeline: nv.timeline.clone(),
+                seq: nv.seq,
+                created_at: now.clone(),
+                updated_at: now,
+                disks: nv.disks.clone(),
+                nics: nv.nics.clone(),
+                pending_start: false,
+            };
+            match self.store.insert_vm(&row) {
+                Ok(()) => {
+                    tracing::info!(vm = %row.name, node, "adopted a VM the store did not have");
+                    self.emit(
+                        "vm.adopted",
+                        Some(&row),
+                        format!("node {node} has it and the store did not"),
+                    );
+                }
+                Err(ApiError::AlreadyExists(_)) => {
+                    if self.report_once(&nv.id) {
+                        tracing::warn!(vm = %nv.name, id = %nv.id, node, "orphan VM");
+                        self.emit(
+                            "vm.orphan",
+                            Some(&row),
+                            format!(
+                                "node {node} has a VM {} (id {}) the store does not know, and \
+                                 the name is taken",
+                                nv.name, nv.id
+                            ),
+                        );
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_come_from_rfc3339_timestamps() {
+        assert!(!older_than(&now_rfc3339(), Duration::from_secs(5)));
+        assert!(older_than("2020-01-01T00:00:00Z", Duration::from_secs(5)));
+        assert!(!older_than("garbage", Duration::from_secs(5)));
+    }
+}
