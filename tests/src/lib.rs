@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod cluster;
+
 /// The cached test guest: kernel and initrd.
 #[derive(Debug, Clone)]
 pub struct TestGuest {

@@ -2,144 +2,12 @@
 //! (`kctl cert issue`), and nodes that join a controller with one-time tokens
 //! (`kctl node join-token`, `kcored node --controller ... --join-token ...`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kcore_tests::{Run, bin};
-
-/// A kcored process in its own temp dirs with `--listen 127.0.0.1:<port>`, killed when
-/// dropped.
-struct Kcored {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Kcored {
-    /// `kcored <args> --data-dir D/data --run-dir D/run --listen 127.0.0.1:<port>`; waits
-    /// for the unix API socket (bound after the TCP listener).
-    fn start(args: &[&str]) -> Kcored {
-        Self::start_waiting(args, "kcore.sock")
-    }
-
-    /// Like [`Kcored::start`], waiting for `<run-dir>/<socket>`.
-    fn start_waiting(args: &[&str], socket: &str) -> Kcored {
-        let dir = tempfile::Builder::new()
-            .prefix("kcore-cluster-")
-            .tempdir()
-            .expect("tempdir");
-        // Like /var/lib/kcore: traversable, so the unprivileged QEMU reaches its volumes.
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-                .expect("chmod tempdir");
-        }
-        let port = free_port();
-        let child = spawn(dir.path(), port, args);
-        let socket = dir.path().join("run").join(socket);
-        let mut d = Kcored {
-            dir,
-            port,
-            child,
-            socket,
-        };
-        d.wait_for(&d.socket.clone());
-        d
-    }
-
-    /// Kill and start again in the same dirs on the same port with `args`.
-    fn restart(&mut self, args: &[&str]) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = spawn(self.dir.path(), self.port, args);
-        self.wait_for(&self.socket.clone());
-    }
-
-    fn wait_for(&mut self, socket: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(socket).is_err() {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("kcored exited ({st}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kcored did not come up:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("kcored.log")).unwrap_or_default()
-    }
-
-    fn pki(&self, file: &str) -> PathBuf {
-        self.dir.path().join("data/pki").join(file)
-    }
-
-    /// kctl over TLS with the CA and the given client certificate and key.
-    fn kctl(&self, cert: &Path, key: &Path, args: &[&str]) -> Run {
-        let out = Command::new(bin("kctl"))
-            .arg("--endpoint")
-            .arg(format!("https://127.0.0.1:{}", self.port))
-            .args(args)
-            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
-            .env_remove("KCORE_ENDPOINT")
-            .env("KCORE_CA_CERT", self.pki("ca.crt"))
-            .env("KCORE_CLIENT_CERT", cert)
-            .env("KCORE_CLIENT_KEY", key)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run kctl");
-        Run {
-            ok: out.status.success(),
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn admin(&self, args: &[&str]) -> Run {
-        self.kctl(&self.pki("admin.crt"), &self.pki("admin.key"), args)
-    }
-}
-
-impl Drop for Kcored {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(dir: &Path, port: u16, args: &[&str]) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("kcored.log"))
-        .expect("log");
-    Command::new(bin("kcored"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("dup log"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn kcored")
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
-}
+use kcore_tests::bin;
+use kcore_tests::cluster::{Kcored, free_port, start_node};
 
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -256,28 +124,6 @@ fn issued_viewer_cert_lists_but_may_not_create() {
     .expect_err("cert issue over existing files", &["alice.crt exists"]);
 }
 
-/// A joined node: `kcored node --controller ... --listen 127.0.0.1:<port>`.
-fn start_node(ctl: &Kcored, name: &str, token: &str) -> Kcored {
-    let controller = format!("127.0.0.1:{}", ctl.port);
-    let ca = ctl.pki("ca.crt");
-    Kcored::start_waiting(
-        &[
-            "node",
-            "--accel",
-            "tcg",
-            "--name",
-            name,
-            "--controller",
-            &controller,
-            "--join-token",
-            token,
-            "--ca-cert",
-            ca.to_str().expect("utf-8"),
-        ],
-        "node.sock",
-    )
-}
-
 /// Run `kcored node` to its exit (a refused join), with its output.
 fn join_fails(ctl: &Kcored, name: &str, token: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -327,22 +173,6 @@ fn join_fails(ctl: &Kcored, name: &str, token: &str) -> String {
     err
 }
 
-fn ready_nodes(ctl: &Kcored) -> Vec<String> {
-    let v = ctl
-        .admin(&["-o", "json", "node", "list"])
-        .expect_ok("node list")
-        .json();
-    v["nodes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|n| n["state"] == "NODE_STATE_READY")
-                .filter_map(|n| n["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn nodes_join_with_tokens_and_run_vms() {
     let g = kcore_tests::guest();
@@ -355,14 +185,14 @@ fn nodes_join_with_tokens_and_run_vms() {
             .to_string()
     };
     let t1 = token("600");
-    let n1 = start_node(&ctl, "n1", &t1);
-    let n2 = start_node(&ctl, "n2", &token("600"));
+    let n1 = start_node(&ctl, "n1", &t1, &[]);
+    let n2 = start_node(&ctl, "n2", &token("600"), &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while ready_nodes(&ctl) != ["n1", "n2"] {
+    while ctl.ready_nodes() != ["n1", "n2"] {
         assert!(
             Instant::now() < deadline,
             "nodes not READY: {:?}\ncontroller:\n{}\nn1:\n{}\nn2:\n{}",
-            ready_nodes(&ctl),
+            ctl.ready_nodes(),
             ctl.log(),
             n1.log(),
             n2.log()
@@ -508,7 +338,7 @@ fn nodes_join_with_tokens_and_run_vms() {
     let _ = n1.child.kill();
     let _ = n1.child.wait();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(ready_nodes(&ctl), ["n2"]);
+    assert_eq!(ctl.ready_nodes(), ["n2"]);
     let controller = format!("127.0.0.1:{}", ctl.port);
     n1.restart(&[
         "node",
@@ -520,7 +350,7 @@ fn nodes_join_with_tokens_and_run_vms() {
         &controller,
     ]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ready_nodes(&ctl) != ["n1", "n2"] {
+    while ctl.ready_nodes() != ["n1", "n2"] {
         assert!(
             Instant::now() < deadline,
             "n1 not READY again:\n{}",
@@ -532,7 +362,7 @@ fn nodes_join_with_tokens_and_run_vms() {
     // A restarted controller follows the registered nodes again (from its database).
     ctl.restart(&["controller"]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ready_nodes(&ctl) != ["n1", "n2"] {
+    while ctl.ready_nodes() != ["n1", "n2"] {
         assert!(
             Instant::now() < deadline,
             "nodes not READY after a controller restart:\n{}",
@@ -546,7 +376,7 @@ fn nodes_join_with_tokens_and_run_vms() {
     let _ = n1.child.wait();
     ctl.restart(&["controller"]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ready_nodes(&ctl) != ["n2"] {
+    while ctl.ready_nodes() != ["n2"] {
         assert!(Instant::now() < deadline, "n2 not READY:\n{}", ctl.log());
         std::thread::sleep(Duration::from_millis(200));
     }

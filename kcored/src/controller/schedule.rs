@@ -1,6 +1,8 @@
 //! Placement: which node gets a new VM. A node fits when it is ready and not cordoned,
-//! has the memory, the vCPUs (up to the overcommit ratio), the room in each pool the VM's
-//! disks go to, every network its NICs join and the image its boot disk is cloned from.
+//! has the memory, the vCPUs (up to the overcommit ratio), each pool the VM's disks go to
+//! with room for them where volumes are fully allocated (LVM without a thin pool; qcow2
+//! files and thin LVs overcommit, as on the node), every network its NICs join and the
+//! image its boot disk is cloned from.
 //! Among the nodes that fit, the least loaded by memory wins (spread), then the one with
 //! fewer VMs, then by name, so placement is predictable.
 
@@ -46,6 +48,11 @@ fn pool_needs(spec: &pb::VmSpec) -> BTreeMap<&str, u64> {
     need
 }
 
+/// Volumes in this pool take their whole size when created.
+fn thick(p: &pb::Pool) -> bool {
+    p.r#type == "lvm" && !p.source.contains('/')
+}
+
 /// Why `c` cannot take the VM, or None when it can.
 fn misfit(spec: &pb::VmSpec, c: &Candidate, overcommit: f64) -> Option<String> {
     if !c.ready {
@@ -72,7 +79,7 @@ fn misfit(spec: &pb::VmSpec, c: &Candidate, overcommit: f64) -> Option<String> {
     for (pool, bytes) in pool_needs(spec) {
         match c.pools.iter().find(|p| p.name == pool) {
             None => return Some(format!("no pool {pool}")),
-            Some(p) if p.free_bytes < bytes => {
+            Some(p) if thick(p) && p.free_bytes < bytes => {
                 return Some(format!(
                     "pool {pool} has {:.1} GiB free, {} GiB asked",
                     p.free_bytes as f64 / GIB as f64,
@@ -203,6 +210,8 @@ mod tests {
             allocated_memory_mb: used,
             pools: vec![pb::Pool {
                 name: "default".into(),
+                r#type: "lvm".into(),
+                source: "vg0".into(),
                 free_bytes: 10 * GIB,
                 ..Default::default()
             }],
@@ -286,6 +295,13 @@ mod tests {
         };
         let e = place(&other, "", &nodes[1..2], 8.0).expect_err("no pool");
         assert!(e.to_string().contains("no pool fast"), "{e}");
+        // qcow2 files in a dir pool and thin LVs overcommit: no space check there.
+        for (ty, source) in [("dir", "/var/lib/kcore/pools/default"), ("lvm", "vg0/thin")] {
+            let mut n = nodes[2].clone();
+            n.pools[0].r#type = ty.into();
+            n.pools[0].source = source.into();
+            assert_eq!(place(&spec, "", &[n], 4.0).expect("thin"), "pool");
+        }
     }
 
     #[test]
