@@ -44,7 +44,7 @@ pub const READ_METHODS: &[&str] = &[
 ];
 
 /// Methods of `kcore.v1.KcoreService` a node may call.
-pub const NODE_METHODS: &[&str] = &["RegisterNode"];
+pub const NODE_METHODS: &[&str] = &["RegisterNode", "RenewNodeCertificate"];
 
 /// The service callable without a client certificate.
 const JOIN_PREFIX: &str = "/kcore.v1.JoinService/";

@@ -8,6 +8,7 @@ mod convert;
 mod error;
 mod netdef;
 mod node;
+mod node_tls;
 mod pki;
 mod server;
 
@@ -85,6 +86,10 @@ struct TuningArgs {
     /// vCPUs placed on a node per cpu it has.
     #[arg(long, value_name = "RATIO", default_value_t = 4.0)]
     cpu_overcommit: f64,
+    /// How long the certificates issued to nodes are valid, in seconds (they renew with a
+    /// third of it left).
+    #[arg(long, value_name = "SECS", default_value_t = 365 * 24 * 3600)]
+    node_cert_lifetime: u64,
 }
 
 impl TuningArgs {
@@ -108,10 +113,17 @@ impl TuningArgs {
         if !(self.cpu_overcommit.is_finite() && (0.1..=64.0).contains(&self.cpu_overcommit)) {
             anyhow::bail!("--cpu-overcommit {}: give 0.1 to 64", self.cpu_overcommit);
         }
+        if self.node_cert_lifetime < 10 {
+            anyhow::bail!(
+                "--node-cert-lifetime {}: give at least 10 seconds",
+                self.node_cert_lifetime
+            );
+        }
         Ok(controller::Tuning {
             heartbeat,
             node_timeout,
             cpu_overcommit: self.cpu_overcommit,
+            node_cert_lifetime: Duration::from_secs(self.node_cert_lifetime),
         })
     }
 }
@@ -234,15 +246,13 @@ async fn main() -> anyhow::Result<()> {
                 }
                 None => listen.to_string(),
             };
-            let tcp = serve_node_tls(listen, &pki_dir, n).await?;
+            let (tcp, mut tcp_failed) = node_tls::NodeTlsServer::start(listen, &pki_dir, n).await?;
+            tokio::spawn(node_tls::renew_loop(controller.clone(), tcp));
             tokio::spawn(register_loop(controller, pki_dir, name, advertise));
-            let serve = tokio::spawn(async move {
-                tokio::select! {
-                    r = unix => r.unwrap_or(Ok(())),
-                    r = tcp => r.unwrap_or(Ok(())),
-                }
-            });
-            wait_for_signal(serve).await
+            tokio::select! {
+                r = wait_for_signal(unix) => r,
+                Some(e) = tcp_failed.recv() => Err(e),
+            }
         }
         Role::Controller {
             dirs,
@@ -404,37 +414,6 @@ async fn node_identity(
 
 /// NodeAgent on TCP with mutual TLS: the node's certificate, and only the controller's
 /// client certificate (OU=controller) from the cluster CA is accepted.
-async fn serve_node_tls(
-    addr: SocketAddr,
-    pki_dir: &std::path::Path,
-    n: Arc<node::Node>,
-) -> anyhow::Result<Serving> {
-    let read = |f: &str| {
-        std::fs::read(pki_dir.join(f))
-            .with_context(|| format!("read {}", pki_dir.join(f).display()))
-    };
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            read(pki::NODE_CERT)?,
-            read(pki::NODE_KEY)?,
-        ))
-        .client_ca_root(Certificate::from_pem(read(pki::CA_CERT)?))
-        .timeout(Duration::from_secs(10));
-    let incoming = TcpIncoming::bind(addr)
-        .with_context(|| format!("--listen {addr}: bind"))?
-        .with_nodelay(Some(true));
-    let svc = NodeAgentServer::new(node::grpc::NodeAgentService::new(n));
-    tracing::info!(listen = %addr, "serving NodeAgent with mutual TLS");
-    Ok(tokio::spawn(
-        Server::builder()
-            .tls_config(tls)
-            .context("--listen: TLS configuration")?
-            .layer(auth::AuthLayer(auth::Policy::NodeAgent))
-            .add_service(svc)
-            .serve_with_incoming(incoming),
-    ))
-}
-
 /// Tell the controller where this node listens, with the node's certificate; retried
 /// every 2 s until it succeeds (the controller may be down, or not yet able to dial back).
 async fn register_loop(controller: String, pki_dir: PathBuf, name: String, advertise: String) {

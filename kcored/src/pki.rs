@@ -14,15 +14,21 @@
 //! verifies it by the node name.
 //!
 //! Client certificates carry their role in the subject: `O=kcore`, `OU=admin|viewer|node`
-//! (see [`crate::auth`]). Files that exist are never regenerated. Keys are 0600, the
-//! directory 0700.
+//! (see [`crate::auth`]). Keys are 0600, the directory 0700.
+//!
+//! Rotation: a certificate is due for renewal when less than a third of its lifetime is
+//! left ([`renewal_due`]). The controller renews its own (server, admin, controller) when it
+//! starts; nodes renew theirs while they run (`RenewNodeCertificate`, with a new key) and
+//! serve the new one on new connections. Otherwise files that exist are never
+//! regenerated.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::time::{Duration, SystemTime};
+
 use anyhow::{Context, bail};
-use chrono::{Datelike, Months, NaiveDate};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -76,9 +82,14 @@ pub fn ensure_pki(dir: &Path, extra_sans: &[String]) -> anyhow::Result<Pki> {
         dir: dir.to_path_buf(),
     };
     let have_ca = pair_present(&pki, CA_CERT, CA_KEY, false)?;
-    let have_server = pair_present(&pki, SERVER_CERT, SERVER_KEY, true)?;
-    let have_admin = pair_present(&pki, ADMIN_CERT, ADMIN_KEY, true)?;
-    let have_controller = pair_present(&pki, CONTROLLER_CERT, CONTROLLER_KEY, true)?;
+    // A certificate due for renewal counts as missing and is issued again.
+    let current = |cert: &str, key: &str| -> anyhow::Result<bool> {
+        Ok(pair_present(&pki, cert, key, true)?
+            && !(pki.path(CA_KEY).exists() && renewal_due(&pki.read(cert)?)?))
+    };
+    let have_server = current(SERVER_CERT, SERVER_KEY)?;
+    let have_admin = current(ADMIN_CERT, ADMIN_KEY)?;
+    let have_controller = current(CONTROLLER_CERT, CONTROLLER_KEY)?;
     if !have_ca {
         if have_server || have_admin || have_controller {
             bail!(
@@ -119,27 +130,28 @@ pub fn ensure_pki(dir: &Path, extra_sans: &[String]) -> anyhow::Result<Pki> {
             sans.push(h.to_string());
         }
         sans.extend(extra_sans.iter().cloned());
+        // A renewed server certificate keeps the names it had.
+        if let Ok(old) = pki.read(SERVER_CERT) {
+            sans.extend(cert_sans(&old)?);
+        }
         let mut seen = std::collections::HashSet::new();
         sans.retain(|s| seen.insert(s.clone()));
         let (cert, key) = issue(&issuer, leaf_params(sans.clone(), "kcore server", None)?)?;
-        write_file(&pki.path(SERVER_KEY), key.as_bytes(), 0o600)?;
-        write_file(&pki.path(SERVER_CERT), cert.as_bytes(), 0o644)?;
-        tracing::info!(path = %pki.path(SERVER_CERT).display(), sans = ?sans, "created the server certificate");
+        store_pair(&pki, SERVER_CERT, SERVER_KEY, &cert, &key)?;
+        tracing::info!(path = %pki.path(SERVER_CERT).display(), sans = ?sans, "issued the server certificate");
     }
     if !have_admin {
         let (cert, key) = issue(&issuer, leaf_params(vec![], "admin", Some(Role::Admin))?)?;
-        write_file(&pki.path(ADMIN_KEY), key.as_bytes(), 0o600)?;
-        write_file(&pki.path(ADMIN_CERT), cert.as_bytes(), 0o644)?;
-        tracing::info!(path = %pki.path(ADMIN_CERT).display(), "created the admin client certificate");
+        store_pair(&pki, ADMIN_CERT, ADMIN_KEY, &cert, &key)?;
+        tracing::info!(path = %pki.path(ADMIN_CERT).display(), "issued the admin client certificate");
     }
     if !have_controller {
         let (cert, key) = issue(
             &issuer,
             leaf_params(vec![], "controller", Some(Role::Controller))?,
         )?;
-        write_file(&pki.path(CONTROLLER_KEY), key.as_bytes(), 0o600)?;
-        write_file(&pki.path(CONTROLLER_CERT), cert.as_bytes(), 0o644)?;
-        tracing::info!(path = %pki.path(CONTROLLER_CERT).display(), "created the controller's client certificate");
+        store_pair(&pki, CONTROLLER_CERT, CONTROLLER_KEY, &cert, &key)?;
+        tracing::info!(path = %pki.path(CONTROLLER_CERT).display(), "issued the controller's client certificate");
     }
     Ok(pki)
 }
@@ -168,10 +180,16 @@ pub fn issue_client_cert(
 
 /// Sign a node's CSR (PEM) with the CA in `pki_dir`: only its public key is used; the
 /// subject is `O=kcore, OU=node, CN=<name>`. Returns the PEM certificate.
-pub fn sign_node_csr(pki_dir: &Path, name: &str, csr_pem: &str) -> anyhow::Result<String> {
+pub fn sign_node_csr(
+    pki_dir: &Path,
+    name: &str,
+    csr_pem: &str,
+    lifetime: Duration,
+) -> anyhow::Result<String> {
     let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
         .context("the CSR is not a valid PKCS#10 request")?;
     let mut params = leaf_params(vec![name.to_string()], name, Some(Role::Node))?;
+    validity(&mut params, lifetime);
     params
         .extended_key_usages
         .push(ExtendedKeyUsagePurpose::ServerAuth);
@@ -235,20 +253,66 @@ fn issue(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn today() -> NaiveDate {
-    chrono::Utc::now().date_naive()
+/// The lifetime of leaf certificates (server, clients, nodes) unless told otherwise.
+pub const LEAF_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Valid from a little before now (for clocks a little behind: a tenth of the lifetime, at
+/// most an hour) for `lifetime`.
+fn validity(params: &mut CertificateParams, lifetime: Duration) {
+    let now = time::OffsetDateTime::now_utc();
+    let slack = (lifetime / 10).min(Duration::from_secs(3600));
+    params.not_before = now - slack;
+    params.not_after = now + lifetime;
 }
 
-fn validity(params: &mut CertificateParams, months: u32) {
-    let today = today();
-    // A day of slack for clocks that are a little behind.
-    let from = today.pred_opt().unwrap_or(today);
-    let to = today
-        .checked_add_months(Months::new(months))
-        .unwrap_or(today);
-    let ymd = |d: NaiveDate| rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8);
-    params.not_before = ymd(from);
-    params.not_after = ymd(to);
+/// When a PEM certificate's validity starts and ends.
+pub fn validity_of(pem: &[u8]) -> anyhow::Result<(SystemTime, SystemTime)> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).context("not a PEM certificate")?;
+    let cert = pem.parse_x509().context("not an X.509 certificate")?;
+    let at =
+        |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or_default());
+    let v = cert.validity();
+    Ok((at(v.not_before.timestamp()), at(v.not_after.timestamp())))
+}
+
+/// True when less than a third of the certificate's lifetime is left (or it expired).
+pub fn renewal_due(pem: &[u8]) -> anyhow::Result<bool> {
+    let (from, to) = validity_of(pem)?;
+    let lifetime = to.duration_since(from).unwrap_or_default();
+    Ok(match to.duration_since(SystemTime::now()) {
+        Ok(left) => left < lifetime / 3,
+        Err(_) => true,
+    })
+}
+
+/// Write a certificate and its key in place of older ones (each atomically).
+fn store_pair(
+    pki: &Pki,
+    cert_file: &str,
+    key_file: &str,
+    cert: &str,
+    key: &str,
+) -> anyhow::Result<()> {
+    replace_file(&pki.path(key_file), key.as_bytes(), 0o600)?;
+    replace_file(&pki.path(cert_file), cert.as_bytes(), 0o644)
+}
+
+/// Write `path` with `mode` through a temporary file renamed over it: readers see the old
+/// file or the new one, never half of one.
+pub fn replace_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("new.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("create {}", tmp.display()))?;
+    f.write_all(contents)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))
 }
 
 fn ca_params() -> CertificateParams {
@@ -263,7 +327,7 @@ fn ca_params() -> CertificateParams {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    validity(&mut p, 120);
+    validity(&mut p, CA_LIFETIME);
     p
 }
 
@@ -290,7 +354,7 @@ fn leaf_params(
         ExtendedKeyUsagePurpose::ServerAuth
     }];
     p.use_authority_key_identifier_extension = true;
-    validity(&mut p, 12);
+    validity(&mut p, LEAF_LIFETIME);
     Ok(p)
 }
 
@@ -359,6 +423,55 @@ mod tests {
         let leaf_der = der(cert_pem);
         let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der).expect("leaf");
         leaf.verify_signature(Some(ca.public_key())).is_ok()
+    }
+
+    #[test]
+    fn certificates_with_a_third_left_are_renewed_at_start_keeping_their_names() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("pki");
+        let pki = ensure_pki(&dir, &["kc.example".into()]).expect("pki");
+        let fresh = pki.read(SERVER_CERT).expect("server");
+        assert!(
+            !renewal_due(&fresh).expect("parse"),
+            "a new certificate is not due"
+        );
+        // A server certificate near its end, as if issued long ago.
+        let issuer = load_issuer(&pki).expect("issuer");
+        let mut p = leaf_params(vec!["kc.example".into()], "kcore server", None).expect("p");
+        p.not_before = time::OffsetDateTime::now_utc() - Duration::from_secs(300 * 86400);
+        p.not_after = time::OffsetDateTime::now_utc() + Duration::from_secs(30 * 86400);
+        let (old, key) = issue(&issuer, p).expect("issue");
+        store_pair(&pki, SERVER_CERT, SERVER_KEY, &old, &key).expect("store");
+        assert!(
+            renewal_due(old.as_bytes()).expect("parse"),
+            "30 of 330 days left is due"
+        );
+        let admin = pki.read(ADMIN_CERT).expect("admin");
+
+        ensure_pki(&dir, &[]).expect("renew");
+        let renewed = pki.read(SERVER_CERT).expect("server");
+        assert_ne!(
+            renewed,
+            old.as_bytes(),
+            "the due certificate was not renewed"
+        );
+        assert!(!renewal_due(&renewed).expect("parse"));
+        assert!(signed_by_ca(&renewed, &pki.read(CA_CERT).expect("ca")));
+        assert!(
+            pki.server_sans()
+                .expect("sans")
+                .contains(&"kc.example".to_string()),
+            "the renewed certificate lost a name"
+        );
+        assert_eq!(
+            pki.read(ADMIN_CERT).expect("admin"),
+            admin,
+            "admin was not due"
+        );
+        assert_eq!(mode(&pki.path(SERVER_KEY)), 0o600);
+        let (from, to) = validity_of(&renewed).expect("validity");
+        let days = to.duration_since(from).expect("order").as_secs() / 86400;
+        assert_eq!(days, 365, "one year (and an hour of slack)");
     }
 
     #[test]

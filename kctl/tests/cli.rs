@@ -629,6 +629,13 @@ impl KcoreService for Mock {
     ) -> Result<Response<kcore_proto::v1::RegisterNodeResponse>, Status> {
         Err(Status::unimplemented("not in the mock"))
     }
+
+    async fn renew_node_certificate(
+        &self,
+        _: Request<kcore_proto::v1::RenewNodeCertificateRequest>,
+    ) -> Result<Response<kcore_proto::v1::JoinResponse>, Status> {
+        Err(Status::unimplemented("not in the mock"))
+    }
 }
 
 /// A mock server on a unix socket in a temp dir, alive until dropped.

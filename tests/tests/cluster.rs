@@ -7,7 +7,139 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kcore_tests::bin;
-use kcore_tests::cluster::{Kcored, free_port, start_node};
+use kcore_tests::cluster::{Kcored, free_port, node_args, start_node, wait_until};
+
+/// GetNodeInfo on a node agent over a new TLS connection, as `cert` (files of the
+/// controller's pki/) or without a certificate: the node's name.
+fn node_info(
+    ctl: &Kcored,
+    port: u16,
+    node: &str,
+    cert: Option<(&str, &str)>,
+) -> Result<String, tonic::Status> {
+    let ca = std::fs::read(ctl.pki("ca.crt")).expect("ca");
+    let ident = cert.map(|(c, k)| {
+        tonic::transport::Identity::from_pem(
+            std::fs::read(ctl.pki(c)).expect("cert"),
+            std::fs::read(ctl.pki(k)).expect("key"),
+        )
+    });
+    let node = node.to_string();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async move {
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .domain_name(node);
+            if let Some(i) = ident {
+                tls = tls.identity(i);
+            }
+            let ch = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+                .expect("uri")
+                .tls_config(tls)
+                .expect("tls")
+                .connect()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("{e:?}")))?;
+            kcore_proto::v1::node_agent_client::NodeAgentClient::new(ch)
+                .get_node_info(kcore_proto::v1::GetNodeInfoRequest {})
+                .await
+                .map(|r| r.into_inner().name)
+        })
+}
+
+/// The end of a PEM certificate's validity, in unix seconds.
+fn not_after(pem: &[u8]) -> i64 {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).expect("PEM");
+    pem.parse_x509()
+        .expect("X.509")
+        .validity()
+        .not_after
+        .timestamp()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Node certificates issued for 30 s renew with a third left, and the node keeps working
+/// past the first certificate's end: new connections to it (served with the new
+/// certificate), calls from the controller, and a restart (registering with the new one).
+#[test]
+fn node_certificates_renew_before_they_expire() {
+    let ctl = Kcored::start(&[
+        "controller",
+        "--node-cert-lifetime",
+        "30",
+        "--heartbeat-interval",
+        "0.5",
+        "--node-timeout",
+        "2",
+    ]);
+    let mut n1 = start_node(&ctl, "n1", &ctl.join_token(), &[]);
+    wait_until(30, "n1 READY", || ctl.ready_nodes() == ["n1"], || n1.log());
+    let first = std::fs::read(n1.pki("node.crt")).expect("node.crt");
+    let first_end = not_after(&first);
+    wait_until(
+        40,
+        "the node certificate to be renewed",
+        || std::fs::read(n1.pki("node.crt")).is_ok_and(|c| c != first),
+        || n1.log(),
+    );
+    assert!(
+        unix_now() < first_end,
+        "renewed only after the certificate expired"
+    );
+    assert_eq!(mode(&n1.pki("node.key")), 0o600);
+    // Past the first certificate's end.
+    while unix_now() <= first_end + 1 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(ctl.ready_nodes(), ["n1"], "{}", ctl.log());
+    assert_eq!(
+        node_info(
+            &ctl,
+            n1.port,
+            "n1",
+            Some(("controller.crt", "controller.key"))
+        )
+        .expect("a new TLS connection to the node after its first certificate expired"),
+        "n1"
+    );
+    ctl.admin(&[
+        "vm",
+        "create",
+        "after-renewal",
+        "--node",
+        "n1",
+        "--vcpu",
+        "1",
+        "--memory",
+        "64",
+        "--kernel",
+        kcore_tests::guest().kernel.to_str().expect("utf-8"),
+        "--start=false",
+    ])
+    .expect_ok("create on the node after renewal");
+    let args = node_args(&ctl, "n1", &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    n1.restart(&args);
+    wait_until(
+        30,
+        "n1 READY after a restart with the renewed certificate",
+        || ctl.ready_nodes() == ["n1"],
+        || n1.log(),
+    );
+    let events = ctl.admin(&["events"]).expect_ok("events").stdout;
+    assert!(events.contains("node.cert_renewed"), "{events}");
+    ctl.admin(&["vm", "delete", "after-renewal"])
+        .expect_ok("delete");
+}
 
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -283,40 +415,7 @@ fn nodes_join_with_tokens_and_run_vms() {
 
     // A node agent answers only the controller's certificate.
     let node_port = n2.port;
-    let call = |cert: Option<(&str, &str)>| {
-        let ca = std::fs::read(ctl.pki("ca.crt")).expect("ca");
-        let ident = cert.map(|(c, k)| {
-            tonic::transport::Identity::from_pem(
-                std::fs::read(ctl.pki(c)).expect("cert"),
-                std::fs::read(ctl.pki(k)).expect("key"),
-            )
-        });
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(async move {
-                let mut tls = tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(ca))
-                    .domain_name("n2");
-                if let Some(i) = ident {
-                    tls = tls.identity(i);
-                }
-                let ch = tonic::transport::Endpoint::from_shared(format!(
-                    "https://127.0.0.1:{node_port}"
-                ))
-                .expect("uri")
-                .tls_config(tls)
-                .expect("tls")
-                .connect()
-                .await
-                .map_err(|e| tonic::Status::unavailable(format!("{e:?}")))?;
-                kcore_proto::v1::node_agent_client::NodeAgentClient::new(ch)
-                    .get_node_info(kcore_proto::v1::GetNodeInfoRequest {})
-                    .await
-                    .map(|r| r.into_inner().name)
-            })
-    };
+    let call = |cert| node_info(&ctl, node_port, "n2", cert);
     assert_eq!(
         call(Some(("controller.crt", "controller.key"))).expect("as the controller"),
         "n2"

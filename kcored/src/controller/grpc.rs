@@ -486,4 +486,35 @@ impl KcoreService for KcoreApi {
         self.ctl.register_node(&r.name, &r.address).await?;
         Ok(Response::new(pb::RegisterNodeResponse {}))
     }
+
+    async fn renew_node_certificate(
+        &self,
+        req: Request<pb::RenewNodeCertificateRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let name = req
+            .peer_certs()
+            .and_then(|c| c.first().cloned())
+            .filter(|leaf| crate::auth::role_of_cert(leaf) == Ok(crate::auth::Role::Node))
+            .and_then(|leaf| crate::auth::cn_of_cert(&leaf))
+            .ok_or_else(|| {
+                Status::permission_denied("only a node renews a node certificate, with its own")
+            })?;
+        if self.ctl.nodes.get(&name).is_err() {
+            return Err(Status::permission_denied(format!(
+                "node {name} is not in the cluster"
+            )));
+        }
+        let dir = self
+            .pki_dir
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("this controller has no PKI"))?;
+        let r = req.into_inner();
+        let resp =
+            super::join::sign_for_node(dir, &name, &r.csr_pem, self.ctl.tuning.node_cert_lifetime)
+                .await?;
+        tracing::info!(node = %name, "renewed a node certificate");
+        self.ctl
+            .emit_node("node.cert_renewed", &name, "issued a new node certificate");
+        Ok(Response::new(resp))
+    }
 }

@@ -113,25 +113,40 @@ impl JoinService for JoinApi {
                 ));
             }
         }
-        let dir = self.pki_dir.clone();
-        let name = r.node_name.clone();
-        let csr = r.csr_pem.clone();
-        let (cert_pem, ca_pem) = tokio::task::spawn_blocking(move || {
-            let cert = crate::pki::sign_node_csr(&dir, &name, &csr)?;
-            let ca = std::fs::read_to_string(dir.join(crate::pki::CA_CERT))?;
-            anyhow::Ok((cert, ca))
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+        let resp = sign_for_node(
+            self.pki_dir.clone(),
+            &r.node_name,
+            &r.csr_pem,
+            self.ctl.tuning.node_cert_lifetime,
+        )
+        .await?;
         tracing::info!(node = %r.node_name, "a node joined: issued its certificate");
         self.ctl.emit(
             "node.joined",
             None,
             format!("node {} redeemed a join token", r.node_name),
         );
-        Ok(Response::new(pb::JoinResponse { cert_pem, ca_pem }))
+        Ok(Response::new(resp))
     }
+}
+
+/// Sign a node's CSR for `name` with the CA in `pki_dir`: its certificate and the CA.
+pub async fn sign_for_node(
+    pki_dir: PathBuf,
+    name: &str,
+    csr: &str,
+    lifetime: std::time::Duration,
+) -> Result<pb::JoinResponse, Status> {
+    let (name, csr) = (name.to_string(), csr.to_string());
+    let (cert_pem, ca_pem) = tokio::task::spawn_blocking(move || {
+        let cert = crate::pki::sign_node_csr(&pki_dir, &name, &csr, lifetime)?;
+        let ca = std::fs::read_to_string(pki_dir.join(crate::pki::CA_CERT))?;
+        anyhow::Ok((cert, ca))
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))?
+    .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+    Ok(pb::JoinResponse { cert_pem, ca_pem })
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub struct Tuning {
     pub node_timeout: Duration,
     /// vCPUs placed on a node, as a multiple of its cpus.
     pub cpu_overcommit: f64,
+    /// How long the certificates issued to nodes are valid (they renew with a third left).
+    pub node_cert_lifetime: Duration,
 }
 
 impl Default for Tuning {
@@ -41,6 +43,7 @@ impl Default for Tuning {
             heartbeat: Duration::from_secs(2),
             node_timeout: Duration::from_secs(6),
             cpu_overcommit: 4.0,
+            node_cert_lifetime: crate::pki::LEAF_LIFETIME,
         }
     }
 }
