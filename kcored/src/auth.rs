@@ -12,8 +12,10 @@
 //! This is a tower layer on the HTTP request rather than a tonic interceptor, because an
 //! interceptor does not see the method (the URI path `/kcore.v1.KcoreService/CreateVM`).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 
 use futures::future::{Either, Ready, ready};
@@ -157,6 +159,15 @@ pub fn authorize(path: &str, role: Role) -> Result<(), Status> {
     )))
 }
 
+/// Serials (lowercase hex) of revoked certificates, shared with the controller.
+pub type Revoked = Arc<RwLock<HashSet<String>>>;
+
+/// The serial of a DER certificate, as [`crate::pki::serial_hex`] writes it.
+pub fn serial_of_cert(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(crate::pki::serial_hex(cert.raw_serial()))
+}
+
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
@@ -171,11 +182,15 @@ pub enum Policy {
 /// role; a connection without connect info of TCP kind (the unix socket) passes.
 #[cfg(test)]
 pub fn check<B>(req: &http::Request<B>) -> Result<(), Status> {
-    check_with(req, Policy::Api)
+    check_with(req, Policy::Api, &Revoked::default())
 }
 
-/// [`check`] for the listener `policy` names.
-pub fn check_with<B>(req: &http::Request<B>, policy: Policy) -> Result<(), Status> {
+/// [`check`] for the listener `policy` names, refusing revoked certificates.
+pub fn check_with<B>(
+    req: &http::Request<B>,
+    policy: Policy,
+    revoked: &Revoked,
+) -> Result<(), Status> {
     let ext = req.extensions();
     if let Some(tls) = ext.get::<TlsConnectInfo<TcpConnectInfo>>() {
         if policy == Policy::Api && req.uri().path().starts_with(JOIN_PREFIX) {
@@ -186,6 +201,17 @@ pub fn check_with<B>(req: &http::Request<B>, policy: Policy) -> Result<(), Statu
             || Status::unauthenticated("a client certificate signed by the cluster CA is required");
         let certs = tls.peer_certs().ok_or_else(required)?;
         let leaf = certs.first().ok_or_else(required)?;
+        if let Some(serial) = serial_of_cert(leaf)
+            && revoked
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&serial)
+        {
+            return Err(Status::unauthenticated(format!(
+                "this certificate ({}, serial {serial}) was revoked",
+                cn_of_cert(leaf).unwrap_or_default()
+            )));
+        }
         let role = role_of_cert(leaf).map_err(Status::permission_denied)?;
         if policy == Policy::NodeAgent {
             if role == Role::Controller {
@@ -211,16 +237,20 @@ pub fn check_with<B>(req: &http::Request<B>, policy: Policy) -> Result<(), Statu
     Ok(())
 }
 
-/// The tower layer applying [`check`] to every request.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AuthLayer(pub Policy);
+/// The tower layer applying [`check_with`] to every request.
+#[derive(Debug, Clone, Default)]
+pub struct AuthLayer {
+    pub policy: Policy,
+    pub revoked: Revoked,
+}
 
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
         AuthService {
             inner,
-            policy: self.0,
+            policy: self.policy,
+            revoked: self.revoked.clone(),
         }
     }
 }
@@ -230,6 +260,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     policy: Policy,
+    revoked: Revoked,
 }
 
 impl<S, B, R> tower::Service<http::Request<B>> for AuthService<S>
@@ -246,7 +277,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        match check_with(&req, self.policy) {
+        match check_with(&req, self.policy, &self.revoked) {
             Ok(()) => Either::Left(self.inner.call(req)),
             Err(status) => {
                 tracing::info!(path = req.uri().path(), error = status.message(), "denied");

@@ -486,7 +486,9 @@ fn open_controller(
     let db = dirs.data_dir.join("controller.db");
     let store =
         controller::store::Store::open(&db).with_context(|| format!("open {}", db.display()))?;
-    Ok(controller::Controller::new(store, tuning))
+    let ctl = controller::Controller::new(store, tuning);
+    ctl.load_revoked()?;
+    Ok(ctl)
 }
 
 async fn serve_controller(
@@ -499,6 +501,12 @@ async fn serve_controller(
         sans.push(addr.ip().to_string());
     }
     let pki = pki::ensure_pki(&dirs.data_dir.join("pki"), &sans)?;
+    // The certificates made here are on the list too (revocable, shown by kctl cert list).
+    for f in [pki::ADMIN_CERT, pki::CONTROLLER_CERT] {
+        if let Ok(pem) = pki.read(f) {
+            ctl.record_issued(&String::from_utf8_lossy(&pem));
+        }
+    }
     match (
         pki.read(pki::CONTROLLER_CERT),
         pki.read(pki::CONTROLLER_KEY),
@@ -597,7 +605,10 @@ async fn serve_tls(
     Ok(Server::builder()
         .tls_config(tls)
         .context("--listen: TLS configuration")?
-        .layer(auth::AuthLayer(auth::Policy::Api))
+        .layer(auth::AuthLayer {
+            policy: auth::Policy::Api,
+            revoked: ctl.revoked.clone(),
+        })
         .add_service(api)
         .add_service(join)
         .add_service(health)

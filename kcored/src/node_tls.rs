@@ -84,7 +84,12 @@ impl NodeTlsServer {
         let server = Server::builder()
             .tls_config(tls)
             .context("--listen: TLS configuration")?
-            .layer(auth::AuthLayer(auth::Policy::NodeAgent))
+            .layer(auth::AuthLayer {
+                policy: auth::Policy::NodeAgent,
+                // Only the controller's certificate is accepted here; the revocation list
+                // lives on the controller.
+                revoked: auth::Revoked::default(),
+            })
             .add_service(svc)
             // Told to stop, the accept loop ends and the listener closes; the connections
             // it accepted are served on (no GOAWAY), so the controller's channel and its

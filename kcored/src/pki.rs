@@ -276,6 +276,41 @@ pub fn validity_of(pem: &[u8]) -> anyhow::Result<(SystemTime, SystemTime)> {
     Ok((at(v.not_before.timestamp()), at(v.not_after.timestamp())))
 }
 
+/// What the controller records of a certificate it issued: serial (lowercase hex), CN,
+/// role (OU; "server" for the server certificate), end of validity, issued now.
+pub fn cert_info(pem: &[u8]) -> anyhow::Result<kcore_proto::v1::CertificateInfo> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).context("not a PEM certificate")?;
+    let cert = pem.parse_x509().context("not an X.509 certificate")?;
+    let subject = cert.subject();
+    let first = |a: Option<&x509_parser::x509::AttributeTypeAndValue<'_>>| {
+        a.and_then(|a| a.as_str().ok())
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let role = first(subject.iter_organizational_unit().next());
+    let until = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0));
+    Ok(kcore_proto::v1::CertificateInfo {
+        serial: serial_hex(cert.raw_serial()),
+        name: first(subject.iter_common_name().next()),
+        role: if role.is_empty() {
+            "server".into()
+        } else {
+            role
+        },
+        not_after: crate::convert::rfc3339(until),
+        issued_at: crate::convert::now_rfc3339(),
+        revoked_at: String::new(),
+    })
+}
+
+/// A certificate serial as lowercase hex, leading zero bytes dropped.
+pub fn serial_hex(raw: &[u8]) -> String {
+    let s: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let t = s.trim_start_matches("00");
+    if t.is_empty() { "00".into() } else { t.into() }
+}
+
 /// True when less than a third of the certificate's lifetime is left (or it expired).
 pub fn renewal_due(pem: &[u8]) -> anyhow::Result<bool> {
     let (from, to) = validity_of(pem)?;

@@ -381,6 +381,13 @@ pub enum NodeCommand {
         /// Node name.
         node: String,
     },
+    /// Take a node without VMs out of the cluster and revoke its certificates (it may join
+    /// again with a new token).
+    #[command(visible_alias = "rm")]
+    Remove {
+        /// Node name.
+        node: String,
+    },
     /// Print a one-time token (alone on stdout) a new node joins with:
     /// `kcored node --controller HOST:PORT --join-token TOKEN --ca-cert ca.crt`.
     JoinToken {
@@ -404,6 +411,19 @@ pub enum CertCommand {
         /// The directory to write into (default: the current directory).
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
+    },
+    /// The certificates the controller issued, revoked ones included.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Revoke every certificate issued to NAME, or the one with --serial: refused from now
+    /// on.
+    Revoke {
+        /// The certificates' name (CN).
+        #[arg(required_unless_present = "serial", conflicts_with = "serial")]
+        name: Option<String>,
+        /// One certificate, by serial (hex, as `kctl cert list` shows it).
+        #[arg(long, value_name = "HEX")]
+        serial: Option<String>,
     },
 }
 

@@ -140,6 +140,7 @@ async fn run(cli: Cli) -> Result<()> {
                 force,
             } => node::drain(&client, format, node, timeout, force).await,
             NodeCommand::Uncordon { node } => node::cordon(&client, format, node, false).await,
+            NodeCommand::Remove { node } => node::remove(&client, format, node).await,
         },
         Command::Pool(PoolCommand::List { node }) => {
             storage::list_pools(&client, format, node).await
@@ -165,6 +166,10 @@ async fn run(cli: Cli) -> Result<()> {
         },
         Command::Cert(CertCommand::Issue { name, role, out }) => {
             cert::issue(&client, format, name, role, out).await
+        }
+        Command::Cert(CertCommand::List) => cert::list(&client, format).await,
+        Command::Cert(CertCommand::Revoke { name, serial }) => {
+            cert::revoke(&client, format, name, serial).await
         }
     }
 }

@@ -89,6 +89,20 @@ pub async fn drain(
     output::write_stdout(format!("Drained node {node}: cordoned, {stopped}\n").as_bytes())
 }
 
+/// `kctl node remove`.
+pub async fn remove(client: &Client, format: Format, name: String) -> Result<()> {
+    let reply = client
+        .api()
+        .remove_node(kcore_proto::v1::RemoveNodeRequest { name: name.clone() })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    if format != Format::Table {
+        return output::print_structured(format, &reply);
+    }
+    output::write_stdout(format!("Removed node {name}: its certificates are revoked\n").as_bytes())
+}
+
 /// `kctl node join-token`: the token alone on stdout (table mode), or the object.
 pub async fn join_token(client: &Client, format: Format, ttl: Option<u32>) -> Result<()> {
     let token = client

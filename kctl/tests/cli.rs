@@ -630,6 +630,27 @@ impl KcoreService for Mock {
         Err(Status::unimplemented("not in the mock"))
     }
 
+    async fn list_certificates(
+        &self,
+        _: Request<kcore_proto::v1::ListCertificatesRequest>,
+    ) -> Result<Response<kcore_proto::v1::ListCertificatesResponse>, Status> {
+        Err(Status::unimplemented("not in the mock"))
+    }
+
+    async fn revoke_certificate(
+        &self,
+        _: Request<kcore_proto::v1::RevokeCertificateRequest>,
+    ) -> Result<Response<kcore_proto::v1::ListCertificatesResponse>, Status> {
+        Err(Status::unimplemented("not in the mock"))
+    }
+
+    async fn remove_node(
+        &self,
+        _: Request<kcore_proto::v1::RemoveNodeRequest>,
+    ) -> Result<Response<kcore_proto::v1::RemoveNodeResponse>, Status> {
+        Err(Status::unimplemented("not in the mock"))
+    }
+
     async fn renew_node_certificate(
         &self,
         _: Request<kcore_proto::v1::RenewNodeCertificateRequest>,

@@ -141,6 +141,137 @@ fn node_certificates_renew_before_they_expire() {
         .expect_ok("delete");
 }
 
+/// A revoked client certificate is refused (also after a controller restart); a node
+/// taken out of the cluster is no longer followed and its certificate is refused.
+#[test]
+fn revoked_certificates_and_removed_nodes_are_refused() {
+    let args = [
+        "controller",
+        "--heartbeat-interval",
+        "0.5",
+        "--node-timeout",
+        "2",
+    ];
+    let mut ctl = Kcored::start(&args);
+    let out = ctl.dir.path().join("certs");
+    ctl.admin(&[
+        "cert",
+        "issue",
+        "alice",
+        "--role",
+        "viewer",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ])
+    .expect_ok("cert issue");
+    let (cert, key) = (out.join("alice.crt"), out.join("alice.key"));
+    ctl.kctl(&cert, &key, &["vm", "list"])
+        .expect_ok("vm list before revocation");
+    let list = ctl
+        .admin(&["-o", "json", "cert", "list"])
+        .expect_ok("cert list")
+        .json();
+    let roles: Vec<(String, String)> = list["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_string(),
+                c["role"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("admin", "admin"),
+        ("controller", "controller"),
+        ("alice", "viewer"),
+    ] {
+        assert!(
+            roles.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} not in {roles:?}"
+        );
+    }
+
+    // Refusals that change nothing.
+    ctl.admin(&["cert", "revoke", "nobody"])
+        .expect_err("revoke an unknown name", &["NotFound", "nobody"]);
+    ctl.admin(&["cert", "revoke", "controller"])
+        .expect_err("revoke the controller's own", &["controller's own"]);
+    ctl.admin(&["cert", "revoke", "admin"])
+        .expect_err("revoke the caller's own", &["making this call"]);
+    ctl.kctl(&cert, &key, &["cert", "revoke", "admin"])
+        .expect_err("revoke as a viewer", &["PermissionDenied"]);
+    ctl.admin(&["vm", "list"]).expect_ok("admin still works");
+
+    let r = ctl
+        .admin(&["cert", "revoke", "alice"])
+        .expect_ok("revoke alice");
+    assert!(
+        r.stdout.contains("Revoked viewer certificate"),
+        "{}",
+        r.stdout
+    );
+    ctl.kctl(&cert, &key, &["vm", "list"])
+        .expect_err("a revoked certificate", &["Unauthenticated", "revoked"]);
+    ctl.restart(&args);
+    ctl.kctl(&cert, &key, &["vm", "list"]).expect_err(
+        "a revoked certificate after a controller restart",
+        &["Unauthenticated", "revoked"],
+    );
+    let table = ctl.admin(&["cert", "list"]).expect_ok("cert list").stdout;
+    let alice = table
+        .lines()
+        .find(|l| l.contains("alice"))
+        .expect("alice listed");
+    assert!(
+        !alice.trim_end().ends_with('-'),
+        "not shown revoked: {alice}"
+    );
+
+    // A node with a VM is not removed; without, it is, and its certificate is refused.
+    let mut n1 = start_node(&ctl, "n1", &ctl.join_token(), &[]);
+    wait_until(30, "n1 READY", || ctl.ready_nodes() == ["n1"], || n1.log());
+    ctl.admin(&[
+        "vm",
+        "create",
+        "on-n1",
+        "--vcpu",
+        "1",
+        "--memory",
+        "64",
+        "--kernel",
+        kcore_tests::guest().kernel.to_str().expect("utf-8"),
+        "--start=false",
+    ])
+    .expect_ok("create on n1");
+    ctl.admin(&["node", "remove", "n1"])
+        .expect_err("remove a node with VMs", &["FailedPrecondition", "on-n1"]);
+    ctl.admin(&["vm", "delete", "on-n1"]).expect_ok("delete");
+    ctl.admin(&["node", "remove", "n1"]).expect_ok("remove n1");
+    assert!(ctl.node_states().is_empty(), "{:?}", ctl.node_states());
+    ctl.kctl(&n1.pki("node.crt"), &n1.pki("node.key"), &["vm", "list"])
+        .expect_err(
+            "a removed node's certificate",
+            &["Unauthenticated", "revoked"],
+        );
+    // Restarted, it cannot register again.
+    let nargs = node_args(&ctl, "n1", &[]);
+    let nargs: Vec<&str> = nargs.iter().map(String::as_str).collect();
+    n1.restart(&nargs);
+    wait_until(
+        30,
+        "the removed node's registration to be refused",
+        || n1.log().contains("revoked"),
+        || n1.log(),
+    );
+    assert!(ctl.node_states().is_empty(), "{:?}", ctl.node_states());
+    ctl.admin(&[
+        "vm", "create", "x", "--vcpu", "1", "--memory", "64", "--node", "n1",
+    ])
+    .expect_err("create on a removed node", &["NotFound"]);
+}
+
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).expect("stat").permissions().mode() & 0o777

@@ -443,6 +443,7 @@ impl KcoreService for KcoreApi {
                 Status::failed_precondition(m)
             }
         })?;
+        self.ctl.record_issued(&cert_pem);
         tracing::info!(name = %r.name, role = %role, "issued a client certificate");
         self.ctl.emit(
             "cert.issued",
@@ -512,9 +513,39 @@ impl KcoreService for KcoreApi {
         let resp =
             super::join::sign_for_node(dir, &name, &r.csr_pem, self.ctl.tuning.node_cert_lifetime)
                 .await?;
+        self.ctl.record_issued(&resp.cert_pem);
         tracing::info!(node = %name, "renewed a node certificate");
         self.ctl
             .emit_node("node.cert_renewed", &name, "issued a new node certificate");
         Ok(Response::new(resp))
+    }
+
+    async fn list_certificates(
+        &self,
+        _: Request<pb::ListCertificatesRequest>,
+    ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        Ok(Response::new(pb::ListCertificatesResponse {
+            certificates: self.ctl.store.list_certs()?,
+        }))
+    }
+
+    async fn revoke_certificate(
+        &self,
+        req: Request<pb::RevokeCertificateRequest>,
+    ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        let caller = req
+            .peer_certs()
+            .and_then(|c| c.first().and_then(|leaf| crate::auth::serial_of_cert(leaf)));
+        let r = req.into_inner();
+        let certificates = self.ctl.revoke(&r.name, &r.serial, caller.as_deref())?;
+        Ok(Response::new(pb::ListCertificatesResponse { certificates }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        self.ctl.remove_node(&req.into_inner().name)?;
+        Ok(Response::new(pb::RemoveNodeResponse {}))
     }
 }

@@ -120,6 +120,7 @@ impl JoinService for JoinApi {
             self.ctl.tuning.node_cert_lifetime,
         )
         .await?;
+        self.ctl.record_issued(&resp.cert_pem);
         tracing::info!(node = %r.node_name, "a node joined: issued its certificate");
         self.ctl.emit(
             "node.joined",

@@ -2,6 +2,7 @@
 //! every node agent (over `NodeAgent`, even in-process for all-in-one) whose stream of VM
 //! changes keeps the store up to date.
 
+pub mod certs;
 pub mod grpc;
 pub mod join;
 pub mod networks;
@@ -64,6 +65,8 @@ pub struct Controller {
     /// Orphans already reported, so each is reported once.
     reported: std::sync::Mutex<HashSet<String>>,
     pub tuning: Tuning,
+    /// Serials of revoked certificates; the TLS listener refuses them.
+    pub revoked: crate::auth::Revoked,
     /// How to dial registered nodes' NodeAgent over TCP: the cluster CA and the
     /// controller's client certificate. Set once the PKI is ready.
     pub node_tls: std::sync::OnceLock<tonic::transport::ClientTlsConfig>,
@@ -81,6 +84,7 @@ impl Controller {
             busy: Arc::default(),
             reported: std::sync::Mutex::default(),
             tuning,
+            revoked: crate::auth::Revoked::default(),
             node_tls: std::sync::OnceLock::new(),
         })
     }

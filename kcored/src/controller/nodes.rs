@@ -105,6 +105,14 @@ impl Nodes {
         }
     }
 
+    /// Forget a node; its follower stops at its next message.
+    pub fn remove(&self, name: &str) {
+        self.links
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
+
     fn insert(&self, link: NodeLink) {
         self.links
             .write()
@@ -251,6 +259,10 @@ impl Controller {
                     loop {
                         let got =
                             tokio::time::timeout(self.tuning.node_timeout, stream.message()).await;
+                        if !current(&self) {
+                            // Removed, or followed at another address now.
+                            return;
+                        }
                         match got {
                             Ok(Ok(Some(ev))) if ev.kind == "synced" || ev.kind == "heartbeat" => {
                                 if let Some(hb) = &ev.heartbeat {

@@ -64,6 +64,16 @@ const MIGRATIONS: &[&str] = &[
     // 7: a create that asked for a running VM and whose start is not confirmed yet; after a
     // controller crash, reconciliation finishes it.
     "ALTER TABLE vms ADD COLUMN pending_start INTEGER NOT NULL DEFAULT 0;",
+    // 8: the certificates the controller issued, and which are revoked.
+    "CREATE TABLE certificates (
+        serial TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        not_after TEXT NOT NULL,
+        issued_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE INDEX certificates_name ON certificates (name);",
 ];
 
 /// Why a join token was not accepted.
@@ -322,6 +332,85 @@ impl Store {
         Ok(())
     }
 
+    /// Remember an issued certificate (again: nothing changes).
+    pub fn record_cert(&self, c: &pb::CertificateInfo) -> ApiResult<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO certificates (serial, name, role, not_after, issued_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![c.serial, c.name, c.role, c.not_after, c.issued_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn list_certs(&self) -> ApiResult<Vec<pb::CertificateInfo>> {
+        self.certs_where("1", params![])
+    }
+
+    fn certs_where(
+        &self,
+        cond: &str,
+        p: impl rusqlite::Params,
+    ) -> ApiResult<Vec<pb::CertificateInfo>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT serial, name, role, not_after, issued_at, COALESCE(revoked_at, '')
+             FROM certificates WHERE {cond} ORDER BY issued_at, serial"
+        ))?;
+        let rows = stmt.query_map(p, |r| {
+            Ok(pb::CertificateInfo {
+                serial: r.get(0)?,
+                name: r.get(1)?,
+                role: r.get(2)?,
+                not_after: r.get(3)?,
+                issued_at: r.get(4)?,
+                revoked_at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revoke the valid certificates of `name` (with `role`, when given) or with `serial`;
+    /// returns those revoked now.
+    pub fn revoke_certs(
+        &self,
+        name: &str,
+        role: Option<&str>,
+        serial: &str,
+    ) -> ApiResult<Vec<pb::CertificateInfo>> {
+        let now = now_rfc3339();
+        let cond = "revoked_at IS NULL AND ((?1 <> '' AND name = ?1 AND (?2 IS NULL OR role = ?2))
+                    OR (?3 <> '' AND serial = ?3))";
+        let hit = self.certs_where(cond, params![name, role, serial])?;
+        self.conn().execute(
+            &format!("UPDATE certificates SET revoked_at = ?4 WHERE {cond}"),
+            params![name, role, serial, now],
+        )?;
+        Ok(hit
+            .into_iter()
+            .map(|c| pb::CertificateInfo {
+                revoked_at: now.clone(),
+                ..c
+            })
+            .collect())
+    }
+
+    /// The serials of revoked certificates.
+    pub fn revoked_serials(&self) -> ApiResult<Vec<String>> {
+        Ok(self
+            .certs_where("revoked_at IS NOT NULL", params![])?
+            .into_iter()
+            .map(|c| c.serial)
+            .collect())
+    }
+
+    /// Forget a registered node (and its cordon).
+    pub fn delete_node(&self, name: &str) -> ApiResult<()> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM nodes WHERE name = ?1", params![name])?;
+        conn.execute("DELETE FROM cordoned_nodes WHERE name = ?1", params![name])?;
+        Ok(())
+    }
+
     /// Set a status the controller decided (e.g. UNKNOWN when a node is unreachable).
     pub fn set_status(&self, id: &str, status: pb::VmStatus, reason: &str) -> ApiResult<()> {
         self.conn().execute(
@@ -571,6 +660,39 @@ mod tests {
             nics: Vec::new(),
             pending_start: true,
         }
+    }
+
+    #[test]
+    fn certificates_are_recorded_and_revoked_by_name_or_serial() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("c.db")).expect("open");
+        let cert = |serial: &str, name: &str, role: &str| pb::CertificateInfo {
+            serial: serial.into(),
+            name: name.into(),
+            role: role.into(),
+            not_after: "2027-01-01T00:00:00Z".into(),
+            issued_at: now_rfc3339(),
+            revoked_at: String::new(),
+        };
+        s.record_cert(&cert("0a", "alice", "viewer")).expect("rec");
+        s.record_cert(&cert("0b", "alice", "viewer")).expect("rec");
+        s.record_cert(&cert("0c", "n1", "node")).expect("rec");
+        s.record_cert(&cert("0c", "n1", "node"))
+            .expect("again is a no-op");
+        assert_eq!(s.list_certs().expect("list").len(), 3);
+        let r = s.revoke_certs("alice", None, "").expect("revoke");
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|c| !c.revoked_at.is_empty()));
+        assert!(s.revoke_certs("alice", None, "").expect("again").is_empty());
+        assert!(
+            s.revoke_certs("n1", Some("admin"), "")
+                .expect("role")
+                .is_empty()
+        );
+        assert_eq!(s.revoke_certs("", None, "0c").expect("serial").len(), 1);
+        let mut revoked = s.revoked_serials().expect("serials");
+        revoked.sort();
+        assert_eq!(revoked, ["0a", "0b", "0c"]);
     }
 
     #[test]
