@@ -319,6 +319,35 @@ impl Controller {
         }
     }
 
+    /// Ask every ready node for its networks and images now, instead of waiting for its
+    /// next heartbeat.
+    pub async fn refresh_node_facts(&self) {
+        for mut l in self.nodes.all().into_iter().filter(|l| l.ready) {
+            let nets = l
+                .client
+                .list_node_networks(pb::ListNetworksRequest {})
+                .await;
+            let images = l
+                .client
+                .list_node_images(pb::ListImagesRequest::default())
+                .await;
+            self.nodes.update(&l.name, |link| {
+                if let Ok(n) = nets {
+                    link.networks = n
+                        .into_inner()
+                        .networks
+                        .into_iter()
+                        .filter(|n| n.status.as_ref().is_some_and(|s| s.ready))
+                        .filter_map(|n| n.network.map(|d| d.name))
+                        .collect();
+                }
+                if let Ok(i) = images {
+                    link.images = i.into_inner().images.into_iter().map(|i| i.name).collect();
+                }
+            });
+        }
+    }
+
     /// A node we cannot hear from: its VMs' state is unknown until it comes back.
     fn mark_unknown(&self, node: &str) {
         let Ok(vms) = self.store.list_vms(Some(node)) else {

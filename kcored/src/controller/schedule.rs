@@ -150,6 +150,19 @@ pub fn place(
             spec.vcpu
         )));
     }
+    if !spec.image.is_empty() && !nodes.iter().any(|c| c.images.contains(&spec.image)) {
+        return Err(ApiError::NotFound(format!(
+            "no node has an image named {:?} (kctl image import)",
+            spec.image
+        )));
+    }
+    for pool in pool_needs(spec).into_keys() {
+        if !nodes.iter().any(|c| c.pools.iter().any(|p| p.name == pool)) {
+            return Err(ApiError::NotFound(format!(
+                "no node has a pool named {pool:?}"
+            )));
+        }
+    }
     let mut best: Option<(&Candidate, (f64, u32))> = None;
     let mut reasons = Vec::new();
     for c in nodes {
@@ -294,7 +307,16 @@ mod tests {
             ..vm(1, 128)
         };
         let e = place(&other, "", &nodes[1..2], 8.0).expect_err("no pool");
-        assert!(e.to_string().contains("no pool fast"), "{e}");
+        assert!(
+            matches!(&e, ApiError::NotFound(m) if m.contains("\"fast\"")),
+            "{e:?}"
+        );
+        let mut with_fast = nodes[0].clone();
+        with_fast.name = "fast".into();
+        with_fast.pools[0].name = "fast".into();
+        with_fast.ready = false;
+        let e = place(&other, "", &[nodes[1].clone(), with_fast], 8.0).expect_err("no pool");
+        assert!(e.to_string().contains("cpu: no pool fast"), "{e}");
         // qcow2 files in a dir pool and thin LVs overcommit: no space check there.
         for (ty, source) in [("dir", "/var/lib/kcore/pools/default"), ("lvm", "vg0/thin")] {
             let mut n = nodes[2].clone();
@@ -315,6 +337,15 @@ mod tests {
         let e = place(&vm(1, 128), "b", &nodes, 4.0).expect_err("b is full");
         assert!(
             matches!(&e, ApiError::ResourceExhausted(m) if m.contains("node b cannot take")),
+            "{e:?}"
+        );
+        let nowhere = pb::VmSpec {
+            image: "nosuch".into(),
+            ..vm(1, 128)
+        };
+        let e = place(&nowhere, "", &nodes, 4.0).expect_err("unknown image");
+        assert!(
+            matches!(&e, ApiError::NotFound(m) if m.contains("nosuch")),
             "{e:?}"
         );
         let e = place(&vm(1, 128), "zz", &nodes, 4.0).expect_err("unknown");

@@ -65,9 +65,16 @@ impl Controller {
         }
         // Placement, MACs and the row under one lock: concurrent creates see each other.
         let place_guard = self.place_lock.lock().await;
-        let node = self.schedule(&req.node, &spec)?;
-        let mut client = self.nodes.client(&node)?;
         self.assign_macs(&req.name, &mut spec.nics)?;
+        let node = match self.schedule(&req.node, &spec) {
+            // The last heartbeat may predate a network or an image made just now.
+            Err(ApiError::ResourceExhausted(_) | ApiError::NotFound(_)) => {
+                self.refresh_node_facts().await;
+                self.schedule(&req.node, &spec)?
+            }
+            r => r?,
+        };
+        let mut client = self.nodes.client(&node)?;
         let now = now_rfc3339();
         let row = VmRow {
             id: uuid::Uuid::new_v4().to_string(),
