@@ -439,21 +439,7 @@ async fn register_once(
     name: &str,
     advertise: &str,
 ) -> anyhow::Result<()> {
-    let read = |f: &str| {
-        std::fs::read(pki_dir.join(f))
-            .with_context(|| format!("read {}", pki_dir.join(f).display()))
-    };
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(pki::CA_CERT)?))
-        .identity(Identity::from_pem(
-            read(pki::NODE_CERT)?,
-            read(pki::NODE_KEY)?,
-        ));
-    let ch = Endpoint::from_shared(format!("https://{controller}"))?
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await?;
+    let (ch, _) = node_tls::dial_controller(controller, pki_dir).await?;
     kcore_proto::v1::kcore_service_client::KcoreServiceClient::new(ch)
         .register_node(kcore_proto::v1::RegisterNodeRequest {
             name: name.to_string(),

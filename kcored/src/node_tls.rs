@@ -153,11 +153,15 @@ pub async fn renew_loop(controller: String, server: Arc<NodeTlsServer>) {
     }
 }
 
-/// One renewal; returns the new certificate's end of validity.
-async fn renew_once(controller: &str, server: &NodeTlsServer) -> anyhow::Result<SystemTime> {
-    let dir = &server.pki_dir;
+/// A channel to the controller's API over mutual TLS with this node's certificate, and the
+/// CA certificate (PEM) it trusts.
+pub async fn dial_controller(
+    controller: &str,
+    pki_dir: &Path,
+) -> anyhow::Result<(tonic::transport::Channel, Vec<u8>)> {
     let read = |f: &str| {
-        std::fs::read(dir.join(f)).with_context(|| format!("read {}", dir.join(f).display()))
+        std::fs::read(pki_dir.join(f))
+            .with_context(|| format!("read {}", pki_dir.join(f).display()))
     };
     let ca = read(pki::CA_CERT)?;
     let tls = ClientTlsConfig::new()
@@ -173,6 +177,13 @@ async fn renew_once(controller: &str, server: &NodeTlsServer) -> anyhow::Result<
         .connect()
         .await
         .with_context(|| format!("connect to the controller at {controller}"))?;
+    Ok((ch, ca))
+}
+
+/// One renewal; returns the new certificate's end of validity.
+async fn renew_once(controller: &str, server: &NodeTlsServer) -> anyhow::Result<SystemTime> {
+    let dir = &server.pki_dir;
+    let (ch, ca) = dial_controller(controller, dir).await?;
     let key = rcgen::KeyPair::generate()?;
     let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
         .serialize_request(&key)?
@@ -182,7 +193,7 @@ async fn renew_once(controller: &str, server: &NodeTlsServer) -> anyhow::Result<
         .await
         .map_err(|s| anyhow::anyhow!("{} ({:?})", s.message(), s.code()))?
         .into_inner();
-    if resp.ca_pem.trim().as_bytes() != String::from_utf8_lossy(&ca).trim().as_bytes() {
+    if resp.ca_pem.trim() != String::from_utf8_lossy(&ca).trim() {
         anyhow::bail!("the controller answered with another CA");
     }
     let (_, until) = pki::validity_of(resp.cert_pem.as_bytes())?;

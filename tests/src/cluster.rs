@@ -158,6 +158,28 @@ impl Kcored {
         self.kctl(&self.pki("admin.crt"), &self.pki("admin.key"), args)
     }
 
+    /// `kctl cert issue NAME --role ROLE --out <dir>/certs` as admin: the run, and the
+    /// certificate's and key's paths.
+    pub fn issue_cert(&self, name: &str, role: &str) -> (Run, PathBuf, PathBuf) {
+        let out = self.dir.path().join("certs");
+        let run = self
+            .admin(&[
+                "cert",
+                "issue",
+                name,
+                "--role",
+                role,
+                "--out",
+                out.to_str().expect("utf-8"),
+            ])
+            .expect_ok("cert issue");
+        (
+            run,
+            out.join(format!("{name}.crt")),
+            out.join(format!("{name}.key")),
+        )
+    }
+
     /// A fresh join token (10 minutes).
     pub fn join_token(&self) -> String {
         self.admin(&["node", "join-token", "--ttl", "600"])

@@ -153,18 +153,7 @@ fn revoked_certificates_and_removed_nodes_are_refused() {
         "2",
     ];
     let mut ctl = Kcored::start(&args);
-    let out = ctl.dir.path().join("certs");
-    ctl.admin(&[
-        "cert",
-        "issue",
-        "alice",
-        "--role",
-        "viewer",
-        "--out",
-        out.to_str().expect("utf-8"),
-    ])
-    .expect_ok("cert issue");
-    let (cert, key) = (out.join("alice.crt"), out.join("alice.key"));
+    let (_, cert, key) = ctl.issue_cert("alice", "viewer");
     ctl.kctl(&cert, &key, &["vm", "list"])
         .expect_ok("vm list before revocation");
     let list = ctl
@@ -280,23 +269,9 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn issued_viewer_cert_lists_but_may_not_create() {
     let d = Kcored::start(&["all-in-one", "--accel", "tcg", "--node-name", "n1"]);
+    let (run, cert, key) = d.issue_cert("alice", "viewer");
     let out = d.dir.path().join("certs");
-    let run = d
-        .admin(&[
-            "cert",
-            "issue",
-            "alice",
-            "--role",
-            "viewer",
-            "--out",
-            out.to_str().expect("utf-8"),
-        ])
-        .expect_ok("cert issue");
-    let (cert, key, ca) = (
-        out.join("alice.crt"),
-        out.join("alice.key"),
-        out.join("ca.crt"),
-    );
+    let ca = out.join("ca.crt");
     for p in [&cert, &key, &ca] {
         assert!(
             run.stdout.contains(p.to_str().expect("utf-8")),
