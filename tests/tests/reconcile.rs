@@ -100,13 +100,22 @@ fn a_lost_database_is_rebuilt_from_the_node() {
 }
 
 #[test]
-fn a_vm_the_node_no_longer_has_turns_error_and_can_be_deleted() {
+fn a_vm_the_node_no_longer_has_turns_error_and_back_and_can_be_deleted() {
     let mut d = Daemon::start_with(FAST);
     let id = define_idle(&d, "gone");
     let keep = define_idle(&d, "kept");
-    d.kill9();
-    std::fs::remove_dir_all(d.data_dir().join("vms").join(&id)).expect("remove definition");
-    d.restart();
+    let def = d.data_dir().join("vms").join(&id);
+    let aside = d.data_dir().join("aside");
+    let restart_with = |d: &mut Daemon, f: &dyn Fn()| {
+        d.kill9();
+        f();
+        d.restart();
+    };
+
+    // The node lost the VM's definition: ERROR, with the reason.
+    restart_with(&mut d, &|| {
+        std::fs::rename(&def, &aside).expect("move definition away")
+    });
     wait_for(&d, "gone to turn ERROR", || {
         d.vm("gone")["status"] == "VM_STATUS_ERROR"
     });
@@ -118,6 +127,22 @@ fn a_vm_the_node_no_longer_has_turns_error_and_can_be_deleted() {
     let k = d.vm("kept");
     assert_eq!(k["status"], "VM_STATUS_STOPPED", "{k}");
     assert_eq!(k["id"], keep.as_str());
+
+    // It comes back: so does the VM.
+    restart_with(&mut d, &|| {
+        std::fs::rename(&aside, &def).expect("move definition back")
+    });
+    wait_for(&d, "gone to be STOPPED again", || {
+        d.vm("gone")["status"] == "VM_STATUS_STOPPED"
+    });
+
+    // Lost for good: ERROR again, and delete removes it.
+    restart_with(&mut d, &|| {
+        std::fs::remove_dir_all(&def).expect("remove definition")
+    });
+    wait_for(&d, "gone to turn ERROR again", || {
+        d.vm("gone")["status"] == "VM_STATUS_ERROR"
+    });
     d.kctl(&["vm", "delete", "gone"])
         .expect_ok("delete a lost VM");
     d.kctl(&["vm", "get", "gone"])

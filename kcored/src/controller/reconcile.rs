@@ -5,7 +5,8 @@
 //! - a row still CREATING that the node never got (the crash came before DefineVM) is
 //!   removed once it is older than a grace period;
 //! - a VM created to run whose start was not confirmed is started;
-//! - a row whose VM the node no longer has turns ERROR with the reason (a delete cut short
+//! - a row whose VM the node no longer has turns ERROR with the reason (and back when the
+//!   node has it again; a delete cut short
 //!   finishes with `kctl vm delete`);
 //! - a VM the node has and the store does not (a lost or older database) is adopted, or,
 //!   when its name is taken, reported once as an event.
@@ -62,7 +63,8 @@ impl Controller {
             hb.vms.iter().map(|v| (v.id.as_str(), v)).collect();
         let rows = self.store.list_vms(Some(node))?;
         for row in &rows {
-            if self.is_busy(&row.id) {
+            // Busy here, or the store heard of it after the heartbeat was made.
+            if self.is_busy(&row.id) || row.seq > hb.seq {
                 continue;
             }
             match actual.get(row.id.as_str()) {
@@ -93,6 +95,15 @@ impl Controller {
                     let status = pb::VmStatus::try_from(st.status).unwrap_or_default();
                     if row.pending_start {
                         self.finish_create(row, status)?;
+                    }
+                    if row.status == pb::VmStatus::Error && row.status_reason == lost_reason(node) {
+                        // The node has it again (its disk came back, say).
+                        self.store.set_status(&row.id, status, "")?;
+                        let r = VmRow {
+                            status,
+                            ..row.clone()
+                        };
+                        self.emit("vm.status", Some(&r), format!("node {node} has it again"));
                     }
                 }
             }

@@ -241,6 +241,8 @@ impl Node {
     /// their free space (this runs lvm2 / statvfs: call it off the async threads), the
     /// networks in place and every VM with its state.
     pub fn heartbeat(&self) -> pb::NodeHeartbeat {
+        // Taken first: anything that changes a VM after this gets a higher number.
+        let seq = self.seq.load(Ordering::SeqCst);
         let pools = match self.storage().list_pools() {
             Ok(p) => p,
             Err(e) => {
@@ -277,6 +279,7 @@ impl Node {
             networks,
             vms,
             images,
+            seq,
         }
     }
 
