@@ -14,18 +14,17 @@
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use hyper_util::rt::TokioIo;
+use kcore_bench::{DaemonGuard, dial, median};
 use kcore_proto::v1 as pb;
 use kcore_proto::v1::kcore_service_client::KcoreServiceClient;
 use kcore_vmm::qmp::{QmpClient, QmpOptions};
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
 
 #[derive(Parser, Debug)]
 #[command(about = "kcore create -> running / guest-ready vs bare QEMU")]
@@ -55,36 +54,6 @@ struct Args {
 }
 
 const READY: &str = "KCORE-GUEST-READY";
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-async fn dial(path: PathBuf) -> anyhow::Result<Channel> {
-    Ok(Endpoint::try_from("http://[::]:50051")?
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
-        }))
-        .await?)
-}
-
-struct DaemonGuard(Child);
-impl Drop for DaemonGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -244,6 +244,8 @@ impl Controller {
         let current = |me: &Self| me.nodes.get(&name).is_ok_and(|l| l.address == address);
         let heartbeat_ms = u32::try_from(self.tuning.heartbeat.as_millis()).unwrap_or(u32::MAX);
         let mut was_ready = false;
+        // Redial quickly at first (a restarted node is back within ~100 ms), then every 1 s.
+        let mut delay = Duration::from_millis(100);
         loop {
             if !current(&self) {
                 return;
@@ -252,6 +254,7 @@ impl Controller {
             let req = pb::WatchNodeVMsRequest { heartbeat_ms };
             match client.watch_node_v_ms(req).await {
                 Ok(resp) => {
+                    delay = Duration::from_millis(100);
                     let mut stream = resp.into_inner();
                     // Networks created or deleted while the node was away.
                     let (me, node, c) = (self.clone(), name.clone(), client.clone());
@@ -315,7 +318,8 @@ impl Controller {
             if let Some(tx) = first.take() {
                 let _ = tx.send(());
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
         }
     }
 
