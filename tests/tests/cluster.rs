@@ -594,13 +594,18 @@ fn nodes_join_with_tokens_and_run_vms() {
         .admin(&["-o", "json", "node", "list"])
         .expect_ok("node list")
         .json();
-    let n1_state = v["nodes"]
+    let n1 = v["nodes"]
         .as_array()
         .and_then(|a| a.iter().find(|n| n["name"] == "n1"))
-        .map(|n| n["state"].clone());
-    assert_eq!(
-        n1_state,
-        Some(serde_json::json!("NODE_STATE_NOT_READY")),
-        "{v}"
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(n1["state"], "NODE_STATE_NOT_READY", "{v}");
+    // What it had when last heard from, kept in the controller's database.
+    assert!(n1["cpus"].as_u64().is_some_and(|c| c > 0), "{n1}");
+    assert_eq!(n1["version"], v["nodes"][1]["version"], "{v}");
+    assert_eq!(n1["pools"][0]["name"], "default", "{n1}");
+    assert!(
+        n1["last_heartbeat"].as_str().is_some_and(|t| !t.is_empty()),
+        "{n1}"
     );
 }

@@ -53,7 +53,6 @@ impl NodeLink {
         self.pools = hb.pools.clone();
         self.networks = hb.networks.clone();
         self.images = hb.images.clone();
-        self.last_heartbeat = now_rfc3339();
     }
 }
 
@@ -197,8 +196,13 @@ impl Controller {
                 }
             };
             let client = NodeAgentClient::new(ch);
-            self.nodes
-                .insert(NodeLink::new(name.clone(), address.clone(), client.clone()));
+            let mut link = NodeLink::new(name.clone(), address.clone(), client.clone());
+            // What it had when last heard from, until it is heard from again.
+            if let Some((hb, at)) = self.store.node_facts(&name)? {
+                link.take_heartbeat(&hb);
+                link.last_heartbeat = at;
+            }
+            self.nodes.insert(link);
             tokio::spawn(self.clone().follow_node(name, address, client, None));
         }
         Ok(())
@@ -269,10 +273,15 @@ impl Controller {
                         match got {
                             Ok(Ok(Some(ev))) if ev.kind == "synced" || ev.kind == "heartbeat" => {
                                 if let Some(hb) = &ev.heartbeat {
+                                    let at = now_rfc3339();
                                     self.nodes.update(&name, |l| {
                                         l.take_heartbeat(hb);
+                                        l.last_heartbeat = at.clone();
                                         l.ready = true;
                                     });
+                                    if let Err(e) = self.store.save_node_facts(&name, hb, &at) {
+                                        tracing::warn!(node = %name, error = %e, "cannot keep heartbeat");
+                                    }
                                     if !was_ready {
                                         was_ready = true;
                                         self.emit_node("node.ready", &name, "heartbeat received");

@@ -74,6 +74,13 @@ const MIGRATIONS: &[&str] = &[
         revoked_at TEXT
     );
     CREATE INDEX certificates_name ON certificates (name);",
+    // 9: each node's last heartbeat (without its VM list) and when it came, so a node that
+    // is away still shows its capacity after a controller restart.
+    "CREATE TABLE node_facts (
+        name TEXT PRIMARY KEY,
+        heartbeat TEXT NOT NULL,
+        at TEXT NOT NULL
+    );",
 ];
 
 /// Why a join token was not accepted.
@@ -403,12 +410,40 @@ impl Store {
             .collect())
     }
 
-    /// Forget a registered node (and its cordon).
+    /// Forget a registered node (its cordon and last heartbeat too).
     pub fn delete_node(&self, name: &str) -> ApiResult<()> {
         let conn = self.conn();
         conn.execute("DELETE FROM nodes WHERE name = ?1", params![name])?;
         conn.execute("DELETE FROM cordoned_nodes WHERE name = ?1", params![name])?;
+        conn.execute("DELETE FROM node_facts WHERE name = ?1", params![name])?;
         Ok(())
+    }
+
+    /// Keep a node's last heartbeat (its VM list left out) and when it came.
+    pub fn save_node_facts(&self, name: &str, hb: &pb::NodeHeartbeat, at: &str) -> ApiResult<()> {
+        let facts = pb::NodeHeartbeat {
+            vms: Vec::new(),
+            ..hb.clone()
+        };
+        self.conn().execute(
+            "INSERT INTO node_facts (name, heartbeat, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET heartbeat = ?2, at = ?3",
+            params![name, json(&facts)?, at],
+        )?;
+        Ok(())
+    }
+
+    /// A node's last heartbeat and when it came, if it ever sent one.
+    pub fn node_facts(&self, name: &str) -> ApiResult<Option<(pb::NodeHeartbeat, String)>> {
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT heartbeat, at FROM node_facts WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(hb, at)| serde_json::from_str(&hb).ok().map(|hb| (hb, at))))
     }
 
     /// Set a status the controller decided (e.g. UNKNOWN when a node is unreachable).
@@ -693,6 +728,38 @@ mod tests {
         let mut revoked = s.revoked_serials().expect("serials");
         revoked.sort();
         assert_eq!(revoked, ["0a", "0b", "0c"]);
+    }
+
+    #[test]
+    fn a_nodes_last_heartbeat_is_kept_without_its_vms() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("c.db")).expect("open");
+        assert!(s.node_facts("n1").expect("read").is_none());
+        let hb = pb::NodeHeartbeat {
+            info: Some(pb::NodeInfo {
+                name: "n1".into(),
+                cpus: 8,
+                ..Default::default()
+            }),
+            networks: vec!["lan".into()],
+            vms: vec![pb::NodeVmState {
+                id: "x".into(),
+                ..Default::default()
+            }],
+            seq: 7,
+            ..Default::default()
+        };
+        s.save_node_facts("n1", &hb, "2026-11-28T10:00:00.000Z")
+            .expect("save");
+        s.save_node_facts("n1", &hb, "2026-11-28T10:00:02.000Z")
+            .expect("again");
+        let (got, at) = s.node_facts("n1").expect("read").expect("some");
+        assert_eq!(at, "2026-11-28T10:00:02.000Z");
+        assert_eq!(got.info.map(|i| i.cpus), Some(8));
+        assert_eq!(got.networks, ["lan"]);
+        assert!(got.vms.is_empty());
+        s.delete_node("n1").expect("delete");
+        assert!(s.node_facts("n1").expect("read").is_none());
     }
 
     #[test]
