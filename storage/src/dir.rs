@@ -5,7 +5,8 @@
 //! always passed to qemu-img with `-f`, never probed (a guest that writes a qcow2 header
 //! into its raw disk must not turn it into a qcow2 with a backing file of its choosing).
 //! A clone is a qcow2 overlay whose backing file is `../images/IMAGE.FMT` (relative, so the
-//! pool can move): instant, and copy-on-write, so clones never share writes.
+//! pool can move): instant (written in-process, see `qcow2.rs`), and copy-on-write, so
+//! clones never share writes.
 //!
 //! Sizes: 0 and anything above 64 TiB are refused. qcow2 volumes are thin: their virtual
 //! size may exceed the free space (overcommit, as with thin LVs); a raw volume, which a
@@ -18,7 +19,7 @@ use crate::backend::{check_size, round_to_sector};
 use crate::runner::Runner;
 use crate::{
     Backend, Capacity, ImageInfo, ImageStore, StorageError, VolumeFormat, VolumeInfo, name, paths,
-    qemu_img,
+    qcow2, qemu_img,
 };
 
 /// A directory pool.
@@ -287,13 +288,8 @@ impl Backend for DirBackend {
         let backing = format!("../images/{file_name}");
         let path = self.reserve(name, VolumeFormat::Qcow2)?;
         let virtual_size = size.unwrap_or(image.virtual_size);
-        if let Err(e) = qemu_img::create_overlay(
-            self.runner.as_ref(),
-            &path,
-            &backing,
-            image_format,
-            virtual_size,
-        ) {
+        // Written in-process (what `qemu-img create -u -b` writes, without starting it).
+        if let Err(e) = qcow2::write_overlay(&path, &backing, image_format, virtual_size) {
             if let Err(rm) = paths::remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %rm, "cannot remove failed volume");
             }

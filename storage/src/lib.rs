@@ -18,6 +18,7 @@ pub mod lvm;
 mod name;
 mod paths;
 mod pool;
+mod qcow2;
 mod qemu_img;
 pub mod runner;
 mod source;

@@ -87,35 +87,6 @@ pub fn create(
     Ok(())
 }
 
-/// `qemu-img create -f qcow2 -F BACKING_FMT -b BACKING PATH [SIZE]`. `backing` is written
-/// into the overlay as given (relative paths are relative to the overlay's directory).
-pub fn create_overlay(
-    runner: &dyn Runner,
-    path: &Path,
-    backing: &str,
-    backing_format: VolumeFormat,
-    size_bytes: u64,
-) -> Result<(), StorageError> {
-    // With the size given, `-u` spares qemu-img opening the backing file: the caller has
-    // checked it already, and this is on the path of every VM created from an image.
-    let argv = vec![
-        "qemu-img".to_string(),
-        "create".into(),
-        "-q".into(),
-        "-u".into(),
-        "-f".into(),
-        "qcow2".into(),
-        "-F".into(),
-        backing_format.as_str().into(),
-        "-b".into(),
-        backing.into(),
-        path_arg(path),
-        size_bytes.to_string(),
-    ];
-    runner.run(&argv)?;
-    Ok(())
-}
-
 /// `qemu-img resize -f FMT PATH SIZE` (grow only: kcore never passes `--shrink`).
 pub fn resize(
     runner: &dyn Runner,
