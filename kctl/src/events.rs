@@ -28,10 +28,14 @@ pub fn line(event: &Event) -> String {
     } else {
         &event.vm_name
     };
-    let message = if event.message.is_empty() && !event.node.is_empty() && vm.is_empty() {
-        format!("node {}", event.node)
-    } else {
-        event.message.clone()
+    // An event about a node (no VM) names the node.
+    let message = match (
+        vm.is_empty() && !event.node.is_empty(),
+        event.message.is_empty(),
+    ) {
+        (true, true) => format!("node {}", event.node),
+        (true, false) => format!("node {}: {}", event.node, event.message),
+        _ => event.message.clone(),
     };
     row([
         &output::short_time_ms(&event.at),
@@ -120,6 +124,16 @@ mod tests {
         assert_eq!(
             line(&node_event),
             "2025-01-10 12:00:01.234  node.ready    -                 -          node node-1\n"
+        );
+        let lost = Event {
+            kind: "node.not_ready".into(),
+            message: "no heartbeat for 6.0 s".into(),
+            ..node_event
+        };
+        assert!(
+            line(&lost).ends_with("node node-1: no heartbeat for 6.0 s\n"),
+            "{}",
+            line(&lost)
         );
     }
 
