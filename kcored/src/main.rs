@@ -144,9 +144,8 @@ struct ListenArgs {
     /// mutual TLS only: clients need a certificate signed by <data-dir>/pki/ca.crt.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// An extra DNS name or IP for the server certificate (repeatable); used when
-    /// <data-dir>/pki/server.crt is made: on first start, or when it is renewed at a start
-    /// with a third of its lifetime left (it keeps its names).
+    /// An extra DNS name or IP for the server certificate (repeatable). A server
+    /// certificate that lacks one is issued again at start, keeping its other names.
     #[arg(long = "tls-san", value_name = "NAME")]
     tls_sans: Vec<String>,
 }

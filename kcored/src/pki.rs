@@ -87,7 +87,12 @@ pub fn ensure_pki(dir: &Path, extra_sans: &[String]) -> anyhow::Result<Pki> {
         Ok(pair_present(&pki, cert, key, true)?
             && !(pki.path(CA_KEY).exists() && renewal_due(&pki.read(cert)?)?))
     };
-    let have_server = current(SERVER_CERT, SERVER_KEY)?;
+    // A server certificate lacking a name asked for now is issued again, with all its names.
+    let have_server = current(SERVER_CERT, SERVER_KEY)?
+        && (extra_sans.is_empty() || !pki.path(CA_KEY).exists() || {
+            let sans = pki.server_sans()?;
+            extra_sans.iter().all(|s| sans.contains(s))
+        });
     let have_admin = current(ADMIN_CERT, ADMIN_KEY)?;
     let have_controller = current(CONTROLLER_CERT, CONTROLLER_KEY)?;
     if !have_ca {
@@ -538,12 +543,25 @@ mod tests {
             .iter()
             .map(|f| pki.read(f).expect("read"))
             .collect();
-        let again = ensure_pki(&dir, &["10.9.9.9".into()]).expect("again");
+        let again = ensure_pki(&dir, &["10.1.2.3".into()]).expect("again");
         let after: Vec<Vec<u8>> = [CA_CERT, CA_KEY, SERVER_CERT, ADMIN_CERT]
             .iter()
             .map(|f| again.read(f).expect("read"))
             .collect();
         assert_eq!(before, after, "existing files are reused");
+
+        // A name asked for later gets a new server certificate that keeps the old names.
+        ensure_pki(&dir, &["10.9.9.9".into()]).expect("new name");
+        let sans = pki.server_sans().expect("sans");
+        for s in ["10.9.9.9", "10.1.2.3", "kc.example", "localhost"] {
+            assert!(sans.iter().any(|x| x == s), "{s} not in {sans:?}");
+        }
+        assert_eq!(pki.read(CA_CERT).expect("ca"), before[0], "the CA stays");
+        assert_eq!(
+            pki.read(ADMIN_CERT).expect("admin"),
+            before[3],
+            "admin stays"
+        );
 
         // A lost admin cert is re-issued by the same CA; the others stay.
         std::fs::remove_file(pki.path(ADMIN_CERT)).expect("rm");
