@@ -203,10 +203,10 @@ struct NodeArgs {
     #[arg(long, default_value = "/usr/share/qemu/qboot.rom")]
     kernel_boot_bios: String,
     /// The cpus this node offers to VMs (default: the host's).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     cpus: Option<u32>,
     /// The memory this node offers to VMs, in MiB (default: the host's).
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(64..))]
     memory: Option<u32>,
 }
 

@@ -138,3 +138,59 @@ fn a_kernel_the_qemu_user_cannot_read_is_named() {
     );
     assert_nothing_left(&d);
 }
+
+/// Daemon flags out of range are refused before anything is made: the message names the
+/// flag, and no data or run dir appears.
+#[test]
+fn bad_daemon_flags_are_refused_before_anything_is_made() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (role, flags, needle) in [
+        (
+            "controller",
+            &["--heartbeat-interval", "0"][..],
+            "--heartbeat-interval 0",
+        ),
+        (
+            "controller",
+            &["--heartbeat-interval", "5", "--node-timeout", "2"][..],
+            "--node-timeout 2 must be longer than --heartbeat-interval 5",
+        ),
+        (
+            "controller",
+            &["--cpu-overcommit", "0"][..],
+            "--cpu-overcommit 0",
+        ),
+        (
+            "controller",
+            &["--node-cert-lifetime", "1"][..],
+            "--node-cert-lifetime 1",
+        ),
+        (
+            "all-in-one",
+            &["--node-timeout", "nan"][..],
+            "--node-timeout",
+        ),
+        ("all-in-one", &["--cpus", "0"][..], "--cpus"),
+        ("all-in-one", &["--memory", "10"][..], "--memory"),
+    ] {
+        let data = dir.path().join("data");
+        let run = dir.path().join("run");
+        let out = std::process::Command::new(kcore_tests::bin("kcored"))
+            .arg(role)
+            .args(flags)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--run-dir")
+            .arg(&run)
+            .args(["--listen", "127.0.0.1:0"])
+            .output()
+            .expect("run kcored");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{role} {flags:?} started");
+        assert!(err.contains(needle), "{role} {flags:?}: {err}");
+        assert!(
+            !data.exists() && !run.exists(),
+            "{role} {flags:?} made its dirs"
+        );
+    }
+}
