@@ -31,6 +31,12 @@ command -v kcored >/dev/null && command -v kctl >/dev/null || {
     exit 1
 }
 stop
+for port in 9090 9091 9092 9093; do
+    if ss -Hltn "sport = :$port" | grep -q .; then
+        echo "port 127.0.0.1:$port is in use (by: $(ss -Hltnp "sport = :$port" | sed 's/.*users://')); free it first" >&2
+        exit 1
+    fi
+done
 mkdir -p "$base"
 chmod 0755 "$base"
 bash scripts/build-test-guest.sh "$base/guest" >/dev/null
