@@ -100,7 +100,14 @@ pub async fn remove(client: &Client, format: Format, name: String) -> Result<()>
     if format != Format::Table {
         return output::print_structured(format, &reply);
     }
-    output::write_stdout(format!("Removed node {name}: its certificates are revoked\n").as_bytes())
+    output::write_stdout(
+        format!(
+            "Removed node {name}: {} certificate(s) revoked; it may not register again \
+             until it joins with a new token\n",
+            reply.revoked.len()
+        )
+        .as_bytes(),
+    )
 }
 
 /// `kctl node join-token`: the token alone on stdout (table mode), or the object.

@@ -237,7 +237,12 @@ fn revoked_certificates_and_removed_nodes_are_refused() {
     ctl.admin(&["node", "remove", "n1"])
         .expect_err("remove a node with VMs", &["FailedPrecondition", "on-n1"]);
     ctl.admin(&["vm", "delete", "on-n1"]).expect_ok("delete");
-    ctl.admin(&["node", "remove", "n1"]).expect_ok("remove n1");
+    let removed = ctl.admin(&["node", "remove", "n1"]).expect_ok("remove n1");
+    assert!(
+        removed.stdout.contains("1 certificate(s) revoked"),
+        "{}",
+        removed.stdout
+    );
     assert!(ctl.node_states().is_empty(), "{:?}", ctl.node_states());
     ctl.kctl(&n1.pki("node.crt"), &n1.pki("node.key"), &["vm", "list"])
         .expect_err(

@@ -95,8 +95,9 @@ impl Controller {
         Ok(revoked)
     }
 
-    /// Take a node without VMs out of the cluster: forget it and revoke its certificates.
-    pub fn remove_node(&self, name: &str) -> ApiResult<()> {
+    /// Take a node without VMs out of the cluster: forget it, refuse its registration from
+    /// now on (until it joins again) and revoke its certificates; returns those revoked.
+    pub fn remove_node(&self, name: &str) -> ApiResult<Vec<pb::CertificateInfo>> {
         let link = self.nodes.get(name)?;
         if link.address.starts_with("unix://") {
             return Err(ApiError::FailedPrecondition(format!(
@@ -112,6 +113,7 @@ impl Controller {
                 names.join(", ")
             )));
         }
+        self.store.set_removed(name, true)?;
         self.store.delete_node(name)?;
         self.nodes.remove(name);
         let revoked = self.store.revoke_certs(name, Some("node"), "")?;
@@ -125,6 +127,6 @@ impl Controller {
             name,
             format!("removed; {} certificate(s) revoked", revoked.len()),
         );
-        Ok(())
+        Ok(revoked)
     }
 }

@@ -482,6 +482,11 @@ impl KcoreService for KcoreApi {
                     "node {cn:?} may register only itself"
                 )));
             }
+            if self.ctl.store.is_removed(&cn)? {
+                return Err(Status::permission_denied(format!(
+                    "node {cn} was removed from the cluster: join it again with a new token"
+                )));
+            }
         }
         let r = req.into_inner();
         self.ctl.register_node(&r.name, &r.address).await?;
@@ -514,6 +519,15 @@ impl KcoreService for KcoreApi {
             super::join::sign_for_node(dir, &name, &r.csr_pem, self.ctl.tuning.node_cert_lifetime)
                 .await?;
         self.ctl.record_issued(&resp.cert_pem);
+        // Removed while this was signed: the new certificate goes the way of the old ones.
+        if self.ctl.nodes.get(&name).is_err() {
+            if let Ok(info) = crate::pki::cert_info(resp.cert_pem.as_bytes()) {
+                self.ctl.revoke("", &info.serial, None)?;
+            }
+            return Err(Status::permission_denied(format!(
+                "node {name} is not in the cluster"
+            )));
+        }
         tracing::info!(node = %name, "renewed a node certificate");
         self.ctl
             .emit_node("node.cert_renewed", &name, "issued a new node certificate");
@@ -545,7 +559,7 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
-        self.ctl.remove_node(&req.into_inner().name)?;
-        Ok(Response::new(pb::RemoveNodeResponse {}))
+        let revoked = self.ctl.remove_node(&req.into_inner().name)?;
+        Ok(Response::new(pb::RemoveNodeResponse { revoked }))
     }
 }

@@ -121,6 +121,7 @@ impl JoinService for JoinApi {
         )
         .await?;
         self.ctl.record_issued(&resp.cert_pem);
+        self.ctl.store.set_removed(&r.node_name, false)?;
         tracing::info!(node = %r.node_name, "a node joined: issued its certificate");
         self.ctl.emit(
             "node.joined",

@@ -13,7 +13,7 @@ pub mod storage;
 pub mod store;
 pub mod vms;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ pub struct Controller {
     /// two creates take the same room or the same MAC.
     place_lock: tokio::sync::Mutex<()>,
     /// VMs this process is creating or deleting right now: reconciliation leaves them be.
-    busy: Arc<std::sync::Mutex<HashSet<String>>>,
+    busy: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     /// Orphans already reported, so each is reported once.
     reported: std::sync::Mutex<HashSet<String>>,
     pub tuning: Tuning,
@@ -127,12 +127,15 @@ impl Controller {
         }
     }
 
-    /// Mark a VM as being created or deleted by this process until the guard drops.
+    /// Mark a VM as being created or deleted by this process until the guard drops
+    /// (guards count: the VM is busy until the last one drops).
     pub fn busy(&self, id: &str) -> Busy {
-        self.busy
+        *self
+            .busy
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.to_string());
+            .entry(id.to_string())
+            .or_default() += 1;
         Busy {
             set: self.busy.clone(),
             id: id.to_string(),
@@ -151,7 +154,7 @@ impl Controller {
         self.busy
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(id)
+            .contains_key(id)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<pb::Event> {
@@ -187,15 +190,19 @@ impl Controller {
 /// See [`Controller::busy`].
 #[derive(Debug)]
 pub struct Busy {
-    set: Arc<std::sync::Mutex<HashSet<String>>>,
+    set: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     id: String,
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
+        let mut set = self.set.lock().unwrap_or_else(PoisonError::into_inner);
+        // Counted: the create and its background start may both hold the same VM.
+        if let Some(n) = set.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                set.remove(&self.id);
+            }
+        }
     }
 }

@@ -335,17 +335,30 @@ impl Controller {
     /// Ask every ready node for its networks and images now, instead of waiting for its
     /// next heartbeat.
     pub async fn refresh_node_facts(&self) {
-        for mut l in self.nodes.all().into_iter().filter(|l| l.ready) {
-            let nets = l
-                .client
-                .list_node_networks(pb::ListNetworksRequest {})
+        // Called with the placement lock held: a node that does not answer at once is left
+        // with what its last heartbeat said.
+        const WAIT: Duration = Duration::from_secs(2);
+        let asks = self
+            .nodes
+            .all()
+            .into_iter()
+            .filter(|l| l.ready)
+            .map(|mut l| async move {
+                let nets = tokio::time::timeout(
+                    WAIT,
+                    l.client.list_node_networks(pb::ListNetworksRequest {}),
+                )
                 .await;
-            let images = l
-                .client
-                .list_node_images(pb::ListImagesRequest::default())
+                let images = tokio::time::timeout(
+                    WAIT,
+                    l.client.list_node_images(pb::ListImagesRequest::default()),
+                )
                 .await;
-            self.nodes.update(&l.name, |link| {
-                if let Ok(n) = nets {
+                (l.name, nets, images)
+            });
+        for (name, nets, images) in futures::future::join_all(asks).await {
+            self.nodes.update(&name, |link| {
+                if let Ok(Ok(n)) = nets {
                     link.networks = n
                         .into_inner()
                         .networks
@@ -354,7 +367,7 @@ impl Controller {
                         .filter_map(|n| n.network.map(|d| d.name))
                         .collect();
                 }
-                if let Ok(i) = images {
+                if let Ok(Ok(i)) = images {
                     link.images = i.into_inner().images.into_iter().map(|i| i.name).collect();
                 }
             });

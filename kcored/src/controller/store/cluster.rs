@@ -9,6 +9,33 @@ use crate::convert::now_rfc3339;
 use crate::error::ApiResult;
 
 impl Store {
+    /// Remember that `name` was taken out of the cluster (or, `removed` false, that it
+    /// joined again).
+    pub fn set_removed(&self, name: &str, removed: bool) -> ApiResult<()> {
+        if removed {
+            self.conn().execute(
+                "INSERT OR REPLACE INTO removed_nodes (name, removed_at) VALUES (?1, ?2)",
+                params![name, now_rfc3339()],
+            )?;
+        } else {
+            self.conn()
+                .execute("DELETE FROM removed_nodes WHERE name = ?1", params![name])?;
+        }
+        Ok(())
+    }
+
+    pub fn is_removed(&self, name: &str) -> ApiResult<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM removed_nodes WHERE name = ?1",
+                params![name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     /// Remember an issued certificate (again: nothing changes).
     pub fn record_cert(&self, c: &pb::CertificateInfo) -> ApiResult<()> {
         self.conn().execute(
@@ -277,6 +304,12 @@ mod tests {
         assert!(got.vms.is_empty());
         s.delete_node("n1").expect("delete");
         assert!(s.node_facts("n1").expect("read").is_none());
+        assert!(!s.is_removed("n1").expect("removed?"));
+        s.set_removed("n1", true).expect("mark");
+        s.set_removed("n1", true).expect("again");
+        assert!(s.is_removed("n1").expect("removed?"));
+        s.set_removed("n1", false).expect("unmark");
+        assert!(!s.is_removed("n1").expect("removed?"));
     }
 
     #[test]

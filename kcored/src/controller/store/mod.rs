@@ -81,6 +81,8 @@ const MIGRATIONS: &[&str] = &[
         heartbeat TEXT NOT NULL,
         at TEXT NOT NULL
     );",
+    // 10: nodes taken out of the cluster: RegisterNode refuses them until they join again.
+    "CREATE TABLE removed_nodes (name TEXT PRIMARY KEY, removed_at TEXT NOT NULL);",
 ];
 
 mod cluster;
@@ -419,9 +421,9 @@ impl Store {
         .join(",");
         let sql = format!(
             "SELECT COUNT(*),
-                    COALESCE(SUM(CASE WHEN status IN ({active})
+                    COALESCE(SUM(CASE WHEN status IN ({active}) OR pending_start = 1
                         THEN json_extract(spec, '$.vcpu') ELSE 0 END), 0),
-                    COALESCE(SUM(CASE WHEN status IN ({active})
+                    COALESCE(SUM(CASE WHEN status IN ({active}) OR pending_start = 1
                         THEN json_extract(spec, '$.memory_mb') ELSE 0 END), 0)
              FROM vms WHERE node = ?1"
         );
@@ -536,10 +538,20 @@ mod tests {
                 ..Default::default()
             },
             status: pb::VmStatus::Stopped,
+            pending_start: false,
             ..row("b")
         };
         s.insert_vm(&running).expect("insert b");
         assert_eq!(s.allocation("n1").expect("allocation"), (2, 1, 128));
+        // A VM created to run whose start is not confirmed yet holds its room already.
+        s.insert_vm(&VmRow {
+            id: "id-c".into(),
+            name: "c".into(),
+            status: pb::VmStatus::Stopped,
+            ..row("c")
+        })
+        .expect("insert c");
+        assert_eq!(s.allocation("n1").expect("allocation"), (3, 2, 256));
         assert_eq!(s.allocation("other").expect("allocation"), (0, 0, 0));
         let stale = pb::NodeVm {
             seq: 9,
