@@ -61,7 +61,13 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::CreateVmRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(self.ctl.create_vm(req.into_inner()).await?))
+        // On its own task: a client that goes away (Ctrl-C) does not cut the create short.
+        let ctl = self.ctl.clone();
+        let req = req.into_inner();
+        let vm = tokio::spawn(async move { ctl.create_vm(req).await })
+            .await
+            .map_err(|e| Status::internal(format!("create task failed: {e}")))??;
+        Ok(Response::new(vm))
     }
 
     async fn delete_vm(

@@ -3,7 +3,7 @@
 //! cut short and never destroys a VM a node runs:
 //!
 //! - a row still CREATING that the node never got (the crash came before DefineVM) is
-//!   removed once it is older than a grace period;
+//!   removed once it is older than a grace period and the node is not defining it;
 //! - a VM created to run whose start was not confirmed is started;
 //! - a row whose VM the node no longer has turns ERROR with the reason (and back when the
 //!   node has it again; a delete cut short
@@ -69,7 +69,7 @@ impl Controller {
             }
             match actual.get(row.id.as_str()) {
                 None if row.status == pb::VmStatus::Creating => {
-                    if older_than(&row.created_at, CREATE_GRACE) {
+                    if !hb.defining.contains(&row.id) && older_than(&row.created_at, CREATE_GRACE) {
                         self.store.delete_vm(&row.id)?;
                         tracing::info!(vm = %row.name, node, "interrupted create removed");
                         self.emit(

@@ -48,6 +48,8 @@ pub struct Node {
     storage: Arc<storage::NodeStorage>,
     net: Arc<network::NodeNetworks>,
     vms: RwLock<HashMap<String, Vm>>,
+    /// Ids of the VMs being defined now (reported in heartbeats).
+    defining: std::sync::Mutex<std::collections::HashSet<String>>,
     seq: AtomicU64,
     events: broadcast::Sender<pb::NodeVmEvent>,
     notify_tx: mpsc::UnboundedSender<String>,
@@ -93,6 +95,7 @@ impl Node {
             storage,
             net,
             vms: RwLock::new(HashMap::new()),
+            defining: std::sync::Mutex::default(),
             seq: AtomicU64::new(seq0),
             events,
             notify_tx,
@@ -280,6 +283,13 @@ impl Node {
             vms,
             images,
             seq,
+            defining: self
+                .defining
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect(),
         }
     }
 
@@ -293,7 +303,21 @@ impl Node {
 
     /// Create the VM's disks, store its spec and start supervising it (stopped). On
     /// failure nothing is left: no volume, no spec.
-    pub async fn define(&self, mut spec: VmSpec, api: pb::VmSpec) -> ApiResult<pb::NodeVm> {
+    pub async fn define(&self, spec: VmSpec, api: pb::VmSpec) -> ApiResult<pb::NodeVm> {
+        let id = spec.id.clone();
+        self.defining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone());
+        let r = self.define_now(spec, api).await;
+        self.defining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+        r
+    }
+
+    async fn define_now(&self, mut spec: VmSpec, api: pb::VmSpec) -> ApiResult<pb::NodeVm> {
         if uuid::Uuid::parse_str(&spec.id).is_err() {
             return Err(ApiError::InvalidArgument(format!(
                 "VM id {:?} is not a uuid",
