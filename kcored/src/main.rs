@@ -358,6 +358,9 @@ async fn node_identity(
 ) -> anyhow::Result<PathBuf> {
     let dir = dirs.data_dir.join("pki");
     if dir.join(pki::NODE_CERT).exists() && dir.join(pki::NODE_KEY).exists() {
+        if pki::repair_pair(&dir, pki::NODE_CERT, pki::NODE_KEY)? {
+            tracing::warn!("the last certificate renewal was cut short: using the previous pair");
+        }
         return Ok(dir);
     }
     let token = j.join_token.as_deref().with_context(|| {

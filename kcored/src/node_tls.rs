@@ -197,12 +197,13 @@ async fn renew_once(controller: &str, server: &NodeTlsServer) -> anyhow::Result<
         anyhow::bail!("the controller answered with another CA");
     }
     let (_, until) = pki::validity_of(resp.cert_pem.as_bytes())?;
-    pki::replace_file(
-        &dir.join(pki::NODE_KEY),
+    pki::replace_pair(
+        dir,
+        pki::NODE_CERT,
+        pki::NODE_KEY,
+        resp.cert_pem.as_bytes(),
         key.serialize_pem().as_bytes(),
-        0o600,
     )?;
-    pki::replace_file(&dir.join(pki::NODE_CERT), resp.cert_pem.as_bytes(), 0o644)?;
     server.serve().await?;
     Ok(until)
 }

@@ -326,6 +326,75 @@ pub fn renewal_due(pem: &[u8]) -> anyhow::Result<bool> {
     })
 }
 
+/// True when the PEM key is the private half of the PEM certificate's public key.
+pub fn pair_matches(cert_pem: &[u8], key_pem: &[u8]) -> bool {
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem) else {
+        return false;
+    };
+    let Ok(cert) = pem.parse_x509() else {
+        return false;
+    };
+    let Ok(key) = KeyPair::from_pem(&String::from_utf8_lossy(key_pem)) else {
+        return false;
+    };
+    cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
+}
+
+/// Replace a certificate and key pair (a renewal), keeping the old pair as `*.prev`: a
+/// crash between the two renames leaves a mismatched pair that [`repair_pair`] undoes.
+pub fn replace_pair(
+    dir: &Path,
+    cert_file: &str,
+    key_file: &str,
+    cert: &[u8],
+    key: &[u8],
+) -> anyhow::Result<()> {
+    for f in [cert_file, key_file] {
+        let old = std::fs::read(dir.join(f)).with_context(|| format!("read {f}"))?;
+        let mode = if f == key_file { 0o600 } else { 0o644 };
+        replace_file(&dir.join(format!("{f}.prev")), &old, mode)?;
+    }
+    replace_file(&dir.join(key_file), key, 0o600)?;
+    replace_file(&dir.join(cert_file), cert, 0o644)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// If the pair in `dir` does not match (a renewal cut short) and the previous pair does,
+/// put the previous pair back. True when it did.
+pub fn repair_pair(dir: &Path, cert_file: &str, key_file: &str) -> anyhow::Result<bool> {
+    let read = |f: &str| std::fs::read(dir.join(f)).ok();
+    let (Some(cert), Some(key)) = (read(cert_file), read(key_file)) else {
+        return Ok(false);
+    };
+    if pair_matches(&cert, &key) {
+        return Ok(false);
+    }
+    let prev = (
+        read(&format!("{cert_file}.prev")),
+        read(&format!("{key_file}.prev")),
+    );
+    let (Some(pc), Some(pk)) = prev else {
+        bail!(
+            "{cert_file} and {key_file} in {} do not match",
+            dir.display()
+        );
+    };
+    // The half that was replaced may be the new key with the old certificate, or the
+    // other way round: the previous pair is whole.
+    if !pair_matches(&pc, &pk) {
+        bail!(
+            "{cert_file} and {key_file} in {} do not match",
+            dir.display()
+        );
+    }
+    replace_file(&dir.join(key_file), &pk, 0o600)?;
+    replace_file(&dir.join(cert_file), &pc, 0o644)?;
+    Ok(true)
+}
+
 /// Write a certificate and its key in place of older ones (each atomically).
 fn store_pair(
     pki: &Pki,
@@ -512,6 +581,41 @@ mod tests {
         let (from, to) = validity_of(&renewed).expect("validity");
         let days = to.duration_since(from).expect("order").as_secs() / 86400;
         assert_eq!(days, 365, "one year (and an hour of slack)");
+    }
+
+    #[test]
+    fn a_renewal_cut_between_key_and_certificate_is_undone() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("pki");
+        let pki = ensure_pki(&dir, &[]).expect("pki");
+        let (c1, k1) = (
+            pki.read(ADMIN_CERT).expect("c"),
+            pki.read(ADMIN_KEY).expect("k"),
+        );
+        assert!(pair_matches(&c1, &k1));
+        let (c2, k2) = issue_client_cert(&dir, "admin", Role::Admin).expect("issue");
+        assert!(
+            !pair_matches(&c1, k2.as_bytes()),
+            "another key does not match"
+        );
+        // Whole renewal: the new pair, the old one kept.
+        replace_pair(&dir, ADMIN_CERT, ADMIN_KEY, c2.as_bytes(), k2.as_bytes()).expect("swap");
+        assert!(
+            !repair_pair(&dir, ADMIN_CERT, ADMIN_KEY).expect("repair"),
+            "nothing to do"
+        );
+        assert_eq!(pki.read(ADMIN_CERT).expect("c"), c2.as_bytes());
+        // Cut after the key: new key, old certificate -> the old pair comes back.
+        replace_file(&pki.path(ADMIN_CERT), &c1, 0o644).expect("old cert");
+        replace_file(&pki.path("admin.crt.prev"), &c1, 0o644).expect("prev");
+        replace_file(&pki.path("admin.key.prev"), &k1, 0o600).expect("prev");
+        assert!(repair_pair(&dir, ADMIN_CERT, ADMIN_KEY).expect("repair"));
+        assert_eq!(pki.read(ADMIN_KEY).expect("k"), k1);
+        assert!(pair_matches(
+            &pki.read(ADMIN_CERT).expect("c"),
+            &pki.read(ADMIN_KEY).expect("k")
+        ));
+        assert_eq!(mode(&pki.path(ADMIN_KEY)), 0o600);
     }
 
     #[test]
