@@ -26,11 +26,15 @@ pub struct NodeLink {
     pub pools: Vec<pb::Pool>,
     pub networks: Vec<String>,
     pub images: Vec<String>,
+    /// Unique per link made: the follower of an older link of the same node stops.
+    generation: u64,
 }
 
 impl NodeLink {
     fn new(name: String, address: String, client: NodeAgentClient<Channel>) -> NodeLink {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         NodeLink {
+            generation: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             info: pb::NodeInfo {
                 name: name.clone(),
                 ..Default::default()
@@ -202,8 +206,9 @@ impl Controller {
                 link.take_heartbeat(&hb);
                 link.last_heartbeat = at;
             }
+            let generation = link.generation;
             self.nodes.insert(link);
-            tokio::spawn(self.clone().follow_node(name, address, client, None));
+            tokio::spawn(self.clone().follow_node(name, generation, client, None));
         }
         Ok(())
     }
@@ -220,19 +225,18 @@ impl Controller {
             .await?
             .into_inner();
         let name = info.name.clone();
-        let address_of_link = address.clone();
-        self.nodes.insert(NodeLink {
+        let link = NodeLink {
             info,
             ..NodeLink::new(name.clone(), address, client.clone())
-        });
+        };
+        let generation = link.generation;
+        self.nodes.insert(link);
         // Take in the node's current view before serving anything.
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(self.clone().follow_node(
-            name.clone(),
-            address_of_link,
-            client,
-            Some(first_tx),
-        ));
+        tokio::spawn(
+            self.clone()
+                .follow_node(name.clone(), generation, client, Some(first_tx)),
+        );
         let _ = tokio::time::timeout(Duration::from_secs(10), first_rx).await;
         Ok(name)
     }
@@ -240,12 +244,16 @@ impl Controller {
     async fn follow_node(
         self: Arc<Self>,
         name: String,
-        address: String,
+        generation: u64,
         mut client: NodeAgentClient<Channel>,
         mut first: Option<tokio::sync::oneshot::Sender<()>>,
     ) {
-        // Stop once the node was re-added at another address (a new follower has it).
-        let current = |me: &Self| me.nodes.get(&name).is_ok_and(|l| l.address == address);
+        // Stop once the node was removed or added again (a new follower has it).
+        let current = |me: &Self| {
+            me.nodes
+                .get(&name)
+                .is_ok_and(|l| l.generation == generation)
+        };
         let heartbeat_ms = u32::try_from(self.tuning.heartbeat.as_millis()).unwrap_or(u32::MAX);
         let mut was_ready = false;
         // Redial quickly at first (a restarted node is back within ~100 ms), then every 1 s.
