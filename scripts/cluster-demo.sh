@@ -10,7 +10,7 @@
 # and VMs and removes its directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:/usr/local/bin:$PATH"
+export PATH="$PATH:$HOME/.cargo/bin:/usr/local/bin"
 base=${KCORE_DEMO_DIR:-/tmp/kcore-cluster}
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -39,7 +39,8 @@ for port in 9090 9091 9092 9093; do
 done
 mkdir -p "$base"
 chmod 0755 "$base"
-bash scripts/build-test-guest.sh "$base/guest" >/dev/null
+bash scripts/build-test-guest.sh >/dev/null
+guest=${KCORE_GUEST_DIR:-/var/cache/kcore/test-guest}
 
 log "controller on 127.0.0.1:9090"
 kcored controller --listen 127.0.0.1:9090 --data-dir "$base/ctl" --run-dir "$base/ctl/run" \
@@ -78,7 +79,7 @@ cat "$base/ops/kcore/config.toml"
 log "three VMs, placed by the scheduler"
 for vm in web1 web2 web3; do
     kctl vm create "$vm" --vcpu 1 --memory 128 \
-        --kernel "$base/guest/vmlinuz" --initrd "$base/guest/initrd.img" \
+        --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
         --cmdline "console=ttyS0 quiet panic=-1" --ready-pattern KCORE-GUEST-READY >/dev/null
 done
 kctl vm list
