@@ -13,6 +13,14 @@ pub fn rfc3339(t: SystemTime) -> String {
     DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The names of the networks in place (ready) on a node.
+pub fn ready_networks(nets: Vec<pb::NodeNetwork>) -> Vec<String> {
+    nets.into_iter()
+        .filter(|n| n.status.as_ref().is_some_and(|s| s.ready))
+        .filter_map(|n| n.network.map(|d| d.name))
+        .collect()
+}
+
 pub fn now_rfc3339() -> String {
     rfc3339(SystemTime::now())
 }

@@ -91,7 +91,7 @@ impl Controller {
 
     /// Record an event and tell the watchers.
     pub fn emit(&self, kind: &str, vm: Option<&store::VmRow>, message: impl Into<String>) {
-        let ev = pb::Event {
+        self.publish(pb::Event {
             id: 0,
             at: now_rfc3339(),
             kind: kind.to_string(),
@@ -100,25 +100,22 @@ impl Controller {
             status: vm.map(|v| v.status as i32).unwrap_or(0),
             node: vm.map(|v| v.node.clone()).unwrap_or_default(),
             message: message.into(),
-        };
-        match self.store.insert_event(ev) {
-            Ok(ev) => {
-                let _ = self.events.send(ev);
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot store event"),
-        }
+        });
     }
 
     /// Record an event about a node (ready, not ready).
     pub fn emit_node(&self, kind: &str, node: &str, message: impl Into<String>) {
-        let ev = pb::Event {
+        self.publish(pb::Event {
             id: 0,
             at: now_rfc3339(),
             kind: kind.to_string(),
             node: node.to_string(),
             message: message.into(),
             ..Default::default()
-        };
+        });
+    }
+
+    fn publish(&self, ev: pb::Event) {
         match self.store.insert_event(ev) {
             Ok(ev) => {
                 let _ = self.events.send(ev);

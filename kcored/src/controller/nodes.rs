@@ -367,13 +367,7 @@ impl Controller {
         for (name, nets, images) in futures::future::join_all(asks).await {
             self.nodes.update(&name, |link| {
                 if let Ok(Ok(n)) = nets {
-                    link.networks = n
-                        .into_inner()
-                        .networks
-                        .into_iter()
-                        .filter(|n| n.status.as_ref().is_some_and(|s| s.ready))
-                        .filter_map(|n| n.network.map(|d| d.name))
-                        .collect();
+                    link.networks = crate::convert::ready_networks(n.into_inner().networks);
                 }
                 if let Ok(Ok(i)) = images {
                     link.images = i.into_inner().images.into_iter().map(|i| i.name).collect();

@@ -42,6 +42,9 @@ pub struct NodeConfig {
     pub pools: Vec<kcore_storage::PoolConfig>,
 }
 
+/// How old the pool capacity in a heartbeat may be.
+const POOL_CAPACITY_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The node agent's state. Shared behind an `Arc`.
 pub struct Node {
     cfg: NodeConfig,
@@ -50,6 +53,9 @@ pub struct Node {
     vms: RwLock<HashMap<String, Vm>>,
     /// Ids of the VMs being defined now (reported in heartbeats).
     defining: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Pool capacity as last read for a heartbeat, and when: LVM pools run lvm2 to tell,
+    /// so heartbeats read it at most every [`POOL_CAPACITY_TTL`].
+    pool_capacity: std::sync::Mutex<Option<(std::time::Instant, Vec<pb::Pool>)>>,
     seq: AtomicU64,
     events: broadcast::Sender<pb::NodeVmEvent>,
     notify_tx: mpsc::UnboundedSender<String>,
@@ -96,6 +102,7 @@ impl Node {
             net,
             vms: RwLock::new(HashMap::new()),
             defining: std::sync::Mutex::default(),
+            pool_capacity: std::sync::Mutex::default(),
             seq: AtomicU64::new(seq0),
             events,
             notify_tx,
@@ -246,20 +253,8 @@ impl Node {
     pub fn heartbeat(&self) -> pb::NodeHeartbeat {
         // Taken first: anything that changes a VM after this gets a higher number.
         let seq = self.seq.load(Ordering::SeqCst);
-        let pools = match self.storage().list_pools() {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read pool capacity for the heartbeat");
-                Vec::new()
-            }
-        };
-        let networks = self
-            .networks()
-            .list()
-            .into_iter()
-            .filter(|n| n.status.as_ref().is_some_and(|s| s.ready))
-            .filter_map(|n| n.network.map(|d| d.name))
-            .collect();
+        let pools = self.pool_capacity_for_heartbeat();
+        let networks = crate::convert::ready_networks(self.networks().list());
         let vms: Vec<Vm> = self.read_vms().values().cloned().collect();
         let vms = vms
             .iter()
@@ -290,6 +285,28 @@ impl Node {
                 .iter()
                 .cloned()
                 .collect(),
+        }
+    }
+
+    fn pool_capacity_for_heartbeat(&self) -> Vec<pb::Pool> {
+        let mut cache = self
+            .pool_capacity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, pools)) = cache.as_ref()
+            && at.elapsed() < POOL_CAPACITY_TTL
+        {
+            return pools.clone();
+        }
+        match self.storage().list_pools() {
+            Ok(p) => {
+                *cache = Some((std::time::Instant::now(), p.clone()));
+                p
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read pool capacity for the heartbeat");
+                cache.as_ref().map(|(_, p)| p.clone()).unwrap_or_default()
+            }
         }
     }
 
