@@ -24,6 +24,14 @@ if [ -n "${missing[*]// /}" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${missing[*]} >/dev/null
 fi
 
+# Installing qemu-system-x86 (Debian 12's QEMU 7.2) can remove a newer backported qemu-utils
+# that it conflicts with: make sure qemu-img is there afterwards.
+if ! command -v qemu-img >/dev/null; then
+    log "installing qemu-utils (qemu-img is missing)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-utils >/dev/null
+fi
+
 if ! command -v cargo >/dev/null && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
     log "installing Rust with rustup"
     curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
