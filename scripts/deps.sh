@@ -38,9 +38,17 @@ if ! command -v cargo >/dev/null && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
 fi
 
 getent group kcore >/dev/null || groupadd --system kcore
+# Each VM's QEMU runs as a uid of its own, from the 4096 uids after kcore-qemu's: they must
+# be uids no user has or will get, so kcore-qemu sits far above the ranges useradd hands
+# out (kcored refuses to start otherwise).
+QEMU_UID=2100000000
 if ! id kcore-qemu >/dev/null 2>&1; then
-    log "creating user kcore-qemu"
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin kcore-qemu
+    log "creating user kcore-qemu (uid $QEMU_UID)"
+    useradd --system --no-log-init --uid "$QEMU_UID" --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin kcore-qemu
+elif [ "$(id -u kcore-qemu)" -lt 65536 ]; then
+    log "moving kcore-qemu to uid $QEMU_UID (per-VM QEMU uids follow it)"
+    usermod --uid "$QEMU_UID" kcore-qemu
 fi
 # QEMU drops to kcore-qemu with that user's groups: /dev/kvm needs the kvm group.
 if getent group kvm >/dev/null && ! id -nG kcore-qemu | tr ' ' '\n' | grep -qx kvm; then

@@ -34,6 +34,7 @@ pub fn status_to_pb(s: VmState) -> pb::VmStatus {
         VmState::Stopping => pb::VmStatus::Stopping,
         VmState::Crashed => pb::VmStatus::Crashed,
         VmState::Error => pb::VmStatus::Error,
+        VmState::Unknown => pb::VmStatus::Unknown,
     }
 }
 
@@ -96,6 +97,9 @@ pub fn spec_from_pb(id: &str, name: &str, s: &pb::VmSpec) -> VmSpec {
         uefi_vars: None,
         // The node makes the NICs (ids, taps) from the request's.
         nics: Vec::new(),
+        // The node gives the VM its QEMU uid.
+        qemu_uid: None,
+        autostart: s.autostart,
     }
 }
 
@@ -136,6 +140,7 @@ pub fn spec_to_pb(s: &VmSpec) -> pb::VmSpec {
                 model: n.model.as_str().to_string(),
             })
             .collect(),
+        autostart: s.autostart,
         ..Default::default()
     }
 }
@@ -156,6 +161,7 @@ mod tests {
             ready_pattern: "READY".into(),
             restart_policy: pb::RestartPolicy::OnFailure as i32,
             firmware: pb::Firmware::Uefi as i32,
+            autostart: true,
             ..Default::default()
         };
         let s = spec_from_pb("id", "n", &pb_spec);

@@ -107,13 +107,14 @@ impl From<ApiError> for tonic::Status {
                 }
             }
             ApiError::Vmm(e) => {
-                let m = e.to_string();
+                let m = chain(&e);
                 match e {
                     VmmError::InvalidSpec(_) => Status::invalid_argument(m),
                     VmmError::Network(_) => Status::failed_precondition(m),
                     VmmError::WrongState { .. } => Status::failed_precondition(m),
                     VmmError::NotFound(_) => Status::not_found(m),
                     VmmError::QemuStart(_) => Status::failed_precondition(m),
+                    VmmError::AlreadyRunning { .. } => Status::failed_precondition(m),
                     VmmError::QmpTimeout { .. } => Status::deadline_exceeded(m),
                     VmmError::QmpClosed => Status::unavailable(m),
                     _ => Status::internal(m),

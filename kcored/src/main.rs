@@ -5,6 +5,7 @@
 mod auth;
 mod controller;
 mod convert;
+mod dirs;
 mod error;
 mod netdef;
 mod node;
@@ -188,8 +189,15 @@ struct NodeArgs {
     #[arg(long, default_value = "auto")]
     accel: AccelChoice,
     /// The unprivileged user QEMU runs as; "root" runs QEMU as root (not recommended).
+    /// Each VM's QEMU gets a uid of its own after this user's (see --qemu-uids), with the
+    /// user's group and supplementary groups (kvm).
     #[arg(long, default_value = "kcore-qemu")]
     qemu_user: String,
+    /// How many uids after --qemu-user's are this node's per-VM QEMU uids (the most VMs
+    /// it holds); 0 runs every QEMU as --qemu-user itself (weaker: QEMUs can then reach
+    /// each other).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    qemu_uids: u32,
     #[arg(long, default_value = "qemu-system-x86_64")]
     qemu_binary: PathBuf,
     /// Run QEMU without its seccomp sandbox.
@@ -219,6 +227,35 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    dirs::private_umask();
+    let dirs = match &cli.role {
+        Role::AllInOne { dirs, .. } | Role::Node { dirs, .. } | Role::Controller { dirs, .. } => {
+            dirs
+        }
+    };
+    // Before anything in them is read or changed: one daemon per data dir and run dir.
+    let _locks = dirs::lock_all(&[
+        (&dirs.data_dir, "--data-dir", 0o711),
+        (&dirs.run_dir, "--run-dir", 0o711),
+    ])?;
+    let mut private = vec![
+        dirs.data_dir.join("vms"),
+        dirs.data_dir.join("pools"),
+        dirs.data_dir.join("networks"),
+        dirs.run_dir.join("vms"),
+        dirs.run_dir.join("networks"),
+    ];
+    for f in ["controller.db", "controller.db-wal", "controller.db-shm"] {
+        private.push(dirs.data_dir.join(f));
+    }
+    if let Role::AllInOne { node, .. } | Role::Node { node, .. } = &cli.role {
+        for p in &node.pools {
+            if let kcore_storage::PoolKind::Dir { path } = &p.kind {
+                private.extend([path.join("volumes"), path.join("images")]);
+            }
+        }
+    }
+    dirs::tighten(&private);
     match cli.role {
         Role::AllInOne {
             dirs,
@@ -306,6 +343,18 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>>
     let bios = (!a.kernel_boot_bios.is_empty())
         .then(|| PathBuf::from(&a.kernel_boot_bios))
         .filter(|p| p.is_file());
+    let qemu_uids = match &run_as {
+        Some(r) if a.qemu_uids > 0 => {
+            let range = node::uids::UidRange::after(r.uid, a.qemu_uids);
+            let defs = std::fs::read_to_string("/etc/login.defs").unwrap_or_default();
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            range
+                .check(&a.qemu_user, &defs, &passwd)
+                .map_err(|e| anyhow::anyhow!("--qemu-user {}: {e}", a.qemu_user))?;
+            Some(range)
+        }
+        _ => None,
+    };
     let accel = host::resolve_accel(a.accel, run_as.as_ref())?;
     let host_cfg = HostConfig {
         qemu_binary: qemu_binary.clone(),
@@ -332,6 +381,7 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>>
             }
         },
         qemu_version: host::qemu_version(&qemu_binary)?,
+        qemu_uids,
     };
     tracing::info!(accel = accel.as_str(), qemu = %cfg.qemu_version, "starting node");
     node::Node::start(cfg).await

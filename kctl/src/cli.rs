@@ -206,11 +206,12 @@ impl From<Firmware> for kcore_proto::v1::Firmware {
 /// `kctl vm disk ...`.
 #[derive(Debug, Subcommand)]
 pub enum DiskCommand {
-    /// Create an empty disk and attach it (hotplug when the VM runs).
+    /// Attach a new empty disk or an existing volume (hotplug when the VM runs).
     Attach {
         /// VM name.
         name: String,
-        /// POOL:SIZE_GB, e.g. default:10.
+        /// POOL:SIZE_GB for a new volume (e.g. default:10), or POOL:VOLUME for an existing
+        /// one no VM uses.
         #[arg(value_parser = parse_disk)]
         disk: DiskRequest,
     },
@@ -260,8 +261,9 @@ pub struct CreateArgs {
     /// Size of the boot disk in GiB (default: the image's size).
     #[arg(long, value_name = "GB", requires = "image")]
     pub disk_size: Option<u32>,
-    /// An empty data disk of SIZE_GB GiB in POOL (repeatable: vdb, vdc, ...).
-    #[arg(long = "disk", value_name = "POOL:SIZE_GB", value_parser = parse_disk)]
+    /// A data disk (repeatable: vdb, vdc, ...): a new empty volume of SIZE_GB GiB in POOL,
+    /// or POOL:VOLUME, an existing volume no VM uses (e.g. one kept by delete --keep-disks).
+    #[arg(long = "disk", value_name = "POOL:SIZE_GB|POOL:VOLUME", value_parser = parse_disk)]
     pub disks: Vec<DiskRequest>,
     /// The pool the boot disk is created in (default: "default").
     #[arg(long, value_name = "POOL", requires = "image")]
@@ -305,6 +307,9 @@ pub struct CreateArgs {
     /// What to do when the VM stops on its own.
     #[arg(long, value_enum, value_name = "POLICY")]
     pub restart: Option<Restart>,
+    /// Start the VM when its node boots.
+    #[arg(long)]
+    pub autostart: bool,
 }
 
 /// `kctl vm console`.
@@ -513,25 +518,61 @@ pub enum VolumeCommand {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Delete a volume no VM uses (refused while one does).
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// The volume's name.
+        name: String,
+        /// Its pool.
+        #[arg(long, default_value = "default")]
+        pool: String,
+        /// The node it is on (needed only when several nodes have a volume of that name).
+        #[arg(long)]
+        node: Option<String>,
+    },
 }
 
-/// Parses `--disk POOL:SIZE_GB` (`fast:20`). A size of 0 is the server's to reject.
+/// Parses `--disk POOL:SIZE_GB` (`fast:20`, a new volume) or `POOL:VOLUME`
+/// (`default:db-data`, an existing one). A size of 0 is the server's to reject.
 pub fn parse_disk(s: &str) -> Result<DiskRequest, String> {
-    let Some((pool, size)) = s.split_once(':') else {
+    let Some((pool, what)) = s.split_once(':') else {
         return Err(format!(
-            "{s:?} is not POOL:SIZE_GB (e.g. default:20 for a 20 GiB disk in pool default)"
+            "{s:?} is not POOL:SIZE_GB or POOL:VOLUME (e.g. default:20 for a new 20 GiB disk \
+             in pool default)"
         ));
     };
     if pool.is_empty() {
         return Err(format!("{s:?} names no pool (expected POOL:SIZE_GB)"));
     }
-    let size_gb = size
-        .trim()
-        .parse::<u32>()
-        .map_err(|_| format!("{s:?}: size {size:?} is not a whole number of GiB"))?;
+    let what = what.trim();
+    if what.is_empty() {
+        return Err(format!("{s:?} names no size or volume"));
+    }
+    if what.bytes().all(|b| b.is_ascii_digit()) {
+        let size_gb = what
+            .parse::<u32>()
+            .map_err(|_| format!("{s:?}: size {what:?} is too large"))?;
+        return Ok(DiskRequest {
+            pool: pool.to_string(),
+            size_gb,
+            volume: String::new(),
+        });
+    }
+    let volume_name = what.len() <= 63
+        && what.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && what
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !volume_name {
+        return Err(format!(
+            "{s:?}: {what:?} is neither a size (a whole number of GiB, e.g. {pool}:20) nor a \
+             volume name"
+        ));
+    }
     Ok(DiskRequest {
         pool: pool.to_string(),
-        size_gb,
+        size_gb: 0,
+        volume: what.to_string(),
     })
 }
 
@@ -696,14 +737,23 @@ mod tests {
             parse_disk("fast:20"),
             Ok(DiskRequest {
                 pool: "fast".into(),
-                size_gb: 20
+                size_gb: 20,
+                volume: String::new(),
+            })
+        );
+        assert_eq!(
+            parse_disk("default:db-data"),
+            Ok(DiskRequest {
+                pool: "default".into(),
+                size_gb: 0,
+                volume: "db-data".into(),
             })
         );
         // Zero goes through: the server says why it is wrong.
         assert_eq!(parse_disk("fast:0").map(|d| d.size_gb), Ok(0));
         for bad in [
             "nocolon",
-            "p:x",
+            "p:X",
             "p:",
             ":10",
             "p:-1",
@@ -714,7 +764,7 @@ mod tests {
         }
         let err = parse_disk("nocolon").expect_err("no colon");
         assert!(err.contains("POOL:SIZE_GB"), "{err}");
-        let err = parse_disk("p:x").expect_err("bad size");
+        let err = parse_disk("p:1.5").expect_err("bad size");
         assert!(err.contains("whole number of GiB"), "{err}");
     }
 

@@ -158,6 +158,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Volume(VolumeCommand::List { node }) => {
             storage::list_volumes(&client, format, node).await
         }
+        Command::Volume(VolumeCommand::Delete { name, pool, node }) => {
+            storage::delete_volume(&client, name, pool, node).await
+        }
         Command::Network(command) => match command {
             NetworkCommand::Create(args) => network::create(&client, format, args).await,
             NetworkCommand::List => network::list(&client, format).await,

@@ -1,7 +1,7 @@
 //! `kctl pool list` and `kctl volume list`: the storage the nodes have.
 
 use anyhow::Result;
-use kcore_proto::v1::{ListPoolsRequest, ListVolumesRequest, Pool, Volume};
+use kcore_proto::v1::{DeleteVolumeRequest, ListPoolsRequest, ListVolumesRequest, Pool, Volume};
 
 use crate::endpoint::Client;
 use crate::output::{self, Format};
@@ -62,6 +62,26 @@ pub async fn list_volumes(client: &Client, format: Format, node: Option<String>)
         return output::print_structured(format, &response);
     }
     output::print_table(&volumes_table(&response.volumes))
+}
+
+/// `kctl volume delete`.
+pub async fn delete_volume(
+    client: &Client,
+    name: String,
+    pool: String,
+    node: Option<String>,
+) -> Result<()> {
+    client
+        .api()
+        .delete_volume(DeleteVolumeRequest {
+            name: name.clone(),
+            pool: pool.clone(),
+            node: node.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| client.error(s))?;
+    println!("Deleted volume {name} (pool {pool})");
+    Ok(())
 }
 
 /// NAME, NODE, POOL, VM, FORMAT, VIRTUAL, ACTUAL, BACKING.

@@ -54,6 +54,7 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest> {
         firmware: args.firmware.map_or(Firmware::Unspecified, Firmware::from) as i32,
         root_pool: args.root_pool.clone().unwrap_or_default(),
         nics: args.nics.clone(),
+        autostart: args.autostart,
     };
     Ok(CreateVmRequest {
         name: args.name.clone(),
@@ -331,6 +332,7 @@ pub async fn disk(client: &Client, format: Format, command: crate::cli::DiskComm
                 vm: name,
                 pool: disk.pool,
                 size_gb: disk.size_gb,
+                volume: disk.volume,
             })
             .await,
         ),

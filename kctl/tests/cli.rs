@@ -497,6 +497,21 @@ impl KcoreService for Mock {
         Err(Status::invalid_argument("shrinking is refused"))
     }
 
+    async fn delete_volume(
+        &self,
+        req: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        let r = req.into_inner();
+        if r.name == "web-root" {
+            // The node's own refusal (kcored/src/node/storage.rs, delete_volume).
+            return Err(Status::failed_precondition(
+                "volume web-root in pool default is a disk of VM web: detach it first (kctl vm \
+                 disk detach web web-root)",
+            ));
+        }
+        Ok(Response::new(DeleteVolumeResponse {}))
+    }
+
     async fn list_volumes(
         &self,
         _: Request<ListVolumesRequest>,
@@ -1297,6 +1312,18 @@ fn volume_list() {
         "/var/lib/kcore/pools/default/web-root.qcow2"
     );
     assert_eq!(json["volumes"][1]["actual_size"], (20 * GIB).to_string());
+}
+
+#[test]
+fn volume_delete() {
+    let server = Server::unix();
+    let out = ok(&server.kctl(&["volume", "delete", "old-data", "--pool", "fast"]));
+    assert_eq!(out, "Deleted volume old-data (pool fast)\n");
+    let err = failed(&server.kctl(&["volume", "rm", "web-root"]));
+    assert!(
+        err.contains("is a disk of VM web: detach it first"),
+        "{err}"
+    );
 }
 
 #[test]

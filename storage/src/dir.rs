@@ -12,6 +12,7 @@
 //! size may exceed the free space (overcommit, as with thin LVs); a raw volume, which a
 //! guest can fill entirely, must fit in the free space when created or grown.
 
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -41,6 +42,12 @@ impl DirBackend {
         let root = paths::canonical_dir(root, None, false)?;
         let volumes = paths::canonical_dir(&root.join("volumes"), Some(&root), true)?;
         let images = paths::canonical_dir(&root.join("images"), Some(&root), true)?;
+        // Guests' disks are nobody else's business: only the daemon opens them (QEMU gets
+        // descriptors), so both directories are its own alone.
+        for d in [&volumes, &images] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| StorageError::io("chmod", d, e))?;
+        }
         Ok(DirBackend {
             root,
             volumes,
@@ -163,7 +170,12 @@ impl DirBackend {
             return Err(exists());
         }
         let path = self.volume_path(name, format)?;
-        match std::fs::File::create_new(&path) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
             Ok(_) => Ok(path),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
             Err(e) => Err(StorageError::io("create", path, e)),

@@ -220,7 +220,7 @@ impl ImageStore {
             .map_err(|e| StorageError::io("create temporary file in", &self.dir, e))?;
         writeln!(tmp, "{sha}  {file_name}")
             .map_err(|e| StorageError::io("write", tmp.path(), e))?;
-        set_mode(tmp.path(), 0o644)?;
+        set_mode(tmp.path(), 0o600)?;
         tmp.persist(&path)
             .map_err(|e| StorageError::io("rename into", &path, e.error))?;
         Ok(())
@@ -319,7 +319,7 @@ pub fn import(
     }
 
     let format = check_image(store.runner.as_ref(), name, tmp.path(), done)?;
-    set_mode(tmp.path(), 0o644)?;
+    set_mode(tmp.path(), 0o600)?;
     let path = store.path_of(name, format)?;
     tmp.persist_noclobber(&path).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {

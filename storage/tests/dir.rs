@@ -44,6 +44,14 @@ fn create_qcow2_and_raw() {
     assert_eq!(std::fs::metadata(&r.path).expect("raw file").len(), 8 * MIB);
     // qcow2 is the default format.
     assert_eq!(VolumeFormat::default(), VolumeFormat::Qcow2);
+    // Private whatever the umask: files 0600, the pool's directories 0700.
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&q.path), 0o600, "qcow2 volume");
+    assert_eq!(mode(&r.path), 0o600, "raw volume");
+    assert_eq!(mode(&tmp.path().join("volumes")), 0o700);
+    assert_eq!(mode(&tmp.path().join("images")), 0o700);
 
     let names: Vec<String> = pool
         .list()

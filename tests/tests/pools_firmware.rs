@@ -150,10 +150,30 @@ fn uefi_boot_keeps_its_own_variable_store() {
     let argv = std::fs::read_to_string(d.run_dir().join("vms").join(&id).join("qemu.argv"))
         .expect("qemu.argv");
     assert!(
-        argv.contains("if=pflash") && argv.contains("OVMF_CODE"),
+        argv.contains("pflash1=pflash1") && argv.contains("OVMF_CODE"),
         "{argv}"
     );
-    assert!(argv.contains(vars.to_str().expect("utf8")), "{argv}");
+    // The variable store is the daemon's file (0600 root): QEMU holds it as a descriptor
+    // the daemon opened, and never sees its path.
+    assert!(!argv.contains(vars.to_str().expect("utf8")), "{argv}");
+    let pid = vm["pid"].as_u64().expect("pid");
+    let open_files: Vec<std::path::PathBuf> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("QEMU's fds")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .collect();
+    assert!(
+        open_files.contains(&vars),
+        "QEMU holds {}: {open_files:?}",
+        vars.display()
+    );
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&vars).expect("vars");
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (0, 0o600),
+        "vars file is root's alone"
+    );
     d.wait_console("efi", "KCORE-GUEST-READY", 1, Duration::from_secs(120));
     d.kctl(&["vm", "delete", "efi", "--force"])
         .expect_ok("delete");

@@ -43,6 +43,35 @@ pub struct LaunchConfig {
     pub sandbox: bool,
     /// File descriptor numbers inside QEMU of the NICs' taps, in the order of `spec.nics`.
     pub nic_fds: Vec<i32>,
+    /// File descriptor numbers inside QEMU of the disks (and their backing images), in the
+    /// order of `spec.disks`: QEMU opens `/dev/fdset/N`, never a path of the pool.
+    pub disk_fds: Vec<DiskFds>,
+    /// File descriptor number inside QEMU of the VM's UEFI variable store.
+    pub uefi_vars_fd: Option<i32>,
+}
+
+/// The descriptors of one disk inside QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskFds {
+    /// The volume, opened read-write.
+    pub file: i32,
+    /// Its backing image (`Disk::backing`), opened read-only.
+    pub backing: Option<i32>,
+}
+
+/// fd sets for `-add-fd`, numbered from 1 in the order they are added; hot-added disks get
+/// the next free ones from QEMU.
+struct FdSets(u32);
+
+impl FdSets {
+    /// `-add-fd` for `fd`, tagged with `opaque` (so a detach can find and drop it); returns
+    /// the path QEMU opens.
+    fn add(&mut self, a: &mut Vec<String>, fd: i32, opaque: &str) -> String {
+        self.0 += 1;
+        a.push("-add-fd".into());
+        a.push(format!("fd={fd},set={},opaque={opaque}", self.0));
+        format!("/dev/fdset/{}", self.0)
+    }
 }
 
 /// Spare PCIe root ports on q35, for hot-added disks and NICs.
@@ -59,7 +88,15 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
     push(&[&cfg.qemu_binary.to_string_lossy()]);
     push(&["-name", &format!("guest={},debug-threads=on", spec.name)]);
     push(&["-uuid", &spec.id]);
-    push(&["-machine", &machine_arg(spec.machine, cfg.accel)]);
+    let uefi = match (spec.firmware, &spec.uefi_code, &spec.uefi_vars) {
+        (Firmware::Uefi, Some(code), Some(vars)) => Some((code, vars)),
+        _ => None,
+    };
+    let mut machine = machine_arg(spec.machine, cfg.accel);
+    if uefi.is_some() {
+        machine.push_str(",pflash0=pflash0,pflash1=pflash1");
+    }
+    push(&["-machine", &machine]);
     if cfg.accel == Accel::Kvm {
         // With KVM the guest sees the host CPU; under TCG QEMU's default model is the fast one.
         push(&["-cpu", "host"]);
@@ -81,24 +118,32 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
         "-serial",
         "chardev:console",
     ]);
-    if let (Firmware::Uefi, Some(code), Some(vars)) =
-        (spec.firmware, &spec.uefi_code, &spec.uefi_vars)
-    {
+    let mut sets = FdSets(0);
+    if let Some((code, vars)) = uefi {
+        // The firmware code is a shared read-only system file; the variable store is this
+        // VM's own and reaches QEMU as a descriptor.
+        let vars_path = match cfg.uefi_vars_fd {
+            Some(fd) => sets.add(&mut a, fd, "uefi-vars"),
+            None => vars.to_string_lossy().into_owned(),
+        };
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
         push(&[
-            "-drive",
+            "-blockdev",
             &format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                "driver=file,filename={},node-name=pflash0-file,read-only=on",
                 code.to_string_lossy()
             ),
-            "-drive",
-            &format!(
-                "if=pflash,format=raw,unit=1,file={}",
-                vars.to_string_lossy()
-            ),
+            "-blockdev",
+            "driver=raw,file=pflash0-file,node-name=pflash0,read-only=on",
+            "-blockdev",
+            &format!("driver=file,filename={vars_path},node-name=pflash1-file"),
+            "-blockdev",
+            "driver=raw,file=pflash1-file,node-name=pflash1",
         ]);
     } else if let Some(bios) = &cfg.bios {
-        push(&["-bios", &bios.to_string_lossy()]);
+        a.extend(["-bios".to_string(), bios.to_string_lossy().into_owned()]);
     }
+    let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
     if spec.machine == MachineType::Q35 {
         // q35's root bus takes no hotplug: spare PCIe root ports do.
         for i in 0..HOTPLUG_PORTS {
@@ -113,22 +158,46 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
     } else {
         "virtio-blk-pci"
     };
-    for d in &spec.disks {
+    for (i, d) in spec.disks.iter().enumerate() {
+        let fds = cfg.disk_fds.get(i);
+        let driver = if d.path.starts_with("/dev/") {
+            "host_device"
+        } else {
+            "file"
+        };
+        let mut backing = String::new();
+        if let (Some(b), Some(fd)) = (&d.backing, fds.and_then(|f| f.backing)) {
+            let path = sets.add(&mut a, fd, &format!("{}-base", d.id));
+            a.extend([
+                "-blockdev".to_string(),
+                format!(
+                    "driver=file,filename={path},node-name={}-base-file,read-only=on",
+                    d.id
+                ),
+                "-blockdev".to_string(),
+                format!(
+                    "driver={},file={}-base-file,node-name={}-base,read-only=on",
+                    b.format.as_str(),
+                    d.id,
+                    d.id
+                ),
+            ]);
+            backing = format!(",backing={}-base", d.id);
+        }
+        let path = match fds {
+            Some(f) => sets.add(&mut a, f.file, &d.id),
+            None => d.path.to_string_lossy().into_owned(),
+        };
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
         push(&[
             "-blockdev",
             &format!(
-                "driver={},filename={},node-name={}-file,discard=unmap",
-                if d.path.starts_with("/dev/") {
-                    "host_device"
-                } else {
-                    "file"
-                },
-                d.path.to_string_lossy(),
+                "driver={driver},filename={path},node-name={}-file,discard=unmap",
                 d.id
             ),
             "-blockdev",
             &format!(
-                "driver={},file={}-file,node-name={}",
+                "driver={},file={}-file,node-name={}{backing}",
                 d.format.as_str(),
                 d.id,
                 d.id
@@ -143,6 +212,7 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
         }
         push(&["-device", &dev]);
     }
+    let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
     // The daemon opened the taps; QEMU only gets their descriptors (no vhost: an
     // unprivileged QEMU cannot open /dev/vhost-net).
     for (n, fd) in spec.nics.iter().zip(&cfg.nic_fds) {
@@ -217,6 +287,8 @@ mod tests {
             uefi_code: None,
             uefi_vars: None,
             nics: Vec::new(),
+            qemu_uid: None,
+            autostart: false,
         }
     }
 
@@ -230,6 +302,8 @@ mod tests {
             tsc_khz: Some(2_500_000),
             sandbox: true,
             nic_fds: Vec::new(),
+            disk_fds: Vec::new(),
+            uefi_vars_fd: None,
         }
     }
 
@@ -288,7 +362,7 @@ mod tests {
 
     #[test]
     fn disks_and_uefi() {
-        use crate::spec::{Disk, DiskFormat, Firmware};
+        use crate::spec::{Backing, Disk, DiskFormat, Firmware};
         let mut s = spec(MachineType::Q35);
         s.kernel = None;
         s.initrd = None;
@@ -307,6 +381,10 @@ mod tests {
                 image: "debian".into(),
                 size_bytes: 1 << 30,
                 port: None,
+                backing: Some(Backing {
+                    path: "/var/lib/kcore/pools/default/images/debian.qcow2".into(),
+                    format: DiskFormat::Qcow2,
+                }),
             },
             Disk {
                 id: "disk1".into(),
@@ -318,9 +396,30 @@ mod tests {
                 image: String::new(),
                 size_bytes: 1 << 30,
                 port: Some("hp0".into()),
+                backing: None,
             },
         ];
-        golden("q35-uefi-disks", &build_argv(&s, &cfg(Accel::Tcg)));
+        let mut c = cfg(Accel::Tcg);
+        c.disk_fds = vec![
+            DiskFds {
+                file: 5,
+                backing: Some(6),
+            },
+            DiskFds {
+                file: 7,
+                backing: None,
+            },
+        ];
+        c.uefi_vars_fd = Some(8);
+        let argv = build_argv(&s, &c);
+        golden("q35-uefi-disks", &argv);
+        // No path of a pool or of the VM's own files reaches QEMU: only descriptors.
+        for a in &argv {
+            assert!(
+                !a.contains("/var/lib/kcore") && !a.contains("/dev/vg0"),
+                "{a}"
+            );
+        }
     }
 
     #[test]

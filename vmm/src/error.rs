@@ -59,6 +59,11 @@ pub enum VmmError {
     #[error("network: {0}")]
     Network(String),
 
+    /// A QEMU of this VM is still alive: starting another would put two writers on its
+    /// disks.
+    #[error("a QEMU of this VM is still running (pid {pid}): not starting a second one")]
+    AlreadyRunning { pid: u32 },
+
     /// No QEMU with that id is known.
     #[error("no such VM {0}")]
     NotFound(String),

@@ -274,7 +274,26 @@ pub fn is_our_qemu(pid: u32, uuid: &str) -> bool {
             .any(|w| w[0] == b"-uuid" && w[1] == uuid.as_bytes())
 }
 
-/// Read a pidfile written by [`write_pidfile`].
+/// The pid of a live QEMU run with `-uuid <uuid>`, if any: whatever pidfiles say (a
+/// second daemon, a lost pidfile), before a start. Reads every process's command line.
+pub fn find_qemu(uuid: &str) -> Option<u32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        // Cheap filter first: most command lines do not hold the uuid at all.
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline.windows(uuid.len()).any(|w| w == uuid.as_bytes()) && is_our_qemu(pid, uuid) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Read a pidfile.
 pub fn read_pidfile(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

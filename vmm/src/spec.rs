@@ -40,6 +40,33 @@ impl MachineType {
     }
 }
 
+impl MachineType {
+    /// How many disks and NICs fit on the machine's root bus, measured with QEMU 7.2: q35
+    /// has 30 free PCIe slots, 4 of which hold kcore's hotplug ports; pc has 30 free PCI
+    /// slots; microvm has 24 virtio-mmio transports. (Devices hot-added to a q35 VM sit in
+    /// the hotplug ports, not on the root bus.)
+    pub fn max_root_devices(self) -> usize {
+        match self {
+            MachineType::Q35 => 26,
+            MachineType::Pc => 30,
+            MachineType::Microvm => 24,
+        }
+    }
+
+    /// Refuse more disks and NICs on the root bus than the machine has room for.
+    pub fn check_device_count(self, disks: usize, nics: usize) -> Result<(), VmmError> {
+        let max = self.max_root_devices();
+        if disks + nics > max {
+            return Err(VmmError::InvalidSpec(format!(
+                "{disks} disks and {nics} NICs are {} devices; machine {self} has room for \
+                 {max}",
+                disks + nics
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Display for MachineType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.qemu_name())
@@ -111,6 +138,17 @@ pub struct Disk {
     /// root bus. Kept, so the disk is on the same port after a restart and can leave again.
     #[serde(default)]
     pub port: Option<String>,
+    /// The image a qcow2 overlay reads through to. QEMU gets it, like the disk itself, as
+    /// a descriptor the node opened (read-only), never by the path in the qcow2 header.
+    #[serde(default)]
+    pub backing: Option<Backing>,
+}
+
+/// The read-only base of an overlay disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backing {
+    pub path: PathBuf,
+    pub format: DiskFormat,
 }
 
 /// The emulated NIC hardware.
@@ -207,6 +245,13 @@ pub struct VmSpec {
     /// Network interfaces, in guest order.
     #[serde(default)]
     pub nics: Vec<Nic>,
+    /// The uid this VM's QEMU runs as: its own, from the node's range after the QEMU user,
+    /// kept across restarts. None: the QEMU user itself (or root, when QEMU runs as root).
+    #[serde(default)]
+    pub qemu_uid: Option<u32>,
+    /// Start the VM when the node boots.
+    #[serde(default)]
+    pub autostart: bool,
 }
 
 /// Default guest-ready pattern: a login prompt.
@@ -222,6 +267,21 @@ pub struct HostLimits {
 impl VmSpec {
     /// Check the spec against the host and the filesystem. Every error names the field.
     pub fn validate(&self, host: &HostLimits) -> Result<(), VmmError> {
+        self.validate_planned(
+            host,
+            self.disks.len(),
+            self.disks.iter().filter(|d| d.port.is_none()).count(),
+        )
+    }
+
+    /// [`VmSpec::validate`] for a spec whose disks are not made yet: `disks` of them will
+    /// be there, `root_disks` of them on the root bus.
+    pub fn validate_planned(
+        &self,
+        host: &HostLimits,
+        disks: usize,
+        root_disks: usize,
+    ) -> Result<(), VmmError> {
         let bad = |m: String| Err(VmmError::InvalidSpec(m));
         if self.vcpus == 0 {
             return bad("vcpu must be at least 1".into());
@@ -252,7 +312,7 @@ impl VmSpec {
             }
             _ => {}
         }
-        if self.kernel.is_none() && self.disks.is_empty() {
+        if self.kernel.is_none() && disks == 0 {
             return bad("no boot source: give a kernel (direct kernel boot) or an image".into());
         }
         if self.firmware == Firmware::Uefi && self.machine == MachineType::Microvm {
@@ -276,6 +336,10 @@ impl VmSpec {
             regex::Regex::new(p)
                 .map_err(|e| VmmError::InvalidSpec(format!("ready pattern: {e}")))?;
         }
+        self.machine.check_device_count(
+            root_disks,
+            self.nics.iter().filter(|n| n.port.is_none()).count(),
+        )?;
         self.validate_nics()
     }
 
@@ -363,6 +427,8 @@ mod tests {
             uefi_code: None,
             uefi_vars: None,
             nics: Vec::new(),
+            qemu_uid: None,
+            autostart: false,
         }
     }
     const HOST: HostLimits = HostLimits {
@@ -460,6 +526,20 @@ mod tests {
             NicModel::Virtio.device(MachineType::Microvm),
             "virtio-net-device"
         );
+    }
+
+    #[test]
+    fn device_counts_follow_the_machine() {
+        assert!(MachineType::Q35.check_device_count(20, 6).is_ok());
+        let e = MachineType::Q35
+            .check_device_count(30, 0)
+            .expect_err("30 disks on q35")
+            .to_string();
+        assert!(e.contains("room for 26"), "{e}");
+        assert!(MachineType::Pc.check_device_count(15, 15).is_ok());
+        assert!(MachineType::Pc.check_device_count(1, 30).is_err());
+        assert!(MachineType::Microvm.check_device_count(24, 0).is_ok());
+        assert!(MachineType::Microvm.check_device_count(24, 1).is_err());
     }
 
     #[test]

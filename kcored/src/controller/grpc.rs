@@ -325,6 +325,14 @@ impl KcoreService for KcoreApi {
         Ok(Response::new(pb::ListVolumesResponse { volumes }))
     }
 
+    async fn delete_volume(
+        &self,
+        req: Request<pb::DeleteVolumeRequest>,
+    ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
+        self.ctl.delete_volume(req.into_inner()).await?;
+        Ok(Response::new(pb::DeleteVolumeResponse {}))
+    }
+
     async fn attach_disk(
         &self,
         req: Request<pb::AttachDiskRequest>,

@@ -1,8 +1,9 @@
 //! Placement: which node gets a new VM. A node fits when it is ready and not cordoned,
 //! has the memory, the vCPUs (up to the overcommit ratio), each pool the VM's disks go to
-//! with room for them where volumes are fully allocated (LVM without a thin pool; qcow2
-//! files and thin LVs overcommit, as on the node), every network its NICs join and the
-//! image its boot disk is cloned from.
+//! with room for the new volumes (the node's one pool-space rule: a request's new volumes
+//! must fit in the pool's free space, whatever the pool kind), every network its NICs join
+//! and the image its boot disk is cloned from. Starting a stopped VM checks the memory and
+//! vCPUs of its node again ([`capacity_misfit`]).
 //! Among the nodes that fit, the least loaded by memory wins (spread), then the one with
 //! fewer VMs, then by name, so placement is predictable.
 
@@ -35,8 +36,9 @@ fn pool_name(p: &str) -> &str {
     if p.is_empty() { "default" } else { p }
 }
 
-/// Bytes the VM's disks need in each pool (the boot disk counts when its size is given;
-/// a clone of the image's own size is checked by the node).
+/// Bytes the VM's new volumes take in each pool (the boot disk counts when its size is
+/// given; a clone of the image's own size is checked by the node; an existing volume
+/// takes nothing new).
 fn pool_needs(spec: &pb::VmSpec) -> BTreeMap<&str, u64> {
     let mut need: BTreeMap<&str, u64> = BTreeMap::new();
     if !spec.image.is_empty() {
@@ -48,11 +50,6 @@ fn pool_needs(spec: &pb::VmSpec) -> BTreeMap<&str, u64> {
     need
 }
 
-/// Volumes in this pool take their whole size when created.
-fn thick(p: &pb::Pool) -> bool {
-    p.r#type == "lvm" && !p.source.contains('/')
-}
-
 /// Why `c` cannot take the VM, or None when it can.
 fn misfit(spec: &pb::VmSpec, c: &Candidate, overcommit: f64) -> Option<String> {
     if !c.ready {
@@ -61,25 +58,13 @@ fn misfit(spec: &pb::VmSpec, c: &Candidate, overcommit: f64) -> Option<String> {
     if c.cordoned {
         return Some("cordoned".into());
     }
-    let free_mem = i64::from(c.memory_mb) - i64::from(c.allocated_memory_mb);
-    if i64::from(spec.memory_mb) > free_mem {
-        return Some(format!(
-            "{} MiB of memory free, {} asked",
-            free_mem.max(0),
-            spec.memory_mb
-        ));
-    }
-    let max_vcpu = (f64::from(c.cpus) * overcommit).floor() as u64;
-    if u64::from(c.allocated_vcpu) + u64::from(spec.vcpu) > max_vcpu {
-        return Some(format!(
-            "{} of {max_vcpu} vCPUs placed ({} cpus x {overcommit} overcommit), {} asked",
-            c.allocated_vcpu, c.cpus, spec.vcpu
-        ));
+    if let Some(why) = capacity_misfit(spec, c, overcommit) {
+        return Some(why);
     }
     for (pool, bytes) in pool_needs(spec) {
         match c.pools.iter().find(|p| p.name == pool) {
             None => return Some(format!("no pool {pool}")),
-            Some(p) if thick(p) && p.free_bytes < bytes => {
+            Some(p) if p.free_bytes < bytes => {
                 return Some(format!(
                     "pool {pool} has {:.1} GiB free, {} GiB asked",
                     p.free_bytes as f64 / GIB as f64,
@@ -96,6 +81,27 @@ fn misfit(spec: &pb::VmSpec, c: &Candidate, overcommit: f64) -> Option<String> {
     }
     if !spec.image.is_empty() && !c.images.contains(&spec.image) {
         return Some(format!("no image {}", spec.image));
+    }
+    None
+}
+
+/// Why `c` has no room for the VM's memory or vCPUs beside what is placed there already,
+/// or None when it has.
+pub fn capacity_misfit(spec: &pb::VmSpec, c: &Candidate, overcommit: f64) -> Option<String> {
+    let free_mem = i64::from(c.memory_mb) - i64::from(c.allocated_memory_mb);
+    if i64::from(spec.memory_mb) > free_mem {
+        return Some(format!(
+            "{} MiB of memory free, {} asked",
+            free_mem.max(0),
+            spec.memory_mb
+        ));
+    }
+    let max_vcpu = (f64::from(c.cpus) * overcommit).floor() as u64;
+    if u64::from(c.allocated_vcpu) + u64::from(spec.vcpu) > max_vcpu {
+        return Some(format!(
+            "{} of {max_vcpu} vCPUs placed ({} cpus x {overcommit} overcommit), {} asked",
+            c.allocated_vcpu, c.cpus, spec.vcpu
+        ));
     }
     None
 }
@@ -191,22 +197,38 @@ impl Controller {
     pub fn schedule(&self, wanted: &str, spec: &pb::VmSpec) -> ApiResult<String> {
         let mut nodes = Vec::new();
         for l in self.nodes.all() {
-            let (vm_count, allocated_vcpu, allocated_memory_mb) = self.allocation(&l.name)?;
-            nodes.push(Candidate {
-                cordoned: self.store.is_cordoned(&l.name)?,
-                ready: l.ready,
-                cpus: l.info.cpus,
-                memory_mb: l.info.memory_mb,
-                vm_count,
-                allocated_vcpu,
-                allocated_memory_mb,
-                pools: l.pools,
-                networks: l.networks,
-                images: l.images,
-                name: l.name,
-            });
+            nodes.push(self.candidate(l)?);
         }
         place(spec, wanted, &nodes, self.tuning.cpu_overcommit)
+    }
+
+    fn candidate(&self, l: super::nodes::NodeLink) -> ApiResult<Candidate> {
+        let (vm_count, allocated_vcpu, allocated_memory_mb) = self.allocation(&l.name)?;
+        Ok(Candidate {
+            cordoned: self.store.is_cordoned(&l.name)?,
+            ready: l.ready,
+            cpus: l.info.cpus,
+            memory_mb: l.info.memory_mb,
+            vm_count,
+            allocated_vcpu,
+            allocated_memory_mb,
+            pools: l.pools,
+            networks: l.networks,
+            images: l.images,
+            name: l.name,
+        })
+    }
+
+    /// Before a stopped VM starts again: its node must still have room for it beside the
+    /// VMs that run there now (RESOURCE_EXHAUSTED otherwise).
+    pub fn check_room_to_start(&self, node: &str, spec: &pb::VmSpec) -> ApiResult<()> {
+        let c = self.candidate(self.nodes.get(node)?)?;
+        match capacity_misfit(spec, &c, self.tuning.cpu_overcommit) {
+            None => Ok(()),
+            Some(why) => Err(ApiError::ResourceExhausted(format!(
+                "node {node} has no room to start the VM: {why}"
+            ))),
+        }
     }
 }
 
@@ -303,6 +325,7 @@ mod tests {
             disks: vec![pb::DiskRequest {
                 pool: "fast".into(),
                 size_gb: 1,
+                volume: String::new(),
             }],
             ..vm(1, 128)
         };
@@ -317,13 +340,28 @@ mod tests {
         with_fast.ready = false;
         let e = place(&other, "", &[nodes[1].clone(), with_fast], 8.0).expect_err("no pool");
         assert!(e.to_string().contains("cpu: no pool fast"), "{e}");
-        // qcow2 files in a dir pool and thin LVs overcommit: no space check there.
+        // One pool-space rule whatever the pool kind: new volumes fit in the free space.
         for (ty, source) in [("dir", "/var/lib/kcore/pools/default"), ("lvm", "vg0/thin")] {
             let mut n = nodes[2].clone();
             n.pools[0].r#type = ty.into();
             n.pools[0].source = source.into();
-            assert_eq!(place(&spec, "", &[n], 4.0).expect("thin"), "pool");
+            let e = place(&spec, "", &[n.clone()], 4.0).expect_err("no room");
+            assert!(e.to_string().contains("1.0 GiB free, 2 GiB asked"), "{e}");
+            n.pools[0].free_bytes = 2 * GIB;
+            assert_eq!(place(&spec, "", &[n], 4.0).expect("fits"), "pool");
         }
+        // An existing volume takes no new space.
+        let reuse = pb::VmSpec {
+            disks: vec![pb::DiskRequest {
+                pool: "default".into(),
+                size_gb: 0,
+                volume: "kept".into(),
+            }],
+            ..vm(1, 128)
+        };
+        let mut full = node("ok", 1024, 0);
+        full.pools[0].free_bytes = 0;
+        assert_eq!(place(&reuse, "", &[full], 4.0).expect("fits"), "ok");
     }
 
     #[test]

@@ -75,6 +75,57 @@ impl Controller {
         Ok(out)
     }
 
+    /// Delete a volume no VM uses, on the node asked for or the one node that has it.
+    pub async fn delete_volume(&self, req: pb::DeleteVolumeRequest) -> ApiResult<()> {
+        kcore_storage::validate_name("volume", &req.name)?;
+        let pool = if req.pool.is_empty() {
+            "default".to_string()
+        } else {
+            req.pool.clone()
+        };
+        let node = if req.node.is_empty() {
+            let holders: Vec<String> = self
+                .list_volumes("")
+                .await?
+                .into_iter()
+                .filter(|v| v.name == req.name && v.pool == pool)
+                .map(|v| v.node)
+                .collect();
+            match holders.as_slice() {
+                [one] => one.clone(),
+                [] => {
+                    return Err(ApiError::NotFound(format!(
+                        "no volume {} in pool {pool} on any ready node (kctl volume list)",
+                        req.name
+                    )));
+                }
+                many => {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "volume {} is on nodes {}: say which with --node",
+                        req.name,
+                        many.join(", ")
+                    )));
+                }
+            }
+        } else {
+            req.node.clone()
+        };
+        let mut l = self.one_node(&node)?;
+        l.client
+            .delete_node_volume(pb::DeleteVolumeRequest {
+                name: req.name.clone(),
+                pool: pool.clone(),
+                node: node.clone(),
+            })
+            .await?;
+        self.emit_node(
+            "volume.deleted",
+            &node,
+            format!("{} in pool {pool}", req.name),
+        );
+        Ok(())
+    }
+
     pub async fn import_image(
         &self,
         req: pb::ImportImageRequest,
@@ -126,7 +177,11 @@ impl Controller {
         let id = row.id.clone();
         let (nv, what) = match op {
             DiskOp::Attach(r) => {
-                let what = format!("attached a {} GiB disk from pool {}", r.size_gb, r.pool);
+                let what = if r.volume.is_empty() {
+                    format!("attached a {} GiB disk from pool {}", r.size_gb, r.pool)
+                } else {
+                    format!("attached volume {} from pool {}", r.volume, r.pool)
+                };
                 let nv = client
                     .attach_node_disk(pb::AttachDiskRequest { vm: id, ..r })
                     .await?;

@@ -52,25 +52,36 @@ impl Controller {
         if spec.vcpu == 0 {
             return Err(ApiError::InvalidArgument("vcpu must be at least 1".into()));
         }
-        if spec.memory_mb == 0 {
-            return Err(ApiError::InvalidArgument(
-                "memory must be at least 16 MiB".into(),
-            ));
+        if spec.memory_mb < kcore_vmm::spec::MIN_MEMORY_MIB {
+            return Err(ApiError::InvalidArgument(format!(
+                "memory {} MiB is too small (at least {} MiB)",
+                spec.memory_mb,
+                kcore_vmm::spec::MIN_MEMORY_MIB
+            )));
         }
+        // Device counts per machine type, before anything is placed or made.
+        crate::convert::spec_from_pb("", &req.name, &spec)
+            .machine
+            .check_device_count(
+                usize::from(!spec.image.is_empty()) + spec.disks.len(),
+                spec.nics.len(),
+            )?;
         if self.store.get_vm(&req.name)?.is_some() {
             return Err(ApiError::AlreadyExists(format!(
                 "a VM named {:?} already exists",
                 req.name
             )));
         }
+        // Existing volumes pin the VM to the node that has them.
+        let wanted = self.node_of_volumes(&req.node, &spec).await?;
         // Placement, MACs and the row under one lock: concurrent creates see each other.
         let place_guard = self.place_lock.lock().await;
         self.assign_macs(&req.name, &mut spec.nics)?;
-        let node = match self.schedule(&req.node, &spec) {
+        let node = match self.schedule(&wanted, &spec) {
             // The last heartbeat may predate a network or an image made just now.
             Err(ApiError::ResourceExhausted(_) | ApiError::NotFound(_)) => {
                 self.refresh_node_facts().await;
-                self.schedule(&req.node, &spec)?
+                self.schedule(&wanted, &spec)?
             }
             r => r?,
         };
@@ -192,6 +203,11 @@ impl Controller {
                 crate::convert::status_name(row.status)
             )));
         }
+        {
+            // Other VMs may have taken its room while it was stopped.
+            let _place = self.place_lock.lock().await;
+            self.check_room_to_start(&row.node, &row.spec)?;
+        }
         if no_wait {
             let me = self.clone();
             let id = row.id.clone();
@@ -283,6 +299,57 @@ impl Controller {
         self.store.delete_vm(&row.id)?;
         self.emit("vm.deleted", Some(&row), "");
         Ok(())
+    }
+}
+
+impl Controller {
+    /// The node a create must go to: `wanted`, or, when the spec attaches existing volumes
+    /// and no node is named, the one node that has them all.
+    async fn node_of_volumes(&self, wanted: &str, spec: &pb::VmSpec) -> ApiResult<String> {
+        let named: Vec<(&str, &str)> = spec
+            .disks
+            .iter()
+            .filter(|d| !d.volume.is_empty())
+            .map(|d| {
+                let pool = if d.pool.is_empty() {
+                    "default"
+                } else {
+                    &d.pool
+                };
+                (pool, d.volume.as_str())
+            })
+            .collect();
+        if named.is_empty() || !wanted.is_empty() {
+            return Ok(wanted.to_string());
+        }
+        let volumes = self.list_volumes("").await?;
+        let mut holders: Option<Vec<String>> = None;
+        for (pool, name) in &named {
+            let on: Vec<String> = volumes
+                .iter()
+                .filter(|v| v.pool == *pool && v.name == *name)
+                .map(|v| v.node.clone())
+                .collect();
+            if on.is_empty() {
+                return Err(ApiError::NotFound(format!(
+                    "no volume {name} in pool {pool} on any ready node (kctl volume list)"
+                )));
+            }
+            holders = Some(match holders {
+                None => on,
+                Some(h) => h.into_iter().filter(|n| on.contains(n)).collect(),
+            });
+        }
+        match holders.unwrap_or_default().as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(ApiError::InvalidArgument(
+                "the volumes given are on different nodes".into(),
+            )),
+            many => Err(ApiError::InvalidArgument(format!(
+                "the volumes given are on nodes {}: say which with --node",
+                many.join(", ")
+            ))),
+        }
     }
 }
 

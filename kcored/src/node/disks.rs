@@ -56,7 +56,13 @@ impl Node {
 
     pub async fn attach_disk(&self, r: pb::AttachDiskRequest) -> ApiResult<pb::NodeVm> {
         let vm = self.vm(&r.vm)?;
-        if r.size_gb == 0 {
+        let existing = !r.volume.is_empty();
+        if existing && r.size_gb != 0 {
+            return Err(ApiError::InvalidArgument(
+                "give a size for a new volume or an existing volume, not both".into(),
+            ));
+        }
+        if !existing && r.size_gb == 0 {
             return Err(ApiError::InvalidArgument(
                 "disk size must be at least 1 GiB".into(),
             ));
@@ -103,21 +109,31 @@ impl Node {
             r.pool.clone()
         };
         let size = u64::from(r.size_gb) * GIB;
-        let (pool2, volume2) = (pool.clone(), volume.clone());
-        let mut disk = blocking(move || storage.create_volume_disk(&pool2, &volume2, size)).await?;
+        let mut disk = if existing {
+            let in_use = self.volumes_in_use();
+            let (pool, volume) = (pool.clone(), r.volume.clone());
+            blocking(move || storage.existing_disk(&pool, &volume, &in_use)).await?
+        } else {
+            let (pool, volume) = (pool.clone(), volume.clone());
+            blocking(move || storage.create_volume_disk(&pool, &volume, size)).await?
+        };
         disk.id = disk_id;
         disk.port = port;
-        if live(&vm) {
-            let fd = match open_rw(&disk) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    self.storage.delete_disks(std::slice::from_ref(&disk));
-                    return Err(e);
-                }
-            };
-            if let Err(e) = vm.attach_disk(&disk, fd).await {
+        // A new volume goes again if the attach fails; an existing one stays as it was.
+        let undo = |e: ApiError| {
+            if !existing {
                 self.storage.delete_disks(std::slice::from_ref(&disk));
-                return Err(e.into());
+            }
+            e
+        };
+        if live(&vm) {
+            let fd = open_disk(&disk.path, true).map_err(undo)?;
+            let backing = match &disk.backing {
+                Some(b) => Some(open_disk(&b.path, false).map_err(undo)?),
+                None => None,
+            };
+            if let Err(e) = vm.attach_disk(&disk, fd, backing).await {
+                return Err(undo(e.into()));
             }
         }
         vm.update_spec(|s| s.disks.push(disk));
@@ -165,6 +181,11 @@ impl Node {
         if size == disk.size_bytes {
             return Ok(self.snapshot(&vm));
         }
+        // The one pool-space rule: the growth must fit in the pool's free space now.
+        kcore_storage::check_size(size)?;
+        let storage = self.storage.clone();
+        let (pool, growth) = (disk.pool.clone(), size - disk.size_bytes);
+        blocking(move || storage.check_room(&pool, growth)).await?;
         if live(&vm) {
             vm.resize_disk(&disk, size).await?;
         } else {
@@ -182,12 +203,13 @@ impl Node {
     }
 }
 
-/// Open a volume read-write, as root, for QEMU (which may not be able to open it).
-fn open_rw(disk: &Disk) -> ApiResult<OwnedFd> {
+/// Open a volume (read-write) or its backing image (read-only), as root, for QEMU (which
+/// cannot open it itself).
+fn open_disk(path: &std::path::Path, write: bool) -> ApiResult<OwnedFd> {
     std::fs::OpenOptions::new()
         .read(true)
-        .write(true)
-        .open(&disk.path)
+        .write(write)
+        .open(path)
         .map(OwnedFd::from)
-        .map_err(|e| ApiError::Internal(format!("open {}: {e}", disk.path.display())))
+        .map_err(|e| ApiError::Internal(format!("open {}: {e}", path.display())))
 }

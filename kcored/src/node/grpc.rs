@@ -344,6 +344,16 @@ impl NodeAgent for NodeAgentService {
         Ok(Response::new(pb::ListVolumesResponse { volumes }))
     }
 
+    async fn delete_node_volume(
+        &self,
+        req: Request<pb::DeleteVolumeRequest>,
+    ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
+        let r = req.into_inner();
+        let node = self.node.clone();
+        run_to_end(async move { node.delete_volume(r.pool, r.name).await }).await?;
+        Ok(Response::new(pb::DeleteVolumeResponse {}))
+    }
+
     async fn attach_node_disk(
         &self,
         req: Request<pb::AttachDiskRequest>,

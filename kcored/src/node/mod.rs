@@ -4,12 +4,16 @@
 //! On start it reads every stored spec and reattaches to the QEMU processes that survived
 //! the previous daemon; run dirs of VMs it no longer knows are removed.
 
+mod boot;
+mod define;
 mod disks;
 mod dnsmasq;
 pub mod grpc;
+mod intent;
 pub mod network;
 mod nics;
 pub mod storage;
+pub mod uids;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +44,8 @@ pub struct NodeConfig {
     pub limits: HostLimits,
     pub qemu_version: String,
     pub pools: Vec<kcore_storage::PoolConfig>,
+    /// The uids VMs' QEMUs run as, one each (None: all as the QEMU user).
+    pub qemu_uids: Option<uids::UidRange>,
 }
 
 /// How old the pool capacity in a heartbeat may be.
@@ -53,6 +59,8 @@ pub struct Node {
     vms: RwLock<HashMap<String, Vm>>,
     /// Ids of the VMs being defined now (reported in heartbeats).
     defining: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// QEMU uids given to VMs being defined, not yet in `vms`.
+    reserved_uids: std::sync::Mutex<std::collections::HashSet<u32>>,
     /// Pool capacity as last read for a heartbeat, and when: LVM pools run lvm2 to tell,
     /// so heartbeats read it at most every [`POOL_CAPACITY_TTL`].
     pool_capacity: std::sync::Mutex<Option<(std::time::Instant, Vec<pb::Pool>)>>,
@@ -70,7 +78,8 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Load the stored VMs and reattach to the ones still running.
+    /// Undo creates cut short, load the stored VMs, reattach to the ones still running,
+    /// and on the first start since the host booted, start the autostart VMs.
     pub async fn start(cfg: NodeConfig) -> anyhow::Result<Arc<Node>> {
         let vms_dir = cfg.data_dir.join("vms");
         std::fs::create_dir_all(&vms_dir)?;
@@ -79,7 +88,6 @@ impl Node {
             &cfg.name,
             &cfg.data_dir,
             &cfg.pools,
-            cfg.host.run_as.clone(),
         )?);
         let net = Arc::new(network::NodeNetworks::open(
             &cfg.name,
@@ -102,15 +110,16 @@ impl Node {
             net,
             vms: RwLock::new(HashMap::new()),
             defining: std::sync::Mutex::default(),
+            reserved_uids: std::sync::Mutex::default(),
             pool_capacity: std::sync::Mutex::default(),
             seq: AtomicU64::new(seq0),
             events,
             notify_tx,
         });
         tokio::spawn(Self::publish_loop(Arc::downgrade(&node), notify_rx));
-        let specs = load_specs(&vms_dir);
+        node.undo_unfinished_creates().await;
         let mut recovered = Vec::new();
-        for spec in specs {
+        for spec in node.load_specs() {
             let vm = node.new_vm(spec);
             node.write_vms().insert(vm.id().to_string(), vm.clone());
             recovered.push(async move {
@@ -123,6 +132,7 @@ impl Node {
         node.remove_leftover_run_dirs();
         node.reconcile_taps().await;
         node.spawn_lease_watch();
+        node.autostart_once_per_boot();
         tracing::info!(node = %node.cfg.name, vms = node.read_vms().len(), "node ready");
         Ok(node)
     }
@@ -168,20 +178,6 @@ impl Node {
         }
     }
 
-    fn remove_leftover_run_dirs(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.cfg.host.run_root) else {
-            return;
-        };
-        let known = self.read_vms();
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !known.contains_key(&name) {
-                tracing::info!(dir = %e.path().display(), "removing run dir of an unknown VM");
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-
     pub fn info(&self) -> pb::NodeInfo {
         pb::NodeInfo {
             name: self.cfg.name.clone(),
@@ -220,19 +216,23 @@ impl Node {
 
     /// Every volume with the VM using it.
     pub async fn list_volumes(&self) -> ApiResult<Vec<pb::Volume>> {
-        let owners: HashMap<(String, String), String> = self
-            .read_vms()
-            .values()
-            .flat_map(|vm| {
-                vm.spec()
-                    .disks
-                    .iter()
-                    .map(|d| ((d.pool.clone(), d.volume.clone()), vm.spec().name.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let owners = self.volumes_in_use();
         let storage = self.storage.clone();
         blocking(move || storage.list_volumes(&owners)).await
+    }
+
+    /// (pool, volume) -> the name of the VM whose disk it is.
+    pub(crate) fn volumes_in_use(&self) -> HashMap<(String, String), String> {
+        self.read_vms()
+            .values()
+            .flat_map(|vm| {
+                let spec = vm.spec();
+                spec.disks
+                    .iter()
+                    .map(|d| ((d.pool.clone(), d.volume.clone()), spec.name.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     pub fn vm(&self, id: &str) -> ApiResult<Vm> {
@@ -318,86 +318,6 @@ impl Node {
         self.cfg.data_dir.join("vms").join(id)
     }
 
-    /// Create the VM's disks, store its spec and start supervising it (stopped). On
-    /// failure nothing is left: no volume, no spec.
-    pub async fn define(&self, spec: VmSpec, api: pb::VmSpec) -> ApiResult<pb::NodeVm> {
-        let id = spec.id.clone();
-        self.defining
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.clone());
-        let r = self.define_now(spec, api).await;
-        self.defining
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id);
-        r
-    }
-
-    async fn define_now(&self, mut spec: VmSpec, api: pb::VmSpec) -> ApiResult<pb::NodeVm> {
-        if uuid::Uuid::parse_str(&spec.id).is_err() {
-            return Err(ApiError::InvalidArgument(format!(
-                "VM id {:?} is not a uuid",
-                spec.id
-            )));
-        }
-        spec.nics = self.nics_from_pb(&spec.id, &api.nics)?;
-        let has_image = !api.image.is_empty();
-        if has_image {
-            // Validate as if the boot disk were there; it is made once all else is fine.
-            spec.disks.push(kcore_vmm::spec::Disk {
-                id: "disk0".into(),
-                path: "/dev/null".into(),
-                format: kcore_vmm::spec::DiskFormat::Qcow2,
-                bootindex: None,
-                pool: String::new(),
-                volume: String::new(),
-                image: String::new(),
-                size_bytes: 0,
-                port: None,
-            });
-        }
-        spec.validate(&self.cfg.limits)?;
-        spec.disks.clear();
-        for (what, file) in [("kernel", &spec.kernel), ("initrd", &spec.initrd)] {
-            if let Some(f) = file {
-                kcore_vmm::host::check_readable(what, f, self.cfg.host.run_as.as_ref())?;
-            }
-        }
-        if self.read_vms().contains_key(&spec.id) {
-            return Err(ApiError::AlreadyExists(format!(
-                "VM {} exists on this node",
-                spec.id
-            )));
-        }
-        let dir = self.spec_dir(&spec.id);
-        if has_image || !api.disks.is_empty() {
-            let storage = self.storage.clone();
-            let (name, id) = (spec.name.clone(), spec.id.clone());
-            spec.disks = blocking(move || storage.create_disks(&name, &id, &api)).await?;
-        }
-        let made = spec.disks.clone();
-        let undo = |e: ApiError| {
-            let _ = std::fs::remove_dir_all(&dir);
-            self.storage.delete_disks(&made);
-            e
-        };
-        if spec.firmware == kcore_vmm::spec::Firmware::Uefi {
-            let (code, vars) = uefi_files(&dir, self.cfg.host.run_as.as_ref()).map_err(undo)?;
-            spec.uefi_code = Some(code);
-            spec.uefi_vars = Some(vars);
-        }
-        write_spec(&dir, &spec).map_err(|e| {
-            undo(ApiError::Internal(format!(
-                "cannot store spec in {}: {e}",
-                dir.display()
-            )))
-        })?;
-        let vm = self.new_vm(spec);
-        self.write_vms().insert(vm.id().to_string(), vm.clone());
-        Ok(self.snapshot(&vm))
-    }
-
     pub async fn start_vm(&self, id: &str, requested_at: SystemTime) -> ApiResult<pb::NodeVm> {
         let vm = self.vm(id)?;
         vm.start(requested_at).await?;
@@ -408,45 +328,6 @@ impl Node {
         let vm = self.vm(id)?;
         vm.stop(StopMode { force, timeout }).await?;
         Ok(self.snapshot(&vm))
-    }
-
-    /// Forget a VM: kill it if `force`, remove its run dir, its volumes (unless
-    /// `keep_disks`) and its stored spec.
-    pub async fn undefine(&self, id: &str, force: bool, keep_disks: bool) -> ApiResult<()> {
-        let vm = self.vm(id)?;
-        vm.destroy(force).await?;
-        self.write_vms().remove(id);
-        // QEMU took its taps with it; a leftover would be removed here.
-        self.net.remove_taps_of(id).await;
-        if !keep_disks {
-            let storage = self.storage.clone();
-            let disks = vm.spec().disks.clone();
-            blocking(move || {
-                storage.delete_disks(&disks);
-                Ok(())
-            })
-            .await?;
-        }
-        let dir = self.spec_dir(id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ApiError::Internal(format!("remove {}: {e}", dir.display())));
-            }
-        }
-        let _ = self.events.send(pb::NodeVmEvent {
-            vm: Some(pb::NodeVm {
-                id: id.to_string(),
-                name: vm.spec().name.clone(),
-                seq: self.seq.fetch_add(1, Ordering::SeqCst) + 1,
-                ..Default::default()
-            }),
-            kind: "undefined".into(),
-            message: String::new(),
-            heartbeat: None,
-        });
-        Ok(())
     }
 }
 
@@ -459,66 +340,21 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))?
 }
 
-/// OVMF code (shared, read-only) and a per-VM copy of the variable store.
-fn uefi_files(
-    dir: &Path,
-    run_as: Option<&kcore_vmm::process::RunAs>,
-) -> ApiResult<(PathBuf, PathBuf)> {
-    let pairs = [
-        (
-            "/usr/share/OVMF/OVMF_CODE_4M.fd",
-            "/usr/share/OVMF/OVMF_VARS_4M.fd",
-        ),
-        (
-            "/usr/share/OVMF/OVMF_CODE.fd",
-            "/usr/share/OVMF/OVMF_VARS.fd",
-        ),
-    ];
-    let Some((code, vars)) = pairs
-        .iter()
-        .find(|(c, v)| Path::new(c).is_file() && Path::new(v).is_file())
-    else {
-        return Err(ApiError::FailedPrecondition(
-            "UEFI firmware not found in /usr/share/OVMF: apt-get install ovmf".into(),
-        ));
-    };
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ApiError::Internal(format!("create {}: {e}", dir.display())))?;
-    let copy = dir.join("OVMF_VARS.fd");
-    std::fs::copy(vars, &copy).map_err(|e| ApiError::Internal(format!("copy {vars}: {e}")))?;
-    if let Some(r) = run_as {
-        std::os::unix::fs::chown(&copy, Some(r.uid), Some(r.gid))
-            .map_err(|e| ApiError::Internal(format!("chown {}: {e}", copy.display())))?;
-    }
-    Ok((PathBuf::from(code), copy))
-}
-
-fn load_specs(dir: &Path) -> Vec<VmSpec> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in entries.flatten() {
-        let p = e.path().join("spec.json");
-        match std::fs::read(&p).map(|b| serde_json::from_slice::<VmSpec>(&b)) {
-            Ok(Ok(s)) => out.push(s),
-            Ok(Err(err)) => tracing::error!(path = %p.display(), error = %err, "bad spec.json"),
-            Err(err) => tracing::warn!(path = %p.display(), error = %err, "no spec.json"),
-        }
-    }
-    out
-}
-
-/// Atomic write: tmp + fsync + rename + fsync of the directory.
-pub(crate) fn write_spec(dir: &Path, spec: &VmSpec) -> std::io::Result<()> {
+/// Write `dir/name` atomically: tmp + fsync + rename + fsync of the directory (created).
+pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join("spec.json.tmp");
-    let data = serde_json::to_vec_pretty(spec).map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!("{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&data)?;
+    f.write_all(data)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, dir.join("spec.json"))?;
+    std::fs::rename(&tmp, dir.join(name))?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+/// Store a VM's spec (`spec.json`) atomically.
+pub(crate) fn write_spec(dir: &Path, spec: &VmSpec) -> std::io::Result<()> {
+    let data = serde_json::to_vec_pretty(spec).map_err(std::io::Error::other)?;
+    write_atomic(dir, "spec.json", &data)
 }

@@ -12,8 +12,8 @@ use kcore_storage::{
     ImageInfo, ImageStore, Pool, PoolConfig, PoolKind, StorageError, SystemRunner, VolumeFormat,
     VolumeInfo,
 };
-use kcore_vmm::process::RunAs;
-use kcore_vmm::spec::{Disk, DiskFormat};
+use kcore_vmm::spec::{Backing, Disk, DiskFormat};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -24,7 +24,6 @@ const GIB: u64 = 1 << 30;
 pub struct NodeStorage {
     node: String,
     pools: BTreeMap<String, (PoolConfig, Pool)>,
-    run_as: Option<RunAs>,
 }
 
 impl NodeStorage {
@@ -33,7 +32,6 @@ impl NodeStorage {
         node: &str,
         data_dir: &Path,
         configured: &[PoolConfig],
-        run_as: Option<RunAs>,
     ) -> Result<Self, StorageError> {
         let runner: Arc<dyn kcore_storage::Runner> = Arc::new(SystemRunner);
         let mut cfgs: Vec<PoolConfig> = configured.to_vec();
@@ -65,7 +63,6 @@ impl NodeStorage {
         Ok(NodeStorage {
             node: node.to_string(),
             pools,
-            run_as,
         })
     }
 
@@ -188,91 +185,241 @@ impl NodeStorage {
         )))
     }
 
-    /// Create a VM's volumes: the boot disk cloned from `spec.image`, then the empty data
-    /// disks. On failure, the volumes made so far are deleted.
-    pub fn create_disks(
+    /// The disks a create asks for, checked before anything is made: pools and images
+    /// exist, sizes are within bounds, the names of new volumes are free, existing volumes
+    /// exist and no VM uses them (`in_use`: (pool, volume) -> VM), and the new volumes of
+    /// each pool fit in its free space ([`NodeStorage::check_room`]).
+    pub fn plan_disks(
         &self,
         vm_name: &str,
         vm_id: &str,
         spec: &pb::VmSpec,
-    ) -> ApiResult<Vec<Disk>> {
+        in_use: &HashMap<(String, String), String>,
+    ) -> ApiResult<Vec<PlannedDisk>> {
         let base = if vm_name.len() + 7 <= 63 {
             vm_name.to_string()
         } else {
             format!("vm-{}", &vm_id[..8.min(vm_id.len())])
         };
-        let mut made: Vec<Disk> = Vec::new();
-        let result = (|| -> ApiResult<()> {
-            if !spec.image.is_empty() {
-                let image = self.find_image(&spec.image)?;
-                let pool_name = if spec.root_pool.is_empty() {
-                    "default"
-                } else {
-                    &spec.root_pool
-                };
-                let pool = self.pool(pool_name)?;
-                let size = (spec.disk_size_gb > 0).then(|| u64::from(spec.disk_size_gb) * GIB);
-                let vol = format!("{base}-root");
-                let info = pool.backend().clone_from_image(&image, &vol, size)?;
-                made.push(self.disk(
-                    &info,
-                    pool_name,
-                    &image.name,
-                    made.len(),
-                    spec.kernel.is_empty(),
-                )?);
-            } else if spec.disk_size_gb > 0 {
-                return Err(ApiError::InvalidArgument(
-                    "--disk-size needs --image (it sizes the boot disk cloned from it)".into(),
-                ));
+        let mut plan = Vec::new();
+        if !spec.image.is_empty() {
+            let image = self.find_image(&spec.image)?;
+            let pool = pool_or_default(&spec.root_pool);
+            let size = match spec.disk_size_gb {
+                0 => image.virtual_size,
+                gb => u64::from(gb) * GIB,
+            };
+            kcore_storage::check_size(size)?;
+            if size < image.virtual_size {
+                return Err(StorageError::ShrinkRefused {
+                    name: format!("{base}-root"),
+                    current: image.virtual_size,
+                    requested: size,
+                }
+                .into());
             }
-            for (i, d) in spec.disks.iter().enumerate() {
-                let pool_name = if d.pool.is_empty() {
-                    "default"
-                } else {
-                    &d.pool
-                };
-                if d.size_gb == 0 {
+            plan.push(PlannedDisk {
+                pool: pool.to_string(),
+                volume: format!("{base}-root"),
+                size_bytes: size,
+                kind: PlannedKind::Clone {
+                    image: image.name.clone(),
+                },
+                boot: spec.kernel.is_empty(),
+            });
+        } else if spec.disk_size_gb > 0 {
+            return Err(ApiError::InvalidArgument(
+                "--disk-size needs --image (it sizes the boot disk cloned from it)".into(),
+            ));
+        }
+        for (i, d) in spec.disks.iter().enumerate() {
+            let pool = pool_or_default(&d.pool);
+            if !d.volume.is_empty() {
+                if d.size_gb != 0 {
                     return Err(ApiError::InvalidArgument(format!(
-                        "disk {}: size must be at least 1 GiB",
+                        "disk {}: give a size for a new volume or an existing volume, not both",
                         i + 1
                     )));
                 }
-                let size = u64::from(d.size_gb) * GIB;
-                let vol = format!("{base}-disk{}", i + 1);
-                let mut disk = self.create_volume_disk(pool_name, &vol, size)?;
-                disk.id = format!("disk{}", made.len());
-                made.push(disk);
+                let info = self.pool(pool)?.backend().info(&d.volume)?;
+                if let Some(vm) = in_use.get(&(pool.to_string(), d.volume.clone())) {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "volume {} in pool {pool} is a disk of VM {vm}",
+                        d.volume
+                    )));
+                }
+                if plan
+                    .iter()
+                    .any(|p: &PlannedDisk| p.pool == pool && p.volume == d.volume)
+                {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "volume {} is given twice",
+                        d.volume
+                    )));
+                }
+                plan.push(PlannedDisk {
+                    pool: pool.to_string(),
+                    volume: d.volume.clone(),
+                    size_bytes: info.virtual_size,
+                    kind: PlannedKind::Existing,
+                    boot: plan.is_empty() && spec.kernel.is_empty(),
+                });
+                continue;
             }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => Ok(made),
-            Err(e) => {
-                self.delete_disks(&made);
-                Err(e)
+            if d.size_gb == 0 {
+                return Err(ApiError::InvalidArgument(format!(
+                    "disk {}: size must be at least 1 GiB",
+                    i + 1
+                )));
+            }
+            let size = u64::from(d.size_gb) * GIB;
+            kcore_storage::check_size(size)?;
+            plan.push(PlannedDisk {
+                pool: pool.to_string(),
+                volume: format!("{base}-disk{}", i + 1),
+                size_bytes: size,
+                kind: PlannedKind::Empty,
+                boot: false,
+            });
+        }
+        // New volumes: their names are free (so an undo after a crash deletes only what
+        // this create made), and each pool has room for all of them together.
+        let mut per_pool: BTreeMap<&str, u64> = BTreeMap::new();
+        for p in plan.iter().filter(|p| p.is_new()) {
+            if self.pool(&p.pool)?.backend().info(&p.volume).is_ok() {
+                return Err(ApiError::AlreadyExists(format!(
+                    "a volume named {} exists in pool {}: delete it (kctl volume delete {} \
+                     --pool {}) or attach it (--disk {}:{})",
+                    p.volume, p.pool, p.volume, p.pool, p.pool, p.volume
+                )));
+            }
+            *per_pool.entry(p.pool.as_str()).or_default() += p.size_bytes;
+        }
+        for (pool, bytes) in per_pool {
+            self.check_room(pool, bytes)?;
+        }
+        Ok(plan)
+    }
+
+    /// The pool-space rule, the same for every volume a request makes or grows (create,
+    /// clone, attach, resize, offline or live): the virtual bytes it adds to a pool (a
+    /// new volume's whole size, a resize's growth; a create's volumes summed per pool)
+    /// must fit in that pool's free space at that moment. Guests can fill what they are
+    /// given, so nothing is promised that the pool does not have now.
+    pub fn check_room(&self, pool: &str, bytes: u64) -> ApiResult<()> {
+        let free = self.pool(pool)?.backend().capacity()?.free_bytes;
+        if bytes > free {
+            return Err(ApiError::ResourceExhausted(format!(
+                "{:.1} GiB is more than pool {pool} has free ({:.1} GiB)",
+                bytes as f64 / GIB as f64,
+                free as f64 / GIB as f64
+            )));
+        }
+        Ok(())
+    }
+
+    /// Make the planned disks (new volumes created, existing ones looked up), in order, as
+    /// `disk0`, `disk1`, ... On failure, the volumes made so far are deleted.
+    pub fn make_disks(&self, plan: &[PlannedDisk]) -> ApiResult<Vec<Disk>> {
+        let mut made: Vec<Disk> = Vec::new();
+        let mut new: Vec<Disk> = Vec::new();
+        for (i, p) in plan.iter().enumerate() {
+            let result = (|| -> ApiResult<Disk> {
+                let pool = self.pool(&p.pool)?;
+                let (info, image) = match &p.kind {
+                    PlannedKind::Clone { image } => {
+                        let image = self.find_image(image)?;
+                        let info = pool.backend().clone_from_image(
+                            &image,
+                            &p.volume,
+                            Some(p.size_bytes),
+                        )?;
+                        (info, Some(image.name))
+                    }
+                    PlannedKind::Empty => {
+                        let format = match pool {
+                            Pool::Dir(_) => VolumeFormat::Qcow2,
+                            Pool::Lvm(_) => VolumeFormat::Raw,
+                        };
+                        (
+                            pool.backend()
+                                .create_volume(&p.volume, p.size_bytes, format)?,
+                            None,
+                        )
+                    }
+                    PlannedKind::Existing => {
+                        let info = pool.backend().info(&p.volume)?;
+                        let image = info.backing.clone();
+                        (info, image)
+                    }
+                };
+                let mut disk = self.disk(&info, &p.pool, image.as_deref().unwrap_or(""), i)?;
+                disk.bootindex = p.boot.then_some(1);
+                Ok(disk)
+            })();
+            match result {
+                Ok(d) => {
+                    if p.is_new() {
+                        new.push(d.clone());
+                    }
+                    made.push(d);
+                }
+                Err(e) => {
+                    self.delete_disks(&new);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(made)
+    }
+
+    /// Delete the new volumes of a plan that exist (undoing a create cut short).
+    pub fn delete_planned(&self, plan: &[PlannedDisk]) {
+        for p in plan.iter().filter(|p| p.is_new()) {
+            let Ok(pool) = self.pool(&p.pool) else {
+                continue;
+            };
+            match pool.backend().delete(&p.volume) {
+                Ok(()) => {
+                    tracing::info!(pool = %p.pool, volume = %p.volume, "removed a volume of an unfinished create")
+                }
+                Err(StorageError::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(volume = %p.volume, error = %e, "cannot delete volume"),
             }
         }
     }
 
-    /// An empty data volume in `pool` (qcow2 in dir pools, raw in lvm), owned by the QEMU
-    /// user, as a disk (its `id` is for the caller to set).
+    /// An empty data volume in `pool` (qcow2 in dir pools, raw in lvm), as a disk (its
+    /// `id` is for the caller to set).
     pub fn create_volume_disk(&self, pool_name: &str, volume: &str, size: u64) -> ApiResult<Disk> {
+        kcore_storage::check_size(size)?;
+        self.check_room(pool_name, size)?;
         let pool = self.pool(pool_name)?;
-        let free = pool.backend().capacity()?.free_bytes;
-        if size > free {
-            return Err(ApiError::ResourceExhausted(format!(
-                "{:.1} GiB is more than pool {pool_name} has free ({:.1} GiB)",
-                size as f64 / GIB as f64,
-                free as f64 / GIB as f64
-            )));
-        }
         let format = match pool {
             Pool::Dir(_) => VolumeFormat::Qcow2,
             Pool::Lvm(_) => VolumeFormat::Raw,
         };
         let info = pool.backend().create_volume(volume, size, format)?;
-        self.disk(&info, pool_name, "", 0, false)
+        self.disk(&info, pool_name, "", 0)
+    }
+
+    /// An existing volume that no VM uses (`in_use`: (pool, volume) -> VM), as a disk
+    /// (its `id` is for the caller to set).
+    pub fn existing_disk(
+        &self,
+        pool: &str,
+        volume: &str,
+        in_use: &HashMap<(String, String), String>,
+    ) -> ApiResult<Disk> {
+        let pool = pool_or_default(pool);
+        if let Some(vm) = in_use.get(&(pool.to_string(), volume.to_string())) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "volume {volume} in pool {pool} is a disk of VM {vm}"
+            )));
+        }
+        let info = self.pool(pool)?.backend().info(volume)?;
+        let image = info.backing.clone().unwrap_or_default();
+        self.disk(&info, pool, &image, 0)
     }
 
     /// Grow a volume no QEMU has open.
@@ -281,34 +428,71 @@ impl NodeStorage {
         Ok(())
     }
 
-    fn disk(
+    /// Delete a volume no VM uses (`in_use`: (pool, volume) -> VM).
+    pub fn delete_volume(
         &self,
-        info: &VolumeInfo,
         pool: &str,
-        image: &str,
-        index: usize,
-        boot: bool,
-    ) -> ApiResult<Disk> {
-        // QEMU runs unprivileged: the volume becomes its own.
-        if let Some(r) = &self.run_as
-            && info.path.exists()
-        {
-            std::os::unix::fs::chown(&info.path, Some(r.uid), Some(r.gid))
-                .map_err(|e| ApiError::Internal(format!("chown {}: {e}", info.path.display())))?;
+        volume: &str,
+        in_use: &HashMap<(String, String), String>,
+    ) -> ApiResult<()> {
+        let pool = pool_or_default(pool);
+        if let Some(vm) = in_use.get(&(pool.to_string(), volume.to_string())) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "volume {volume} in pool {pool} is a disk of VM {vm}: detach it first (kctl vm \
+                 disk detach {vm} {volume})"
+            )));
         }
+        self.pool(pool)?.backend().delete(volume)?;
+        Ok(())
+    }
+
+    fn disk(&self, info: &VolumeInfo, pool: &str, image: &str, index: usize) -> ApiResult<Disk> {
+        // An overlay reads through to its image: QEMU gets that file too, as a descriptor.
+        let backing = match info.backing.as_deref() {
+            Some(b) => {
+                let store = self.image_store(pool).map_err(|_| {
+                    ApiError::FailedPrecondition(format!(
+                        "volume {} has a backing file ({b}) outside an image store",
+                        info.name
+                    ))
+                })?;
+                let img = store.get(b).map_err(|_| {
+                    ApiError::FailedPrecondition(format!(
+                        "volume {} is an overlay of {b}, which is not an image of pool {pool}",
+                        info.name
+                    ))
+                })?;
+                Some(Backing {
+                    path: img.path.clone(),
+                    format: disk_format(img.format),
+                })
+            }
+            None => None,
+        };
         Ok(Disk {
             id: format!("disk{index}"),
             path: info.path.clone(),
-            format: match info.format {
-                VolumeFormat::Qcow2 => DiskFormat::Qcow2,
-                VolumeFormat::Raw => DiskFormat::Raw,
-            },
-            bootindex: boot.then_some(1),
+            format: disk_format(info.format),
+            bootindex: None,
             pool: pool.to_string(),
             volume: info.name.clone(),
             image: image.to_string(),
             size_bytes: info.virtual_size,
             port: None,
+            backing,
+        })
+    }
+
+    /// The backing image of an image-backed disk of a spec written before disks recorded
+    /// it (`Disk::backing`).
+    pub fn backing_of(&self, disk: &Disk) -> Option<Backing> {
+        if disk.image.is_empty() || disk.backing.is_some() {
+            return None;
+        }
+        let img = self.image_store(&disk.pool).ok()?.get(&disk.image).ok()?;
+        Some(Backing {
+            path: img.path.clone(),
+            format: disk_format(img.format),
         })
     }
 
@@ -351,6 +535,48 @@ impl NodeStorage {
         }
         Ok(out)
     }
+}
+
+fn pool_or_default(pool: &str) -> &str {
+    if pool.is_empty() { "default" } else { pool }
+}
+
+fn disk_format(f: VolumeFormat) -> DiskFormat {
+    match f {
+        VolumeFormat::Qcow2 => DiskFormat::Qcow2,
+        VolumeFormat::Raw => DiskFormat::Raw,
+    }
+}
+
+/// One disk of a create, decided before anything is made (and recorded in the create's
+/// intent, so a create cut short can be undone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedDisk {
+    pub pool: String,
+    pub volume: String,
+    /// The virtual size (of the volume to make, or of the existing one).
+    pub size_bytes: u64,
+    pub kind: PlannedKind,
+    /// The disk the VM boots from.
+    pub boot: bool,
+}
+
+impl PlannedDisk {
+    /// A volume this create makes (and an undo deletes).
+    pub fn is_new(&self) -> bool {
+        !matches!(self.kind, PlannedKind::Existing)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlannedKind {
+    /// A copy-on-write clone of an image.
+    Clone { image: String },
+    /// A new empty volume.
+    Empty,
+    /// A volume that exists already (attached, never deleted by an undo).
+    Existing,
 }
 
 /// The API's view of a VM's disks.

@@ -40,6 +40,11 @@ impl Vm {
     pub fn free_hotplug_port(&self) -> Result<Option<String>, VmmError> {
         let spec = self.spec();
         if spec.machine != MachineType::Q35 {
+            // pc: hot-added devices take a slot of the root bus.
+            spec.machine.check_device_count(
+                spec.disks.iter().filter(|d| d.port.is_none()).count() + 1,
+                spec.nics.iter().filter(|n| n.port.is_none()).count(),
+            )?;
             return Ok(None);
         }
         let used = |p: &str| {
@@ -88,29 +93,71 @@ impl Vm {
     }
 
     /// Plug `disk` (its `port` chosen with [`Vm::free_hotplug_port`]) into the running
-    /// QEMU, which gets `fd` (opened read-write by the caller). The caller adds the disk to
-    /// the spec once this succeeds.
-    pub async fn attach_disk(&self, disk: &Disk, fd: OwnedFd) -> Result<(), VmmError> {
+    /// QEMU, which gets `fd` (opened read-write by the caller) and, for an overlay,
+    /// `backing` (its image, opened read-only). The caller adds the disk to the spec once
+    /// this succeeds.
+    pub async fn attach_disk(
+        &self,
+        disk: &Disk,
+        fd: OwnedFd,
+        backing: Option<OwnedFd>,
+    ) -> Result<(), VmmError> {
         let _ops = self.inner.ops.lock().await;
         self.hotplug_allowed("attach a disk")?;
         let qmp = self.qmp()?;
         let id = &disk.id;
-        let added = qmp
-            .execute_with_fd("add-fd", Some(json!({ "opaque": id })), fd.as_fd())
-            .await?;
-        drop(fd);
-        let fdset = added
-            .get("fdset-id")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| {
-                VmmError::QmpProtocol(format!("add-fd returned no fdset-id: {added}"))
-            })?;
+        let add_fd = async |fd: OwnedFd, opaque: &str| {
+            let added = qmp
+                .execute_with_fd("add-fd", Some(json!({ "opaque": opaque })), fd.as_fd())
+                .await?;
+            added
+                .get("fdset-id")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| {
+                    VmmError::QmpProtocol(format!("add-fd returned no fdset-id: {added}"))
+                })
+        };
+        let fdset = add_fd(fd, id).await?;
+        let base = match (&disk.backing, backing) {
+            (Some(b), Some(fd)) => match add_fd(fd, &format!("{id}-base")).await {
+                Ok(set) => Some((b.format, set)),
+                Err(e) => {
+                    let _ = qmp
+                        .execute("remove-fd", Some(json!({ "fdset-id": fdset })))
+                        .await;
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
         let driver = if disk.path.starts_with("/dev/") {
             "host_device"
         } else {
             "file"
         };
         let steps = async {
+            if let Some((format, set)) = base {
+                qmp.execute(
+                    "blockdev-add",
+                    Some(json!({
+                        "driver": "file",
+                        "filename": format!("/dev/fdset/{set}"),
+                        "node-name": format!("{id}-base-file"),
+                        "read-only": true,
+                    })),
+                )
+                .await?;
+                qmp.execute(
+                    "blockdev-add",
+                    Some(json!({
+                        "driver": format.as_str(),
+                        "file": format!("{id}-base-file"),
+                        "node-name": format!("{id}-base"),
+                        "read-only": true,
+                    })),
+                )
+                .await?;
+            }
             qmp.execute(
                 "blockdev-add",
                 Some(json!({
@@ -121,15 +168,15 @@ impl Vm {
                 })),
             )
             .await?;
-            qmp.execute(
-                "blockdev-add",
-                Some(json!({
-                    "driver": disk.format.as_str(),
-                    "file": format!("{id}-file"),
-                    "node-name": id,
-                })),
-            )
-            .await?;
+            let mut format = json!({
+                "driver": disk.format.as_str(),
+                "file": format!("{id}-file"),
+                "node-name": id,
+            });
+            if base.is_some() {
+                format["backing"] = json!(format!("{id}-base"));
+            }
+            qmp.execute("blockdev-add", Some(format)).await?;
             let mut dev = json!({ "driver": "virtio-blk-pci", "drive": id, "id": id });
             if let Some(port) = &disk.port {
                 dev["bus"] = json!(port);
@@ -140,18 +187,21 @@ impl Vm {
         };
         if let Err(e) = steps.await {
             // Undo what got in; each step may not have happened.
-            let _ = qmp
-                .execute("blockdev-del", Some(json!({ "node-name": id })))
-                .await;
-            let _ = qmp
-                .execute(
-                    "blockdev-del",
-                    Some(json!({ "node-name": format!("{id}-file") })),
-                )
-                .await;
-            let _ = qmp
-                .execute("remove-fd", Some(json!({ "fdset-id": fdset })))
-                .await;
+            for node in [
+                id.to_string(),
+                format!("{id}-file"),
+                format!("{id}-base"),
+                format!("{id}-base-file"),
+            ] {
+                let _ = qmp
+                    .execute("blockdev-del", Some(json!({ "node-name": node })))
+                    .await;
+            }
+            for set in std::iter::once(fdset).chain(base.map(|(_, s)| s)) {
+                let _ = qmp
+                    .execute("remove-fd", Some(json!({ "fdset-id": set })))
+                    .await;
+            }
             return Err(e);
         }
         tracing::info!(vm = %self.inner.name, disk = %id, "disk attached");
@@ -179,15 +229,26 @@ impl Vm {
             Some(json!({ "node-name": format!("{id}-file") })),
         )
         .await?;
-        // A hot-added disk came through an fdset tagged with its id: release it.
+        if disk.backing.is_some() {
+            for node in [format!("{id}-base"), format!("{id}-base-file")] {
+                if let Err(e) = qmp
+                    .execute("blockdev-del", Some(json!({ "node-name": node })))
+                    .await
+                {
+                    tracing::warn!(vm = %self.inner.name, error = %e, "cannot drop the backing node");
+                }
+            }
+        }
+        // The disk came through fdsets tagged with its id (and `<id>-base`): release them.
         if let Ok(sets) = qmp.execute("query-fdsets", None).await
             && let Some(sets) = sets.as_array()
         {
             for set in sets {
-                let ours = set
-                    .get("fds")
-                    .and_then(Value::as_array)
-                    .is_some_and(|fds| fds.iter().any(|f| f.get("opaque") == Some(&json!(id))));
+                let tags = [json!(id), json!(format!("{id}-base"))];
+                let ours = set.get("fds").and_then(Value::as_array).is_some_and(|fds| {
+                    fds.iter()
+                        .any(|f| f.get("opaque").is_some_and(|o| tags.contains(o)))
+                });
                 if ours && let Some(n) = set.get("fdset-id") {
                     let _ = qmp
                         .execute("remove-fd", Some(json!({ "fdset-id": n })))

@@ -416,6 +416,8 @@ impl Store {
             pb::VmStatus::Starting,
             pb::VmStatus::Stopping,
             pb::VmStatus::Creating,
+            // A QEMU that does not answer, or on a node that is away: it may well run.
+            pb::VmStatus::Unknown,
         ]
         .map(|s| (s as i32).to_string())
         .join(",");

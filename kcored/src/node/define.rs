@@ -1,0 +1,234 @@
+//! Defining and undefining VMs on this node, and the volumes they leave behind.
+//!
+//! A define checks the whole request first (spec, NICs, disks: pools, images, sizes, free
+//! space, existing volumes), gives the VM its own QEMU uid, records its intent, makes its
+//! volumes, then stores `spec.json` and drops the intent: a failure at any step undoes the
+//! steps before it, and a daemon killed in between undoes it at its next start
+//! ([`super::intent`]).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+
+use kcore_proto::v1 as pb;
+use kcore_vmm::process::RunAs;
+use kcore_vmm::spec::{Firmware, VmSpec};
+
+use super::intent::{self, Intent};
+use super::{Node, blocking, uids, write_spec};
+use crate::error::{ApiError, ApiResult};
+
+impl Node {
+    /// Create the VM's disks, store its spec and start supervising it (stopped). On
+    /// failure nothing is left: no volume, no spec, no uid taken.
+    pub async fn define(&self, spec: VmSpec, api: pb::VmSpec) -> ApiResult<pb::NodeVm> {
+        let id = spec.id.clone();
+        self.defining
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone());
+        let mut uid = None;
+        let r = self.define_now(spec, api, &mut uid).await;
+        self.defining
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if let Some(u) = uid {
+            self.reserved_uids
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&u);
+        }
+        r
+    }
+
+    async fn define_now(
+        &self,
+        mut spec: VmSpec,
+        api: pb::VmSpec,
+        uid: &mut Option<u32>,
+    ) -> ApiResult<pb::NodeVm> {
+        if uuid::Uuid::parse_str(&spec.id).is_err() {
+            return Err(ApiError::InvalidArgument(format!(
+                "VM id {:?} is not a uuid",
+                spec.id
+            )));
+        }
+        if self.read_vms().contains_key(&spec.id) {
+            return Err(ApiError::AlreadyExists(format!(
+                "VM {} exists on this node",
+                spec.id
+            )));
+        }
+        spec.nics = self.nics_from_pb(&spec.id, &api.nics)?;
+        // Everything is checked before anything is made.
+        let storage = self.storage.clone();
+        let in_use = self.volumes_in_use();
+        let (name, id, req) = (spec.name.clone(), spec.id.clone(), api.clone());
+        let plan = blocking(move || storage.plan_disks(&name, &id, &req, &in_use)).await?;
+        spec.validate_planned(&self.cfg.limits, plan.len(), plan.len())?;
+        *uid = self.allocate_uid()?;
+        spec.qemu_uid = *uid;
+        let run_as = self.run_as_uid(spec.qemu_uid);
+        for (what, file) in [("kernel", &spec.kernel), ("initrd", &spec.initrd)] {
+            if let Some(f) = file {
+                kcore_vmm::host::check_readable(what, f, run_as.as_ref())?;
+            }
+        }
+        let dir = self.spec_dir(&spec.id);
+        intent::write(
+            &dir,
+            &Intent {
+                name: spec.name.clone(),
+                disks: plan.clone(),
+            },
+        )
+        .map_err(|e| {
+            ApiError::Internal(format!(
+                "cannot record the create in {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let undo = |e: ApiError| {
+            self.storage.delete_planned(&plan);
+            let _ = std::fs::remove_dir_all(&dir);
+            e
+        };
+        let storage = self.storage.clone();
+        let p = plan.clone();
+        spec.disks = blocking(move || storage.make_disks(&p))
+            .await
+            .map_err(undo)?;
+        if spec.firmware == Firmware::Uefi {
+            let (code, vars) = uefi_files(&dir).map_err(undo)?;
+            spec.uefi_code = Some(code);
+            spec.uefi_vars = Some(vars);
+        }
+        write_spec(&dir, &spec).map_err(|e| {
+            undo(ApiError::Internal(format!(
+                "cannot store spec in {}: {e}",
+                dir.display()
+            )))
+        })?;
+        intent::remove(&dir);
+        let vm = self.new_vm(spec);
+        self.write_vms().insert(vm.id().to_string(), vm.clone());
+        Ok(self.snapshot(&vm))
+    }
+
+    /// The QEMU user with `uid`.
+    pub(super) fn run_as_uid(&self, uid: Option<u32>) -> Option<RunAs> {
+        self.cfg.host.run_as.as_ref().map(|r| RunAs {
+            uid: uid.unwrap_or(r.uid),
+            ..r.clone()
+        })
+    }
+
+    /// A QEMU uid for a new VM: the lowest of the node's range that no VM here has, no
+    /// define in flight took and no process runs as. None when VMs share the QEMU user.
+    pub(super) fn allocate_uid(&self) -> ApiResult<Option<u32>> {
+        let Some(range) = &self.cfg.qemu_uids else {
+            return Ok(None);
+        };
+        if self.cfg.host.run_as.is_none() {
+            return Ok(None);
+        }
+        let mut reserved = self
+            .reserved_uids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut used: HashSet<u32> = self
+            .read_vms()
+            .values()
+            .filter_map(|vm| vm.spec().qemu_uid)
+            .collect();
+        used.extend(reserved.iter().copied());
+        let uid = range.pick(&used, uids::has_process).ok_or_else(|| {
+            ApiError::ResourceExhausted(format!(
+                "all {} QEMU uids of node {} are taken: no room for another VM here \
+                 (kcored --qemu-uids)",
+                range.count, self.cfg.name
+            ))
+        })?;
+        reserved.insert(uid);
+        Ok(Some(uid))
+    }
+
+    /// Forget a VM: kill it if `force`, remove its run dir, its volumes (unless
+    /// `keep_disks`) and its stored spec.
+    pub async fn undefine(&self, id: &str, force: bool, keep_disks: bool) -> ApiResult<()> {
+        let vm = self.vm(id)?;
+        vm.destroy(force).await?;
+        self.write_vms().remove(id);
+        // QEMU took its taps with it; a leftover would be removed here.
+        self.net.remove_taps_of(id).await;
+        if !keep_disks {
+            let storage = self.storage.clone();
+            let disks = vm.spec().disks.clone();
+            blocking(move || {
+                storage.delete_disks(&disks);
+                Ok(())
+            })
+            .await?;
+        }
+        let dir = self.spec_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ApiError::Internal(format!("remove {}: {e}", dir.display())));
+            }
+        }
+        let _ = self.events.send(pb::NodeVmEvent {
+            vm: Some(pb::NodeVm {
+                id: id.to_string(),
+                name: vm.spec().name.clone(),
+                seq: self.seq.fetch_add(1, Ordering::SeqCst) + 1,
+                ..Default::default()
+            }),
+            kind: "undefined".into(),
+            message: String::new(),
+            heartbeat: None,
+        });
+        Ok(())
+    }
+
+    /// Delete a volume that no VM here uses.
+    pub async fn delete_volume(&self, pool: String, volume: String) -> ApiResult<()> {
+        let in_use = self.volumes_in_use();
+        let storage = self.storage.clone();
+        blocking(move || storage.delete_volume(&pool, &volume, &in_use)).await
+    }
+}
+
+/// OVMF code (shared, read-only) and a per-VM copy of the variable store (the daemon's
+/// alone: QEMU gets it as a descriptor).
+fn uefi_files(dir: &Path) -> ApiResult<(PathBuf, PathBuf)> {
+    let pairs = [
+        (
+            "/usr/share/OVMF/OVMF_CODE_4M.fd",
+            "/usr/share/OVMF/OVMF_VARS_4M.fd",
+        ),
+        (
+            "/usr/share/OVMF/OVMF_CODE.fd",
+            "/usr/share/OVMF/OVMF_VARS.fd",
+        ),
+    ];
+    let Some((code, vars)) = pairs
+        .iter()
+        .find(|(c, v)| Path::new(c).is_file() && Path::new(v).is_file())
+    else {
+        return Err(ApiError::FailedPrecondition(
+            "UEFI firmware not found in /usr/share/OVMF: apt-get install ovmf".into(),
+        ));
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ApiError::Internal(format!("create {}: {e}", dir.display())))?;
+    let copy = dir.join("OVMF_VARS.fd");
+    std::fs::copy(vars, &copy).map_err(|e| ApiError::Internal(format!("copy {vars}: {e}")))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ApiError::Internal(format!("chmod {}: {e}", copy.display())))?;
+    Ok((PathBuf::from(code), copy))
+}
