@@ -813,7 +813,8 @@ mod tests {
         let err = with(&["--disk", "nocolon"]).expect_err("bad disk");
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
         assert!(err.to_string().contains("POOL:SIZE_GB"), "{err}");
-        assert!(with(&["--disk", "p:x"]).is_err());
+        assert!(with(&["--disk", "p:X"]).is_err());
+        assert!(with(&["--disk", "p:kept-vol"]).is_ok(), "an existing volume");
         assert!(with(&["--firmware", "coreboot"]).is_err());
         // The boot disk options need an image.
         assert!(with(&["--disk-size", "10"]).is_err());
