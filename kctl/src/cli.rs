@@ -814,7 +814,10 @@ mod tests {
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
         assert!(err.to_string().contains("POOL:SIZE_GB"), "{err}");
         assert!(with(&["--disk", "p:X"]).is_err());
-        assert!(with(&["--disk", "p:kept-vol"]).is_ok(), "an existing volume");
+        assert!(
+            with(&["--disk", "p:kept-vol"]).is_ok(),
+            "an existing volume"
+        );
         assert!(with(&["--firmware", "coreboot"]).is_err());
         // The boot disk options need an image.
         assert!(with(&["--disk-size", "10"]).is_err());

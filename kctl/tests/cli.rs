@@ -1013,7 +1013,10 @@ fn vm_create_with_image_and_disks() {
     assert_eq!(spec["disk_size_gb"], 20);
     assert_eq!(
         spec["disks"],
-        serde_json::json!([{"pool": "fast", "size_gb": 10}, {"pool": "default", "size_gb": 5}])
+        serde_json::json!([
+            {"pool": "fast", "size_gb": 10, "volume": ""},
+            {"pool": "default", "size_gb": 5, "volume": ""}
+        ])
     );
     assert_eq!(spec["root_pool"], "fast");
     assert_eq!(spec["firmware"], "FIRMWARE_UEFI");
@@ -1061,7 +1064,7 @@ fn bad_disk_specs_fail_before_connecting() {
     let home = tempfile::tempdir().expect("tempdir");
     for (bad, says) in [
         ("nocolon", "is not POOL:SIZE_GB"),
-        ("p:x", "is not a whole number of GiB"),
+        ("p:1.5", "is neither a size (a whole number of GiB"),
     ] {
         let mut command = kctl_command(home.path());
         command.args([
@@ -1084,7 +1087,7 @@ fn bad_disk_specs_fail_before_connecting() {
         let err = text(&output.stderr);
         assert!(
             err.contains(&format!(
-                "invalid value '{bad}' for '--disk <POOL:SIZE_GB>'"
+                "invalid value '{bad}' for '--disk <POOL:SIZE_GB|POOL:VOLUME>'"
             )),
             "{err}"
         );
