@@ -274,7 +274,8 @@ impl Daemon {
             .prefix("kcore-test-")
             .tempdir()
             .expect("tempdir");
-        // Like /var/lib/kcore: traversable, so the unprivileged QEMU reaches its volumes.
+        // Traversable, so the unprivileged QEMU reaches kernels the tests put here (its
+        // disks reach it as descriptors).
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod tempdir");
@@ -584,6 +585,35 @@ pub fn process_with(needle: &str) -> Option<u32> {
         }
     }
     None
+}
+
+/// Live QEMU processes run with `-uuid <uuid>` (whatever any pidfile says).
+pub fn qemus_with_uuid(uuid: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(c) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+        let qemu = args
+            .first()
+            .is_some_and(|a| String::from_utf8_lossy(a).contains("qemu"));
+        if qemu
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"-uuid" && w[1] == uuid.as_bytes())
+            && alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 impl Drop for Daemon {
