@@ -476,7 +476,7 @@ impl Vm {
         });
     }
 
-    fn spawn_event_loop(&self, mut events: mpsc::UnboundedReceiver<QmpEvent>) {
+    fn spawn_event_loop(&self, mut events: mpsc::Receiver<QmpEvent>) {
         let me = self.clone();
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
