@@ -11,6 +11,8 @@ mod node;
 mod node_tls;
 mod pki;
 mod server;
+#[cfg(test)]
+mod validate_props;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
