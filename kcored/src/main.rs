@@ -12,6 +12,8 @@ mod node;
 mod node_tls;
 mod pki;
 mod server;
+#[cfg(test)]
+mod validate_props;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -523,8 +525,8 @@ fn open_controller(
     std::fs::create_dir_all(&dirs.data_dir)
         .with_context(|| format!("create {}", dirs.data_dir.display()))?;
     let db = dirs.data_dir.join("controller.db");
-    let store =
-        controller::store::Store::open(&db).with_context(|| format!("open {}", db.display()))?;
+    // The message names the file and the problem (a newer schema, a damaged file, ...).
+    let store = controller::store::Store::open(&db).map_err(anyhow::Error::new)?;
     let ctl = controller::Controller::new(store, tuning);
     ctl.load_revoked()?;
     Ok(ctl)
@@ -662,9 +664,11 @@ async fn all_in_one(
     listen: ListenArgs,
     tuning: controller::Tuning,
 ) -> anyhow::Result<()> {
+    // The store first: a controller.db this build cannot serve stops the daemon before the
+    // node makes anything (sockets, run dirs, networks).
+    let ctl = open_controller(&dirs, tuning)?;
     let n = start_node(&dirs, node_args).await?;
     let node_serving = serve_node(&dirs, n).await?;
-    let ctl = open_controller(&dirs, tuning)?;
     let ch = server::dial_unix(dirs.run_dir.join("node.sock")).await?;
     let address = format!("unix://{}", dirs.run_dir.join("node.sock").display());
     ctl.add_node(address, ch).await?;

@@ -59,7 +59,8 @@ fn opt(s: &str) -> Option<String> {
 
 impl NetworkDef {
     /// Check a request: the mode's required fields are there, the others are not, names
-    /// fit the kernel, the subnet parses and leaves room for a gateway and a DHCP range.
+    /// fit the kernel, the subnet parses, is no reserved range (loopback, link-local,
+    /// multicast, 0.0.0.0/8, 240.0.0.0/4) and leaves room for a gateway and a DHCP range.
     pub fn new(
         name: &str,
         mode: pb::NetworkMode,
@@ -81,7 +82,8 @@ impl NetworkDef {
                     );
                 }
                 let cidr: Ipv4Cidr = subnet.trim().parse()?;
-                cidr.gateway()?;
+                // No loopback, link-local, multicast or reserved range; /8 to /30.
+                cidr.check_nat()?;
                 let bridge = if bridge.is_empty() {
                     derive_name(BRIDGE_PREFIX, name)?
                 } else {
@@ -205,6 +207,11 @@ mod tests {
             ("10.77.0.1/24", "host bits"),
             ("10.77.0.0/31", "too small"),
             ("10.77.0.0", "a.b.c.d/len"),
+            ("127.1.0.0/24", "loopback"),
+            ("224.0.0.0/24", "multicast"),
+            ("169.254.0.0/16", "link-local"),
+            ("0.0.0.0/0", "far too large"),
+            ("255.255.255.255/32", "broadcast"),
         ] {
             let e = nat("n", subnet).expect_err(subnet).to_string();
             assert!(e.contains(needle), "{subnet}: {e}");

@@ -14,6 +14,8 @@ mod image;
 mod network;
 mod node;
 mod output;
+#[cfg(test)]
+mod parse_props;
 mod progress;
 mod qmp;
 mod storage;

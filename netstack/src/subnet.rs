@@ -1,6 +1,8 @@
 //! IPv4 subnets in CIDR notation (`10.77.0.0/24`): the gateway a network's bridge takes
 //! (the first host), the DHCP range dnsmasq hands out (the second host up to the last
-//! host before the broadcast address), containment and overlap, and the host's routing
+//! host before the broadcast address), which subnets a nat network may have at all
+//! ([`Ipv4Cidr::check_nat`]: no loopback, link-local, multicast or other reserved range, a
+//! prefix from /8 to /30), containment and overlap, and the host's routing
 //! table (`/proc/net/route`) to refuse a subnet the host already routes somewhere else.
 
 use std::fmt;
@@ -9,6 +11,24 @@ use std::path::Path;
 use std::str::FromStr;
 
 use crate::NetError;
+
+/// The shortest prefix a nat network may have (10.0.0.0/8 is the largest private range).
+pub const MIN_NAT_PREFIX: u8 = 8;
+/// The longest prefix a nat network may have: a /30 has a gateway and one DHCP address.
+pub const MAX_NAT_PREFIX: u8 = 30;
+
+/// Ranges no nat network may touch: `(network, prefix, what it is)`.
+pub const RESERVED_RANGES: &[([u8; 4], u8, &str)] = &[
+    ([0, 0, 0, 0], 8, "\"this network\""),
+    ([127, 0, 0, 0], 8, "loopback"),
+    ([169, 254, 0, 0], 16, "link-local"),
+    ([224, 0, 0, 0], 4, "multicast"),
+    (
+        [240, 0, 0, 0],
+        4,
+        "reserved (with the broadcast address 255.255.255.255)",
+    ),
+];
 
 /// An IPv4 network: an address with all host bits clear, and a prefix length 0..=32.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,26 +108,65 @@ impl Ipv4Cidr {
         u32::from(self.network) & m == u32::from(other.network) & m
     }
 
-    fn check_usable(&self) -> Result<(), NetError> {
-        if self.prefix > 30 {
-            return Err(NetError::InvalidSubnet {
+    /// Check that this subnet can be a nat network: a bridge address (the gateway), a DHCP
+    /// range and masquerade. Refused, with the reason:
+    /// - prefixes shorter than [`MIN_NAT_PREFIX`] (`/0` is every address) or longer than
+    ///   [`MAX_NAT_PREFIX`] (a `/31` or `/32` has no room for a gateway and a DHCP range);
+    /// - any overlap with the ranges a host never routes to a LAN ([`RESERVED_RANGES`]):
+    ///   "this network" 0.0.0.0/8, loopback 127.0.0.0/8, link-local 169.254.0.0/16,
+    ///   multicast 224.0.0.0/4, and 240.0.0.0/4 with the broadcast address 255.255.255.255.
+    pub fn check_nat(&self) -> Result<(), NetError> {
+        let refuse = |reason: String| {
+            Err(NetError::InvalidSubnet {
                 input: self.to_string(),
-                reason: "too small for a gateway and a DHCP range (at most /30)".into(),
-            });
+                reason,
+            })
+        };
+        if self.prefix < MIN_NAT_PREFIX {
+            return refuse(format!(
+                "a /{} is far too large for one network (it would take {} addresses): use a \
+                 prefix from /{MIN_NAT_PREFIX} to /{MAX_NAT_PREFIX}, e.g. 10.77.0.0/24",
+                self.prefix,
+                self.size()
+            ));
+        }
+        if let Some((range, what)) = self.reserved_overlap() {
+            return refuse(format!(
+                "it overlaps the {what} range {range}, which is never a LAN: use a private \
+                 range such as 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
+            ));
+        }
+        if self.prefix > MAX_NAT_PREFIX {
+            return refuse(format!(
+                "too small for a gateway and a DHCP range (at most /{MAX_NAT_PREFIX})"
+            ));
         }
         Ok(())
     }
 
-    /// The gateway (the bridge's address): the first host. Needs a prefix of at most /30.
+    /// The first reserved range ([`RESERVED_RANGES`]) this subnet shares an address with.
+    pub fn reserved_overlap(&self) -> Option<(Ipv4Cidr, &'static str)> {
+        RESERVED_RANGES.iter().find_map(|&(octets, prefix, what)| {
+            let range = Ipv4Cidr {
+                network: Ipv4Addr::from(octets),
+                prefix,
+            };
+            self.overlaps(&range).then_some((range, what))
+        })
+    }
+
+    /// The gateway (the bridge's address): the first host. Only for a subnet that passes
+    /// [`Ipv4Cidr::check_nat`].
     pub fn gateway(&self) -> Result<Ipv4Addr, NetError> {
-        self.check_usable()?;
+        self.check_nat()?;
         Ok(Ipv4Addr::from(u32::from(self.network) + 1))
     }
 
     /// The DHCP range: from the second host to the last host (the address before the
-    /// broadcast address), both included. Needs a prefix of at most /30.
+    /// broadcast address), both included. Only for a subnet that passes
+    /// [`Ipv4Cidr::check_nat`].
     pub fn dhcp_range(&self) -> Result<(Ipv4Addr, Ipv4Addr), NetError> {
-        self.check_usable()?;
+        self.check_nat()?;
         let start = Ipv4Addr::from(u32::from(self.network) + 2);
         let end = Ipv4Addr::from(u32::from(self.broadcast()) - 1);
         Ok((start, end))
@@ -307,6 +366,52 @@ mod tests {
             let err = cidr(tiny).gateway().expect_err(tiny);
             assert!(err.to_string().contains("/30"), "{err}");
             assert!(cidr(tiny).dhcp_range().is_err());
+        }
+    }
+
+    #[test]
+    fn reserved_and_absurd_subnets_are_no_nat_network() {
+        for (subnet, needle) in [
+            ("127.1.0.0/24", "loopback range 127.0.0.0/8"),
+            ("127.0.0.0/8", "loopback range 127.0.0.0/8"),
+            ("127.255.255.252/30", "loopback range 127.0.0.0/8"),
+            ("224.0.0.0/24", "multicast range 224.0.0.0/4"),
+            ("239.255.255.0/24", "multicast range 224.0.0.0/4"),
+            ("169.254.0.0/16", "link-local range 169.254.0.0/16"),
+            ("169.254.10.0/24", "link-local range 169.254.0.0/16"),
+            ("169.0.0.0/8", "link-local range 169.254.0.0/16"),
+            ("0.0.0.0/8", "\"this network\" range 0.0.0.0/8"),
+            ("0.1.2.0/24", "\"this network\" range 0.0.0.0/8"),
+            ("255.255.255.255/32", "broadcast address 255.255.255.255"),
+            ("255.255.255.252/30", "broadcast address 255.255.255.255"),
+            ("240.0.0.0/24", "reserved"),
+            ("0.0.0.0/0", "a /0 is far too large"),
+            ("10.0.0.0/7", "a /7 is far too large"),
+            ("128.0.0.0/1", "a /1 is far too large"),
+            ("10.0.0.0/31", "too small"),
+            ("10.0.0.0/32", "too small"),
+        ] {
+            let n = cidr(subnet);
+            let msg = n.check_nat().expect_err(subnet).to_string();
+            assert!(msg.contains(needle), "{subnet}: {msg}");
+            assert!(msg.contains(subnet), "{subnet}: {msg}");
+            assert!(n.gateway().is_err() && n.dhcp_range().is_err(), "{subnet}");
+        }
+        for ok in [
+            "10.0.0.0/8",
+            "10.77.0.0/24",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "192.168.5.8/30",
+            "100.64.0.0/10",
+            "128.0.0.0/8",
+            "126.0.0.0/8",
+            "223.255.255.0/24",
+            "1.0.0.0/8",
+            "169.253.0.0/16",
+            "169.255.0.0/16",
+        ] {
+            assert_eq!(cidr(ok).check_nat().ok(), Some(()), "{ok} refused");
         }
     }
 

@@ -269,7 +269,16 @@ impl Daemon {
         Self::start_full(extra, None)
     }
 
+    /// Start a daemon whose data dir `prepare` filled first (e.g. with an old controller.db).
+    pub fn start_prepared(prepare: impl FnOnce(&Path)) -> Daemon {
+        Self::start_inner(&[], None, prepare)
+    }
+
     fn start_full(extra: &[&str], netns: Option<String>) -> Daemon {
+        Self::start_inner(extra, netns, |_| {})
+    }
+
+    fn start_inner(extra: &[&str], netns: Option<String>, prepare: impl FnOnce(&Path)) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("kcore-test-")
             .tempdir()
@@ -285,6 +294,8 @@ impl Daemon {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             netns,
         };
+        std::fs::create_dir_all(d.data_dir()).expect("data dir");
+        prepare(&d.data_dir());
         d.spawn();
         d
     }

@@ -3,7 +3,8 @@
 //! gateway, keep doing so across a daemon kill -9, get a NIC hot-plugged and unplugged; a
 //! guest on bridge networks (the namespace's own bridge, and one kcore builds around an
 //! uplink veth) is reachable from outside; deleting everything leaves no link, dnsmasq or
-//! nftables table behind.
+//! nftables table behind; subnets that can never be a LAN (loopback, multicast, link-local,
+//! 0/0, ...) are refused by the controller and by the node before anything is made.
 
 use std::time::{Duration, Instant};
 
@@ -516,5 +517,117 @@ fn bad_network_input_leaves_nothing_behind() {
     d.kctl(&["vm", "delete", "x"]).expect_ok("delete x");
     d.kctl(&["network", "delete", "n1"]).expect_ok("delete n1");
     assert_eq!(ns.links(), baseline);
+    assert_nothing_left(&ns, &d);
+}
+
+/// Call the node agent itself (its `<run-dir>/node.sock`), as a controller would: the node
+/// must refuse a bad network on its own, whatever the controller let through.
+fn node_ensure_network(d: &Daemon, net: kcore_proto::v1::Network) -> tonic::Status {
+    use kcore_proto::v1::node_agent_client::NodeAgentClient;
+    let path = d.run_dir().join("node.sock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let ch = tonic::transport::Endpoint::try_from("http://[::]:50051")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let p = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(p).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("dial node.sock");
+        match NodeAgentClient::new(ch).ensure_network(net).await {
+            Ok(r) => panic!("the node accepted the network: {:?}", r.into_inner()),
+            Err(s) => s,
+        }
+    })
+}
+
+#[test]
+fn reserved_subnets_are_refused_before_anything_is_made() {
+    let ns = NetNs::create();
+    let d = Daemon::start_in_netns(&ns);
+    let baseline = ns.links();
+    let nothing_made = |what: &str| {
+        assert_eq!(ns.links(), baseline, "{what} left a link");
+        let tables = ns.nft_tables();
+        assert!(!tables.contains("kcore_"), "{what} left a table: {tables}");
+        assert_eq!(d.any_dnsmasq(), None, "{what} left a dnsmasq");
+        let list = d
+            .kctl(&["-o", "json", "network", "list"])
+            .expect_ok("list")
+            .json();
+        assert!(
+            list["networks"].as_array().is_none_or(Vec::is_empty),
+            "{what} kept a network: {list}"
+        );
+    };
+    for (subnet, needle) in [
+        ("127.1.0.0/24", "overlaps the loopback range 127.0.0.0/8"),
+        ("224.1.0.0/24", "overlaps the multicast range 224.0.0.0/4"),
+        (
+            "169.254.0.0/16",
+            "overlaps the link-local range 169.254.0.0/16",
+        ),
+        ("0.0.0.0/0", "a /0 is far too large"),
+        ("0.0.0.0/8", "overlaps the \"this network\" range 0.0.0.0/8"),
+        (
+            "255.255.255.255/32",
+            "the broadcast address 255.255.255.255",
+        ),
+        ("10.99.0.0/31", "too small for a gateway and a DHCP range"),
+        ("10.99.0.1/32", "too small for a gateway and a DHCP range"),
+    ] {
+        d.kctl(&[
+            "network", "create", "x", "--mode", "nat", "--subnet", subnet,
+        ])
+        .expect_err(
+            &format!("network create --subnet {subnet}"),
+            &[
+                &format!("invalid subnet \"{subnet}\""),
+                needle,
+                "InvalidArgument",
+            ],
+        );
+        nothing_made(subnet);
+    }
+
+    // The node refuses on its own too (a controller of another version, or a bug in ours).
+    let status = node_ensure_network(
+        &d,
+        kcore_proto::v1::Network {
+            name: "x".into(),
+            mode: kcore_proto::v1::NetworkMode::Nat as i32,
+            subnet: "127.1.0.0/24".into(),
+            bridge: "kbr-x".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("loopback range 127.0.0.0/8"),
+        "{status:?}"
+    );
+    nothing_made("EnsureNetwork on the node");
+
+    // A good subnet still works, and the daemon is none the worse.
+    d.kctl(&[
+        "network",
+        "create",
+        "x",
+        "--mode",
+        "nat",
+        "--subnet",
+        "10.99.0.0/24",
+    ])
+    .expect_ok("a private subnet");
+    assert!(ns.nft_tables().contains("table ip kcore_x"));
+    d.kctl(&["network", "delete", "x"]).expect_ok("delete");
     assert_nothing_left(&ns, &d);
 }

@@ -358,6 +358,9 @@ impl NodeNetworks {
                 let subnet = def.cidr().ok_or_else(|| {
                     ApiError::InvalidArgument(format!("network {} has no subnet", def.name))
                 })?;
+                // The node defends itself: a definition from an older controller, or edited
+                // on disk, with a loopback/multicast/... subnet builds nothing.
+                subnet.check_nat()?;
                 let routes = host_routes()?;
                 if let Some(r) = conflicting_routes(&subnet, &routes, Some(&def.bridge)).first() {
                     return Err(ApiError::InvalidArgument(format!(

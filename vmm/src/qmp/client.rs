@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use super::reader::{CommandId, Pending, Shared, read_loop};
+use super::reader::{CommandId, LineRead, Pending, Shared, read_line_bounded, read_loop, too_long};
 use super::transcript::{Direction, Transcript};
 use super::types::{QmpEvent, QmpGreeting, QmpOptions, parse_greeting};
 use crate::VmmError;
@@ -28,7 +28,8 @@ pub struct QmpClient {
 
 struct Inner {
     shared: Arc<Shared>,
-    writer: Mutex<OwnedWriteHalf>,
+    /// Shared with the reader task, which shuts the socket down when reading ends.
+    writer: Arc<Mutex<OwnedWriteHalf>>,
     next_id: AtomicU64,
     command_timeout: Duration,
     transcript_skip: Vec<String>,
@@ -62,7 +63,7 @@ impl QmpClient {
     pub async fn connect_path(
         path: impl AsRef<Path>,
         opts: QmpOptions,
-    ) -> Result<(QmpClient, mpsc::UnboundedReceiver<QmpEvent>), VmmError> {
+    ) -> Result<(QmpClient, mpsc::Receiver<QmpEvent>), VmmError> {
         let path = path.as_ref();
         let stream = UnixStream::connect(path)
             .await
@@ -80,7 +81,7 @@ impl QmpClient {
     pub async fn connect(
         stream: UnixStream,
         opts: QmpOptions,
-    ) -> Result<(QmpClient, mpsc::UnboundedReceiver<QmpEvent>), VmmError> {
+    ) -> Result<(QmpClient, mpsc::Receiver<QmpEvent>), VmmError> {
         let peer = stream
             .peer_addr()
             .ok()
@@ -95,15 +96,32 @@ impl QmpClient {
         let (read_half, write_half) = stream.into_split();
         let mut reader = BufReader::new(read_half);
 
-        let greeting = read_greeting(&mut reader, &peer, opts.greeting_timeout, &shared).await?;
+        let greeting = read_greeting(
+            &mut reader,
+            &peer,
+            opts.greeting_timeout,
+            opts.max_line,
+            &shared,
+        )
+        .await?;
         tracing::debug!(peer = %peer.display(), version = ?greeting.version, "QMP greeting");
 
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let reader_task = tokio::spawn(read_loop(reader, Arc::clone(&shared), events_tx));
+        let (events_tx, events_rx) = mpsc::channel(opts.event_capacity.max(2));
+        let writer = Arc::new(Mutex::new(write_half));
+        let reader_task = tokio::spawn({
+            let (shared, writer) = (Arc::clone(&shared), Arc::clone(&writer));
+            async move {
+                read_loop(reader, shared, events_tx, opts.max_line).await;
+                // Reading is over (EOF, error, or a line over the limit): close our side
+                // too, so the peer sees the connection end. A command still writing holds
+                // the lock at most until its timeout.
+                let _ = writer.lock().await.shutdown().await;
+            }
+        });
         let client = QmpClient {
             inner: Arc::new(Inner {
                 shared,
-                writer: Mutex::new(write_half),
+                writer,
                 next_id: AtomicU64::new(0),
                 command_timeout: opts.command_timeout,
                 transcript_skip: opts.transcript_skip,
@@ -121,9 +139,16 @@ impl QmpClient {
         &self.inner.greeting
     }
 
-    /// Whether the connection is closed (all commands now fail with `QmpClosed`).
+    /// Whether the connection is closed (all commands now fail with `QmpClosed`, or with
+    /// `QmpProtocol` if the peer broke the protocol, e.g. a line over the limit).
     pub fn is_closed(&self) -> bool {
         self.inner.shared.is_closed()
+    }
+
+    /// How many events were dropped because the event channel was full (its consumer was
+    /// behind); see [`QmpOptions::event_capacity`].
+    pub fn dropped_events(&self) -> u64 {
+        self.inner.shared.dropped_events()
     }
 
     /// Execute `command` with the default timeout; returns the `return` member of the reply.
@@ -238,7 +263,7 @@ impl QmpClient {
 
         let exchange = async {
             self.send_line(&line, logged, fd).await?;
-            reply_rx.await.map_err(|_| VmmError::QmpClosed)
+            reply_rx.await.map_err(|_| inner.shared.closed_error())
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(reply) => reply,
@@ -299,18 +324,19 @@ async fn send_with_fd(writer: &OwnedWriteHalf, data: &[u8], fd: RawFd) -> std::i
     Ok(())
 }
 
-/// Read and parse the greeting line.
+/// Read and parse the greeting line (at most `max_line` bytes).
 async fn read_greeting<R>(
     reader: &mut R,
     peer: &Path,
     timeout: Duration,
+    max_line: usize,
     shared: &Shared,
 ) -> Result<QmpGreeting, VmmError>
 where
     R: AsyncBufRead + Unpin,
 {
     let mut line = Vec::new();
-    let read = tokio::time::timeout(timeout, reader.read_until(b'\n', &mut line)).await;
+    let read = tokio::time::timeout(timeout, read_line_bounded(reader, &mut line, max_line)).await;
     match read {
         Err(_) => {
             return Err(VmmError::QmpTimeout {
@@ -319,8 +345,9 @@ where
             });
         }
         Ok(Err(e)) => return Err(io_or_closed("read QMP greeting from", peer, e)),
-        Ok(Ok(0)) => return Err(VmmError::QmpClosed),
-        Ok(Ok(_)) => {}
+        Ok(Ok(LineRead::Eof)) => return Err(VmmError::QmpClosed),
+        Ok(Ok(LineRead::TooLong)) => return Err(VmmError::QmpProtocol(too_long(max_line))),
+        Ok(Ok(LineRead::Line)) => {}
     }
     shared.record(Direction::Received, String::from_utf8_lossy(&line).trim());
     parse_greeting(&line)

@@ -15,6 +15,12 @@
 //!   a hang, and the command is forgotten (a late reply is logged and dropped);
 //! - at EOF the event channel yields [`QmpEvent::Closed`], pending commands fail with
 //!   [`VmmError::QmpClosed`](crate::VmmError::QmpClosed), and so does every later command;
+//! - a line from QEMU longer than [`QmpOptions::max_line`] (16 MiB) closes the connection
+//!   with [`VmmError::QmpProtocol`](crate::VmmError::QmpProtocol): memory never grows with
+//!   what the peer sends;
+//! - the event channel is bounded ([`QmpOptions::event_capacity`]); the reader never waits
+//!   for its consumer, so replies keep flowing: events that find it full are dropped,
+//!   counted ([`QmpClient::dropped_events`]) and logged, and `Closed` always gets through;
 //! - if [`QmpOptions::transcript`] is set, every exchange is appended to that file as
 //!   `2026-11-28T12:00:00.123Z -> {json}` / `<- {json}` lines (plus `--` notes), except the
 //!   commands in [`QmpOptions::transcript_skip`] and their replies; events are always kept.
@@ -45,4 +51,7 @@ mod types;
 mod tests;
 
 pub use client::QmpClient;
-pub use types::{QemuVersion, QmpEvent, QmpGreeting, QmpOptions, QmpStatus, QmpTimestamp};
+pub use types::{
+    DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_LINE, QemuVersion, QmpEvent, QmpGreeting, QmpOptions,
+    QmpStatus, QmpTimestamp,
+};

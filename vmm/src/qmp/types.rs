@@ -22,7 +22,22 @@ pub struct QmpOptions {
     pub transcript: Option<PathBuf>,
     /// Commands that are left out of the transcript, together with their replies (noisy polls).
     pub transcript_skip: Vec<String>,
+    /// The longest line accepted from QEMU, in bytes (without its newline); a longer one
+    /// closes the connection with [`VmmError::QmpProtocol`]. Default [`DEFAULT_MAX_LINE`].
+    pub max_line: usize,
+    /// How many events the event channel holds (at least 2; one slot is kept for
+    /// [`QmpEvent::Closed`]). When the consumer falls that far behind, further events are
+    /// dropped and counted ([`QmpClient::dropped_events`](super::QmpClient::dropped_events)):
+    /// the reader never waits, so replies keep flowing. Default [`DEFAULT_EVENT_CAPACITY`].
+    pub event_capacity: usize,
 }
+
+/// The default [`QmpOptions::max_line`]: 16 MiB, far above QEMU's largest replies
+/// (`query-qmp-schema` is a few hundred KiB).
+pub const DEFAULT_MAX_LINE: usize = 16 << 20;
+
+/// The default [`QmpOptions::event_capacity`].
+pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
 
 impl Default for QmpOptions {
     fn default() -> Self {
@@ -31,6 +46,8 @@ impl Default for QmpOptions {
             command_timeout: Duration::from_secs(5),
             transcript: None,
             transcript_skip: vec!["query-status".to_owned()],
+            max_line: DEFAULT_MAX_LINE,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
         }
     }
 }
@@ -39,7 +56,9 @@ impl Default for QmpOptions {
 /// [`QmpClient::connect`](super::QmpClient::connect).
 ///
 /// The channel carries any number of [`QmpEvent::Event`] followed by exactly one
-/// [`QmpEvent::Closed`] when the socket reaches EOF or fails; the channel then ends. If every
+/// [`QmpEvent::Closed`] when the socket reaches EOF or fails; the channel then ends. It is
+/// bounded ([`QmpOptions::event_capacity`]): events that find it full are dropped, never
+/// waited for, and `Closed` always has a slot. If every
 /// `QmpClient` handle is dropped first, the reader stops and the channel ends without `Closed`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum QmpEvent {

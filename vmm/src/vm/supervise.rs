@@ -25,7 +25,7 @@ impl Vm {
         });
     }
 
-    pub(super) fn spawn_event_loop(&self, mut events: mpsc::UnboundedReceiver<QmpEvent>) {
+    pub(super) fn spawn_event_loop(&self, mut events: mpsc::Receiver<QmpEvent>) {
         let me = self.clone();
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {

@@ -1,5 +1,7 @@
 //! The controller's SQLite store (WAL): VMs with their specs, statuses and timelines, and
-//! the event log. Schema changes are numbered migrations applied by `PRAGMA user_version`.
+//! the event log. Schema changes are numbered migrations applied by `PRAGMA user_version`;
+//! a file this build does not understand is refused at open, and the file is backed up
+//! before every migration (see [`checks`]).
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -85,7 +87,10 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE removed_nodes (name TEXT PRIMARY KEY, removed_at TEXT NOT NULL);",
 ];
 
+mod checks;
 mod cluster;
+
+pub use checks::StoreError;
 
 /// Why a join token was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,19 +202,51 @@ fn row_to_vm(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
 }
 
 impl Store {
-    pub fn open(path: &Path) -> ApiResult<Store> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!(
-                "BEGIN; {m}; PRAGMA user_version = {}; COMMIT;",
-                i + 1
-            ))?;
+    /// Open (or create) the store: refuse a file this build does not understand (see
+    /// [`checks`]), back it up before migrating it, migrate, check the result.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let sql = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql)?;
+        let version = checks::check(&conn, path, MIGRATIONS)?;
+        let latest = MIGRATIONS.len() as i64;
+        if version < latest {
+            if version > 0 {
+                let backup = checks::backup(&conn, path, version)?;
+                tracing::info!(
+                    db = %path.display(),
+                    backup = %backup.display(),
+                    from = version,
+                    to = latest,
+                    "backed up the store before migrating it"
+                );
+            }
+            for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                conn.execute_batch(&format!(
+                    "BEGIN; {m}; PRAGMA user_version = {}; COMMIT;",
+                    i + 1
+                ))
+                .map_err(|source| StoreError::Migrate {
+                    path: path.to_path_buf(),
+                    from: i as i64,
+                    to: i as i64 + 1,
+                    source,
+                })?;
+            }
+            let have = checks::schema_of(&conn).map_err(sql)?;
+            let want = checks::expected_schema(MIGRATIONS, MIGRATIONS.len()).map_err(sql)?;
+            checks::compare(&have, &want, path, latest)?;
         }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })

@@ -1,8 +1,11 @@
-//! Tests of the QMP client: a scripted fake peer for the protocol corner cases, and one
-//! round trip against a real QEMU.
+//! Tests of the QMP client: a scripted fake peer for the protocol corner cases and the
+//! bounds (line length, event channel), property tests of the reader on arbitrary input,
+//! and one round trip against a real QEMU.
 
+mod bounds;
 mod fake_peer;
 mod peer;
+mod reader_props;
 mod real_qemu;
 
 use std::future::Future;

@@ -7,7 +7,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 use crate::qmp::{QmpClient, QmpEvent, QmpOptions};
 
@@ -82,6 +82,17 @@ impl FakePeer {
         serde_json::from_str(&line).expect("client sent JSON")
     }
 
+    /// True once the client has closed its side (reads return end of stream), within 5 s.
+    pub(super) async fn at_eof(&mut self) -> bool {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_to_end(&mut self.reader, &mut rest),
+        )
+        .await;
+        matches!(read, Ok(Ok(_)))
+    }
+
     /// Greet and answer `qmp_capabilities`, as QEMU does.
     pub(super) async fn handshake(&mut self) {
         self.send_raw(QEMU_7_2_GREETING).await;
@@ -94,7 +105,7 @@ impl FakePeer {
 /// A connected client and the fake QEMU it talks to.
 pub(super) struct Session {
     pub(super) qmp: QmpClient,
-    pub(super) events: UnboundedReceiver<QmpEvent>,
+    pub(super) events: Receiver<QmpEvent>,
     pub(super) peer: FakePeer,
     pub(super) _dir: TempDir,
 }

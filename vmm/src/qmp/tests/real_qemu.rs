@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 use super::bounded;
 use crate::VmmError;
@@ -43,7 +43,7 @@ async fn connect(
     child: &mut Child,
     socket: &Path,
     opts: QmpOptions,
-) -> (QmpClient, UnboundedReceiver<QmpEvent>) {
+) -> (QmpClient, Receiver<QmpEvent>) {
     for _ in 0..200 {
         match QmpClient::connect_path(socket, opts.clone()).await {
             Ok(connected) => return connected,
@@ -59,7 +59,7 @@ async fn connect(
     panic!("QEMU did not open {} within 10 s", socket.display());
 }
 
-async fn wait_closed(events: &mut UnboundedReceiver<QmpEvent>) -> Vec<String> {
+async fn wait_closed(events: &mut Receiver<QmpEvent>) -> Vec<String> {
     let mut seen = Vec::new();
     while let Some(event) = events.recv().await {
         match event {
