@@ -465,8 +465,23 @@ impl Daemon {
 
     /// Create a test-guest VM with extra kernel args; waits for RUNNING.
     pub fn create_guest(&self, name: &str, extra_cmdline: &str, extra_args: &[&str]) -> Value {
+        self.create_guest_run(name, None, extra_cmdline, extra_args)
+            .expect_ok("vm create")
+            .json()
+    }
+
+    /// `kctl -o json vm create` of a test-guest VM (with `kernel` instead of the test
+    /// guest's, if given), whatever comes of it.
+    pub fn create_guest_run(
+        &self,
+        name: &str,
+        kernel: Option<&Path>,
+        extra_cmdline: &str,
+        extra_args: &[&str],
+    ) -> Run {
         let g = guest();
         let cmdline = format!("console=ttyS0 quiet panic=-1 {extra_cmdline}");
+        let kernel = kernel.unwrap_or(&g.kernel);
         let mut args = vec![
             "-o",
             "json",
@@ -478,7 +493,7 @@ impl Daemon {
             "--memory",
             "128",
             "--kernel",
-            g.kernel.to_str().expect("utf8 path"),
+            kernel.to_str().expect("utf8 path"),
             "--initrd",
             g.initrd.to_str().expect("utf8 path"),
             "--cmdline",
@@ -487,7 +502,7 @@ impl Daemon {
             "KCORE-GUEST-READY",
         ];
         args.extend_from_slice(extra_args);
-        self.kctl(&args).expect_ok("vm create").json()
+        self.kctl(&args)
     }
 
     /// The console log of a VM.
