@@ -290,7 +290,7 @@ pub async fn stop(
         .stop_vm(StopVmRequest {
             name,
             force,
-            timeout_secs: timeout.unwrap_or(0),
+            timeout_secs: timeout,
             no_wait,
         })
         .await

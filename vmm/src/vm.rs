@@ -588,7 +588,8 @@ impl Vm {
         let name = &self.inner.name;
         let mut gone = false;
         if !mode.force {
-            if state == VmState::Running {
+            // A zero timeout gives the guest no grace: straight to quit.
+            if state == VmState::Running && !mode.timeout.is_zero() {
                 match qmp.system_powerdown().await {
                     Ok(()) => gone = wait_exit(&mut exited, mode.timeout).await,
                     Err(e) => tracing::warn!(vm = %name, error = %e, "system_powerdown failed"),

@@ -179,7 +179,8 @@ impl KcoreService for KcoreApi {
                     .stop_vm(pb::StopVmRequest {
                         name: vm.name.clone(),
                         force: r.force,
-                        timeout_secs: r.timeout_secs,
+                        // DrainNode keeps "0: the default".
+                        timeout_secs: (r.timeout_secs != 0).then_some(r.timeout_secs),
                         no_wait: false,
                     })
                     .await?;

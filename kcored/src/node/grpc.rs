@@ -174,11 +174,10 @@ impl NodeAgent for NodeAgentService {
         req: Request<pb::NodeVmStopRequest>,
     ) -> Result<Response<pb::NodeVm>, Status> {
         let r = req.into_inner();
-        let timeout = if r.timeout_secs == 0 {
-            DEFAULT_STOP_TIMEOUT
-        } else {
-            Duration::from_secs(r.timeout_secs.into())
-        };
+        // Unset: the default grace; 0: none (quit at once).
+        let timeout = r
+            .timeout_secs
+            .map_or(DEFAULT_STOP_TIMEOUT, |s| Duration::from_secs(s.into()));
         let node = self.node.clone();
         let nv = run_to_end(async move { node.stop_vm(&r.id, r.force, timeout).await }).await?;
         Ok(Response::new(nv))
