@@ -1,4 +1,5 @@
-//! Small semantics a user relies on: `vm stop --timeout 0` gives the guest no grace.
+//! Small semantics a user relies on: `vm stop --timeout 0` gives the guest no grace, and
+//! `vm console` on a VM that does not run says so and fails instead of waiting.
 
 use std::time::{Duration, Instant};
 
@@ -46,4 +47,37 @@ fn stop_with_timeout_zero_does_not_wait_for_the_guest() {
         .expect_ok("events")
         .stdout;
     assert!(events.contains("STOPPED"), "{events}");
+}
+
+#[test]
+fn console_of_a_stopped_vm_says_so_and_fails() {
+    let d = Daemon::start();
+    let g = kcore_tests::guest();
+    d.kctl(&[
+        "vm",
+        "create",
+        "idle",
+        "--vcpu",
+        "1",
+        "--memory",
+        "64",
+        "--kernel",
+        g.kernel.to_str().expect("utf-8"),
+        "--start=false",
+    ])
+    .expect_ok("define");
+    let t = Instant::now();
+    let run = d.kctl(&["vm", "console", "idle"]).expect_err(
+        "console of a stopped VM",
+        &["VM idle is STOPPED", "--tail", "FailedPrecondition"],
+    );
+    assert_ne!(run.code, Some(0));
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "kctl took {:?} to give up",
+        t.elapsed()
+    );
+    // The log is still there to read.
+    d.kctl(&["vm", "console", "idle", "--tail", "5"])
+        .expect_ok("console --tail of a stopped VM");
 }

@@ -231,6 +231,17 @@ impl NodeAgent for NodeAgentService {
             Status::invalid_argument("console: the first message must name the VM")
         })?;
         let vm = self.node.vm(&first.vm)?;
+        // A VM without QEMU has no live console: say so rather than wait forever.
+        let state = vm.status().state;
+        if !state.is_active() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "VM {} is {state}: its console is live only while it runs (kctl vm console {} \
+                 --tail N prints its log)",
+                vm.name(),
+                vm.name()
+            ))
+            .into());
+        }
         let console = vm.console().clone();
         let (history, live) = console.subscribe(first.history_bytes as usize);
         if !first.data.is_empty() {
