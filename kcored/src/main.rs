@@ -3,6 +3,7 @@
 //! local unix socket); `node` and `controller` run one role each.
 
 mod auth;
+mod caller;
 mod controller;
 mod convert;
 mod error;
