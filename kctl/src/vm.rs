@@ -145,6 +145,18 @@ pub fn describe(vm: &Vm) -> String {
         ("Name", vm.name.clone()),
         ("ID", vm.id.clone()),
         ("Status", status),
+        (
+            "Tainted",
+            if vm.tainted {
+                format!(
+                    "yes: QMP commands outside query-* were sent since its start (kctl events \
+                     --vm {})",
+                    vm.name
+                )
+            } else {
+                String::new()
+            },
+        ),
         ("Node", output::or_dash(&vm.node)),
         ("vCPUs", vm.vcpu.to_string()),
         ("Memory", output::mib(vm.memory_mb)),
@@ -541,6 +553,18 @@ mod tests {
         let mut bare = sample_vm();
         bare.disks.clear();
         assert!(describe(&bare).contains("\nDisks: none\n"));
+        assert!(!text.contains("Tainted"), "{text}");
+    }
+
+    #[test]
+    fn describe_says_tainted() {
+        let mut vm = sample_vm();
+        vm.tainted = true;
+        let text = describe(&vm);
+        assert!(
+            text.contains("Tainted:  yes: QMP commands outside query-* were sent"),
+            "{text}"
+        );
     }
 
     #[test]

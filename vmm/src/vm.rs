@@ -142,6 +142,8 @@ struct Inner {
     ops: tokio::sync::Mutex<()>,
     stop_requested: AtomicBool,
     guest_shutdown: AtomicBool,
+    /// QEMU is quitting on a QMP `quit` not sent by [`Vm::stop`] (passthrough): a stop too.
+    qmp_quit: AtomicBool,
     restarts: AtomicU32,
     /// Set once the VM is being deleted: no more restarts.
     retired: AtomicBool,
@@ -180,6 +182,7 @@ impl Vm {
                 ops: tokio::sync::Mutex::new(()),
                 stop_requested: AtomicBool::new(false),
                 guest_shutdown: AtomicBool::new(false),
+                qmp_quit: AtomicBool::new(false),
                 restarts: AtomicU32::new(0),
                 retired: AtomicBool::new(false),
                 nic_opener: Mutex::new(None),
@@ -234,6 +237,13 @@ impl Vm {
         }
     }
 
+    /// A QMP `quit` is going to QEMU through passthrough (`false`: it was refused after
+    /// all): the exit that follows is a stop, not a crash. QEMU's SHUTDOWN event says so
+    /// too, but can be read after the exit is seen.
+    pub fn note_qmp_quit(&self, quitting: bool) {
+        self.inner.qmp_quit.store(quitting, Ordering::SeqCst);
+    }
+
     fn wrong_state(&self, op: &'static str) -> VmmError {
         VmmError::WrongState {
             op,
@@ -277,6 +287,7 @@ impl Vm {
         *lock(&self.inner.timeline) = Timeline::new(requested_at);
         self.inner.stop_requested.store(false, Ordering::SeqCst);
         self.inner.guest_shutdown.store(false, Ordering::SeqCst);
+        self.inner.qmp_quit.store(false, Ordering::SeqCst);
         self.set_status(VmState::Starting, "");
         match self.launch().await {
             Ok(()) => {
@@ -496,6 +507,9 @@ impl Vm {
             "SHUTDOWN" if data.get("guest").and_then(|g| g.as_bool()) == Some(true) => {
                 self.inner.guest_shutdown.store(true, Ordering::SeqCst);
             }
+            "SHUTDOWN" if data.get("reason").and_then(|r| r.as_str()) == Some("host-qmp-quit") => {
+                self.inner.qmp_quit.store(true, Ordering::SeqCst);
+            }
             // A `stop` or `cont` through QMP passthrough, or a guest panic/IO error pause.
             "STOP" if state == VmState::Running => self.set_status(VmState::Paused, ""),
             "RESUME" if state == VmState::Paused => self.set_status(VmState::Running, ""),
@@ -517,8 +531,11 @@ impl Vm {
             .map(|i| i.to_string())
             .unwrap_or_else(|| "exited".into());
         let guest_off = self.inner.guest_shutdown.load(Ordering::SeqCst);
+        let qmp_quit = self.inner.qmp_quit.load(Ordering::SeqCst);
         let (state, reason) = if self.inner.stop_requested.load(Ordering::SeqCst) {
             (VmState::Stopped, String::new())
+        } else if qmp_quit {
+            (VmState::Stopped, "stopped by QMP quit".to_string())
         } else if guest_off {
             (VmState::Stopped, "guest powered off".to_string())
         } else {
@@ -534,6 +551,7 @@ impl Vm {
         self.set_status(state, reason);
         let policy = self.spec().restart_policy;
         let restart = !self.inner.stop_requested.load(Ordering::SeqCst)
+            && !qmp_quit
             && !self.inner.retired.load(Ordering::SeqCst)
             && match policy {
                 RestartPolicy::Never => false,

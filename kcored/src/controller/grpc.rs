@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Controller;
 use super::storage::DiskOp;
 use super::vms::SimpleOp;
+use crate::caller::Caller;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -357,17 +358,11 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::ExecQmpRequest>,
     ) -> Result<Response<pb::ExecQmpResponse>, Status> {
+        let caller = Caller::of(&req);
         let r = req.into_inner();
-        let row = self.ctl.get_row(&r.vm)?;
-        let mut client = self.ctl.nodes.client(&row.node)?;
-        let reply = client
-            .node_exec_qmp(pb::NodeExecQmpRequest {
-                id: row.id,
-                command_json: r.command_json,
-            })
-            .await?
-            .into_inner();
-        Ok(Response::new(reply))
+        Ok(Response::new(
+            self.ctl.exec_qmp(&caller, &r.vm, r.command_json).await?,
+        ))
     }
 
     async fn create_network(

@@ -397,7 +397,14 @@ impl NodeAgent for NodeAgentService {
             .into());
         }
         let qmp = vm.qmp().map_err(ApiError::from)?;
+        let quit = cmd["execute"] == "quit";
+        if quit {
+            vm.note_qmp_quit(true);
+        }
         let reply = qmp.execute_raw(cmd).await.map_err(ApiError::from)?;
+        if quit && reply.get("error").is_some() {
+            vm.note_qmp_quit(false);
+        }
         Ok(Response::new(pb::ExecQmpResponse {
             reply_json: reply.to_string(),
         }))
