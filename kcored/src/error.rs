@@ -18,6 +18,8 @@ pub enum ApiError {
     #[error("{0}")]
     ResourceExhausted(String),
     #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
@@ -65,6 +67,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::AlreadyExists(m) => Status::already_exists(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
+            ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
             ApiError::Internal(m) => Status::internal(m),
             ApiError::Store(e) => Status::internal(format!("store: {e}")),
@@ -79,6 +82,7 @@ impl From<ApiError> for tonic::Status {
                     | StorageError::PathEscape { .. }
                     | StorageError::UnsupportedFormat { .. }
                     | StorageError::ImageRefused { .. }
+                    | StorageError::NotRegularFile { .. }
                     | StorageError::ChecksumMismatch { .. } => Status::invalid_argument(m),
                     StorageError::NotFound { .. } => Status::not_found(m),
                     StorageError::AlreadyExists { .. } => Status::already_exists(m),

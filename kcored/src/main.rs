@@ -7,6 +7,7 @@ mod caller;
 mod controller;
 mod convert;
 mod error;
+mod hostpath;
 mod netdef;
 mod node;
 mod node_tls;
@@ -23,6 +24,7 @@ use clap::{Args, Parser, Subcommand};
 use kcore_proto::v1::kcore_service_server::KcoreServiceServer;
 use kcore_proto::v1::node_agent_server::NodeAgentServer;
 use kcore_vmm::host::{self, AccelChoice, HostConfig};
+use node::grpc::NodeAgentService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
 
@@ -208,6 +210,11 @@ struct NodeArgs {
     /// The memory this node offers to VMs, in MiB (default: the host's).
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(64..))]
     memory: Option<u32>,
+    /// A directory whose files requests over TLS may name (image import sources, kernels,
+    /// initrds; repeatable). Over the local socket, a caller may name any file it can read
+    /// itself. Without one, TLS clients may import from http(s) URLs only.
+    #[arg(long = "import-dir", value_name = "DIR")]
+    import_dirs: Vec<PathBuf>,
 }
 
 #[tokio::main]
@@ -305,7 +312,8 @@ fn find_binary(name: &std::path::Path) -> anyhow::Result<PathBuf> {
         })
 }
 
-async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>> {
+/// Start the node agent: its VMs, and the service answering NodeAgent calls.
+async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<NodeAgentService> {
     let qemu_binary = find_binary(&a.qemu_binary)?;
     let run_as = if a.qemu_user == "root" {
         None
@@ -327,6 +335,7 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>>
         qmp_greeting_timeout: Duration::from_secs(30),
     };
     let name = node_name(a.node_name)?;
+    let paths = hostpath::HostPaths::new(&name, &a.import_dirs)?;
     let cfg = node::NodeConfig {
         pools: a.pools,
         name,
@@ -343,7 +352,7 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>>
         qemu_version: host::qemu_version(&qemu_binary)?,
     };
     tracing::info!(accel = accel.as_str(), qemu = %cfg.qemu_version, "starting node");
-    node::Node::start(cfg).await
+    Ok(NodeAgentService::new(node::Node::start(cfg).await?, paths))
 }
 
 /// The node's name: --node-name, else the host name.
@@ -358,10 +367,10 @@ fn node_name(given: Option<String>) -> anyhow::Result<String> {
 
 type Serving = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
 
-async fn serve_node(dirs: &Dirs, n: Arc<node::Node>) -> anyhow::Result<Serving> {
+async fn serve_node(dirs: &Dirs, n: NodeAgentService) -> anyhow::Result<Serving> {
     let path = dirs.run_dir.join("node.sock");
     let incoming = server::bind_unix(&path, 0o600).await?;
-    let svc = NodeAgentServer::new(node::grpc::NodeAgentService::new(n));
+    let svc = NodeAgentServer::new(n);
     Ok(tokio::spawn(
         Server::builder()
             .add_service(svc)

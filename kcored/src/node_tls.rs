@@ -27,7 +27,7 @@ use crate::{auth, node, pki};
 pub struct NodeTlsServer {
     addr: SocketAddr,
     pki_dir: PathBuf,
-    node: Arc<node::Node>,
+    service: node::grpc::NodeAgentService,
     stop_current: tokio::sync::Mutex<Option<oneshot::Sender<()>>>,
     failed: mpsc::UnboundedSender<anyhow::Error>,
 }
@@ -37,7 +37,7 @@ impl NodeTlsServer {
     pub async fn start(
         addr: SocketAddr,
         pki_dir: &Path,
-        node: Arc<node::Node>,
+        service: node::grpc::NodeAgentService,
     ) -> anyhow::Result<(Arc<NodeTlsServer>, mpsc::UnboundedReceiver<anyhow::Error>)> {
         // SO_REUSEPORT would let a second daemon share the port unnoticed: probe first.
         drop(
@@ -48,7 +48,7 @@ impl NodeTlsServer {
         let s = Arc::new(NodeTlsServer {
             addr,
             pki_dir: pki_dir.to_path_buf(),
-            node,
+            service,
             stop_current: tokio::sync::Mutex::new(None),
             failed,
         });
@@ -81,7 +81,7 @@ impl NodeTlsServer {
             .bind(self.addr)
             .with_context(|| format!("--listen {}: bind", self.addr))?;
         let incoming = TcpIncoming::from(socket.listen(1024)?).with_nodelay(Some(true));
-        let svc = NodeAgentServer::new(node::grpc::NodeAgentService::new(self.node.clone()));
+        let svc = NodeAgentServer::new(self.service.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = Server::builder()
             .tls_config(tls)

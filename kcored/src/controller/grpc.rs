@@ -64,8 +64,9 @@ impl KcoreService for KcoreApi {
     ) -> Result<Response<pb::Vm>, Status> {
         // On its own task: a client that goes away (Ctrl-C) does not cut the create short.
         let ctl = self.ctl.clone();
+        let caller = Caller::of(&req);
         let req = req.into_inner();
-        let vm = tokio::spawn(async move { ctl.create_vm(req).await })
+        let vm = tokio::spawn(async move { ctl.create_vm(&caller, req).await })
             .await
             .map_err(|e| Status::internal(format!("create task failed: {e}")))??;
         Ok(Response::new(vm))
@@ -299,7 +300,8 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::ImportImageRequest>,
     ) -> Result<Response<Self::ImportImageStream>, Status> {
-        let stream = self.ctl.import_image(req.into_inner()).await?;
+        let caller = Caller::of(&req);
+        let stream = self.ctl.import_image(&caller, req.into_inner()).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 

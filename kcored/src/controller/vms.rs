@@ -43,8 +43,13 @@ impl Controller {
             .ok_or_else(|| ApiError::NotFound(format!("no VM named {name:?}")))
     }
 
-    /// Create (and by default start) a VM. On any failure, everything done so far is undone.
-    pub async fn create_vm(self: &Arc<Self>, req: pb::CreateVmRequest) -> ApiResult<pb::Vm> {
+    /// Create (and by default start) a VM for `caller` (the node reads the kernel and initrd
+    /// only if they may). On any failure, everything done so far is undone.
+    pub async fn create_vm(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: pb::CreateVmRequest,
+    ) -> ApiResult<pb::Vm> {
         let requested_at = SystemTime::now();
         validate_name(&req.name)?;
         let mut spec = req
@@ -102,6 +107,7 @@ impl Controller {
                 id: row.id.clone(),
                 name: row.name.clone(),
                 spec: Some(spec),
+                caller: Some(caller.into()),
             })
             .await;
         let nv = match defined {
