@@ -1,7 +1,7 @@
 //! Host paths a request names (an image import's source, a VM's kernel) are read only if
 //! the caller may: over the local socket with the caller's own uid and groups, over TLS
 //! (or from a controller on another host) only under the node's `--import-dir`. FIFOs,
-//! devices and directories are refused at once.
+//! devices and directories are refused at once. Import errors carry the OS's reason.
 //!
 //! The local-socket tests run the real kctl as a non-root member of group `kcore` (the user
 //! is made with useradd if absent) through `setpriv`.
@@ -327,4 +327,70 @@ fn a_local_caller_of_a_controller_on_another_host_gets_the_import_dirs() {
         );
     ctl.kctl_unix(&["image", "import", "inside", &ok])
         .expect_ok("import from the node's import dir");
+}
+
+/// A small tmpfs mounted at a path, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).expect("mkdir");
+        let p = path.to_str().expect("utf-8");
+        run_tool(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "kcore-test",
+                p,
+            ],
+        )
+        .expect_ok("mount tmpfs");
+        Tmpfs(path.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let r = run_tool("umount", &["-l", self.0.to_str().unwrap_or_default()]);
+        if !r.ok {
+            eprintln!("umount {}: {}", self.0.display(), r.stderr);
+        }
+    }
+}
+
+#[test]
+fn an_import_into_a_full_pool_says_the_disk_is_full() {
+    let top = tempfile::Builder::new()
+        .prefix("kcore-full-")
+        .tempdir()
+        .expect("tempdir");
+    dir(top.path(), 0, 0, 0o755);
+    let mnt = top.path().join("tiny");
+    let _tmpfs = Tmpfs::mount(&mnt, "1m");
+    let d = Daemon::start_with(&["--pool", &format!("tiny=dir:{}", mnt.display())]);
+    let src = top.path().join("big.raw");
+    std::fs::write(&src, vec![0u8; 4 << 20]).expect("write image");
+    d.kctl(&[
+        "image",
+        "import",
+        "big",
+        src.to_str().expect("utf-8"),
+        "--pool",
+        "tiny",
+    ])
+    .expect_err(
+        "import into a full pool",
+        &["No space left on device", "ResourceExhausted"],
+    );
+    // Nothing is left of it.
+    let left: Vec<_> = std::fs::read_dir(mnt.join("images"))
+        .expect("the pool's images dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    drop(d);
 }
