@@ -1,9 +1,11 @@
 //! QMP passthrough (`kctl vm qmp`) is accounted for: every command is an event naming the
 //! caller, a command outside `query-*` marks the VM tainted until its next start, and a
-//! passthrough `quit` is a stop (not a crash the restart policy would undo).
+//! passthrough `quit` is a stop (not a crash the restart policy would undo). Over TLS the
+//! caller is the client certificate.
 
 use std::time::Duration;
 
+use kcore_tests::cluster::Kcored;
 use kcore_tests::{Daemon, alive};
 
 fn qmp(d: &Daemon, vm: &str, json: &str) -> String {
@@ -64,4 +66,57 @@ fn passthrough_is_recorded_taints_and_quit_is_a_stop() {
         .json();
     assert_eq!(started["tainted"], false, "{started}");
     assert_eq!(d.vm("q")["tainted"], false);
+}
+
+#[test]
+fn over_tls_the_certificate_is_the_caller() {
+    let g = kcore_tests::guest();
+    let guest_dir = g
+        .kernel
+        .parent()
+        .expect("guest dir")
+        .to_str()
+        .expect("utf-8");
+    let d = Kcored::start(&[
+        "all-in-one",
+        "--accel",
+        "tcg",
+        "--node-name",
+        "node1",
+        "--import-dir",
+        guest_dir,
+    ]);
+    d.admin(&[
+        "vm",
+        "create",
+        "t",
+        "--vcpu",
+        "1",
+        "--memory",
+        "128",
+        "--kernel",
+        g.kernel.to_str().expect("utf-8"),
+        "--initrd",
+        g.initrd.to_str().expect("utf-8"),
+        "--cmdline",
+        "console=ttyS0 quiet panic=-1",
+    ])
+    .expect_ok("create over TLS");
+    let (_, cert, key) = d.issue_cert("ops", "admin");
+    d.kctl(
+        &cert,
+        &key,
+        &["vm", "qmp", "t", r#"{"execute":"system_reset"}"#],
+    )
+    .expect_ok("qmp as ops");
+    let vm = d
+        .admin(&["-o", "json", "vm", "get", "t"])
+        .expect_ok("vm get")
+        .json();
+    assert_eq!(vm["tainted"], true, "{vm}");
+    let events = d.admin(&["events", "--vm", "t"]).expect_ok("events").stdout;
+    assert!(
+        events.contains("QMP system_reset by ops (admin certificate): ok; the VM is now tainted"),
+        "{events}"
+    );
 }
