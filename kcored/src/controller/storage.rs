@@ -97,7 +97,7 @@ impl Controller {
         self.emit(
             "image.import",
             None,
-            format!("importing {name} on {}", l.name),
+            format!("importing {name} on {} for {caller}", l.name),
         );
         Ok(stream)
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::Stream;
 use kcore_proto::v1 as pb;
 use kcore_proto::v1::node_agent_server::NodeAgent;
+use kcore_storage::Source;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::StreamExt;
 use tonic::transport::server::UdsConnectInfo;
@@ -18,7 +19,6 @@ use crate::convert::spec_from_pb;
 use crate::error::ApiError;
 use crate::hostpath::HostPaths;
 use crate::netdef::NetworkDef;
-use kcore_storage::Source;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
