@@ -52,11 +52,12 @@ admin() {
         kctl --endpoint https://127.0.0.1:9090 "$@"
 }
 
+# --import-dir: the files TLS clients may name on the node (here the guest's kernel).
 for i in 1 2 3; do
     log "node n$i on 127.0.0.1:909$i (joins with a one-time token)"
     token=$(admin node join-token)
     kcored node --name "n$i" --controller 127.0.0.1:9090 --join-token "$token" \
-        --ca-cert "$pki/ca.crt" --listen "127.0.0.1:909$i" \
+        --ca-cert "$pki/ca.crt" --listen "127.0.0.1:909$i" --import-dir "$guest" \
         --data-dir "$base/n$i" --run-dir "$base/n$i/run" >>"$base/n$i.log" 2>&1 &
 done
 for _ in $(seq 300); do

@@ -18,6 +18,8 @@ pub enum ApiError {
     #[error("{0}")]
     ResourceExhausted(String),
     #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
@@ -65,12 +67,14 @@ impl From<ApiError> for tonic::Status {
             ApiError::AlreadyExists(m) => Status::already_exists(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
+            ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
             ApiError::Internal(m) => Status::internal(m),
             ApiError::Store(e) => Status::internal(format!("store: {e}")),
             ApiError::Node(s) => s,
             ApiError::Storage(e) => {
-                let m = e.to_string();
+                // With its cause: "write /x: No space left on device".
+                let m = chain(&e);
                 match e {
                     StorageError::InvalidName { .. }
                     | StorageError::InvalidPoolSpec { .. }
@@ -79,6 +83,7 @@ impl From<ApiError> for tonic::Status {
                     | StorageError::PathEscape { .. }
                     | StorageError::UnsupportedFormat { .. }
                     | StorageError::ImageRefused { .. }
+                    | StorageError::NotRegularFile { .. }
                     | StorageError::ChecksumMismatch { .. } => Status::invalid_argument(m),
                     StorageError::NotFound { .. } => Status::not_found(m),
                     StorageError::AlreadyExists { .. } => Status::already_exists(m),
@@ -87,6 +92,14 @@ impl From<ApiError> for tonic::Status {
                     | StorageError::ImageInUse { .. }
                     | StorageError::CommandFailed { .. } => Status::failed_precondition(m),
                     StorageError::InsufficientSpace { .. } => Status::resource_exhausted(m),
+                    StorageError::Io { source, .. }
+                        if matches!(
+                            source.kind(),
+                            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                        ) =>
+                    {
+                        Status::resource_exhausted(m)
+                    }
                     StorageError::Download { .. } => Status::unavailable(m),
                     _ => Status::internal(m),
                 }
@@ -151,5 +164,28 @@ mod tests {
         }));
         assert_eq!(s.code(), tonic::Code::NotFound);
         assert_eq!(s.message(), "uplink \"eth9\" does not exist");
+    }
+
+    #[test]
+    fn storage_errors_keep_the_os_reason() {
+        let io = |errno| {
+            tonic::Status::from(ApiError::from(StorageError::io(
+                "write",
+                "/pool/images/.import-x",
+                std::io::Error::from_raw_os_error(errno),
+            )))
+        };
+        let s = io(libc::ENOSPC);
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "write /pool/images/.import-x: No space left on device (os error 28)"
+        );
+        let s = io(libc::EACCES);
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert!(
+            s.message().ends_with("Permission denied (os error 13)"),
+            "{s:?}"
+        );
     }
 }

@@ -3,10 +3,12 @@
 //! local unix socket); `node` and `controller` run one role each.
 
 mod auth;
+mod caller;
 mod controller;
 mod convert;
 mod dirs;
 mod error;
+mod hostpath;
 mod netdef;
 mod node;
 mod node_tls;
@@ -16,7 +18,6 @@ mod server;
 mod validate_props;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +27,9 @@ use clap::{Args, Parser, Subcommand};
 use kcore_proto::v1::kcore_service_server::KcoreServiceServer;
 use kcore_proto::v1::node_agent_server::NodeAgentServer;
 use kcore_vmm::host::{self, AccelChoice, HostConfig};
+use node::grpc::NodeAgentService;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -218,6 +220,11 @@ struct NodeArgs {
     /// The memory this node offers to VMs, in MiB (default: the host's).
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(64..))]
     memory: Option<u32>,
+    /// A directory whose files requests over TLS may name (image import sources, kernels,
+    /// initrds; repeatable). Over the local socket, a caller may name any file it can read
+    /// itself. Without one, TLS clients may import from http(s) URLs only.
+    #[arg(long = "import-dir", value_name = "DIR")]
+    import_dirs: Vec<PathBuf>,
 }
 
 #[tokio::main]
@@ -272,7 +279,14 @@ async fn main() -> anyhow::Result<()> {
                 return wait_for_signal(serve).await;
             };
             let name = node_name(node.node_name.clone())?;
-            let pki_dir = node_identity(&dirs, &name, &controller, &join).await?;
+            let pki_dir = node_tls::node_identity(
+                &dirs.data_dir,
+                &name,
+                &controller,
+                join.join_token.as_deref(),
+                join.ca_cert.as_deref(),
+            )
+            .await?;
             let n = start_node(&dirs, node).await?;
             let unix = serve_node(&dirs, n.clone()).await?;
             let listen = join
@@ -287,7 +301,9 @@ async fn main() -> anyhow::Result<()> {
             };
             let (tcp, mut tcp_failed) = node_tls::NodeTlsServer::start(listen, &pki_dir, n).await?;
             tokio::spawn(node_tls::renew_loop(controller.clone(), tcp));
-            tokio::spawn(register_loop(controller, pki_dir, name, advertise));
+            tokio::spawn(node_tls::register_loop(
+                controller, pki_dir, name, advertise,
+            ));
             tokio::select! {
                 r = wait_for_signal(unix) => r,
                 Some(e) = tcp_failed.recv() => Err(e),
@@ -335,7 +351,8 @@ fn find_binary(name: &std::path::Path) -> anyhow::Result<PathBuf> {
         })
 }
 
-async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>> {
+/// Start the node agent: its VMs, and the service answering NodeAgent calls.
+async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<NodeAgentService> {
     let qemu_binary = find_binary(&a.qemu_binary)?;
     let run_as = if a.qemu_user == "root" {
         None
@@ -369,6 +386,7 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>>
         qmp_greeting_timeout: Duration::from_secs(30),
     };
     let name = node_name(a.node_name)?;
+    let paths = hostpath::HostPaths::new(&name, &a.import_dirs)?;
     let cfg = node::NodeConfig {
         pools: a.pools,
         name,
@@ -386,7 +404,7 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<Arc<node::Node>>
         qemu_uids,
     };
     tracing::info!(accel = accel.as_str(), qemu = %cfg.qemu_version, "starting node");
-    node::Node::start(cfg).await
+    Ok(NodeAgentService::new(node::Node::start(cfg).await?, paths))
 }
 
 /// The node's name: --node-name, else the host name.
@@ -399,118 +417,12 @@ fn node_name(given: Option<String>) -> anyhow::Result<String> {
     Ok(name)
 }
 
-/// The node's certificate in <data-dir>/pki (node.crt, node.key, ca.crt): kept from an
-/// earlier join, else made now by redeeming --join-token at the controller (the key is
-/// made here; the controller signs a CSR). Returns the directory.
-async fn node_identity(
-    dirs: &Dirs,
-    name: &str,
-    controller: &str,
-    j: &JoinArgs,
-) -> anyhow::Result<PathBuf> {
-    let dir = dirs.data_dir.join("pki");
-    if dir.join(pki::NODE_CERT).exists() && dir.join(pki::NODE_KEY).exists() {
-        if pki::repair_pair(&dir, pki::NODE_CERT, pki::NODE_KEY)? {
-            tracing::warn!("the last certificate renewal was cut short: using the previous pair");
-        }
-        return Ok(dir);
-    }
-    let token = j.join_token.as_deref().with_context(|| {
-        format!(
-            "no node certificate in {}: give --join-token (from kctl node join-token) and \
-             --ca-cert to join",
-            dir.display()
-        )
-    })?;
-    let ca_path = j
-        .ca_cert
-        .as_deref()
-        .context("--ca-cert is required to join (a copy of the controller's pki/ca.crt)")?;
-    let ca =
-        std::fs::read_to_string(ca_path).with_context(|| format!("read {}", ca_path.display()))?;
-    let key = rcgen::KeyPair::generate()?;
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
-        .serialize_request(&key)?
-        .pem()?;
-    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca));
-    let ch = Endpoint::from_shared(format!("https://{controller}"))?
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .with_context(|| format!("--controller {controller}: connect"))?;
-    let resp = kcore_proto::v1::join_service_client::JoinServiceClient::new(ch)
-        .join(kcore_proto::v1::JoinRequest {
-            token: token.trim().to_string(),
-            node_name: name.to_string(),
-            csr_pem: csr,
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("join {controller}: {} ({:?})", s.message(), s.code()))?
-        .into_inner();
-    if resp.ca_pem.trim() != ca.trim() {
-        anyhow::bail!("the controller's CA is not {}", ca_path.display());
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    let ca_file = dir.join(pki::CA_CERT);
-    if !ca_file.exists() {
-        pki::write_new(&ca_file, resp.ca_pem.as_bytes(), 0o644)?;
-    }
-    pki::write_new(
-        &dir.join(pki::NODE_KEY),
-        key.serialize_pem().as_bytes(),
-        0o600,
-    )?;
-    pki::write_new(&dir.join(pki::NODE_CERT), resp.cert_pem.as_bytes(), 0o644)?;
-    tracing::info!(node = name, controller, "joined the cluster");
-    Ok(dir)
-}
-
-/// NodeAgent on TCP with mutual TLS: the node's certificate, and only the controller's
-/// client certificate (OU=controller) from the cluster CA is accepted.
-/// Tell the controller where this node listens, with the node's certificate; retried
-/// every 2 s until it succeeds (the controller may be down, or not yet able to dial back).
-async fn register_loop(controller: String, pki_dir: PathBuf, name: String, advertise: String) {
-    loop {
-        match register_once(&controller, &pki_dir, &name, &advertise).await {
-            Ok(()) => {
-                tracing::info!(
-                    controller,
-                    address = advertise,
-                    "registered with the controller"
-                );
-                return;
-            }
-            Err(e) => tracing::warn!(controller, error = %format!("{e:#}"), "cannot register yet"),
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-async fn register_once(
-    controller: &str,
-    pki_dir: &std::path::Path,
-    name: &str,
-    advertise: &str,
-) -> anyhow::Result<()> {
-    let (ch, _) = node_tls::dial_controller(controller, pki_dir).await?;
-    kcore_proto::v1::kcore_service_client::KcoreServiceClient::new(ch)
-        .register_node(kcore_proto::v1::RegisterNodeRequest {
-            name: name.to_string(),
-            address: advertise.to_string(),
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("{} ({:?})", s.message(), s.code()))?;
-    Ok(())
-}
-
 type Serving = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
 
-async fn serve_node(dirs: &Dirs, n: Arc<node::Node>) -> anyhow::Result<Serving> {
+async fn serve_node(dirs: &Dirs, n: NodeAgentService) -> anyhow::Result<Serving> {
     let path = dirs.run_dir.join("node.sock");
     let incoming = server::bind_unix(&path, 0o600).await?;
-    let svc = NodeAgentServer::new(node::grpc::NodeAgentService::new(n));
+    let svc = NodeAgentServer::new(n);
     Ok(tokio::spawn(
         Server::builder()
             .add_service(svc)

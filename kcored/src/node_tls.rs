@@ -1,5 +1,6 @@
-//! A joined node's TCP side: `NodeAgent` served with mutual TLS on its certificate, and the
-//! renewal of that certificate before it expires.
+//! A joined node's TCP side: joining (a join token traded for a certificate), registering
+//! its address with the controller, `NodeAgent` served with mutual TLS on its certificate,
+//! and the renewal of that certificate before it expires.
 //!
 //! Renewal (a third of the lifetime left, checked every tenth of it, at most hourly): a new
 //! key and CSR go to the controller's `RenewNodeCertificate` over mTLS with the current
@@ -9,6 +10,7 @@
 //! connections (the controller's channel, authenticated when it was made) carry on.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,7 +27,7 @@ use crate::{auth, node, pki};
 pub struct NodeTlsServer {
     addr: SocketAddr,
     pki_dir: PathBuf,
-    node: Arc<node::Node>,
+    service: node::grpc::NodeAgentService,
     stop_current: tokio::sync::Mutex<Option<oneshot::Sender<()>>>,
     failed: mpsc::UnboundedSender<anyhow::Error>,
 }
@@ -35,7 +37,7 @@ impl NodeTlsServer {
     pub async fn start(
         addr: SocketAddr,
         pki_dir: &Path,
-        node: Arc<node::Node>,
+        service: node::grpc::NodeAgentService,
     ) -> anyhow::Result<(Arc<NodeTlsServer>, mpsc::UnboundedReceiver<anyhow::Error>)> {
         // SO_REUSEPORT would let a second daemon share the port unnoticed: probe first.
         drop(
@@ -46,7 +48,7 @@ impl NodeTlsServer {
         let s = Arc::new(NodeTlsServer {
             addr,
             pki_dir: pki_dir.to_path_buf(),
-            node,
+            service,
             stop_current: tokio::sync::Mutex::new(None),
             failed,
         });
@@ -79,7 +81,7 @@ impl NodeTlsServer {
             .bind(self.addr)
             .with_context(|| format!("--listen {}: bind", self.addr))?;
         let incoming = TcpIncoming::from(socket.listen(1024)?).with_nodelay(Some(true));
-        let svc = NodeAgentServer::new(node::grpc::NodeAgentService::new(self.node.clone()));
+        let svc = NodeAgentServer::new(self.service.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = Server::builder()
             .tls_config(tls)
@@ -206,4 +208,107 @@ async fn renew_once(controller: &str, server: &NodeTlsServer) -> anyhow::Result<
     )?;
     server.serve().await?;
     Ok(until)
+}
+
+/// The node's certificate in <data-dir>/pki (node.crt, node.key, ca.crt): kept from an
+/// earlier join, else made now by redeeming --join-token at the controller (the key is
+/// made here; the controller signs a CSR). Returns the directory.
+pub async fn node_identity(
+    data_dir: &Path,
+    name: &str,
+    controller: &str,
+    join_token: Option<&str>,
+    ca_cert: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let dir = data_dir.join("pki");
+    if dir.join(pki::NODE_CERT).exists() && dir.join(pki::NODE_KEY).exists() {
+        if pki::repair_pair(&dir, pki::NODE_CERT, pki::NODE_KEY)? {
+            tracing::warn!("the last certificate renewal was cut short: using the previous pair");
+        }
+        return Ok(dir);
+    }
+    let token = join_token.with_context(|| {
+        format!(
+            "no node certificate in {}: give --join-token (from kctl node join-token) and \
+             --ca-cert to join",
+            dir.display()
+        )
+    })?;
+    let ca_path =
+        ca_cert.context("--ca-cert is required to join (a copy of the controller's pki/ca.crt)")?;
+    let ca =
+        std::fs::read_to_string(ca_path).with_context(|| format!("read {}", ca_path.display()))?;
+    let key = rcgen::KeyPair::generate()?;
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
+        .serialize_request(&key)?
+        .pem()?;
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca));
+    let ch = Endpoint::from_shared(format!("https://{controller}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("--controller {controller}: connect"))?;
+    let resp = kcore_proto::v1::join_service_client::JoinServiceClient::new(ch)
+        .join(kcore_proto::v1::JoinRequest {
+            token: token.trim().to_string(),
+            node_name: name.to_string(),
+            csr_pem: csr,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("join {controller}: {} ({:?})", s.message(), s.code()))?
+        .into_inner();
+    if resp.ca_pem.trim() != ca.trim() {
+        anyhow::bail!("the controller's CA is not {}", ca_path.display());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let ca_file = dir.join(pki::CA_CERT);
+    if !ca_file.exists() {
+        pki::write_new(&ca_file, resp.ca_pem.as_bytes(), 0o644)?;
+    }
+    pki::write_new(
+        &dir.join(pki::NODE_KEY),
+        key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    pki::write_new(&dir.join(pki::NODE_CERT), resp.cert_pem.as_bytes(), 0o644)?;
+    tracing::info!(node = name, controller, "joined the cluster");
+    Ok(dir)
+}
+
+/// Tell the controller where this node listens, with the node's certificate; retried
+/// every 2 s until it succeeds (the controller may be down, or not yet able to dial back).
+pub async fn register_loop(controller: String, pki_dir: PathBuf, name: String, advertise: String) {
+    loop {
+        match register_once(&controller, &pki_dir, &name, &advertise).await {
+            Ok(()) => {
+                tracing::info!(
+                    controller,
+                    address = advertise,
+                    "registered with the controller"
+                );
+                return;
+            }
+            Err(e) => tracing::warn!(controller, error = %format!("{e:#}"), "cannot register yet"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn register_once(
+    controller: &str,
+    pki_dir: &Path,
+    name: &str,
+    advertise: &str,
+) -> anyhow::Result<()> {
+    let (ch, _) = dial_controller(controller, pki_dir).await?;
+    kcore_proto::v1::kcore_service_client::KcoreServiceClient::new(ch)
+        .register_node(kcore_proto::v1::RegisterNodeRequest {
+            name: name.to_string(),
+            address: advertise.to_string(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{} ({:?})", s.message(), s.code()))?;
+    Ok(())
 }

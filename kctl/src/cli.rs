@@ -92,7 +92,8 @@ pub enum VmCommand {
         /// Kill QEMU at once, skipping the ACPI power button.
         #[arg(long)]
         force: bool,
-        /// Seconds to wait for the guest to power off before escalating (default 30).
+        /// Seconds the guest gets to power off before QEMU is told to quit (default 30; 0:
+        /// no grace, quit at once).
         #[arg(long, value_name = "SECS")]
         timeout: Option<u32>,
         /// Return at once instead of when STOPPED.

@@ -24,6 +24,8 @@ pub fn import_request(args: &ImportArgs) -> Result<ImportImageRequest> {
         sha256: args.sha256.clone().unwrap_or_default(),
         node: args.node.clone().unwrap_or_default(),
         pool: args.pool.clone().unwrap_or_default(),
+        // The controller says who we are.
+        caller: None,
     })
 }
 

@@ -146,6 +146,18 @@ pub fn describe(vm: &Vm) -> String {
         ("Name", vm.name.clone()),
         ("ID", vm.id.clone()),
         ("Status", status),
+        (
+            "Tainted",
+            if vm.tainted {
+                format!(
+                    "yes: QMP commands outside query-* were sent since its start (kctl events \
+                     --vm {})",
+                    vm.name
+                )
+            } else {
+                String::new()
+            },
+        ),
         ("Node", output::or_dash(&vm.node)),
         ("vCPUs", vm.vcpu.to_string()),
         ("Memory", output::mib(vm.memory_mb)),
@@ -291,7 +303,7 @@ pub async fn stop(
         .stop_vm(StopVmRequest {
             name,
             force,
-            timeout_secs: timeout.unwrap_or(0),
+            timeout_secs: timeout,
             no_wait,
         })
         .await
@@ -543,6 +555,18 @@ mod tests {
         let mut bare = sample_vm();
         bare.disks.clear();
         assert!(describe(&bare).contains("\nDisks: none\n"));
+        assert!(!text.contains("Tainted"), "{text}");
+    }
+
+    #[test]
+    fn describe_says_tainted() {
+        let mut vm = sample_vm();
+        vm.tainted = true;
+        let text = describe(&vm);
+        assert!(
+            text.contains("Tainted:  yes: QMP commands outside query-* were sent"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl KcoreService for Mock {
         known(&request.name)?;
         let mut stopped = vm(&request.name, VmStatus::Stopped);
         stopped.status_reason = format!(
-            "force={} timeout={} no_wait={}",
+            "force={} timeout={:?} no_wait={}",
             request.force, request.timeout_secs, request.no_wait
         );
         Ok(Response::new(stopped))
@@ -1343,7 +1343,16 @@ fn vm_actions() {
     ]));
     assert_eq!(
         out,
-        "Stopped VM web: STOPPED on node-1 (force=true timeout=7 no_wait=true)\n"
+        "Stopped VM web: STOPPED on node-1 (force=true timeout=Some(7) no_wait=true)\n"
+    );
+    // --timeout 0 is sent as 0 (no grace), no --timeout as unset (the server's default).
+    assert_eq!(
+        ok(&server.kctl(&["vm", "stop", "web", "--timeout", "0"])),
+        "Stopped VM web: STOPPED on node-1 (force=false timeout=Some(0) no_wait=false)\n"
+    );
+    assert_eq!(
+        ok(&server.kctl(&["vm", "stop", "web"])),
+        "Stopped VM web: STOPPED on node-1 (force=false timeout=None no_wait=false)\n"
     );
     assert_eq!(
         ok(&server.kctl(&["vm", "pause", "web"])),

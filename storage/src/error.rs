@@ -73,6 +73,10 @@ pub enum StorageError {
         actual: String,
     },
 
+    /// An import source is not a regular file (a FIFO would block the import forever).
+    #[error("{path} is a {kind}, not a regular file")]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+
     /// An HTTP download failed (status, connection, truncated body).
     #[error("download of {url} failed: {reason}")]
     Download { url: String, reason: String },

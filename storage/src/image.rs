@@ -154,11 +154,22 @@ impl ImageStore {
         names.iter().map(|n| self.get(n)).collect()
     }
 
-    /// Import an image; see [`import`].
+    /// Import an image from a path or URL; see [`import`].
     pub fn import(
         &self,
         name: &str,
         source: &str,
+        expected_sha256: Option<&str>,
+        progress: &mut dyn FnMut(u64, Option<u64>),
+    ) -> Result<ImageInfo, StorageError> {
+        import(self, name, Source::parse(source), expected_sha256, progress)
+    }
+
+    /// Import an image from `source` (e.g. a file the caller opened); see [`import`].
+    pub fn import_from(
+        &self,
+        name: &str,
+        source: Source,
         expected_sha256: Option<&str>,
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> Result<ImageInfo, StorageError> {
@@ -246,7 +257,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Import `source` (a local path or an http(s) URL) as image `name` into `store`.
+/// Import `source` (a local path, an open file or an http(s) URL) as image `name` into
+/// `store`.
 ///
 /// The data is streamed into a temporary file in the image directory while its sha256 is
 /// computed; `progress(done, total)` is called after each chunk (`total` is None when an
@@ -260,7 +272,7 @@ fn hex(bytes: &[u8]) -> String {
 pub fn import(
     store: &ImageStore,
     name: &str,
-    source: &str,
+    src: Source,
     expected_sha256: Option<&str>,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<ImageInfo, StorageError> {
@@ -272,8 +284,7 @@ pub fn import(
             name: name.to_string(),
         });
     }
-    let src = Source::parse(source);
-    tracing::info!(image = name, source, "importing image");
+    tracing::info!(image = name, source = %src, "importing image");
 
     // Dropped (and so removed) on every early return below.
     let mut tmp = tempfile::Builder::new()

@@ -21,7 +21,7 @@ mod pool;
 mod qcow2;
 mod qemu_img;
 pub mod runner;
-mod source;
+pub mod source;
 
 pub use backend::{
     Backend, Capacity, MAX_VOLUME_BYTES, VolumeFormat, VolumeInfo, check_size, parse_size,
@@ -33,3 +33,4 @@ pub use lvm::{LvmBackend, LvmConfig};
 pub use name::validate as validate_name;
 pub use pool::{Pool, PoolConfig, PoolKind};
 pub use runner::{Output, Runner, SystemRunner};
+pub use source::Source;

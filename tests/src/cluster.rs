@@ -158,6 +158,24 @@ impl Kcored {
         self.kctl(&self.pki("admin.crt"), &self.pki("admin.key"), args)
     }
 
+    /// kctl over this daemon's local unix socket (`<run-dir>/kcore.sock`), as root.
+    pub fn kctl_unix(&self, args: &[&str]) -> Run {
+        let out = Command::new(bin("kctl"))
+            .args(args)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env(
+                "KCORE_ENDPOINT",
+                format!(
+                    "unix://{}",
+                    self.dir.path().join("run/kcore.sock").display()
+                ),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kctl");
+        Run::from(out)
+    }
+
     /// `kctl cert issue NAME --role ROLE --out <dir>/certs` as admin: the run, and the
     /// certificate's and key's paths.
     pub fn issue_cert(&self, name: &str, role: &str) -> (Run, PathBuf, PathBuf) {
@@ -270,8 +288,16 @@ pub fn free_port() -> u16 {
 }
 
 /// The args of a joined node: `node --accel tcg --name NAME --controller 127.0.0.1:<port>
-/// --ca-cert CA`, plus `extra`.
+/// --ca-cert CA --import-dir <the test guest's dir>`, plus `extra`. Over TLS, the kernel and
+/// initrd a VM names must be under an import dir of its node.
 pub fn node_args(ctl: &Kcored, name: &str, extra: &[&str]) -> Vec<String> {
+    let guest_dir = crate::guest()
+        .kernel
+        .parent()
+        .expect("the guest kernel is in a directory")
+        .to_str()
+        .expect("utf-8")
+        .to_string();
     let mut a: Vec<String> = [
         "node",
         "--accel",
@@ -282,6 +308,8 @@ pub fn node_args(ctl: &Kcored, name: &str, extra: &[&str]) -> Vec<String> {
         &format!("127.0.0.1:{}", ctl.port),
         "--ca-cert",
         ctl.pki("ca.crt").to_str().expect("utf-8"),
+        "--import-dir",
+        &guest_dir,
     ]
     .iter()
     .map(|s| s.to_string())

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Controller;
 use super::storage::DiskOp;
 use super::vms::SimpleOp;
+use crate::caller::Caller;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -63,8 +64,9 @@ impl KcoreService for KcoreApi {
     ) -> Result<Response<pb::Vm>, Status> {
         // On its own task: a client that goes away (Ctrl-C) does not cut the create short.
         let ctl = self.ctl.clone();
+        let caller = Caller::of(&req);
         let req = req.into_inner();
-        let vm = tokio::spawn(async move { ctl.create_vm(req).await })
+        let vm = tokio::spawn(async move { ctl.create_vm(&caller, req).await })
             .await
             .map_err(|e| Status::internal(format!("create task failed: {e}")))??;
         Ok(Response::new(vm))
@@ -179,7 +181,8 @@ impl KcoreService for KcoreApi {
                     .stop_vm(pb::StopVmRequest {
                         name: vm.name.clone(),
                         force: r.force,
-                        timeout_secs: r.timeout_secs,
+                        // DrainNode keeps "0: the default".
+                        timeout_secs: (r.timeout_secs != 0).then_some(r.timeout_secs),
                         no_wait: false,
                     })
                     .await?;
@@ -297,7 +300,8 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::ImportImageRequest>,
     ) -> Result<Response<Self::ImportImageStream>, Status> {
-        let stream = self.ctl.import_image(req.into_inner()).await?;
+        let caller = Caller::of(&req);
+        let stream = self.ctl.import_image(&caller, req.into_inner()).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -364,17 +368,11 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::ExecQmpRequest>,
     ) -> Result<Response<pb::ExecQmpResponse>, Status> {
+        let caller = Caller::of(&req);
         let r = req.into_inner();
-        let row = self.ctl.get_row(&r.vm)?;
-        let mut client = self.ctl.nodes.client(&row.node)?;
-        let reply = client
-            .node_exec_qmp(pb::NodeExecQmpRequest {
-                id: row.id,
-                command_json: r.command_json,
-            })
-            .await?
-            .into_inner();
-        Ok(Response::new(reply))
+        Ok(Response::new(
+            self.ctl.exec_qmp(&caller, &r.vm, r.command_json).await?,
+        ))
     }
 
     async fn create_network(

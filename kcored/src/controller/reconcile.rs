@@ -183,6 +183,7 @@ impl Controller {
                 disks: nv.disks.clone(),
                 nics: nv.nics.clone(),
                 pending_start: false,
+                tainted: false,
             };
             match self.store.insert_vm(&row) {
                 Ok(()) => {

@@ -6,6 +6,7 @@ use tonic::Streaming;
 
 use super::Controller;
 use super::nodes::NodeLink;
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 
 impl Controller {
@@ -126,10 +127,15 @@ impl Controller {
         Ok(())
     }
 
+    /// Import an image on its node for `caller`, who must be able to read a source path.
     pub async fn import_image(
         &self,
-        req: pb::ImportImageRequest,
+        caller: &Caller,
+        mut req: pb::ImportImageRequest,
     ) -> ApiResult<Streaming<pb::ImportImageProgress>> {
+        // The node checks the source against the caller the controller vouches for, never
+        // against one the client named.
+        req.caller = Some(caller.into());
         kcore_storage::validate_name("image", &req.name)?;
         if req.source.is_empty() {
             return Err(ApiError::InvalidArgument(
@@ -142,7 +148,7 @@ impl Controller {
         self.emit(
             "image.import",
             None,
-            format!("importing {name} on {}", l.name),
+            format!("importing {name} on {} for {caller}", l.name),
         );
         Ok(stream)
     }

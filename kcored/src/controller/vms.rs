@@ -8,6 +8,7 @@ use kcore_proto::v1 as pb;
 
 use super::Controller;
 use super::store::VmRow;
+use crate::caller::Caller;
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
 
@@ -42,8 +43,13 @@ impl Controller {
             .ok_or_else(|| ApiError::NotFound(format!("no VM named {name:?}")))
     }
 
-    /// Create (and by default start) a VM. On any failure, everything done so far is undone.
-    pub async fn create_vm(self: &Arc<Self>, req: pb::CreateVmRequest) -> ApiResult<pb::Vm> {
+    /// Create (and by default start) a VM for `caller` (the node reads the kernel and initrd
+    /// only if they may). On any failure, everything done so far is undone.
+    pub async fn create_vm(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: pb::CreateVmRequest,
+    ) -> ApiResult<pb::Vm> {
         let requested_at = SystemTime::now();
         validate_name(&req.name)?;
         let mut spec = req
@@ -102,6 +108,7 @@ impl Controller {
             disks: Vec::new(),
             nics: Vec::new(),
             pending_start: !req.no_start,
+            tainted: false,
         };
         let busy = self.busy(&row.id);
         self.store.insert_vm(&row)?;
@@ -111,6 +118,7 @@ impl Controller {
                 id: row.id.clone(),
                 name: row.name.clone(),
                 spec: Some(spec),
+                caller: Some(caller.into()),
             })
             .await;
         let nv = match defined {
@@ -208,6 +216,10 @@ impl Controller {
             let _place = self.place_lock.lock().await;
             self.check_room_to_start(&row.node, &row.spec)?;
         }
+        // A fresh QEMU: what was done to the last one through QMP is gone with it.
+        if row.tainted {
+            self.store.set_tainted(&row.id, false)?;
+        }
         if no_wait {
             let me = self.clone();
             let id = row.id.clone();
@@ -263,6 +275,59 @@ impl Controller {
             self.emit("vm.reboot", Some(&row), "reset");
         }
         Ok(self.get_row(&row.id)?.to_pb())
+    }
+
+    /// QMP passthrough: send one command to the VM's QEMU. Every command that may have
+    /// reached QEMU is recorded as a `vm.qmp` event naming `caller` (the command name only:
+    /// arguments can carry secrets; the node's qmp.log keeps the exchange), and one outside
+    /// `query-*` marks the VM tainted until its next start.
+    pub async fn exec_qmp(
+        &self,
+        caller: &Caller,
+        vm: &str,
+        command_json: String,
+    ) -> ApiResult<pb::ExecQmpResponse> {
+        let row = self.get_row(vm)?;
+        let command = qmp_command_name(&command_json)?;
+        let mut client = self.nodes.client(&row.node)?;
+        let sent = client
+            .node_exec_qmp(pb::NodeExecQmpRequest {
+                id: row.id.clone(),
+                command_json,
+            })
+            .await;
+        let reply = match sent {
+            Ok(r) => Ok(r.into_inner()),
+            // Refused by the node before QEMU saw it: nothing to record.
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::FailedPrecondition
+                        | tonic::Code::NotFound
+                ) =>
+            {
+                return Err(s.into());
+            }
+            Err(s) => Err(s),
+        };
+        let outcome = match &reply {
+            Ok(r) => match serde_json::from_str::<serde_json::Value>(&r.reply_json) {
+                Ok(v) if v.get("error").is_some() => format!(
+                    "QEMU refused it: {}",
+                    v["error"]["desc"].as_str().unwrap_or("error")
+                ),
+                _ => "ok".to_string(),
+            },
+            Err(s) => format!("no reply: {}", s.message()),
+        };
+        let mut message = format!("QMP {command} by {caller}: {outcome}");
+        if !command.starts_with("query-") && !self.store.set_tainted(&row.id, true)? {
+            message.push_str("; the VM is now tainted");
+        }
+        tracing::info!(vm = %row.name, %caller, command, "QMP passthrough");
+        self.emit("vm.qmp", Some(&row), message);
+        Ok(reply?)
     }
 
     pub async fn delete_vm(&self, name: &str, force: bool, keep_disks: bool) -> ApiResult<()> {
@@ -351,6 +416,20 @@ impl Controller {
             ))),
         }
     }
+}
+
+/// The `execute` of a QMP command object, or why it is not one.
+pub fn qmp_command_name(json: &str) -> ApiResult<String> {
+    let cmd: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| ApiError::InvalidArgument(format!("QMP command is not valid JSON: {e}")))?;
+    cmd.get("execute")
+        .and_then(|e| e.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::InvalidArgument(
+                "QMP command must be an object like {\"execute\":\"query-status\"}".into(),
+            )
+        })
 }
 
 /// Operations that are one node call each.

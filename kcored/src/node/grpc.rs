@@ -7,13 +7,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::Stream;
 use kcore_proto::v1 as pb;
 use kcore_proto::v1::node_agent_server::NodeAgent;
+use kcore_storage::Source;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::StreamExt;
+use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{DEFAULT_STOP_TIMEOUT, Node};
+use crate::caller::Caller;
 use crate::convert::spec_from_pb;
 use crate::error::ApiError;
+use crate::hostpath::HostPaths;
 use crate::netdef::NetworkDef;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -22,12 +26,36 @@ type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[derive(Debug, Clone)]
 pub struct NodeAgentService {
     node: Arc<Node>,
+    /// The rule for host paths a request names.
+    paths: Arc<HostPaths>,
 }
 
 impl NodeAgentService {
-    pub fn new(node: Arc<Node>) -> Self {
-        NodeAgentService { node }
+    pub fn new(node: Arc<Node>, paths: HostPaths) -> Self {
+        NodeAgentService {
+            node,
+            paths: Arc::new(paths),
+        }
     }
+
+    /// Open the host file `path` names for `caller`, by the rule of [`HostPaths`].
+    async fn open_host_file(
+        &self,
+        what: &'static str,
+        path: String,
+        caller: Caller,
+        local: bool,
+    ) -> Result<std::fs::File, Status> {
+        let paths = self.paths.clone();
+        super::blocking(move || paths.open(what, &path, &caller, local))
+            .await
+            .map_err(Status::from)
+    }
+}
+
+/// Whether a request came over this node's unix socket (from a controller on this host).
+fn is_local<T>(req: &Request<T>) -> bool {
+    req.extensions().get::<UdsConnectInfo>().is_some()
 }
 
 fn requested_at(us: i64) -> SystemTime {
@@ -148,10 +176,19 @@ impl NodeAgent for NodeAgentService {
         &self,
         req: Request<pb::DefineVmRequest>,
     ) -> Result<Response<pb::NodeVm>, Status> {
+        let local = is_local(&req);
         let r = req.into_inner();
         let spec = r
             .spec
             .ok_or_else(|| ApiError::InvalidArgument("spec is required".into()))?;
+        // The host files the spec names: only those the requester may read.
+        let caller = Caller::from(r.caller.as_ref());
+        for (what, path) in [("kernel", &spec.kernel), ("initrd", &spec.initrd)] {
+            if !path.is_empty() {
+                self.open_host_file(what, path.clone(), caller.clone(), local)
+                    .await?;
+            }
+        }
         let vspec = spec_from_pb(&r.id, &r.name, &spec);
         let node = self.node.clone();
         let nv = run_to_end(async move { node.define(vspec, spec).await }).await?;
@@ -174,11 +211,10 @@ impl NodeAgent for NodeAgentService {
         req: Request<pb::NodeVmStopRequest>,
     ) -> Result<Response<pb::NodeVm>, Status> {
         let r = req.into_inner();
-        let timeout = if r.timeout_secs == 0 {
-            DEFAULT_STOP_TIMEOUT
-        } else {
-            Duration::from_secs(r.timeout_secs.into())
-        };
+        // Unset: the default grace; 0: none (quit at once).
+        let timeout = r
+            .timeout_secs
+            .map_or(DEFAULT_STOP_TIMEOUT, |s| Duration::from_secs(s.into()));
         let node = self.node.clone();
         let nv = run_to_end(async move { node.stop_vm(&r.id, r.force, timeout).await }).await?;
         Ok(Response::new(nv))
@@ -232,6 +268,17 @@ impl NodeAgent for NodeAgentService {
             Status::invalid_argument("console: the first message must name the VM")
         })?;
         let vm = self.node.vm(&first.vm)?;
+        // A VM without QEMU has no live console: say so rather than wait forever.
+        let state = vm.status().state;
+        if !state.is_active() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "VM {} is {state}: its console is live only while it runs (kctl vm console {} \
+                 --tail N prints its log)",
+                vm.name(),
+                vm.name()
+            ))
+            .into());
+        }
         let console = vm.console().clone();
         let (history, live) = console.subscribe(first.history_bytes as usize);
         if !first.data.is_empty() {
@@ -286,7 +333,19 @@ impl NodeAgent for NodeAgentService {
         &self,
         req: Request<pb::ImportImageRequest>,
     ) -> Result<Response<Self::NodeImportImageStream>, Status> {
+        let local = is_local(&req);
         let r = req.into_inner();
+        // A path is opened here, as the requester may; the import reads that open file.
+        let source = match Source::parse(&r.source) {
+            Source::File(path) => {
+                let caller = Caller::from(r.caller.as_ref());
+                let file = self
+                    .open_host_file("image source", r.source.clone(), caller, local)
+                    .await?;
+                Source::Opened { path, file }
+            }
+            other => other,
+        };
         let storage = self.node.storage().clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::task::spawn_blocking(move || {
@@ -302,7 +361,7 @@ impl NodeAgent for NodeAgentService {
                     }));
                 }
             };
-            let msg = match storage.import_image(&r, &mut progress) {
+            let msg = match storage.import_image(&r, source, &mut progress) {
                 Ok(image) => Ok(pb::ImportImageProgress {
                     done_bytes: image.actual_size,
                     total_bytes: image.actual_size,
@@ -397,7 +456,14 @@ impl NodeAgent for NodeAgentService {
             .into());
         }
         let qmp = vm.qmp().map_err(ApiError::from)?;
+        let quit = cmd["execute"] == "quit";
+        if quit {
+            vm.note_qmp_quit(true);
+        }
         let reply = qmp.execute_raw(cmd).await.map_err(ApiError::from)?;
+        if quit && reply.get("error").is_some() {
+            vm.note_qmp_quit(false);
+        }
         Ok(Response::new(pb::ExecQmpResponse {
             reply_json: reply.to_string(),
         }))

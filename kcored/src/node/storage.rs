@@ -127,6 +127,7 @@ impl NodeStorage {
     pub fn import_image(
         &self,
         req: &pb::ImportImageRequest,
+        source: kcore_storage::Source,
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> ApiResult<pb::Image> {
         let pool = if req.pool.is_empty() {
@@ -142,7 +143,7 @@ impl NodeStorage {
             )));
         }
         let sha = (!req.sha256.is_empty()).then_some(req.sha256.as_str());
-        let info = store.import(&req.name, &req.source, sha, progress)?;
+        let info = store.import_from(&req.name, source, sha, progress)?;
         Ok(self.image_to_pb(pool, &info))
     }
 

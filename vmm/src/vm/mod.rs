@@ -93,6 +93,9 @@ struct Inner {
     stop_requested: AtomicBool,
     /// What QEMU's SHUTDOWN event said, in this run.
     shutdown: Mutex<Option<ShutdownCause>>,
+    /// True once the QMP event loop of this run has seen the connection's end, so every
+    /// event QEMU sent before exiting (SHUTDOWN) has been handled.
+    events_done: Mutex<Option<watch::Receiver<bool>>>,
     /// Restart attempts since the VM last ran stably (the backoff exponent).
     restarts: AtomicU32,
     /// Bumped by every operator action (start, stop, delete): a pending restart or QMP
@@ -135,6 +138,7 @@ impl Vm {
                 ops: tokio::sync::Mutex::new(()),
                 stop_requested: AtomicBool::new(false),
                 shutdown: Mutex::new(None),
+                events_done: Mutex::new(None),
                 restarts: AtomicU32::new(0),
                 generation: AtomicU64::new(0),
                 retired: AtomicBool::new(false),
@@ -199,6 +203,17 @@ impl Vm {
         {
             Some(q) => Ok(q),
             None => Err(self.wrong_state("talk QMP")),
+        }
+    }
+
+    /// A QMP `quit` is going to QEMU through passthrough (`false`: it was refused after
+    /// all): the exit that follows is an operator's stop, not a crash.
+    pub fn note_qmp_quit(&self, quitting: bool) {
+        let mut cause = lock(&self.inner.shutdown);
+        if quitting {
+            *cause = Some(ShutdownCause::QmpQuit);
+        } else if *cause == Some(ShutdownCause::QmpQuit) {
+            *cause = None;
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
@@ -12,12 +12,23 @@ use super::{Vm, VmState, lock};
 use crate::process::{self, ExitInfo, PidFd};
 use crate::qmp::QmpEvent;
 
+/// How long an exit waits for the QMP events QEMU sent before it (its socket closes as it
+/// exits, so this is short unless QEMU was hung).
+const EVENTS_DRAIN: Duration = Duration::from_secs(2);
+
 impl Vm {
     pub(super) fn spawn_exit_watch(&self, pidfd: Arc<PidFd>, exit_tx: watch::Sender<bool>) {
         let me = self.clone();
         tokio::spawn(async move {
             let info = pidfd.exited().await;
             let _ = exit_tx.send(true);
+            // The exit can be seen before the QMP events QEMU sent on its way out (its
+            // SHUTDOWN says why it went): let the event loop reach the connection's end,
+            // which comes right after, before deciding what the exit means.
+            let done = lock(&me.inner.events_done).clone();
+            if let Some(mut done) = done {
+                let _ = tokio::time::timeout(EVENTS_DRAIN, done.wait_for(|d| *d)).await;
+            }
             // During a start, the starter handles an early exit.
             if me.status().state != VmState::Starting {
                 me.handle_exit(info);
@@ -27,6 +38,8 @@ impl Vm {
 
     pub(super) fn spawn_event_loop(&self, mut events: mpsc::Receiver<QmpEvent>) {
         let me = self.clone();
+        let (done_tx, done_rx) = watch::channel(false);
+        *lock(&self.inner.events_done) = Some(done_rx);
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 let QmpEvent::Event { name, data, .. } = ev else {
@@ -34,6 +47,7 @@ impl Vm {
                 };
                 me.on_qmp_event(&name, &data);
             }
+            let _ = done_tx.send(true);
         });
     }
 

@@ -85,6 +85,9 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 10: nodes taken out of the cluster: RegisterNode refuses them until they join again.
     "CREATE TABLE removed_nodes (name TEXT PRIMARY KEY, removed_at TEXT NOT NULL);",
+    // 11: VMs that got QMP commands outside query-* through passthrough since their last
+    // start (shown as tainted).
+    "ALTER TABLE vms ADD COLUMN tainted INTEGER NOT NULL DEFAULT 0;",
 ];
 
 mod checks;
@@ -118,6 +121,8 @@ pub struct VmRow {
     pub nics: Vec<pb::VmNic>,
     /// Created to run, and the start not confirmed yet.
     pub pending_start: bool,
+    /// Got a QMP command outside query-* through passthrough since its last start.
+    pub tainted: bool,
 }
 
 impl VmRow {
@@ -161,6 +166,7 @@ impl VmRow {
             updated_at: self.updated_at.clone(),
             disks: self.disks.clone(),
             nics: self.nics.clone(),
+            tainted: self.tainted,
         }
     }
 }
@@ -176,7 +182,7 @@ fn json<T: serde::Serialize>(v: &T) -> ApiResult<String> {
 }
 
 const VM_COLUMNS: &str = "id, name, node, spec, status, status_reason, pid, timeline, seq, \
-     created_at, updated_at, disks, nics, pending_start";
+     created_at, updated_at, disks, nics, pending_start, tainted";
 
 fn row_to_vm(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
     let spec: String = r.get(3)?;
@@ -198,6 +204,7 @@ fn row_to_vm(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
         disks: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
         nics: serde_json::from_str(&r.get::<_, String>(12)?).unwrap_or_default(),
         pending_start: r.get(13)?,
+        tainted: r.get(14)?,
     })
 }
 
@@ -258,7 +265,7 @@ impl Store {
 
     pub fn insert_vm(&self, row: &VmRow) -> ApiResult<()> {
         let r = self.conn().execute(
-            &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+            &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
             params![
                 row.id,
                 row.name,
@@ -273,7 +280,8 @@ impl Store {
                 row.updated_at,
                 json(&row.disks)?,
                 json(&row.nics)?,
-                row.pending_start
+                row.pending_start,
+                row.tainted
             ],
         );
         match r {
@@ -378,6 +386,23 @@ impl Store {
             params![id],
         )?;
         Ok(())
+    }
+
+    /// Mark a VM tainted (a QMP command outside query-* went through passthrough), or clear
+    /// the mark (it starts afresh). Returns whether it was tainted before.
+    pub fn set_tainted(&self, id: &str, tainted: bool) -> ApiResult<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let before: bool =
+            tx.query_row("SELECT tainted FROM vms WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })?;
+        tx.execute(
+            "UPDATE vms SET tainted = ?2 WHERE id = ?1",
+            params![id, tainted],
+        )?;
+        tx.commit()?;
+        Ok(before)
     }
 
     /// Set a status the controller decided (e.g. UNKNOWN when a node is unreachable).
@@ -537,6 +562,7 @@ mod tests {
             disks: Vec::new(),
             nics: Vec::new(),
             pending_start: true,
+            tainted: false,
         }
     }
 
@@ -550,6 +576,14 @@ mod tests {
         assert!(pending(&s), "pending_start is stored");
         s.clear_pending_start("id-a").expect("clear");
         assert!(!pending(&s), "pending_start is cleared");
+        assert!(
+            !s.set_tainted("id-a", true).expect("taint"),
+            "not tainted at first"
+        );
+        assert!(
+            s.set_tainted("id-a", true).expect("taint"),
+            "tainted once already"
+        );
         let e = s
             .insert_vm(&VmRow {
                 id: "other".into(),
@@ -604,6 +638,9 @@ mod tests {
         let got = s.get_vm("a").expect("get").expect("present");
         assert_eq!(got.status, pb::VmStatus::Running);
         assert_eq!(got.pid, 42);
+        assert!(got.tainted && got.to_pb().tainted, "the taint is kept");
+        assert!(s.set_tainted("id-a", false).expect("clear"));
+        assert!(!s.get_vm("a").expect("get").expect("a").tainted);
         assert_eq!(
             s.get_vm("id-a").expect("get").map(|r| r.name),
             Some("a".into())

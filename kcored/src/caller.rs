@@ -1,0 +1,194 @@
+//! Who made a request to the controller.
+//!
+//! Over the local unix socket, the caller is the peer process: tonic accepts each
+//! connection as a `tokio::net::UnixStream` and attaches its SO_PEERCRED credentials (uid,
+//! gid, pid, read by the kernel when the client connected, so the client cannot lie about
+//! them) to every request as `UdsConnectInfo`. The uid's supplementary groups come from
+//! the group database (getgrouplist), on the controller's host where the uid lives. Over
+//! mutual TLS, the caller is the client certificate the TLS layer verified: its CN and its
+//! role (OU).
+//!
+//! Events name the caller (QMP passthrough is recorded with it), and the controller passes
+//! it to nodes as `kcore.v1.Caller`, so a node reads only the host paths the caller may
+//! (see `node/hostpath.rs`).
+
+use std::ffi::CString;
+use std::fmt;
+
+use kcore_proto::v1 as pb;
+use nix::unistd::{Gid, Uid, User};
+use tonic::transport::server::UdsConnectInfo;
+
+use crate::auth;
+
+/// The identity behind one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A process on this host, over the unix socket.
+    Unix {
+        uid: u32,
+        /// The process's group when it connected.
+        gid: u32,
+        pid: Option<i32>,
+        /// The user name of `uid`, if it has one.
+        user: Option<String>,
+        /// Every group of `uid` (the group database), `gid` included.
+        groups: Vec<u32>,
+    },
+    /// A client certificate over mutual TLS.
+    Certificate { name: String, role: String },
+    /// Neither (a transport without credentials).
+    Unknown,
+}
+
+impl Caller {
+    /// The caller of `req`, from the connection it came in on.
+    pub fn of<T>(req: &tonic::Request<T>) -> Caller {
+        if let Some(cred) = req
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|i| i.peer_cred)
+        {
+            return Caller::unix(cred.uid(), cred.gid(), cred.pid());
+        }
+        if let Some(leaf) = req.peer_certs().and_then(|c| c.first().cloned()) {
+            return Caller::Certificate {
+                name: auth::cn_of_cert(&leaf).unwrap_or_default(),
+                role: auth::role_of_cert(&leaf)
+                    .map(|r| r.to_string())
+                    .unwrap_or_default(),
+            };
+        }
+        Caller::Unknown
+    }
+
+    /// A local process: its user name and groups looked up here.
+    pub fn unix(uid: u32, gid: u32, pid: Option<i32>) -> Caller {
+        let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
+        let mut groups = vec![gid];
+        if let Some(u) = &user
+            && let Ok(name) = CString::new(u.name.as_str())
+        {
+            match nix::unistd::getgrouplist(&name, u.gid) {
+                Ok(gs) => groups.extend(gs.into_iter().map(Gid::as_raw)),
+                Err(e) => tracing::warn!(uid, error = %e, "cannot list the groups of the caller"),
+            }
+        }
+        groups.sort_unstable();
+        groups.dedup();
+        Caller::Unix {
+            uid,
+            gid,
+            pid,
+            user: user.map(|u| u.name),
+            groups,
+        }
+    }
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caller::Unix {
+                uid, user: Some(u), ..
+            } => write!(f, "uid {uid} ({u}) on the local socket"),
+            Caller::Unix { uid, .. } => write!(f, "uid {uid} on the local socket"),
+            Caller::Certificate { name, role } => write!(f, "{name} ({role} certificate)"),
+            Caller::Unknown => f.write_str("an unidentified caller"),
+        }
+    }
+}
+
+impl From<&Caller> for pb::Caller {
+    fn from(c: &Caller) -> pb::Caller {
+        use pb::caller::Who;
+        let who = match c {
+            Caller::Unix {
+                uid,
+                gid,
+                pid,
+                user,
+                groups,
+            } => Some(Who::Unix(pb::caller::Unix {
+                uid: *uid,
+                gid: *gid,
+                groups: groups.clone(),
+                pid: pid.unwrap_or(0),
+                user: user.clone().unwrap_or_default(),
+            })),
+            Caller::Certificate { name, role } => Some(Who::Certificate(pb::caller::Certificate {
+                name: name.clone(),
+                role: role.clone(),
+            })),
+            Caller::Unknown => None,
+        };
+        pb::Caller { who }
+    }
+}
+
+impl From<Option<&pb::Caller>> for Caller {
+    fn from(c: Option<&pb::Caller>) -> Caller {
+        use pb::caller::Who;
+        match c.and_then(|c| c.who.as_ref()) {
+            Some(Who::Unix(u)) => Caller::Unix {
+                uid: u.uid,
+                gid: u.gid,
+                pid: (u.pid != 0).then_some(u.pid),
+                user: (!u.user.is_empty()).then(|| u.user.clone()),
+                groups: u.groups.clone(),
+            },
+            Some(Who::Certificate(c)) => Caller::Certificate {
+                name: c.name.clone(),
+                role: c.role.clone(),
+            },
+            None => Caller::Unknown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_named_and_has_its_groups() {
+        let c = Caller::unix(0, 0, Some(1));
+        let Caller::Unix { user, groups, .. } = &c else {
+            panic!("{c:?}");
+        };
+        assert_eq!(user.as_deref(), Some("root"));
+        assert!(groups.contains(&0), "{groups:?}");
+        assert_eq!(c.to_string(), "uid 0 (root) on the local socket");
+    }
+
+    #[test]
+    fn callers_survive_the_proto_and_print() {
+        for c in [
+            Caller::Unix {
+                uid: 4242,
+                gid: 4242,
+                pid: Some(7),
+                user: None,
+                groups: vec![4242, 100],
+            },
+            Caller::Certificate {
+                name: "ops".into(),
+                role: "admin".into(),
+            },
+            Caller::Unknown,
+        ] {
+            let p = pb::Caller::from(&c);
+            assert_eq!(Caller::from(Some(&p)), c);
+        }
+        assert_eq!(Caller::from(None), Caller::Unknown);
+        let cert = Caller::Certificate {
+            name: "ops".into(),
+            role: "admin".into(),
+        };
+        assert_eq!(cert.to_string(), "ops (admin certificate)");
+        assert_eq!(
+            Caller::unix(4242, 4242, None).to_string(),
+            "uid 4242 on the local socket"
+        );
+    }
+}
