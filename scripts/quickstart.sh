@@ -33,6 +33,8 @@ start_daemon() {
         for _ in $(seq 50); do pgrep -x kcored >/dev/null || break; sleep 0.1; done
     fi
     log "starting kcored all-in-one (--accel $1)"
+    # The log names VMs and their command lines: root's alone.
+    touch /var/log/kcored.log && chmod 0600 /var/log/kcored.log
     nohup /usr/local/bin/kcored all-in-one --data-dir "$data" --run-dir "$run" --accel "$1" \
         >>/var/log/kcored.log 2>&1 &
     for _ in $(seq 100); do [ -S "$run/kcore.sock" ] && kctl node list >/dev/null 2>&1 && return; sleep 0.1; done

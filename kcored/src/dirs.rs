@@ -82,6 +82,37 @@ fn lock_one(dir: &Path, flag: &str, mode: u32) -> anyhow::Result<File> {
     Ok(file)
 }
 
+/// Lock the data dir and the run dir (made 0711 if missing), then make private what older
+/// versions left readable in them: VM specs, pools (and the volumes and images of the
+/// configured dir pools), network definitions, run dirs and the controller's database.
+pub fn take(
+    data_dir: &Path,
+    run_dir: &Path,
+    pools: &[kcore_storage::PoolConfig],
+) -> anyhow::Result<DirLocks> {
+    let locks = lock_all(&[
+        (data_dir, "--data-dir", 0o711),
+        (run_dir, "--run-dir", 0o711),
+    ])?;
+    let mut private = vec![
+        data_dir.join("vms"),
+        data_dir.join("pools"),
+        data_dir.join("networks"),
+        run_dir.join("vms"),
+        run_dir.join("networks"),
+    ];
+    for f in ["controller.db", "controller.db-wal", "controller.db-shm"] {
+        private.push(data_dir.join(f));
+    }
+    for p in pools {
+        if let kcore_storage::PoolKind::Dir { path } = &p.kind {
+            private.extend([path.join("volumes"), path.join("images")]);
+        }
+    }
+    tighten(&private);
+    Ok(locks)
+}
+
 /// Make what older versions left readable by others private: the given directories and
 /// everything below them lose their group and other bits (0700 dirs, 0600 files). Missing
 /// paths are skipped; symlinks are neither followed nor changed.

@@ -242,29 +242,16 @@ async fn main() -> anyhow::Result<()> {
             dirs
         }
     };
+    // Flags are checked before anything is made.
+    if let Role::AllInOne { tuning, .. } | Role::Controller { tuning, .. } = &cli.role {
+        tuning.tuning()?;
+    }
+    let pools = match &cli.role {
+        Role::AllInOne { node, .. } | Role::Node { node, .. } => node.pools.clone(),
+        Role::Controller { .. } => Vec::new(),
+    };
     // Before anything in them is read or changed: one daemon per data dir and run dir.
-    let _locks = dirs::lock_all(&[
-        (&dirs.data_dir, "--data-dir", 0o711),
-        (&dirs.run_dir, "--run-dir", 0o711),
-    ])?;
-    let mut private = vec![
-        dirs.data_dir.join("vms"),
-        dirs.data_dir.join("pools"),
-        dirs.data_dir.join("networks"),
-        dirs.run_dir.join("vms"),
-        dirs.run_dir.join("networks"),
-    ];
-    for f in ["controller.db", "controller.db-wal", "controller.db-shm"] {
-        private.push(dirs.data_dir.join(f));
-    }
-    if let Role::AllInOne { node, .. } | Role::Node { node, .. } = &cli.role {
-        for p in &node.pools {
-            if let kcore_storage::PoolKind::Dir { path } = &p.kind {
-                private.extend([path.join("volumes"), path.join("images")]);
-            }
-        }
-    }
-    dirs::tighten(&private);
+    let _locks = dirs::take(&dirs.data_dir, &dirs.run_dir, &pools)?;
     match cli.role {
         Role::AllInOne {
             dirs,
