@@ -173,6 +173,11 @@ async fn main() -> anyhow::Result<()> {
             .lines()
             .map(str::to_string)
             .collect();
+        // The files kcore handed QEMU as descriptors: bare QEMU gets the same ones.
+        let spec: kcore_vmm::spec::VmSpec = serde_json::from_slice(&std::fs::read(
+            dir.path().join("data/vms").join(&vm.id).join("spec.json"),
+        )?)?;
+        let files = added_fds(&argv, &spec)?;
         // Stop (its disk stays until the delete), run bare QEMU on the same argv, delete.
         api.stop_vm(pb::StopVmRequest {
             name: name.clone(),
@@ -180,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
-        let (greet, run, rdy) = bare_qemu(&argv, dir.path()).await?;
+        let (greet, run, rdy) = bare_qemu(&argv, &files, dir.path()).await?;
         api.delete_vm(pb::DeleteVmRequest {
             name: name.clone(),
             force: true,
@@ -256,9 +261,52 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Spawn QEMU with `argv` (fd 3 = QMP, fd 4 = console, as kcore passes them), then measure
-/// exec -> greeting, -> running (after `cont`) and -> ready marker, in ms.
-async fn bare_qemu(argv: &[String], dir: &Path) -> anyhow::Result<(f64, f64, f64)> {
+/// The files behind the argv's `-add-fd fd=N,set=S,opaque=O` (O: a disk's id, `<id>-base`
+/// for its image, `uefi-vars`), opened as kcore opens them, with their fd numbers.
+fn added_fds(
+    argv: &[String],
+    spec: &kcore_vmm::spec::VmSpec,
+) -> anyhow::Result<Vec<(std::fs::File, i32)>> {
+    let mut out = Vec::new();
+    for pair in argv.windows(2).filter(|w| w[0] == "-add-fd") {
+        let field = |key: &str| {
+            pair[1]
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(key))
+                .map(str::to_string)
+        };
+        let fd: i32 = field("fd=").context("-add-fd without fd=")?.parse()?;
+        let opaque = field("opaque=").context("-add-fd without opaque=")?;
+        let (path, write) = if opaque == "uefi-vars" {
+            (spec.uefi_vars.clone().context("no UEFI vars")?, true)
+        } else if let Some(id) = opaque.strip_suffix("-base") {
+            let d = spec.disks.iter().find(|d| d.id == id).context("disk")?;
+            (
+                d.backing.as_ref().context("no backing")?.path.clone(),
+                false,
+            )
+        } else {
+            let d = spec.disks.iter().find(|d| d.id == opaque).context("disk")?;
+            (d.path.clone(), true)
+        };
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        out.push((f, fd));
+    }
+    Ok(out)
+}
+
+/// Spawn QEMU with `argv` (fd 3 = QMP, fd 4 = console, and the files of `-add-fd`, as
+/// kcore passes them), then measure exec -> greeting, -> running (after `cont`) and ->
+/// ready marker, in ms.
+async fn bare_qemu(
+    argv: &[String],
+    files: &[(std::fs::File, i32)],
+    dir: &Path,
+) -> anyhow::Result<(f64, f64, f64)> {
     let qmp_path = dir.join("bare-qmp.sock");
     let con_path = dir.join("bare-con.sock");
     let _ = std::fs::remove_file(&qmp_path);
@@ -267,12 +315,9 @@ async fn bare_qemu(argv: &[String], dir: &Path) -> anyhow::Result<(f64, f64, f64
     let con_l = std::os::unix::net::UnixListener::bind(&con_path)?;
     let log = std::fs::File::create(dir.join("bare-qemu.log"))?;
     let t = Instant::now();
-    let pid = kcore_vmm::process::spawn_detached(
-        argv,
-        &log,
-        &[(qmp_l.as_raw_fd(), 3), (con_l.as_raw_fd(), 4)],
-        None,
-    )?;
+    let mut fds = vec![(qmp_l.as_raw_fd(), 3), (con_l.as_raw_fd(), 4)];
+    fds.extend(files.iter().map(|(f, n)| (f.as_raw_fd(), *n)));
+    let pid = kcore_vmm::process::spawn_detached(argv, &log, &fds, None)?;
     let pidfd = kcore_vmm::process::PidFd::open(pid)?;
     let mut con = UnixStream::connect(&con_path).await?;
     let qmp_conn = UnixStream::connect(&qmp_path).await?;

@@ -14,6 +14,7 @@ mod image;
 mod network;
 mod node;
 mod output;
+mod parse;
 #[cfg(test)]
 mod parse_props;
 mod progress;

@@ -6,8 +6,8 @@
 
 use proptest::prelude::*;
 
-use crate::cli::{parse_disk, parse_mib, parse_sha256};
 use crate::network::parse_nic;
+use crate::parse::{parse_disk, parse_mib, parse_sha256};
 
 const MIB_UNITS: [(&str, u64); 10] = [
     ("", 1),

@@ -28,6 +28,14 @@ pub struct RunAs {
 }
 
 impl RunAs {
+    /// This user with another uid (a VM's own), keeping the groups.
+    pub fn with_uid(&self, uid: Option<u32>) -> RunAs {
+        RunAs {
+            uid: uid.unwrap_or(self.uid),
+            ..self.clone()
+        }
+    }
+
     /// True if this user may open `path` for reading and writing, by its mode bits.
     pub fn can_read_write(&self, meta: &std::fs::Metadata) -> bool {
         use std::os::unix::fs::MetadataExt;

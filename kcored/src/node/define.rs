@@ -12,7 +12,6 @@ use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use kcore_proto::v1 as pb;
-use kcore_vmm::process::RunAs;
 use kcore_vmm::spec::{Firmware, VmSpec};
 
 use super::intent::{self, Intent};
@@ -70,7 +69,12 @@ impl Node {
         spec.validate_planned(&self.cfg.limits, plan.len(), plan.len())?;
         *uid = self.allocate_uid()?;
         spec.qemu_uid = *uid;
-        let run_as = self.run_as_uid(spec.qemu_uid);
+        let run_as = self
+            .cfg
+            .host
+            .run_as
+            .as_ref()
+            .map(|r| r.with_uid(spec.qemu_uid));
         for (what, file) in [("kernel", &spec.kernel), ("initrd", &spec.initrd)] {
             if let Some(f) = file {
                 kcore_vmm::host::check_readable(what, f, run_as.as_ref())?;
@@ -115,14 +119,6 @@ impl Node {
         let vm = self.new_vm(spec);
         self.write_vms().insert(vm.id().to_string(), vm.clone());
         Ok(self.snapshot(&vm))
-    }
-
-    /// The QEMU user with `uid`.
-    pub(super) fn run_as_uid(&self, uid: Option<u32>) -> Option<RunAs> {
-        self.cfg.host.run_as.as_ref().map(|r| RunAs {
-            uid: uid.unwrap_or(r.uid),
-            ..r.clone()
-        })
     }
 
     /// A QEMU uid for a new VM: the lowest of the node's range that no VM here has, no

@@ -77,7 +77,7 @@ pub fn classify_exit(f: &ExitFacts<'_>) -> (ExitKind, VmState, String) {
             return (
                 ExitKind::Requested,
                 VmState::Stopped,
-                "stopped by a QMP quit".into(),
+                "stopped by QMP quit".into(),
             );
         }
         Some(ShutdownCause::GuestPoweroff) => {

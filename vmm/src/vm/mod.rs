@@ -189,10 +189,7 @@ impl Vm {
     /// The user this VM's QEMU runs as: the node's QEMU user with this VM's own uid.
     pub fn run_as(&self) -> Option<RunAs> {
         let uid = self.spec().qemu_uid;
-        self.inner.host.run_as.as_ref().map(|r| RunAs {
-            uid: uid.unwrap_or(r.uid),
-            ..r.clone()
-        })
+        self.inner.host.run_as.as_ref().map(|r| r.with_uid(uid))
     }
 
     /// The QMP client of the running QEMU.
