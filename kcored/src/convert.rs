@@ -136,7 +136,7 @@ pub fn spec_to_pb(s: &VmSpec) -> pb::VmSpec {
             .iter()
             .map(|n| pb::NicRequest {
                 network: n.network.clone(),
-                mac: n.mac.clone(),
+                mac: n.mac.to_string(),
                 model: n.model.as_str().to_string(),
             })
             .collect(),

@@ -31,6 +31,9 @@ pub enum ApiError {
     Storage(#[from] StorageError),
     #[error("{}", chain(.0))]
     Net(#[from] NetError),
+    /// A name or an address that does not parse (INVALID_ARGUMENT).
+    #[error(transparent)]
+    Type(#[from] kcore_types::TypeError),
     /// A status returned by a node, passed on as it is.
     #[error("{}", .0.message())]
     Node(tonic::Status),
@@ -67,6 +70,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::AlreadyExists(m) => Status::already_exists(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
+            ApiError::Type(e) => Status::invalid_argument(e.to_string()),
             ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
             ApiError::Internal(m) => Status::internal(m),
@@ -107,7 +111,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::Net(e) => {
                 let m = chain(&e);
                 match e {
-                    NetError::InvalidMac { .. }
+                    NetError::Type(_)
                     | NetError::InvalidSubnet { .. }
                     | NetError::InvalidName { .. }
                     | NetError::Invalid { .. } => Status::invalid_argument(m),

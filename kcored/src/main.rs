@@ -400,7 +400,7 @@ fn node_name(given: Option<String>) -> anyhow::Result<String> {
         Some(n) => n,
         None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
     };
-    controller::vms::validate_name(&name).map_err(|e| anyhow::anyhow!("--node-name: {e}"))?;
+    kcore_types::NodeName::parse(&name).map_err(|e| anyhow::anyhow!("--node-name: {e}"))?;
     Ok(name)
 }
 

@@ -35,24 +35,6 @@ pub struct NetworkDef {
     pub created_at: String,
 }
 
-/// Network names: `[a-z][a-z0-9-]{0,62}` (a letter first: nftables table names need one).
-pub fn validate_network_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidArgument(format!(
-            "invalid network name {name:?}: use 1-63 characters a-z, 0-9 and '-', starting \
-             with a letter"
-        )))
-    }
-}
-
 fn opt(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
@@ -68,7 +50,7 @@ impl NetworkDef {
         bridge: &str,
         uplink: &str,
     ) -> ApiResult<Self> {
-        validate_network_name(name)?;
+        kcore_types::NetworkName::parse(name)?;
         let invalid = |m: &str| Err(ApiError::InvalidArgument(m.to_string()));
         let def = match mode {
             pb::NetworkMode::Nat => {
@@ -246,7 +228,10 @@ mod tests {
         assert!(e.to_string().contains("takes no subnet"), "{e}");
         assert!(NetworkDef::new("lan", pb::NetworkMode::Unspecified, "", "", "").is_err());
         for bad in ["", "1net", "Net", "a_b", &"a".repeat(64)] {
-            assert!(validate_network_name(bad).is_err(), "{bad}");
+            assert!(
+                NetworkDef::new(bad, pb::NetworkMode::Bridge, "", "br0", "").is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Property tests of the daemon's own input validators against their documented rules: VM
-//! and node names (`[a-z0-9][a-z0-9-]{0,62}`, `controller::vms::validate_name`), network
+//! and node names (`[a-z0-9][a-z0-9-]{0,62}`, `kcore_types::VmName`), network
 //! names (`[a-z][a-z0-9-]{0,62}`: a letter first, as nftables table names need), and a nat
 //! network's subnet (`NetworkDef::new` accepts exactly what parses and passes
 //! `Ipv4Cidr::check_nat`). What matches the rule is accepted, what is accepted matches it,
@@ -10,8 +10,7 @@ use kcore_proto::v1 as pb;
 use proptest::prelude::*;
 use regex::Regex;
 
-use crate::controller::vms::validate_name;
-use crate::netdef::{NetworkDef, validate_network_name};
+use crate::netdef::NetworkDef;
 
 fn names() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -30,13 +29,14 @@ proptest! {
     #[test]
     fn vm_and_node_names_follow_the_rule(name in names()) {
         let rule = Regex::new("^[a-z0-9][a-z0-9-]{0,62}$").expect("regex");
-        prop_assert_eq!(validate_name(&name).is_ok(), rule.is_match(&name), "{:?}", name);
+        prop_assert_eq!(kcore_types::VmName::parse(&name).is_ok(), rule.is_match(&name), "{:?}", name);
+        prop_assert_eq!(kcore_types::NodeName::parse(&name).is_ok(), rule.is_match(&name), "{:?}", name);
     }
 
     #[test]
     fn network_names_follow_the_rule(name in names()) {
         let rule = Regex::new("^[a-z][a-z0-9-]{0,62}$").expect("regex");
-        prop_assert_eq!(validate_network_name(&name).is_ok(), rule.is_match(&name), "{:?}", name);
+        prop_assert_eq!(kcore_types::NetworkName::parse(&name).is_ok(), rule.is_match(&name), "{:?}", name);
     }
 
     #[test]

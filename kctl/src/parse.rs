@@ -29,12 +29,9 @@ pub fn parse_disk(s: &str) -> Result<DiskRequest, String> {
             volume: String::new(),
         });
     }
-    let volume_name = what.len() <= 63
-        && what.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && what
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !volume_name {
+    // `1.5` is a size someone got wrong, not a volume's name.
+    let sizeish = what.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if sizeish || kcore_types::VolumeName::parse(what).is_err() {
         return Err(format!(
             "{s:?}: {what:?} is neither a size (a whole number of GiB, e.g. {pool}:20) nor a \
              volume name"

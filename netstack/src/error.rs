@@ -5,9 +5,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong while setting up or tearing down a VM network.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    /// A MAC address that does not parse, or is not a usable unicast address.
-    #[error("invalid MAC address {input:?}: {reason}")]
-    InvalidMac { input: String, reason: &'static str },
+    /// A MAC address (or another shared type) that does not parse.
+    #[error(transparent)]
+    Type(#[from] kcore_types::TypeError),
 
     /// An IPv4 CIDR that does not parse or cannot be used as asked.
     #[error("invalid subnet {input:?}: {reason}")]

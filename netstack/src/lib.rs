@@ -11,14 +11,13 @@
 pub mod dnsmasq;
 pub mod error;
 pub mod link;
-pub mod mac;
 pub mod nft;
 pub mod subnet;
 pub mod tap;
 pub mod tool;
 
 pub use error::NetError;
+pub use kcore_types::{KCORE_OUI, MacAddr};
 pub use link::{BridgeSpec, Link, Mark, Netlink};
-pub use mac::MacAddr;
 pub use subnet::Ipv4Cidr;
 pub use tap::TapSpec;

@@ -1,38 +1,29 @@
-//! The naming rule for pools, volumes and images: `[a-z0-9][a-z0-9._-]{0,62}`.
+//! The naming rule for pools, volumes and images, `[a-z0-9][a-z0-9._-]{0,62}`, as the
+//! shared types ([`kcore_types::PoolName`], [`VolumeName`], [`ImageName`]) define it.
 //!
 //! A valid name has no `/`, cannot be `.` or `..`, and never starts with `.` (so it can't
 //! collide with kcore's own temporary files), which makes it safe as one path component.
 
+use kcore_types::{ImageName, PoolName, TypeError, VolumeName};
+
 use crate::StorageError;
 
-/// The longest valid name.
-pub const MAX_NAME_LEN: usize = 63;
-
-/// Check `name` against the naming rule; `kind` ("volume", "image", "pool") is for the
-/// error message.
+/// Check `name` against the naming rule of `kind` ("volume", "image", "pool"; the error
+/// message names it).
 pub fn validate(kind: &'static str, name: &str) -> Result<(), StorageError> {
-    let fail = |reason| {
-        Err(StorageError::InvalidName {
-            kind,
-            name: name.to_string(),
-            reason,
-        })
+    let checked = match kind {
+        "pool" => PoolName::parse(name).map(drop),
+        "image" => ImageName::parse(name).map(drop),
+        _ => VolumeName::parse(name).map(drop),
     };
-    let mut chars = name.chars();
-    match chars.next() {
-        None => return fail("empty"),
-        Some(c) if !(c.is_ascii_lowercase() || c.is_ascii_digit()) => {
-            return fail("must start with a lowercase letter or a digit");
-        }
-        Some(_) => {}
-    }
-    if name.len() > MAX_NAME_LEN {
-        return fail("longer than 63 characters");
-    }
-    if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)) {
-        return fail("only a-z, 0-9, '.', '_' and '-' are allowed");
-    }
-    Ok(())
+    checked.map_err(|e| StorageError::InvalidName {
+        kind,
+        name: name.to_string(),
+        reason: match e {
+            TypeError::InvalidName { reason, .. } => reason,
+            _ => "not a valid name",
+        },
+    })
 }
 
 #[cfg(test)]

@@ -428,7 +428,7 @@ mod tests {
         let nic = |i: usize, model: NicModel, port: Option<&str>| Nic {
             id: format!("net{i}"),
             network: "default".into(),
-            mac: format!("52:54:00:12:34:{i:02x}"),
+            mac: format!("52:54:00:12:34:{i:02x}").parse().expect("a MAC"),
             model,
             tap: format!("ktap-{i}"),
             port: port.map(str::to_string),

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use kcore_types::MacAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::VmmError;
@@ -201,7 +202,7 @@ pub struct Nic {
     #[serde(default)]
     pub network: String,
     /// `52:54:00:12:34:56`.
-    pub mac: String,
+    pub mac: MacAddr,
     #[serde(default)]
     pub model: NicModel,
     /// The host tap device's name.
@@ -355,18 +356,12 @@ impl VmSpec {
             {
                 return bad(format!("NIC id {:?} is not a valid QEMU id", n.id));
             }
-            if !is_mac(&n.mac) {
-                return bad(format!(
-                    "NIC {}: MAC {:?} is not xx:xx:xx:xx:xx:xx",
-                    n.id, n.mac
-                ));
-            }
             if n.model == NicModel::E1000 && self.machine == MachineType::Microvm {
                 return bad("NIC model e1000 needs machine q35 or pc, not microvm".into());
             }
             if let Some(other) = self.nics[..i]
                 .iter()
-                .find(|o| o.id == n.id || o.mac.eq_ignore_ascii_case(&n.mac))
+                .find(|o| o.id == n.id || o.mac == n.mac)
             {
                 return bad(format!(
                     "NICs {} and {} share an id or a MAC ({})",
@@ -376,14 +371,6 @@ impl VmSpec {
         }
         Ok(())
     }
-}
-
-fn is_mac(s: &str) -> bool {
-    let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn check_file(what: &str, path: &Path) -> Result<(), VmmError> {
@@ -497,7 +484,7 @@ mod tests {
         let nic = |id: &str, mac: &str| Nic {
             id: id.into(),
             network: "n".into(),
-            mac: mac.into(),
+            mac: mac.parse().expect("a MAC"),
             model: NicModel::Virtio,
             tap: "ktap-x".into(),
             port: None,
@@ -508,12 +495,17 @@ mod tests {
             nic("net1", "52:54:00:00:00:02"),
         ];
         s.validate_nics().expect("valid");
-        s.nics[1].mac = "52:54:00:00:00:01".into();
+        s.nics[1].mac = "52:54:00:00:00:01".parse().expect("a MAC");
         assert!(s.validate_nics().is_err(), "duplicate MAC");
         s.nics[1] = nic("net0", "52:54:00:00:00:03");
         assert!(s.validate_nics().is_err(), "duplicate id");
-        s.nics[1] = nic("net1", "52:54:00:00:00");
-        assert!(s.validate_nics().is_err(), "short MAC");
+        // A malformed or multicast MAC cannot even be in a spec: it does not parse.
+        assert!("52:54:00:00:00".parse::<MacAddr>().is_err(), "short MAC");
+        assert!(
+            serde_json::from_str::<Nic>(r#"{"id":"net1","mac":"01:00:5e:00:00:01","network":"n"}"#)
+                .is_err(),
+            "a multicast MAC in spec.json is refused"
+        );
         s.nics[1] = nic("net 1", "52:54:00:00:00:03");
         assert!(s.validate_nics().is_err(), "bad id");
         s.nics[1] = nic("net1", "52:54:00:00:00:03");

@@ -70,7 +70,7 @@ impl JoinService for JoinApi {
         req: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
         let r = req.into_inner();
-        super::vms::validate_name(&r.node_name)
+        kcore_types::NodeName::parse(&r.node_name)
             .map_err(|e| Status::invalid_argument(format!("node_name: {e}")))?;
         // A token may not take over a node that exists (its holder would get that node's
         // certificate and could register another address for it).

@@ -148,7 +148,7 @@ impl Controller {
 
     /// A node registered: remember it and follow it (unless already followed there).
     pub async fn register_node(self: &Arc<Self>, name: &str, address: &str) -> ApiResult<()> {
-        super::vms::validate_name(name)?;
+        kcore_types::NodeName::parse(name)?;
         if address.parse::<std::net::SocketAddr>().is_err()
             && address
                 .rsplit_once(':')

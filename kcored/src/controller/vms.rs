@@ -12,24 +12,6 @@ use crate::caller::Caller;
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
 
-/// `[a-z0-9][a-z0-9-]{0,62}`
-pub fn validate_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidArgument(format!(
-            "invalid VM name {name:?}: use 1-63 characters a-z, 0-9 and '-', starting with a \
-             letter or digit"
-        )))
-    }
-}
-
 fn micros(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -51,7 +33,7 @@ impl Controller {
         req: pb::CreateVmRequest,
     ) -> ApiResult<pb::Vm> {
         let requested_at = SystemTime::now();
-        validate_name(&req.name)?;
+        kcore_types::VmName::parse(&req.name)?;
         let mut spec = req
             .spec
             .ok_or_else(|| ApiError::InvalidArgument("spec is required".into()))?;
@@ -438,19 +420,4 @@ pub enum SimpleOp {
     Reboot,
     Pause,
     Resume,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_the_contract() {
-        for ok in ["a", "web-1", "0", &"a".repeat(63)] {
-            validate_name(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
-        }
-        for bad in ["", "Bad_Name", "../x", "-a", "a b", &"a".repeat(64), "é"] {
-            assert!(validate_name(bad).is_err(), "{bad:?} should be refused");
-        }
-    }
 }

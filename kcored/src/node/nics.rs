@@ -30,11 +30,10 @@ const LEASE_POLL: Duration = Duration::from_secs(2);
 
 /// The host side of a tap gets the guest's MAC with `fe` in front (as libvirt does): a high
 /// address never becomes the MAC of a bridge that takes its lowest port's.
-fn host_side_mac(guest: &str) -> Option<Vec<u8>> {
-    let mac: MacAddr = guest.parse().ok()?;
-    let mut o = mac.octets();
+fn host_side_mac(guest: &MacAddr) -> Vec<u8> {
+    let mut o = guest.octets();
     o[0] = 0xfe;
-    Some(o.to_vec())
+    o.to_vec()
 }
 
 fn tap_mark(vm_id: &str, nic: &Nic) -> Result<Mark, NetError> {
@@ -73,9 +72,7 @@ impl NodeNetworks {
         let mut msg = LinkUnspec::new_with_index(tap.index)
             .controller(br.index)
             .up();
-        if let Some(mac) = host_side_mac(&nic.mac) {
-            msg = msg.address(mac);
-        }
+        msg = msg.address(host_side_mac(&nic.mac));
         if let Some(mtu) = br.mtu {
             msg = msg.mtu(mtu);
         }
@@ -187,7 +184,7 @@ fn find_nic(nics: &[Nic], which: &str) -> ApiResult<Nic> {
         .enumerate()
         .find(|(i, n)| {
             n.id == which
-                || n.mac.eq_ignore_ascii_case(which)
+                || which.parse::<MacAddr>().is_ok_and(|m| m == n.mac)
                 || n.tap == which
                 || index == Some(*i)
         })
@@ -223,7 +220,7 @@ impl Node {
             tap: derive_name(TAP_PREFIX, &format!("{vm_id}/{id}"))?,
             id,
             network: req.network.clone(),
-            mac: mac.to_string(),
+            mac,
             model,
             port: None,
         })
@@ -245,14 +242,14 @@ impl Node {
                     .net
                     .leases(&n.network)
                     .into_iter()
-                    .filter(|l| l.mac.to_string().eq_ignore_ascii_case(&n.mac))
+                    .filter(|l| l.mac == n.mac)
                     .max_by_key(|l| l.expiry)
                     .map(|l| l.ip.to_string())
                     .unwrap_or_default();
                 pb::VmNic {
                     id: n.id.clone(),
                     network: n.network.clone(),
-                    mac: n.mac.clone(),
+                    mac: n.mac.to_string(),
                     model: n.model.as_str().to_string(),
                     tap: n.tap.clone(),
                     ip,
@@ -282,11 +279,7 @@ impl Node {
             model: r.model.clone(),
         };
         let mut nic = self.make_nic(&spec.id, id, &req)?;
-        if let Some(other) = spec
-            .nics
-            .iter()
-            .find(|n| n.mac.eq_ignore_ascii_case(&nic.mac))
-        {
+        if let Some(other) = spec.nics.iter().find(|n| n.mac == nic.mac) {
             return Err(ApiError::AlreadyExists(format!(
                 "NIC {} of this VM has MAC {} already",
                 other.id, nic.mac
@@ -393,7 +386,7 @@ mod tests {
         Nic {
             id: id.into(),
             network: "n".into(),
-            mac: mac.into(),
+            mac: mac.parse().expect("a MAC"),
             model: NicModel::Virtio,
             tap: format!("ktap-{id}"),
             port: None,
@@ -418,9 +411,8 @@ mod tests {
         let e = find_nic(&nics, "net7").expect_err("missing").to_string();
         assert!(e.contains("net0 52:54:00:00:00:01 on n"), "{e}");
         assert_eq!(
-            host_side_mac("52:54:00:ab:cd:ef"),
-            Some(vec![0xfe, 0x54, 0, 0xab, 0xcd, 0xef])
+            host_side_mac(&"52:54:00:ab:cd:ef".parse().expect("a MAC")),
+            vec![0xfe, 0x54, 0, 0xab, 0xcd, 0xef]
         );
-        assert_eq!(host_side_mac("junk"), None);
     }
 }

@@ -79,7 +79,7 @@ impl Vm {
             let mut dev = json!({
                 "driver": nic.model.device(machine),
                 "netdev": id,
-                "mac": nic.mac,
+                "mac": nic.mac.to_string(),
                 "id": id,
             });
             if let Some(port) = &nic.port {

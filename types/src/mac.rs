@@ -6,28 +6,45 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::NetError;
+use serde::{Deserialize, Serialize};
+
+use crate::TypeError;
 
 /// The prefix of generated addresses: `0x52` has the locally administered bit set and the
 /// multicast bit clear; `52:54:00` is QEMU's conventional range.
 pub const KCORE_OUI: [u8; 3] = [0x52, 0x54, 0x00];
 
-/// A validated unicast, non-zero Ethernet address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A validated unicast, non-zero Ethernet address. Serde reads and writes it as text
+/// (`52:54:00:ab:cd:ef`), through the parser.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct MacAddr([u8; 6]);
+
+impl TryFrom<String> for MacAddr {
+    type Error = TypeError;
+    fn try_from(s: String) -> Result<Self, TypeError> {
+        s.parse()
+    }
+}
+
+impl From<MacAddr> for String {
+    fn from(m: MacAddr) -> String {
+        m.to_string()
+    }
+}
 
 impl MacAddr {
     /// Validate raw bytes: refuse multicast (including broadcast) and all-zero addresses.
-    pub fn from_bytes(bytes: [u8; 6]) -> Result<Self, NetError> {
+    pub fn from_bytes(bytes: [u8; 6]) -> Result<Self, TypeError> {
         let input = || format_bytes(&bytes);
         if bytes == [0; 6] {
-            return Err(NetError::InvalidMac {
+            return Err(TypeError::InvalidMac {
                 input: input(),
                 reason: "all-zero address",
             });
         }
         if bytes[0] & 0x01 != 0 {
-            return Err(NetError::InvalidMac {
+            return Err(TypeError::InvalidMac {
                 input: input(),
                 reason: "multicast address (lowest bit of the first octet set)",
             });
@@ -36,8 +53,8 @@ impl MacAddr {
     }
 
     /// Validate a byte slice as returned by netlink (must be exactly 6 bytes).
-    pub fn from_slice(bytes: &[u8]) -> Result<Self, NetError> {
-        let arr: [u8; 6] = bytes.try_into().map_err(|_| NetError::InvalidMac {
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, TypeError> {
+        let arr: [u8; 6] = bytes.try_into().map_err(|_| TypeError::InvalidMac {
             input: format!("{bytes:02x?}"),
             reason: "not 6 bytes long",
         })?;
@@ -45,11 +62,10 @@ impl MacAddr {
     }
 
     /// A random address `52:54:00:xx:xx:xx`.
-    pub fn generate() -> Result<Self, NetError> {
+    pub fn generate() -> Result<Self, TypeError> {
         let mut tail = [0u8; 3];
-        getrandom::fill(&mut tail).map_err(|e| {
-            let errno = e.raw_os_error().unwrap_or(libc::EIO);
-            NetError::sys("getrandom", "MAC address", nix::Error::from_raw(errno))
+        getrandom::fill(&mut tail).map_err(|e| TypeError::Random {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
         })?;
         Ok(Self::with_tail(tail))
     }
@@ -91,11 +107,11 @@ impl fmt::Debug for MacAddr {
 }
 
 impl FromStr for MacAddr {
-    type Err = NetError;
+    type Err = TypeError;
 
     /// Six pairs of hex digits separated by `:` (or all by `-`), in either case.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |reason| NetError::InvalidMac {
+        let bad = |reason| TypeError::InvalidMac {
             input: s.to_string(),
             reason,
         };
