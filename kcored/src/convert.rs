@@ -4,7 +4,12 @@ use std::time::SystemTime;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use kcore_proto::v1 as pb;
+use kcore_types::{ImageName, MacAddr, NetworkName, NodeName, PoolName, VmName, VolumeName};
 use kcore_vmm::spec::{Firmware, MachineType, RestartPolicy, VmSpec};
+
+use crate::controller::store::VmRow;
+use crate::error::{ApiError, ApiResult};
+use crate::model::{Boot, CreateVm, DiskRequest, ImageDisk, KernelBoot, NicRequest, VmRequest};
 use kcore_vmm::timeline::Timeline;
 use kcore_vmm::vm::VmState;
 
@@ -57,48 +62,300 @@ pub fn timeline_to_pb(t: &Timeline) -> pb::BootTimeline {
     }
 }
 
-fn opt_path(s: &str) -> Option<std::path::PathBuf> {
-    (!s.is_empty()).then(|| s.into())
-}
-
 fn opt_str(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-/// The node's spec from the API's.
-pub fn spec_from_pb(id: &str, name: &str, s: &pb::VmSpec) -> VmSpec {
-    let machine = match pb::MachineType::try_from(s.machine).unwrap_or_default() {
-        pb::MachineType::Pc => MachineType::Pc,
-        pb::MachineType::Microvm => MachineType::Microvm,
-        pb::MachineType::Q35 | pb::MachineType::Unspecified => MachineType::Q35,
+fn opt_name<T: std::str::FromStr<Err = kcore_types::TypeError>>(s: &str) -> ApiResult<Option<T>> {
+    Ok(if s.is_empty() { None } else { Some(s.parse()?) })
+}
+
+fn machine_from_pb(m: i32) -> Option<MachineType> {
+    match pb::MachineType::try_from(m).unwrap_or_default() {
+        pb::MachineType::Q35 => Some(MachineType::Q35),
+        pb::MachineType::Pc => Some(MachineType::Pc),
+        pb::MachineType::Microvm => Some(MachineType::Microvm),
+        pb::MachineType::Unspecified => None,
+    }
+}
+
+fn machine_to_pb(m: Option<MachineType>) -> pb::MachineType {
+    match m {
+        None => pb::MachineType::Unspecified,
+        Some(MachineType::Q35) => pb::MachineType::Q35,
+        Some(MachineType::Pc) => pb::MachineType::Pc,
+        Some(MachineType::Microvm) => pb::MachineType::Microvm,
+    }
+}
+
+fn restart_from_pb(r: i32) -> Option<RestartPolicy> {
+    match pb::RestartPolicy::try_from(r).unwrap_or_default() {
+        pb::RestartPolicy::Never => Some(RestartPolicy::Never),
+        pb::RestartPolicy::OnFailure => Some(RestartPolicy::OnFailure),
+        pb::RestartPolicy::Always => Some(RestartPolicy::Always),
+        pb::RestartPolicy::Unspecified => None,
+    }
+}
+
+fn restart_to_pb(r: Option<RestartPolicy>) -> pb::RestartPolicy {
+    match r {
+        None => pb::RestartPolicy::Unspecified,
+        Some(RestartPolicy::Never) => pb::RestartPolicy::Never,
+        Some(RestartPolicy::OnFailure) => pb::RestartPolicy::OnFailure,
+        Some(RestartPolicy::Always) => pb::RestartPolicy::Always,
+    }
+}
+
+fn firmware_from_pb(f: i32) -> Option<Firmware> {
+    match pb::Firmware::try_from(f).unwrap_or_default() {
+        pb::Firmware::Bios => Some(Firmware::Bios),
+        pb::Firmware::Uefi => Some(Firmware::Uefi),
+        pb::Firmware::Unspecified => None,
+    }
+}
+
+fn firmware_to_pb(f: Option<Firmware>) -> pb::Firmware {
+    match f {
+        None => pb::Firmware::Unspecified,
+        Some(Firmware::Bios) => pb::Firmware::Bios,
+        Some(Firmware::Uefi) => pb::Firmware::Uefi,
+    }
+}
+
+/// A NIC request from the API's (as in a create, or `AttachNic`).
+pub fn nic_from_pb(n: &pb::NicRequest) -> ApiResult<NicRequest> {
+    Ok(NicRequest {
+        network: NetworkName::parse(&n.network)?,
+        mac: opt_name::<MacAddr>(&n.mac)?,
+        model: if n.model.is_empty() {
+            None
+        } else {
+            Some(n.model.parse().map_err(ApiError::InvalidArgument)?)
+        },
+    })
+}
+
+fn nics_from_pb(nics: &[pb::NicRequest]) -> ApiResult<Vec<NicRequest>> {
+    nics.iter().map(nic_from_pb).collect()
+}
+
+fn nics_to_pb(nics: &[NicRequest]) -> Vec<pb::NicRequest> {
+    nics.iter()
+        .map(|n| pb::NicRequest {
+            network: n.network.to_string(),
+            mac: n.mac.map(|m| m.to_string()).unwrap_or_default(),
+            model: n.model.map(|m| m.as_str().to_string()).unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// A VM as the API shows it.
+pub fn vm_to_pb(r: &VmRow) -> pb::Vm {
+    pb::Vm {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        status: r.status as i32,
+        node: r.node.clone(),
+        memory_mb: r.spec.memory_mib,
+        vcpu: r.spec.vcpus,
+        storage_gb: r
+            .disks
+            .iter()
+            .map(|d| d.size_bytes.div_ceil(1 << 30) as u32)
+            .sum(),
+        created_at: r.created_at.clone(),
+        spec: Some(request_to_pb(&r.spec)),
+        timeline: r.timeline.clone(),
+        status_reason: r.status_reason.clone(),
+        pid: r.pid,
+        updated_at: r.updated_at.clone(),
+        disks: r.disks.clone(),
+        nics: r.nics.clone(),
+        tainted: r.tainted,
+    }
+}
+
+/// A create from the API's request.
+pub fn create_from_pb(r: pb::CreateVmRequest) -> ApiResult<CreateVm> {
+    let spec = r
+        .spec
+        .ok_or_else(|| ApiError::InvalidArgument("spec is required".into()))?;
+    Ok(CreateVm {
+        name: VmName::parse(&r.name)?,
+        request: request_from_pb(&spec)?,
+        node: if r.node.is_empty() {
+            None
+        } else {
+            Some(NodeName::parse(&r.node)?)
+        },
+        start: !r.no_start,
+        wait: !r.no_wait,
+    })
+}
+
+/// What a create asks for, from the API's spec: names, MACs and models parsed, the boot
+/// source and the disks in their shapes. Ranges are [`VmRequest::validate`]'s.
+pub fn request_from_pb(s: &pb::VmSpec) -> ApiResult<VmRequest> {
+    let bad = |m: &str| Err(ApiError::InvalidArgument(m.to_string()));
+    let kernel = if s.kernel.is_empty() {
+        if !s.initrd.is_empty() {
+            return bad("initrd given without a kernel");
+        }
+        if !s.cmdline.is_empty() {
+            return bad("cmdline given without a kernel");
+        }
+        None
+    } else {
+        Some(KernelBoot {
+            kernel: s.kernel.clone().into(),
+            initrd: opt_str(&s.initrd).map(Into::into),
+            cmdline: opt_str(&s.cmdline),
+        })
     };
-    let restart_policy = match pb::RestartPolicy::try_from(s.restart_policy).unwrap_or_default() {
-        pb::RestartPolicy::OnFailure => RestartPolicy::OnFailure,
-        pb::RestartPolicy::Always => RestartPolicy::Always,
-        pb::RestartPolicy::Never | pb::RestartPolicy::Unspecified => RestartPolicy::Never,
+    let image = if s.image.is_empty() {
+        if s.disk_size_gb > 0 {
+            return bad("--disk-size needs --image (it sizes the boot disk cloned from it)");
+        }
+        if !s.root_pool.is_empty() {
+            return bad("--root-pool needs --image (it is where the boot disk is cloned)");
+        }
+        None
+    } else {
+        Some(ImageDisk {
+            image: ImageName::parse(&s.image)?,
+            size_gib: (s.disk_size_gb > 0).then_some(s.disk_size_gb),
+            pool: opt_name(&s.root_pool)?,
+        })
     };
-    VmSpec {
-        id: id.to_string(),
-        name: name.to_string(),
-        machine,
+    let boot = match (kernel, image) {
+        (Some(k), Some(i)) => Boot::Both(k, i),
+        (Some(k), None) => Boot::Kernel(k),
+        (None, i) => Boot::Disk(i),
+    };
+    let disks = s
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let pool = opt_name(&d.pool)?;
+            if d.volume.is_empty() {
+                Ok(DiskRequest::New {
+                    pool,
+                    size_gib: d.size_gb,
+                })
+            } else if d.size_gb != 0 {
+                Err(ApiError::InvalidArgument(format!(
+                    "disk {}: give a size for a new volume or an existing volume, not both",
+                    i + 1
+                )))
+            } else {
+                Ok(DiskRequest::Existing {
+                    pool,
+                    volume: VolumeName::parse(&d.volume)?,
+                })
+            }
+        })
+        .collect::<ApiResult<_>>()?;
+    Ok(VmRequest {
         vcpus: s.vcpu,
         memory_mib: s.memory_mb,
-        kernel: opt_path(&s.kernel),
-        initrd: opt_path(&s.initrd),
-        cmdline: opt_str(&s.cmdline),
+        machine: machine_from_pb(s.machine),
+        firmware: firmware_from_pb(s.firmware),
+        restart: restart_from_pb(s.restart_policy),
+        boot,
+        disks,
+        nics: nics_from_pb(&s.nics)?,
         ready_pattern: opt_str(&s.ready_pattern),
-        restart_policy,
-        disks: Vec::new(),
-        firmware: match pb::Firmware::try_from(s.firmware).unwrap_or_default() {
-            pb::Firmware::Uefi => Firmware::Uefi,
-            pb::Firmware::Bios | pb::Firmware::Unspecified => Firmware::Bios,
+        autostart: s.autostart,
+    })
+}
+
+/// The API's spec of a request (the spec a VM was created from).
+pub fn request_to_pb(r: &VmRequest) -> pb::VmSpec {
+    let k = r.boot.kernel();
+    let i = r.boot.image();
+    let path = |p: Option<&std::path::PathBuf>| {
+        p.map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    pb::VmSpec {
+        vcpu: r.vcpus,
+        memory_mb: r.memory_mib,
+        machine: machine_to_pb(r.machine) as i32,
+        kernel: path(k.map(|k| &k.kernel)),
+        initrd: path(k.and_then(|k| k.initrd.as_ref())),
+        cmdline: k.and_then(|k| k.cmdline.clone()).unwrap_or_default(),
+        ready_pattern: r.ready_pattern.clone().unwrap_or_default(),
+        restart_policy: restart_to_pb(r.restart) as i32,
+        image: i.map(|i| i.image.to_string()).unwrap_or_default(),
+        disk_size_gb: i.and_then(|i| i.size_gib).unwrap_or(0),
+        disks: r
+            .disks
+            .iter()
+            .map(|d| match d {
+                DiskRequest::New { pool, size_gib } => pb::DiskRequest {
+                    pool: pool.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+                    size_gb: *size_gib,
+                    volume: String::new(),
+                },
+                DiskRequest::Existing { pool, volume } => pb::DiskRequest {
+                    pool: pool.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+                    size_gb: 0,
+                    volume: volume.to_string(),
+                },
+            })
+            .collect(),
+        firmware: firmware_to_pb(r.firmware) as i32,
+        root_pool: i
+            .and_then(|i| i.pool.as_ref())
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        nics: nics_to_pb(&r.nics),
+        autostart: r.autostart,
+    }
+}
+
+/// A request that describes a VM a node has defined, for a VM the store does not know (or
+/// a stored spec older versions wrote that does not parse as a request): its kernel, its
+/// disks as the existing volumes they are, its NICs. Nothing here is refused.
+pub fn request_of_defined(s: &pb::VmSpec, disks: &[pb::VmDisk]) -> VmRequest {
+    let kernel = (!s.kernel.is_empty()).then(|| KernelBoot {
+        kernel: s.kernel.clone().into(),
+        initrd: opt_str(&s.initrd).map(Into::into),
+        cmdline: opt_str(&s.cmdline),
+    });
+    let nics = s
+        .nics
+        .iter()
+        .filter_map(|n| {
+            Some(NicRequest {
+                network: NetworkName::parse(&n.network).ok()?,
+                mac: n.mac.parse().ok(),
+                model: n.model.parse().ok(),
+            })
+        })
+        .collect();
+    VmRequest {
+        vcpus: s.vcpu,
+        memory_mib: s.memory_mb,
+        machine: machine_from_pb(s.machine),
+        firmware: firmware_from_pb(s.firmware),
+        restart: restart_from_pb(s.restart_policy),
+        boot: match kernel {
+            Some(k) => Boot::Kernel(k),
+            None => Boot::Disk(None),
         },
-        uefi_code: None,
-        uefi_vars: None,
-        // The node makes the NICs (ids, taps) from the request's.
-        nics: Vec::new(),
-        // The node gives the VM its QEMU uid.
-        qemu_uid: None,
+        disks: disks
+            .iter()
+            .filter_map(|d| {
+                Some(DiskRequest::Existing {
+                    pool: PoolName::parse(&d.pool).ok(),
+                    volume: VolumeName::parse(&d.volume).ok()?,
+                })
+            })
+            .collect(),
+        nics,
+        ready_pattern: opt_str(&s.ready_pattern),
         autostart: s.autostart,
     }
 }
@@ -150,7 +407,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spec_round_trips_through_the_api() {
+    fn requests_round_trip_through_the_api() {
         let pb_spec = pb::VmSpec {
             vcpu: 2,
             memory_mb: 256,
@@ -161,12 +418,81 @@ mod tests {
             ready_pattern: "READY".into(),
             restart_policy: pb::RestartPolicy::OnFailure as i32,
             firmware: pb::Firmware::Uefi as i32,
+            image: "debian".into(),
+            disk_size_gb: 20,
+            disks: vec![
+                pb::DiskRequest {
+                    pool: "fast".into(),
+                    size_gb: 5,
+                    volume: String::new(),
+                },
+                pb::DiskRequest {
+                    pool: String::new(),
+                    size_gb: 0,
+                    volume: "kept".into(),
+                },
+            ],
+            nics: vec![pb::NicRequest {
+                network: "lan".into(),
+                mac: "52:54:00:00:00:01".into(),
+                model: "e1000".into(),
+            }],
             autostart: true,
             ..Default::default()
         };
-        let s = spec_from_pb("id", "n", &pb_spec);
-        assert_eq!(s.initrd, None);
-        assert_eq!(spec_to_pb(&s), pb_spec);
+        let r = request_from_pb(&pb_spec).expect("parses");
+        assert!(matches!(r.boot, Boot::Both(..)), "{r:?}");
+        assert_eq!(request_to_pb(&r), pb_spec);
+        // Unspecified stays unspecified.
+        let bare = pb::VmSpec {
+            vcpu: 1,
+            memory_mb: 64,
+            kernel: "/k".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            request_to_pb(&request_from_pb(&bare).expect("parses")),
+            bare
+        );
         assert_eq!(status_name(pb::VmStatus::Running), "RUNNING");
+    }
+
+    #[test]
+    fn shapes_are_refused_at_the_edge() {
+        let spec = |f: &dyn Fn(&mut pb::VmSpec)| {
+            let mut s = pb::VmSpec {
+                vcpu: 1,
+                memory_mb: 64,
+                ..Default::default()
+            };
+            f(&mut s);
+            request_from_pb(&s).map(drop).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            spec(&|s| s.initrd = "/i".into()),
+            Err("initrd given without a kernel".into())
+        );
+        assert!(
+            spec(&|s| s.disk_size_gb = 5)
+                .expect_err("size needs image")
+                .contains("--disk-size needs --image")
+        );
+        assert!(
+            spec(&|s| s.nics = vec![pb::NicRequest {
+                network: "Bad".into(),
+                ..Default::default()
+            }])
+            .expect_err("bad network")
+            .contains("invalid network name")
+        );
+        assert!(
+            spec(&|s| s.disks = vec![pb::DiskRequest {
+                pool: String::new(),
+                size_gb: 3,
+                volume: "v".into(),
+            }])
+            .expect_err("both")
+            .contains("not both")
+        );
     }
 }

@@ -9,6 +9,7 @@ mod convert;
 mod dirs;
 mod error;
 mod hostpath;
+mod model;
 mod netdef;
 mod node;
 mod node_tls;

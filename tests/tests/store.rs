@@ -186,9 +186,18 @@ fn an_older_db_is_backed_up_then_migrated_with_its_rows() {
         let db = data.join("controller.db");
         std::fs::copy(&template, &db).expect("copy");
         let c = Connection::open(&db).expect("open");
-        // Undo the newest migration (11: the `tainted` column).
-        c.execute_batch("ALTER TABLE vms DROP COLUMN tainted")
-            .expect("drop the newest column");
+        // Undo the newest migration (12: the spec in the store's own schema, and the
+        // vcpus and memory columns): the spec as the proto's JSON again.
+        let kernel = guest().kernel.to_str().expect("utf8").to_string();
+        c.execute(
+            "UPDATE vms SET spec = json_object('vcpu', 1, 'memory_mb', 64, 'kernel', ?1)",
+            [&kernel],
+        )
+        .expect("an old spec");
+        c.execute_batch(
+            "ALTER TABLE vms DROP COLUMN vcpus; ALTER TABLE vms DROP COLUMN memory_mib;",
+        )
+        .expect("drop the newest columns");
         c.pragma_update(None, "user_version", old)
             .expect("set version");
     });
@@ -203,6 +212,19 @@ fn an_older_db_is_backed_up_then_migrated_with_its_rows() {
         .filter_map(|v| v["name"].as_str())
         .collect();
     assert_eq!(names, ["old"], "the old row survived the migration");
+    // Its spec was read from the proto's JSON into the store's own schema.
+    let vm = d.vm("old");
+    assert_eq!(
+        vm["spec"]["kernel"],
+        guest().kernel.to_str().expect("utf8"),
+        "{vm}"
+    );
+    assert_eq!(
+        (vm["vcpu"].as_u64(), vm["memory_mb"].as_u64()),
+        (Some(1), Some(64))
+    );
+    d.kctl(&["vm", "start", "old"])
+        .expect_ok("the migrated VM starts");
     let bak = d.data_dir().join(format!("controller.db.bak-v{old}"));
     let meta = std::fs::metadata(&bak).expect("the backup exists");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);

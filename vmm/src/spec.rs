@@ -265,6 +265,100 @@ pub struct HostLimits {
     pub memory_mib: u32,
 }
 
+/// The rules a VM's settings follow, shared by the spec the node runs ([`VmSpec::validate`])
+/// and the requests the daemon takes (checked before anything is made): one place for each.
+///
+/// vCPUs and memory: at least 1 vCPU and [`MIN_MEMORY_MIB`], at most [`MAX_VCPUS`] and what
+/// `host` offers (when it is known: the node knows, the controller's placement decides).
+pub fn check_resources(
+    vcpus: u32,
+    memory_mib: u32,
+    host: Option<&HostLimits>,
+) -> Result<(), VmmError> {
+    let bad = |m: String| Err(VmmError::InvalidSpec(m));
+    if vcpus == 0 {
+        return bad("vcpu must be at least 1".into());
+    }
+    let max_vcpus = host.map_or(MAX_VCPUS, |h| h.cpus.min(MAX_VCPUS));
+    if vcpus > max_vcpus {
+        return bad(match host {
+            Some(_) => format!("vcpu {vcpus} is more than this host has ({max_vcpus})"),
+            None => format!("vcpu {vcpus} is more than {MAX_VCPUS}"),
+        });
+    }
+    if memory_mib < MIN_MEMORY_MIB {
+        return bad(format!(
+            "memory {memory_mib} MiB is too small (at least {MIN_MEMORY_MIB} MiB)"
+        ));
+    }
+    if let Some(h) = host
+        && memory_mib > h.memory_mib
+    {
+        return bad(format!(
+            "memory {memory_mib} MiB is more than this host has ({} MiB)",
+            h.memory_mib
+        ));
+    }
+    Ok(())
+}
+
+/// A boot source: a kernel (with an optional initrd and command line) or a disk.
+pub fn check_boot(kernel: bool, initrd: bool, cmdline: bool, disks: usize) -> Result<(), VmmError> {
+    let bad = |m: &str| Err(VmmError::InvalidSpec(m.to_string()));
+    if !kernel && initrd {
+        return bad("initrd given without a kernel");
+    }
+    if !kernel && cmdline {
+        return bad("cmdline given without a kernel");
+    }
+    if !kernel && disks == 0 {
+        return bad("no boot source: give a kernel (direct kernel boot) or an image");
+    }
+    Ok(())
+}
+
+/// UEFI needs a PC machine.
+pub fn check_firmware(machine: MachineType, firmware: Firmware) -> Result<(), VmmError> {
+    if firmware == Firmware::Uefi && machine == MachineType::Microvm {
+        return Err(VmmError::InvalidSpec(
+            "UEFI firmware needs machine q35 or pc, not microvm".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A kernel command line: at most [`MAX_CMDLINE_LEN`] bytes, one line.
+pub fn check_cmdline(c: &str) -> Result<(), VmmError> {
+    if c.len() > MAX_CMDLINE_LEN {
+        return Err(VmmError::InvalidSpec(format!(
+            "cmdline is longer than {MAX_CMDLINE_LEN} bytes"
+        )));
+    }
+    if c.contains('\0') || c.contains('\n') {
+        return Err(VmmError::InvalidSpec(
+            "cmdline contains a NUL or newline".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A ready pattern is a regex.
+pub fn check_ready_pattern(p: &str) -> Result<(), VmmError> {
+    regex::Regex::new(p)
+        .map(drop)
+        .map_err(|e| VmmError::InvalidSpec(format!("ready pattern: {e}")))
+}
+
+/// A NIC model the machine has (e1000 is a PCI card: not on microvm).
+pub fn check_nic_model(model: NicModel, machine: MachineType) -> Result<(), VmmError> {
+    if model == NicModel::E1000 && machine == MachineType::Microvm {
+        return Err(VmmError::InvalidSpec(
+            "NIC model e1000 needs machine q35 or pc, not microvm".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl VmSpec {
     /// Check the spec against the host and the filesystem. Every error names the field.
     pub fn validate(&self, host: &HostLimits) -> Result<(), VmmError> {
@@ -283,42 +377,14 @@ impl VmSpec {
         disks: usize,
         root_disks: usize,
     ) -> Result<(), VmmError> {
-        let bad = |m: String| Err(VmmError::InvalidSpec(m));
-        if self.vcpus == 0 {
-            return bad("vcpu must be at least 1".into());
-        }
-        let max_vcpus = host.cpus.min(MAX_VCPUS);
-        if self.vcpus > max_vcpus {
-            return bad(format!(
-                "vcpu {} is more than this host has ({max_vcpus})",
-                self.vcpus
-            ));
-        }
-        if self.memory_mib < MIN_MEMORY_MIB {
-            return bad(format!(
-                "memory {} MiB is too small (at least {MIN_MEMORY_MIB} MiB)",
-                self.memory_mib
-            ));
-        }
-        if self.memory_mib > host.memory_mib {
-            return bad(format!(
-                "memory {} MiB is more than this host has ({} MiB)",
-                self.memory_mib, host.memory_mib
-            ));
-        }
-        match (&self.kernel, &self.initrd, &self.cmdline) {
-            (None, Some(_), _) => return bad("initrd given without a kernel".into()),
-            (None, _, Some(c)) if !c.is_empty() => {
-                return bad("cmdline given without a kernel".into());
-            }
-            _ => {}
-        }
-        if self.kernel.is_none() && disks == 0 {
-            return bad("no boot source: give a kernel (direct kernel boot) or an image".into());
-        }
-        if self.firmware == Firmware::Uefi && self.machine == MachineType::Microvm {
-            return bad("UEFI firmware needs machine q35 or pc, not microvm".into());
-        }
+        check_resources(self.vcpus, self.memory_mib, Some(host))?;
+        check_boot(
+            self.kernel.is_some(),
+            self.initrd.is_some(),
+            self.cmdline.as_deref().is_some_and(|c| !c.is_empty()),
+            disks,
+        )?;
+        check_firmware(self.machine, self.firmware)?;
         if let Some(k) = &self.kernel {
             check_file("kernel", k)?;
         }
@@ -326,16 +392,10 @@ impl VmSpec {
             check_file("initrd", i)?;
         }
         if let Some(c) = &self.cmdline {
-            if c.len() > MAX_CMDLINE_LEN {
-                return bad(format!("cmdline is longer than {MAX_CMDLINE_LEN} bytes"));
-            }
-            if c.contains('\0') || c.contains('\n') {
-                return bad("cmdline contains a NUL or newline".into());
-            }
+            check_cmdline(c)?;
         }
         if let Some(p) = &self.ready_pattern {
-            regex::Regex::new(p)
-                .map_err(|e| VmmError::InvalidSpec(format!("ready pattern: {e}")))?;
+            check_ready_pattern(p)?;
         }
         self.machine.check_device_count(
             root_disks,
@@ -356,9 +416,7 @@ impl VmSpec {
             {
                 return bad(format!("NIC id {:?} is not a valid QEMU id", n.id));
             }
-            if n.model == NicModel::E1000 && self.machine == MachineType::Microvm {
-                return bad("NIC model e1000 needs machine q35 or pc, not microvm".into());
-            }
+            check_nic_model(n.model, self.machine)?;
             if let Some(other) = self.nics[..i]
                 .iter()
                 .find(|o| o.id == n.id || o.mac == n.mac)

@@ -15,6 +15,7 @@ use super::Controller;
 use super::storage::DiskOp;
 use super::vms::SimpleOp;
 use crate::caller::Caller;
+use crate::convert::vm_to_pb;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -48,14 +49,14 @@ impl KcoreService for KcoreApi {
         let node = (!node.is_empty()).then_some(node);
         let vms = self.ctl.store.list_vms(node.as_deref())?;
         Ok(Response::new(pb::ListVMsResponse {
-            vms: vms.iter().map(|r| r.to_pb()).collect(),
+            vms: vms.iter().map(vm_to_pb).collect(),
         }))
     }
 
     async fn get_vm(&self, req: Request<pb::GetVmRequest>) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(
-            self.ctl.get_row(&req.into_inner().name)?.to_pb(),
-        ))
+        Ok(Response::new(vm_to_pb(
+            &self.ctl.get_row(&req.into_inner().name)?,
+        )))
     }
 
     async fn create_vm(
@@ -65,11 +66,11 @@ impl KcoreService for KcoreApi {
         // On its own task: a client that goes away (Ctrl-C) does not cut the create short.
         let ctl = self.ctl.clone();
         let caller = Caller::of(&req);
-        let req = req.into_inner();
-        let vm = tokio::spawn(async move { ctl.create_vm(&caller, req).await })
+        let create = crate::convert::create_from_pb(req.into_inner())?;
+        let vm = tokio::spawn(async move { ctl.create_vm(&caller, create).await })
             .await
             .map_err(|e| Status::internal(format!("create task failed: {e}")))??;
-        Ok(Response::new(vm))
+        Ok(Response::new(vm_to_pb(&vm)))
     }
 
     async fn delete_vm(
@@ -83,11 +84,15 @@ impl KcoreService for KcoreApi {
 
     async fn start_vm(&self, req: Request<pb::StartVmRequest>) -> Result<Response<pb::Vm>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.ctl.start_vm(&r.name, r.no_wait).await?))
+        Ok(Response::new(vm_to_pb(
+            &self.ctl.start_vm(&r.name, r.no_wait).await?,
+        )))
     }
 
     async fn stop_vm(&self, req: Request<pb::StopVmRequest>) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(self.ctl.stop_vm(req.into_inner()).await?))
+        Ok(Response::new(vm_to_pb(
+            &self.ctl.stop_vm(req.into_inner()).await?,
+        )))
     }
 
     async fn reboot_vm(
@@ -95,16 +100,16 @@ impl KcoreService for KcoreApi {
         req: Request<pb::RebootVmRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
         let name = req.into_inner().name;
-        Ok(Response::new(
-            self.ctl.simple_op(&name, SimpleOp::Reboot).await?,
-        ))
+        Ok(Response::new(vm_to_pb(
+            &self.ctl.simple_op(&name, SimpleOp::Reboot).await?,
+        )))
     }
 
     async fn pause_vm(&self, req: Request<pb::PauseVmRequest>) -> Result<Response<pb::Vm>, Status> {
         let name = req.into_inner().name;
-        Ok(Response::new(
-            self.ctl.simple_op(&name, SimpleOp::Pause).await?,
-        ))
+        Ok(Response::new(vm_to_pb(
+            &self.ctl.simple_op(&name, SimpleOp::Pause).await?,
+        )))
     }
 
     async fn resume_vm(
@@ -112,9 +117,9 @@ impl KcoreService for KcoreApi {
         req: Request<pb::ResumeVmRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
         let name = req.into_inner().name;
-        Ok(Response::new(
-            self.ctl.simple_op(&name, SimpleOp::Resume).await?,
-        ))
+        Ok(Response::new(vm_to_pb(
+            &self.ctl.simple_op(&name, SimpleOp::Resume).await?,
+        )))
     }
 
     async fn list_nodes(
@@ -341,27 +346,27 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::AttachDiskRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(
-            self.ctl.disk_op(DiskOp::Attach(req.into_inner())).await?,
-        ))
+        Ok(Response::new(vm_to_pb(
+            &self.ctl.disk_op(DiskOp::Attach(req.into_inner())).await?,
+        )))
     }
 
     async fn detach_disk(
         &self,
         req: Request<pb::DetachDiskRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(
-            self.ctl.disk_op(DiskOp::Detach(req.into_inner())).await?,
-        ))
+        Ok(Response::new(vm_to_pb(
+            &self.ctl.disk_op(DiskOp::Detach(req.into_inner())).await?,
+        )))
     }
 
     async fn resize_disk(
         &self,
         req: Request<pb::ResizeDiskRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(
-            self.ctl.disk_op(DiskOp::Resize(req.into_inner())).await?,
-        ))
+        Ok(Response::new(vm_to_pb(
+            &self.ctl.disk_op(DiskOp::Resize(req.into_inner())).await?,
+        )))
     }
 
     async fn exec_qmp(
@@ -414,14 +419,18 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::AttachNicRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(self.ctl.attach_nic(req.into_inner()).await?))
+        Ok(Response::new(vm_to_pb(
+            &self.ctl.attach_nic(req.into_inner()).await?,
+        )))
     }
 
     async fn detach_nic(
         &self,
         req: Request<pb::DetachNicRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(self.ctl.detach_nic(req.into_inner()).await?))
+        Ok(Response::new(vm_to_pb(
+            &self.ctl.detach_nic(req.into_inner()).await?,
+        )))
     }
 
     async fn issue_certificate(

@@ -8,12 +8,13 @@ use std::collections::HashMap;
 use kcore_netstack::{Ipv4Cidr, MacAddr};
 use kcore_proto::v1 as pb;
 use kcore_proto::v1::node_agent_client::NodeAgentClient;
-use kcore_vmm::spec::NicModel;
 use tonic::transport::Channel;
 
 use super::Controller;
+use super::store::VmRow;
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
+use crate::model::NicRequest;
 use crate::netdef::NetworkDef;
 
 fn mode_name(mode: i32) -> &'static str {
@@ -255,65 +256,64 @@ impl Controller {
 
     /// Check a VM's NIC requests (`vm` names it in messages): each network exists, each
     /// model is known, each MAC is valid and not used by any VM (or is generated so).
-    pub(super) fn assign_macs(&self, vm: &str, nics: &mut [pb::NicRequest]) -> ApiResult<()> {
+    pub(super) fn assign_macs(&self, vm: &str, nics: &mut [NicRequest]) -> ApiResult<()> {
         if nics.is_empty() {
             return Ok(());
         }
-        let mut used: HashMap<String, String> = HashMap::new();
+        let mut used: HashMap<MacAddr, String> = HashMap::new();
         for row in self.store.list_vms(None)? {
             for m in row.macs() {
-                used.insert(m.to_ascii_lowercase(), row.name.clone());
+                used.insert(m, row.name.clone());
             }
         }
         for n in nics.iter_mut() {
             if self.store.get_network(&n.network)?.is_none() {
                 return Err(ApiError::NotFound(format!(
                     "no network named {:?} (see kctl network list)",
-                    n.network
+                    n.network.as_str()
                 )));
             }
-            n.model
-                .parse::<NicModel>()
-                .map_err(ApiError::InvalidArgument)?;
-            if n.mac.is_empty() {
-                n.mac = loop {
-                    let m = MacAddr::generate()?.to_string();
+            let mac = match n.mac {
+                None => loop {
+                    let m = MacAddr::generate()?;
                     if !used.contains_key(&m) {
                         break m;
                     }
-                };
-            } else {
-                let m = n.mac.parse::<MacAddr>()?.to_string();
-                if let Some(owner) = used.get(&m) {
-                    return Err(ApiError::AlreadyExists(format!(
-                        "MAC {m} is already used by VM {owner}"
-                    )));
+                },
+                Some(m) => {
+                    if let Some(owner) = used.get(&m) {
+                        return Err(ApiError::AlreadyExists(format!(
+                            "MAC {m} is already used by VM {owner}"
+                        )));
+                    }
+                    m
                 }
-                n.mac = m;
-            }
-            used.insert(n.mac.clone(), vm.to_string());
+            };
+            n.mac = Some(mac);
+            used.insert(mac, vm.to_string());
         }
         Ok(())
     }
 
     /// Add a NIC to a VM (hot-plugged when it runs).
-    pub async fn attach_nic(&self, r: pb::AttachNicRequest) -> ApiResult<pb::Vm> {
+    pub async fn attach_nic(&self, r: pb::AttachNicRequest) -> ApiResult<VmRow> {
         let row = self.get_row(&r.vm)?;
         let mut client = self.nodes.client(&row.node)?;
         let _g = self.place_lock.lock().await;
-        let mut nic = [pb::NicRequest {
-            network: r.network,
-            mac: r.mac,
-            model: r.model,
-        }];
+        let mut nic = [crate::convert::nic_from_pb(&pb::NicRequest {
+            network: r.network.clone(),
+            mac: r.mac.clone(),
+            model: r.model.clone(),
+        })?];
         self.assign_macs(&row.name, &mut nic)?;
         let [nic] = nic;
+        let mac = nic.mac.map(|m| m.to_string()).unwrap_or_default();
         let nv = client
             .attach_node_nic(pb::AttachNicRequest {
                 vm: row.id.clone(),
-                network: nic.network.clone(),
-                mac: nic.mac.clone(),
-                model: nic.model,
+                network: nic.network.to_string(),
+                mac: mac.clone(),
+                model: r.model,
             })
             .await?
             .into_inner();
@@ -322,13 +322,13 @@ impl Controller {
         self.emit(
             "vm.nic",
             Some(&row),
-            format!("attached a NIC {} on network {}", nic.mac, nic.network),
+            format!("attached a NIC {mac} on network {}", nic.network),
         );
-        Ok(row.to_pb())
+        Ok(row)
     }
 
     /// Remove a NIC from a VM (unplugged when it runs).
-    pub async fn detach_nic(&self, r: pb::DetachNicRequest) -> ApiResult<pb::Vm> {
+    pub async fn detach_nic(&self, r: pb::DetachNicRequest) -> ApiResult<VmRow> {
         let row = self.get_row(&r.vm)?;
         let mut client = self.nodes.client(&row.node)?;
         let nv = client
@@ -341,6 +341,6 @@ impl Controller {
         self.apply_node_vm(&nv)?;
         let row = self.get_row(&row.id)?;
         self.emit("vm.nic", Some(&row), format!("detached NIC {}", r.nic));
-        Ok(row.to_pb())
+        Ok(row)
     }
 }

@@ -172,7 +172,10 @@ impl Controller {
                 id: nv.id.clone(),
                 name: nv.name.clone(),
                 node: node.to_string(),
-                spec: nv.spec.clone().unwrap_or_default(),
+                spec: crate::convert::request_of_defined(
+                    &nv.spec.clone().unwrap_or_default(),
+                    &nv.disks,
+                ),
                 status: pb::VmStatus::try_from(nv.status).unwrap_or_default(),
                 status_reason: nv.status_reason.clone(),
                 pid: nv.pid,

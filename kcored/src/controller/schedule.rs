@@ -7,12 +7,11 @@
 //! Among the nodes that fit, the least loaded by memory wins (spread), then the one with
 //! fewer VMs, then by name, so placement is predictable.
 
-use std::collections::BTreeMap;
-
 use kcore_proto::v1 as pb;
 
 use super::Controller;
 use crate::error::{ApiError, ApiResult};
+use crate::model::VmRequest;
 
 const GIB: u64 = 1 << 30;
 
@@ -32,26 +31,8 @@ pub struct Candidate {
     pub images: Vec<String>,
 }
 
-fn pool_name(p: &str) -> &str {
-    if p.is_empty() { "default" } else { p }
-}
-
-/// Bytes the VM's new volumes take in each pool (the boot disk counts when its size is
-/// given; a clone of the image's own size is checked by the node; an existing volume
-/// takes nothing new).
-fn pool_needs(spec: &pb::VmSpec) -> BTreeMap<&str, u64> {
-    let mut need: BTreeMap<&str, u64> = BTreeMap::new();
-    if !spec.image.is_empty() {
-        *need.entry(pool_name(&spec.root_pool)).or_default() += u64::from(spec.disk_size_gb) * GIB;
-    }
-    for d in &spec.disks {
-        *need.entry(pool_name(&d.pool)).or_default() += u64::from(d.size_gb) * GIB;
-    }
-    need
-}
-
 /// Why `c` cannot take the VM, or None when it can.
-fn misfit(spec: &pb::VmSpec, c: &Candidate, overcommit: f64) -> Option<String> {
+fn misfit(spec: &VmRequest, c: &Candidate, overcommit: f64) -> Option<String> {
     if !c.ready {
         return Some("not ready".into());
     }
@@ -61,7 +42,7 @@ fn misfit(spec: &pb::VmSpec, c: &Candidate, overcommit: f64) -> Option<String> {
     if let Some(why) = capacity_misfit(spec, c, overcommit) {
         return Some(why);
     }
-    for (pool, bytes) in pool_needs(spec) {
+    for (pool, bytes) in spec.new_bytes_per_pool() {
         match c.pools.iter().find(|p| p.name == pool) {
             None => return Some(format!("no pool {pool}")),
             Some(p) if p.free_bytes < bytes => {
@@ -75,47 +56,49 @@ fn misfit(spec: &pb::VmSpec, c: &Candidate, overcommit: f64) -> Option<String> {
         }
     }
     for nic in &spec.nics {
-        if !c.networks.contains(&nic.network) {
+        if !c.networks.iter().any(|n| nic.network == n.as_str()) {
             return Some(format!("no network {}", nic.network));
         }
     }
-    if !spec.image.is_empty() && !c.images.contains(&spec.image) {
-        return Some(format!("no image {}", spec.image));
+    if let Some(i) = spec.boot.image()
+        && !c.images.iter().any(|n| i.image == n.as_str())
+    {
+        return Some(format!("no image {}", i.image));
     }
     None
 }
 
 /// Why `c` has no room for the VM's memory or vCPUs beside what is placed there already,
 /// or None when it has.
-pub fn capacity_misfit(spec: &pb::VmSpec, c: &Candidate, overcommit: f64) -> Option<String> {
+pub fn capacity_misfit(spec: &VmRequest, c: &Candidate, overcommit: f64) -> Option<String> {
     let free_mem = i64::from(c.memory_mb) - i64::from(c.allocated_memory_mb);
-    if i64::from(spec.memory_mb) > free_mem {
+    if i64::from(spec.memory_mib) > free_mem {
         return Some(format!(
             "{} MiB of memory free, {} asked",
             free_mem.max(0),
-            spec.memory_mb
+            spec.memory_mib
         ));
     }
     let max_vcpu = (f64::from(c.cpus) * overcommit).floor() as u64;
-    if u64::from(c.allocated_vcpu) + u64::from(spec.vcpu) > max_vcpu {
+    if u64::from(c.allocated_vcpu) + u64::from(spec.vcpus) > max_vcpu {
         return Some(format!(
             "{} of {max_vcpu} vCPUs placed ({} cpus x {overcommit} overcommit), {} asked",
-            c.allocated_vcpu, c.cpus, spec.vcpu
+            c.allocated_vcpu, c.cpus, spec.vcpus
         ));
     }
     None
 }
 
 /// Lower is better: memory in use after placing the VM, as a fraction, then VM count.
-fn load(spec: &pb::VmSpec, c: &Candidate) -> (f64, u32) {
-    let used = f64::from(c.allocated_memory_mb) + f64::from(spec.memory_mb);
+fn load(spec: &VmRequest, c: &Candidate) -> (f64, u32) {
+    let used = f64::from(c.allocated_memory_mb) + f64::from(spec.memory_mib);
     (used / f64::from(c.memory_mb.max(1)), c.vm_count)
 }
 
 /// Pick a node for `spec`: `wanted` if given (and it fits), else the least loaded node
 /// that fits.
 pub fn place(
-    spec: &pb::VmSpec,
+    spec: &VmRequest,
     wanted: &str,
     nodes: &[Candidate],
     overcommit: f64,
@@ -143,26 +126,30 @@ pub fn place(
     }
     // Bigger than any node could ever be: the request is wrong, not the cluster full.
     let max_mem = nodes.iter().map(|c| c.memory_mb).max().unwrap_or(0);
-    if spec.memory_mb > max_mem {
+    if spec.memory_mib > max_mem {
         return Err(ApiError::InvalidArgument(format!(
             "memory {} MiB is more than any node has (largest: {max_mem} MiB)",
-            spec.memory_mb
+            spec.memory_mib
         )));
     }
     let max_cpus = nodes.iter().map(|c| c.cpus).max().unwrap_or(0);
-    if spec.vcpu > max_cpus {
+    if spec.vcpus > max_cpus {
         return Err(ApiError::InvalidArgument(format!(
             "vcpu {} is more than any node has (largest: {max_cpus})",
-            spec.vcpu
+            spec.vcpus
         )));
     }
-    if !spec.image.is_empty() && !nodes.iter().any(|c| c.images.contains(&spec.image)) {
+    if let Some(i) = spec.boot.image()
+        && !nodes
+            .iter()
+            .any(|c| c.images.iter().any(|n| i.image == n.as_str()))
+    {
         return Err(ApiError::NotFound(format!(
             "no node has an image named {:?} (kctl image import)",
-            spec.image
+            i.image.as_str()
         )));
     }
-    for pool in pool_needs(spec).into_keys() {
+    for pool in spec.new_bytes_per_pool().into_keys() {
         if !nodes.iter().any(|c| c.pools.iter().any(|p| p.name == pool)) {
             return Err(ApiError::NotFound(format!(
                 "no node has a pool named {pool:?}"
@@ -185,8 +172,8 @@ pub fn place(
         Some((c, _)) => Ok(c.name.clone()),
         None => Err(ApiError::ResourceExhausted(format!(
             "no node fits the VM ({} vCPU, {} MiB): {}",
-            spec.vcpu,
-            spec.memory_mb,
+            spec.vcpus,
+            spec.memory_mib,
             reasons.join("; ")
         ))),
     }
@@ -194,7 +181,7 @@ pub fn place(
 
 impl Controller {
     /// Place a new VM; see [`place`].
-    pub fn schedule(&self, wanted: &str, spec: &pb::VmSpec) -> ApiResult<String> {
+    pub fn schedule(&self, wanted: &str, spec: &VmRequest) -> ApiResult<String> {
         let mut nodes = Vec::new();
         for l in self.nodes.all() {
             nodes.push(self.candidate(l)?);
@@ -221,7 +208,7 @@ impl Controller {
 
     /// Before a stopped VM starts again: its node must still have room for it beside the
     /// VMs that run there now (RESOURCE_EXHAUSTED otherwise).
-    pub fn check_room_to_start(&self, node: &str, spec: &pb::VmSpec) -> ApiResult<()> {
+    pub fn check_room_to_start(&self, node: &str, spec: &VmRequest) -> ApiResult<()> {
         let c = self.candidate(self.nodes.get(node)?)?;
         match capacity_misfit(spec, &c, self.tuning.cpu_overcommit) {
             None => Ok(()),
@@ -256,6 +243,11 @@ mod tests {
         }
     }
 
+    /// The domain request of an API spec (as the gRPC edge makes it).
+    fn r(s: &pb::VmSpec) -> VmRequest {
+        crate::convert::request_from_pb(s).expect("a request")
+    }
+
     fn vm(vcpu: u32, mem: u32) -> pb::VmSpec {
         pb::VmSpec {
             vcpu,
@@ -271,12 +263,12 @@ mod tests {
             node("b", 4096, 1024),
             node("c", 1024, 0),
         ];
-        assert_eq!(place(&vm(1, 128), "", &nodes, 4.0).expect("fits"), "c");
+        assert_eq!(place(&r(&vm(1, 128)), "", &nodes, 4.0).expect("fits"), "c");
         let same = [node("x", 1024, 0), node("w", 1024, 0)];
-        assert_eq!(place(&vm(1, 128), "", &same, 4.0).expect("fits"), "x");
+        assert_eq!(place(&r(&vm(1, 128)), "", &same, 4.0).expect("fits"), "x");
         let mut fewer = same.clone();
         fewer[0].vm_count = 1;
-        assert_eq!(place(&vm(1, 128), "", &fewer, 4.0).expect("fits"), "w");
+        assert_eq!(place(&r(&vm(1, 128)), "", &fewer, 4.0).expect("fits"), "w");
     }
 
     #[test]
@@ -305,7 +297,7 @@ mod tests {
             }],
             ..vm(1, 128)
         };
-        let e = place(&spec, "", &nodes, 4.0).expect_err("nothing fits");
+        let e = place(&r(&spec), "", &nodes, 4.0).expect_err("nothing fits");
         let ApiError::ResourceExhausted(msg) = &e else {
             panic!("{e:?}")
         };
@@ -329,7 +321,7 @@ mod tests {
             }],
             ..vm(1, 128)
         };
-        let e = place(&other, "", &nodes[1..2], 8.0).expect_err("no pool");
+        let e = place(&r(&other), "", &nodes[1..2], 8.0).expect_err("no pool");
         assert!(
             matches!(&e, ApiError::NotFound(m) if m.contains("\"fast\"")),
             "{e:?}"
@@ -338,17 +330,17 @@ mod tests {
         with_fast.name = "fast".into();
         with_fast.pools[0].name = "fast".into();
         with_fast.ready = false;
-        let e = place(&other, "", &[nodes[1].clone(), with_fast], 8.0).expect_err("no pool");
+        let e = place(&r(&other), "", &[nodes[1].clone(), with_fast], 8.0).expect_err("no pool");
         assert!(e.to_string().contains("cpu: no pool fast"), "{e}");
         // One pool-space rule whatever the pool kind: new volumes fit in the free space.
         for (ty, source) in [("dir", "/var/lib/kcore/pools/default"), ("lvm", "vg0/thin")] {
             let mut n = nodes[2].clone();
             n.pools[0].r#type = ty.into();
             n.pools[0].source = source.into();
-            let e = place(&spec, "", &[n.clone()], 4.0).expect_err("no room");
+            let e = place(&r(&spec), "", &[n.clone()], 4.0).expect_err("no room");
             assert!(e.to_string().contains("1.0 GiB free, 2 GiB asked"), "{e}");
             n.pools[0].free_bytes = 2 * GIB;
-            assert_eq!(place(&spec, "", &[n], 4.0).expect("fits"), "pool");
+            assert_eq!(place(&r(&spec), "", &[n], 4.0).expect("fits"), "pool");
         }
         // An existing volume takes no new space.
         let reuse = pb::VmSpec {
@@ -361,18 +353,18 @@ mod tests {
         };
         let mut full = node("ok", 1024, 0);
         full.pools[0].free_bytes = 0;
-        assert_eq!(place(&reuse, "", &[full], 4.0).expect("fits"), "ok");
+        assert_eq!(place(&r(&reuse), "", &[full], 4.0).expect("fits"), "ok");
     }
 
     #[test]
     fn impossible_requests_are_invalid_and_a_named_node_must_fit() {
         let nodes = [node("a", 1024, 0), node("b", 2048, 2000)];
-        let e = place(&vm(1, 4096), "", &nodes, 4.0).expect_err("too big");
+        let e = place(&r(&vm(1, 4096)), "", &nodes, 4.0).expect_err("too big");
         assert!(matches!(e, ApiError::InvalidArgument(_)), "{e:?}");
-        let e = place(&vm(3, 128), "", &nodes, 4.0).expect_err("too many cpus");
+        let e = place(&r(&vm(3, 128)), "", &nodes, 4.0).expect_err("too many cpus");
         assert!(matches!(e, ApiError::InvalidArgument(_)), "{e:?}");
-        assert_eq!(place(&vm(1, 128), "a", &nodes, 4.0).expect("a"), "a");
-        let e = place(&vm(1, 128), "b", &nodes, 4.0).expect_err("b is full");
+        assert_eq!(place(&r(&vm(1, 128)), "a", &nodes, 4.0).expect("a"), "a");
+        let e = place(&r(&vm(1, 128)), "b", &nodes, 4.0).expect_err("b is full");
         assert!(
             matches!(&e, ApiError::ResourceExhausted(m) if m.contains("node b cannot take")),
             "{e:?}"
@@ -381,14 +373,14 @@ mod tests {
             image: "nosuch".into(),
             ..vm(1, 128)
         };
-        let e = place(&nowhere, "", &nodes, 4.0).expect_err("unknown image");
+        let e = place(&r(&nowhere), "", &nodes, 4.0).expect_err("unknown image");
         assert!(
             matches!(&e, ApiError::NotFound(m) if m.contains("nosuch")),
             "{e:?}"
         );
-        let e = place(&vm(1, 128), "zz", &nodes, 4.0).expect_err("unknown");
+        let e = place(&r(&vm(1, 128)), "zz", &nodes, 4.0).expect_err("unknown");
         assert!(matches!(e, ApiError::NotFound(_)), "{e:?}");
-        let e = place(&vm(1, 128), "", &[], 4.0).expect_err("no nodes");
+        let e = place(&r(&vm(1, 128)), "", &[], 4.0).expect_err("no nodes");
         assert!(matches!(e, ApiError::Unavailable(_)), "{e:?}");
     }
 }

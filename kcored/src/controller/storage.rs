@@ -6,6 +6,7 @@ use tonic::Streaming;
 
 use super::Controller;
 use super::nodes::NodeLink;
+use super::store::VmRow;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 
@@ -172,7 +173,7 @@ pub enum DiskOp {
 
 impl Controller {
     /// Attach, detach or resize a VM's disk on its node.
-    pub async fn disk_op(&self, op: DiskOp) -> ApiResult<pb::Vm> {
+    pub async fn disk_op(&self, op: DiskOp) -> ApiResult<VmRow> {
         let name = match &op {
             DiskOp::Attach(r) => r.vm.clone(),
             DiskOp::Detach(r) => r.vm.clone(),
@@ -211,6 +212,6 @@ impl Controller {
         self.apply_node_vm(&nv.into_inner())?;
         let row = self.get_row(&row.id)?;
         self.emit("vm.disk", Some(&row), what);
-        Ok(row.to_pb())
+        Ok(row)
     }
 }

@@ -11,6 +11,7 @@ use super::store::VmRow;
 use crate::caller::Caller;
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
+use crate::model::{CreateVm, DiskRequest, VmRequest};
 
 fn micros(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
@@ -26,45 +27,31 @@ impl Controller {
     }
 
     /// Create (and by default start) a VM for `caller` (the node reads the kernel and initrd
-    /// only if they may). On any failure, everything done so far is undone.
-    pub async fn create_vm(
-        self: &Arc<Self>,
-        caller: &Caller,
-        req: pb::CreateVmRequest,
-    ) -> ApiResult<pb::Vm> {
+    /// only if they may). The whole request is checked before anything is placed or made;
+    /// on any later failure, everything done so far is undone.
+    pub async fn create_vm(self: &Arc<Self>, caller: &Caller, c: CreateVm) -> ApiResult<VmRow> {
         let requested_at = SystemTime::now();
-        kcore_types::VmName::parse(&req.name)?;
-        let mut spec = req
-            .spec
-            .ok_or_else(|| ApiError::InvalidArgument("spec is required".into()))?;
-        if spec.vcpu == 0 {
-            return Err(ApiError::InvalidArgument("vcpu must be at least 1".into()));
-        }
-        if spec.memory_mb < kcore_vmm::spec::MIN_MEMORY_MIB {
-            return Err(ApiError::InvalidArgument(format!(
-                "memory {} MiB is too small (at least {} MiB)",
-                spec.memory_mb,
-                kcore_vmm::spec::MIN_MEMORY_MIB
-            )));
-        }
-        // Device counts per machine type, before anything is placed or made.
-        crate::convert::spec_from_pb("", &req.name, &spec)
-            .machine
-            .check_device_count(
-                usize::from(!spec.image.is_empty()) + spec.disks.len(),
-                spec.nics.len(),
-            )?;
-        if self.store.get_vm(&req.name)?.is_some() {
+        let CreateVm {
+            name,
+            request: mut spec,
+            node: wanted,
+            start,
+            wait,
+        } = c;
+        spec.validate(None)?;
+        if self.store.get_vm(&name)?.is_some() {
             return Err(ApiError::AlreadyExists(format!(
                 "a VM named {:?} already exists",
-                req.name
+                name.as_str()
             )));
         }
         // Existing volumes pin the VM to the node that has them.
-        let wanted = self.node_of_volumes(&req.node, &spec).await?;
+        let wanted = self
+            .node_of_volumes(wanted.as_deref().unwrap_or(""), &spec)
+            .await?;
         // Placement, MACs and the row under one lock: concurrent creates see each other.
         let place_guard = self.place_lock.lock().await;
-        self.assign_macs(&req.name, &mut spec.nics)?;
+        self.assign_macs(&name, &mut spec.nics)?;
         let node = match self.schedule(&wanted, &spec) {
             // The last heartbeat may predate a network or an image made just now.
             Err(ApiError::ResourceExhausted(_) | ApiError::NotFound(_)) => {
@@ -77,7 +64,7 @@ impl Controller {
         let now = now_rfc3339();
         let row = VmRow {
             id: uuid::Uuid::new_v4().to_string(),
-            name: req.name.clone(),
+            name: name.to_string(),
             node: node.clone(),
             spec: spec.clone(),
             status: pb::VmStatus::Creating,
@@ -89,7 +76,7 @@ impl Controller {
             updated_at: now,
             disks: Vec::new(),
             nics: Vec::new(),
-            pending_start: !req.no_start,
+            pending_start: start,
             tainted: false,
         };
         let busy = self.busy(&row.id);
@@ -99,7 +86,7 @@ impl Controller {
             .define_vm(pb::DefineVmRequest {
                 id: row.id.clone(),
                 name: row.name.clone(),
-                spec: Some(spec),
+                spec: Some(crate::convert::request_to_pb(&spec)),
                 caller: Some(caller.into()),
             })
             .await;
@@ -112,10 +99,10 @@ impl Controller {
         };
         self.emit("vm.created", Some(&row), format!("on node {node}"));
         self.apply_node_vm(&nv)?;
-        if req.no_start {
-            return Ok(self.get_row(&row.id)?.to_pb());
+        if !start {
+            return self.get_row(&row.id);
         }
-        if req.no_wait {
+        if !wait {
             let me = self.clone();
             let id = row.id.clone();
             tokio::spawn(async move {
@@ -125,11 +112,11 @@ impl Controller {
                 }
             });
             drop(busy);
-            return Ok(self.get_row(&row.id)?.to_pb());
+            return self.get_row(&row.id);
         }
         self.start_on_node(&row.id, requested_at, true).await?;
         drop(busy);
-        Ok(self.get_row(&row.id)?.to_pb())
+        self.get_row(&row.id)
     }
 
     /// Start on the node; if `undo_create`, a failure removes the VM from node and store.
@@ -180,7 +167,7 @@ impl Controller {
         }
     }
 
-    pub async fn start_vm(self: &Arc<Self>, name: &str, no_wait: bool) -> ApiResult<pb::Vm> {
+    pub async fn start_vm(self: &Arc<Self>, name: &str, no_wait: bool) -> ApiResult<VmRow> {
         let requested_at = SystemTime::now();
         let row = self.get_row(name)?;
         if !matches!(
@@ -210,13 +197,13 @@ impl Controller {
                     tracing::warn!(vm = %id, error = %e, "background start failed");
                 }
             });
-            return Ok(row.to_pb());
+            return Ok(row);
         }
         self.start_on_node(&row.id, requested_at, false).await?;
-        Ok(self.get_row(&row.id)?.to_pb())
+        self.get_row(&row.id)
     }
 
-    pub async fn stop_vm(self: &Arc<Self>, req: pb::StopVmRequest) -> ApiResult<pb::Vm> {
+    pub async fn stop_vm(self: &Arc<Self>, req: pb::StopVmRequest) -> ApiResult<VmRow> {
         let row = self.get_row(&req.name)?;
         let mut client = self.nodes.client(&row.node)?;
         let call = pb::NodeVmStopRequest {
@@ -234,15 +221,15 @@ impl Controller {
                     Err(e) => tracing::warn!(error = %e, "background stop failed"),
                 }
             });
-            return Ok(row.to_pb());
+            return Ok(row);
         }
         let nv = client.stop_node_vm(call).await?.into_inner();
         self.apply_node_vm(&nv)?;
-        Ok(self.get_row(&row.id)?.to_pb())
+        self.get_row(&row.id)
     }
 
     /// Reboot, pause or resume: a node call that returns the node's view.
-    pub async fn simple_op(&self, name: &str, op: SimpleOp) -> ApiResult<pb::Vm> {
+    pub async fn simple_op(&self, name: &str, op: SimpleOp) -> ApiResult<VmRow> {
         let row = self.get_row(name)?;
         let mut client = self.nodes.client(&row.node)?;
         let r = pb::NodeVmRef { id: row.id.clone() };
@@ -256,7 +243,7 @@ impl Controller {
         if op == SimpleOp::Reboot {
             self.emit("vm.reboot", Some(&row), "reset");
         }
-        Ok(self.get_row(&row.id)?.to_pb())
+        self.get_row(&row.id)
     }
 
     /// QMP passthrough: send one command to the VM's QEMU. Every command that may have
@@ -352,18 +339,13 @@ impl Controller {
 impl Controller {
     /// The node a create must go to: `wanted`, or, when the spec attaches existing volumes
     /// and no node is named, the one node that has them all.
-    async fn node_of_volumes(&self, wanted: &str, spec: &pb::VmSpec) -> ApiResult<String> {
+    async fn node_of_volumes(&self, wanted: &str, spec: &VmRequest) -> ApiResult<String> {
         let named: Vec<(&str, &str)> = spec
             .disks
             .iter()
-            .filter(|d| !d.volume.is_empty())
-            .map(|d| {
-                let pool = if d.pool.is_empty() {
-                    "default"
-                } else {
-                    &d.pool
-                };
-                (pool, d.volume.as_str())
+            .filter_map(|d| match d {
+                DiskRequest::Existing { volume, .. } => Some((d.pool(), volume.as_str())),
+                DiskRequest::New { .. } => None,
             })
             .collect();
         if named.is_empty() || !wanted.is_empty() {

@@ -12,23 +12,24 @@ use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use kcore_proto::v1 as pb;
-use kcore_vmm::spec::{Firmware, VmSpec};
+use kcore_types::VmName;
+use kcore_vmm::spec::Firmware;
 
 use super::intent::{self, Intent};
 use super::{Node, blocking, uids, write_spec};
 use crate::error::{ApiError, ApiResult};
+use crate::model::VmRequest;
 
 impl Node {
     /// Create the VM's disks, store its spec and start supervising it (stopped). On
     /// failure nothing is left: no volume, no spec, no uid taken.
-    pub async fn define(&self, spec: VmSpec, api: pb::VmSpec) -> ApiResult<pb::NodeVm> {
-        let id = spec.id.clone();
+    pub async fn define(&self, id: String, name: VmName, req: VmRequest) -> ApiResult<pb::NodeVm> {
         self.defining
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id.clone());
         let mut uid = None;
-        let r = self.define_now(spec, api, &mut uid).await;
+        let r = self.define_now(&id, &name, &req, &mut uid).await;
         self.defining
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -44,28 +45,30 @@ impl Node {
 
     async fn define_now(
         &self,
-        mut spec: VmSpec,
-        api: pb::VmSpec,
+        id: &str,
+        name: &VmName,
+        req: &VmRequest,
         uid: &mut Option<u32>,
     ) -> ApiResult<pb::NodeVm> {
-        if uuid::Uuid::parse_str(&spec.id).is_err() {
+        if uuid::Uuid::parse_str(id).is_err() {
             return Err(ApiError::InvalidArgument(format!(
-                "VM id {:?} is not a uuid",
-                spec.id
+                "VM id {id:?} is not a uuid"
             )));
         }
-        if self.read_vms().contains_key(&spec.id) {
+        if self.read_vms().contains_key(id) {
             return Err(ApiError::AlreadyExists(format!(
-                "VM {} exists on this node",
-                spec.id
+                "VM {id} exists on this node"
             )));
         }
-        spec.nics = self.nics_from_pb(&spec.id, &api.nics)?;
-        // Everything is checked before anything is made.
+        // Everything is checked before anything is made: the request with this host's
+        // limits (the node defends itself), its NICs, its disks.
+        req.validate(Some(&self.cfg.limits))?;
+        let mut spec = req.to_vm_spec(id, name);
+        spec.nics = self.nics_of(id, &req.nics)?;
         let storage = self.storage.clone();
         let in_use = self.volumes_in_use();
-        let (name, id, req) = (spec.name.clone(), spec.id.clone(), api.clone());
-        let plan = blocking(move || storage.plan_disks(&name, &id, &req, &in_use)).await?;
+        let (vm, vid, r) = (name.to_string(), id.to_string(), req.clone());
+        let plan = blocking(move || storage.plan_disks(&vm, &vid, &r, &in_use)).await?;
         spec.validate_planned(&self.cfg.limits, plan.len(), plan.len())?;
         *uid = self.allocate_uid()?;
         spec.qemu_uid = *uid;

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{DEFAULT_STOP_TIMEOUT, Node};
 use crate::caller::Caller;
-use crate::convert::spec_from_pb;
+use crate::convert::request_from_pb;
 use crate::error::ApiError;
 use crate::hostpath::HostPaths;
 use crate::netdef::NetworkDef;
@@ -189,9 +189,10 @@ impl NodeAgent for NodeAgentService {
                     .await?;
             }
         }
-        let vspec = spec_from_pb(&r.id, &r.name, &spec);
+        let name = kcore_types::VmName::parse(&r.name).map_err(ApiError::from)?;
+        let request = request_from_pb(&spec)?;
         let node = self.node.clone();
-        let nv = run_to_end(async move { node.define(vspec, spec).await }).await?;
+        let nv = run_to_end(async move { node.define(r.id, name, request).await }).await?;
         Ok(Response::new(nv))
     }
 

@@ -192,7 +192,8 @@ impl Node {
         }
     }
 
-    /// The node's view of a VM, with a fresh sequence number.
+    /// The node's view of a VM, with a fresh sequence number: its state, disks and NICs
+    /// (the controller needs no more of its spec for a change; [`Node::list`] adds it).
     pub fn snapshot(&self, vm: &Vm) -> pb::NodeVm {
         let st = vm.status();
         let spec = vm.spec();
@@ -204,7 +205,7 @@ impl Node {
             pid: st.pid.map(|p| p as i32).unwrap_or(0),
             timeline: Some(timeline_to_pb(&vm.timeline())),
             seq: self.seq.fetch_add(1, Ordering::SeqCst) + 1,
-            spec: Some(spec_to_pb(&spec)),
+            spec: None,
             disks: storage::disks_to_pb(&spec.disks),
             nics: self.nics_to_pb(&spec),
         }
@@ -242,9 +243,15 @@ impl Node {
             .ok_or_else(|| ApiError::NotFound(format!("VM {id} is not on node {}", self.cfg.name)))
     }
 
+    /// Every VM with its whole spec (what a controller that lost its store adopts).
     pub fn list(&self) -> Vec<pb::NodeVm> {
         let vms: Vec<Vm> = self.read_vms().values().cloned().collect();
-        vms.iter().map(|v| self.snapshot(v)).collect()
+        vms.iter()
+            .map(|v| pb::NodeVm {
+                spec: Some(spec_to_pb(&v.spec())),
+                ..self.snapshot(v)
+            })
+            .collect()
     }
 
     /// What this node has and runs, for the controller's heartbeat: capacity, pools with

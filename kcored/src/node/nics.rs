@@ -16,7 +16,7 @@ use kcore_netstack::tap::{TapSpec, open_tap};
 use kcore_netstack::{MacAddr, Mark, NetError};
 use kcore_proto::v1 as pb;
 use kcore_vmm::VmmError;
-use kcore_vmm::spec::{Nic, NicModel, VmSpec};
+use kcore_vmm::spec::{Nic, VmSpec};
 use kcore_vmm::vm::NicOpener;
 use rtnetlink::LinkUnspec;
 
@@ -24,6 +24,7 @@ use super::Node;
 use super::disks::live;
 use super::network::NodeNetworks;
 use crate::error::{ApiError, ApiResult};
+use crate::model::NicRequest;
 
 /// How often the lease files are checked for changes (a new lease updates the VM's NICs).
 const LEASE_POLL: Duration = Duration::from_secs(2);
@@ -203,30 +204,30 @@ fn find_nic(nics: &[Nic], which: &str) -> ApiResult<Nic> {
 impl Node {
     /// A NIC for `req` with id `id`: the network must be on this node; the MAC is taken
     /// as given (the controller checked it is unique) or generated.
-    fn make_nic(&self, vm_id: &str, id: String, req: &pb::NicRequest) -> ApiResult<Nic> {
+    fn make_nic(&self, vm_id: &str, id: String, req: &NicRequest) -> ApiResult<Nic> {
         if self.net.get(&req.network).is_none() {
             return Err(ApiError::FailedPrecondition(format!(
                 "network {:?} does not exist on node {}",
-                req.network, self.cfg.name
+                req.network.as_str(),
+                self.cfg.name
             )));
         }
-        let mac = if req.mac.is_empty() {
-            MacAddr::generate()?
-        } else {
-            req.mac.parse::<MacAddr>()?
+        let mac = match req.mac {
+            Some(m) => m,
+            None => MacAddr::generate()?,
         };
-        let model: NicModel = req.model.parse().map_err(ApiError::InvalidArgument)?;
         Ok(Nic {
             tap: derive_name(TAP_PREFIX, &format!("{vm_id}/{id}"))?,
             id,
-            network: req.network.clone(),
+            network: req.network.to_string(),
             mac,
-            model,
+            model: req.model.unwrap_or_default(),
             port: None,
         })
     }
 
-    pub(super) fn nics_from_pb(&self, vm_id: &str, reqs: &[pb::NicRequest]) -> ApiResult<Vec<Nic>> {
+    /// The NICs of a new VM: `net0`, `net1`, ... in request order.
+    pub(super) fn nics_of(&self, vm_id: &str, reqs: &[NicRequest]) -> ApiResult<Vec<Nic>> {
         reqs.iter()
             .enumerate()
             .map(|(i, r)| self.make_nic(vm_id, format!("net{i}"), r))
@@ -273,11 +274,11 @@ impl Node {
             .map(|i| format!("net{i}"))
             .find(|id| !spec.nics.iter().any(|n| &n.id == id))
             .unwrap_or_else(|| "net-x".into());
-        let req = pb::NicRequest {
+        let req = crate::convert::nic_from_pb(&pb::NicRequest {
             network: r.network.clone(),
             mac: r.mac.clone(),
             model: r.model.clone(),
-        };
+        })?;
         let mut nic = self.make_nic(&spec.id, id, &req)?;
         if let Some(other) = spec.nics.iter().find(|n| n.mac == nic.mac) {
             return Err(ApiError::AlreadyExists(format!(
@@ -387,7 +388,7 @@ mod tests {
             id: id.into(),
             network: "n".into(),
             mac: mac.parse().expect("a MAC"),
-            model: NicModel::Virtio,
+            model: kcore_vmm::spec::NicModel::Virtio,
             tap: format!("ktap-{id}"),
             port: None,
         }

@@ -16,6 +16,7 @@ use kcore_vmm::spec::{Backing, Disk, DiskFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
+use crate::model::{DiskRequest, VmRequest};
 
 const GIB: u64 = 1 << 30;
 
@@ -194,7 +195,7 @@ impl NodeStorage {
         &self,
         vm_name: &str,
         vm_id: &str,
-        spec: &pb::VmSpec,
+        spec: &VmRequest,
         in_use: &HashMap<(String, String), String>,
     ) -> ApiResult<Vec<PlannedDisk>> {
         let base = if vm_name.len() + 7 <= 63 {
@@ -202,13 +203,14 @@ impl NodeStorage {
         } else {
             format!("vm-{}", &vm_id[..8.min(vm_id.len())])
         };
+        let kernel_boot = spec.boot.kernel().is_some();
         let mut plan = Vec::new();
-        if !spec.image.is_empty() {
-            let image = self.find_image(&spec.image)?;
-            let pool = pool_or_default(&spec.root_pool);
-            let size = match spec.disk_size_gb {
-                0 => image.virtual_size,
-                gb => u64::from(gb) * GIB,
+        if let Some(i) = spec.boot.image() {
+            let image = self.find_image(&i.image)?;
+            let pool = i.pool.as_deref().unwrap_or("default");
+            let size = match i.size_gib {
+                None => image.virtual_size,
+                Some(gb) => u64::from(gb) * GIB,
             };
             kcore_storage::check_size(size)?;
             if size < image.virtual_size {
@@ -226,62 +228,39 @@ impl NodeStorage {
                 kind: PlannedKind::Clone {
                     image: image.name.clone(),
                 },
-                boot: spec.kernel.is_empty(),
+                boot: !kernel_boot,
             });
-        } else if spec.disk_size_gb > 0 {
-            return Err(ApiError::InvalidArgument(
-                "--disk-size needs --image (it sizes the boot disk cloned from it)".into(),
-            ));
         }
         for (i, d) in spec.disks.iter().enumerate() {
-            let pool = pool_or_default(&d.pool);
-            if !d.volume.is_empty() {
-                if d.size_gb != 0 {
-                    return Err(ApiError::InvalidArgument(format!(
-                        "disk {}: give a size for a new volume or an existing volume, not both",
-                        i + 1
-                    )));
+            let pool = d.pool();
+            match d {
+                DiskRequest::Existing { volume, .. } => {
+                    let info = self.pool(pool)?.backend().info(volume)?;
+                    if let Some(vm) = in_use.get(&(pool.to_string(), volume.to_string())) {
+                        return Err(ApiError::FailedPrecondition(format!(
+                            "volume {volume} in pool {pool} is a disk of VM {vm}"
+                        )));
+                    }
+                    plan.push(PlannedDisk {
+                        pool: pool.to_string(),
+                        volume: volume.to_string(),
+                        size_bytes: info.virtual_size,
+                        kind: PlannedKind::Existing,
+                        boot: plan.is_empty() && !kernel_boot,
+                    });
                 }
-                let info = self.pool(pool)?.backend().info(&d.volume)?;
-                if let Some(vm) = in_use.get(&(pool.to_string(), d.volume.clone())) {
-                    return Err(ApiError::FailedPrecondition(format!(
-                        "volume {} in pool {pool} is a disk of VM {vm}",
-                        d.volume
-                    )));
+                DiskRequest::New { size_gib, .. } => {
+                    let size = u64::from(*size_gib) * GIB;
+                    kcore_storage::check_size(size)?;
+                    plan.push(PlannedDisk {
+                        pool: pool.to_string(),
+                        volume: format!("{base}-disk{}", i + 1),
+                        size_bytes: size,
+                        kind: PlannedKind::Empty,
+                        boot: false,
+                    });
                 }
-                if plan
-                    .iter()
-                    .any(|p: &PlannedDisk| p.pool == pool && p.volume == d.volume)
-                {
-                    return Err(ApiError::InvalidArgument(format!(
-                        "volume {} is given twice",
-                        d.volume
-                    )));
-                }
-                plan.push(PlannedDisk {
-                    pool: pool.to_string(),
-                    volume: d.volume.clone(),
-                    size_bytes: info.virtual_size,
-                    kind: PlannedKind::Existing,
-                    boot: plan.is_empty() && spec.kernel.is_empty(),
-                });
-                continue;
             }
-            if d.size_gb == 0 {
-                return Err(ApiError::InvalidArgument(format!(
-                    "disk {}: size must be at least 1 GiB",
-                    i + 1
-                )));
-            }
-            let size = u64::from(d.size_gb) * GIB;
-            kcore_storage::check_size(size)?;
-            plan.push(PlannedDisk {
-                pool: pool.to_string(),
-                volume: format!("{base}-disk{}", i + 1),
-                size_bytes: size,
-                kind: PlannedKind::Empty,
-                boot: false,
-            });
         }
         // New volumes: their names are free (so an undo after a crash deletes only what
         // this create made), and each pool has room for all of them together.

@@ -9,8 +9,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use kcore_proto::v1 as pb;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use kcore_types::MacAddr;
+
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
+use crate::model::{NicRequest, VmRequest};
 
 const MIGRATIONS: &[&str] = &[
     // 1: VMs and events.
@@ -88,7 +91,43 @@ const MIGRATIONS: &[&str] = &[
     // 11: VMs that got QMP commands outside query-* through passthrough since their last
     // start (shown as tainted).
     "ALTER TABLE vms ADD COLUMN tainted INTEGER NOT NULL DEFAULT 0;",
+    // 12: a VM's spec in the store's own schema (the domain's `VmRequest` as JSON, no longer
+    // the proto's JSON; rewritten by `migrate_specs`), and its vCPUs and memory as columns
+    // for placement.
+    "ALTER TABLE vms ADD COLUMN vcpus INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE vms ADD COLUMN memory_mib INTEGER NOT NULL DEFAULT 0;",
 ];
+
+/// Data changes that go with a migration (its number, 1-based), in its transaction.
+fn data_migration(version: usize, conn: &Connection) -> rusqlite::Result<()> {
+    match version {
+        12 => migrate_specs(conn),
+        _ => Ok(()),
+    }
+}
+
+/// Migration 12: each VM's spec from the proto's JSON (`pb::VmSpec`) to the store's
+/// schema. A spec that is not a valid request (a VM adopted from a node, whose spec says
+/// only what the node runs) is described from what it has: its kernel, its disks.
+fn migrate_specs(conn: &Connection) -> rusqlite::Result<()> {
+    let rows: Vec<(String, String, String)> = conn
+        .prepare("SELECT id, spec, disks FROM vms")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, spec, disks) in rows {
+        let old: pb::VmSpec = serde_json::from_str(&spec).unwrap_or_default();
+        let disks: Vec<pb::VmDisk> = serde_json::from_str(&disks).unwrap_or_default();
+        let new = crate::convert::request_from_pb(&old)
+            .unwrap_or_else(|_| crate::convert::request_of_defined(&old, &disks));
+        let text = serde_json::to_string(&new)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        conn.execute(
+            "UPDATE vms SET spec = ?2, vcpus = ?3, memory_mib = ?4 WHERE id = ?1",
+            params![id, text, new.vcpus, new.memory_mib],
+        )?;
+    }
+    Ok(())
+}
 
 mod checks;
 mod cluster;
@@ -109,7 +148,8 @@ pub struct VmRow {
     pub id: String,
     pub name: String,
     pub node: String,
-    pub spec: pb::VmSpec,
+    /// What the create asked for (the store's own schema: [`VmRequest`] as JSON).
+    pub spec: VmRequest,
     pub status: pb::VmStatus,
     pub status_reason: String,
     pub pid: i32,
@@ -126,48 +166,28 @@ pub struct VmRow {
 }
 
 impl VmRow {
-    /// The MACs this VM has or asked for.
-    pub fn macs(&self) -> impl Iterator<Item = &str> {
-        self.spec
+    /// The MACs this VM has or asked for, each once.
+    pub fn macs(&self) -> impl Iterator<Item = MacAddr> + '_ {
+        let all: std::collections::BTreeSet<MacAddr> = self
+            .spec
             .nics
             .iter()
-            .map(|n| n.mac.as_str())
-            .chain(self.nics.iter().map(|n| n.mac.as_str()))
-            .filter(|m| !m.is_empty())
+            .filter_map(|n| n.mac)
+            .chain(self.nics.iter().filter_map(|n| n.mac.parse().ok()))
+            .collect();
+        all.into_iter()
     }
 
-    /// The networks this VM has or asked for a NIC on.
+    /// The networks this VM has or asked for a NIC on, each once.
     pub fn networks(&self) -> impl Iterator<Item = &str> {
-        self.spec
+        let all: std::collections::BTreeSet<&str> = self
+            .spec
             .nics
             .iter()
             .map(|n| n.network.as_str())
             .chain(self.nics.iter().map(|n| n.network.as_str()))
-    }
-
-    pub fn to_pb(&self) -> pb::Vm {
-        pb::Vm {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            status: self.status as i32,
-            node: self.node.clone(),
-            memory_mb: self.spec.memory_mb,
-            vcpu: self.spec.vcpu,
-            storage_gb: self
-                .disks
-                .iter()
-                .map(|d| d.size_bytes.div_ceil(1 << 30) as u32)
-                .sum(),
-            created_at: self.created_at.clone(),
-            spec: Some(self.spec.clone()),
-            timeline: self.timeline.clone(),
-            status_reason: self.status_reason.clone(),
-            pid: self.pid,
-            updated_at: self.updated_at.clone(),
-            disks: self.disks.clone(),
-            nics: self.nics.clone(),
-            tainted: self.tainted,
-        }
+            .collect();
+        all.into_iter()
     }
 }
 
@@ -182,7 +202,7 @@ fn json<T: serde::Serialize>(v: &T) -> ApiResult<String> {
 }
 
 const VM_COLUMNS: &str = "id, name, node, spec, status, status_reason, pid, timeline, seq, \
-     created_at, updated_at, disks, nics, pending_start, tainted";
+     created_at, updated_at, disks, nics, pending_start, tainted, vcpus, memory_mib";
 
 fn row_to_vm(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
     let spec: String = r.get(3)?;
@@ -193,7 +213,9 @@ fn row_to_vm(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
         id: r.get(0)?,
         name: r.get(1)?,
         node: r.get(2)?,
-        spec: serde_json::from_str(&spec).unwrap_or_default(),
+        spec: serde_json::from_str(&spec).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         status: pb::VmStatus::try_from(status).unwrap_or(pb::VmStatus::Unknown),
         status_reason: r.get(5)?,
         pid: r.get(6)?,
@@ -233,15 +255,19 @@ impl Store {
                 );
             }
             for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-                conn.execute_batch(&format!(
-                    "BEGIN; {m}; PRAGMA user_version = {}; COMMIT;",
-                    i + 1
-                ))
-                .map_err(|source| StoreError::Migrate {
-                    path: path.to_path_buf(),
-                    from: i as i64,
-                    to: i as i64 + 1,
-                    source,
+                let step = || -> rusqlite::Result<()> {
+                    conn.execute_batch(&format!("BEGIN; {m};"))?;
+                    data_migration(i + 1, &conn)?;
+                    conn.execute_batch(&format!("PRAGMA user_version = {}; COMMIT;", i + 1))
+                };
+                step().map_err(|source| {
+                    let _ = conn.execute_batch("ROLLBACK;");
+                    StoreError::Migrate {
+                        path: path.to_path_buf(),
+                        from: i as i64,
+                        to: i as i64 + 1,
+                        source,
+                    }
                 })?;
             }
             let have = checks::schema_of(&conn).map_err(sql)?;
@@ -265,7 +291,7 @@ impl Store {
 
     pub fn insert_vm(&self, row: &VmRow) -> ApiResult<()> {
         let r = self.conn().execute(
-            &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+            &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
             params![
                 row.id,
                 row.name,
@@ -281,7 +307,9 @@ impl Store {
                 json(&row.disks)?,
                 json(&row.nics)?,
                 row.pending_start,
-                row.tainted
+                row.tainted,
+                row.spec.vcpus,
+                row.spec.memory_mib
             ],
         );
         match r {
@@ -353,12 +381,20 @@ impl Store {
             row.timeline = nv.timeline.clone();
         }
         row.updated_at = now_rfc3339();
-        if let Some(spec) = &nv.spec {
-            row.disks = nv.disks.clone();
-            row.nics = nv.nics.clone();
-            // NICs come and go (hotplug): the node's list is the truth.
-            row.spec.nics = spec.nics.clone();
-        }
+        row.disks = nv.disks.clone();
+        row.nics = nv.nics.clone();
+        // NICs come and go (hotplug): the node's list is the truth.
+        row.spec.nics = nv
+            .nics
+            .iter()
+            .filter_map(|n| {
+                Some(NicRequest {
+                    network: n.network.parse().ok()?,
+                    mac: n.mac.parse().ok(),
+                    model: n.model.parse().ok(),
+                })
+            })
+            .collect();
         tx.execute(
             "UPDATE vms SET status = ?2, status_reason = ?3, pid = ?4, seq = ?5, timeline = ?6,
              updated_at = ?7, disks = ?8, nics = ?9, spec = ?10 WHERE id = ?1",
@@ -486,9 +522,9 @@ impl Store {
         let sql = format!(
             "SELECT COUNT(*),
                     COALESCE(SUM(CASE WHEN status IN ({active}) OR pending_start = 1
-                        THEN json_extract(spec, '$.vcpu') ELSE 0 END), 0),
+                        THEN vcpus ELSE 0 END), 0),
                     COALESCE(SUM(CASE WHEN status IN ({active}) OR pending_start = 1
-                        THEN json_extract(spec, '$.memory_mb') ELSE 0 END), 0)
+                        THEN memory_mib ELSE 0 END), 0)
              FROM vms WHERE node = ?1"
         );
         Ok(self.conn().query_row(&sql, params![node], |r| {
@@ -542,16 +578,22 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn spec(vcpus: u32, memory_mib: u32) -> VmRequest {
+        crate::convert::request_from_pb(&pb::VmSpec {
+            vcpu: vcpus,
+            memory_mb: memory_mib,
+            kernel: "/k".into(),
+            ..Default::default()
+        })
+        .expect("a request")
+    }
+
     fn row(name: &str) -> VmRow {
         VmRow {
             id: format!("id-{name}"),
             name: name.into(),
             node: "n1".into(),
-            spec: pb::VmSpec {
-                vcpu: 1,
-                memory_mb: 128,
-                ..Default::default()
-            },
+            spec: spec(1, 128),
             status: pb::VmStatus::Creating,
             status_reason: String::new(),
             pid: 0,
@@ -601,15 +643,11 @@ mod tests {
         let (before, after) = s.apply_node_vm(&nv).expect("apply").expect("newer");
         assert_eq!(before.status, pb::VmStatus::Creating);
         assert_eq!(after.status, pb::VmStatus::Running);
-        // Allocation counts the running VM's resources (spec JSON read by SQLite).
+        // Allocation counts the running VM's resources (the vcpus and memory columns).
         let running = VmRow {
             id: "id-b".into(),
             name: "b".into(),
-            spec: pb::VmSpec {
-                vcpu: 2,
-                memory_mb: 512,
-                ..Default::default()
-            },
+            spec: spec(2, 512),
             status: pb::VmStatus::Stopped,
             pending_start: false,
             ..row("b")
@@ -638,7 +676,10 @@ mod tests {
         let got = s.get_vm("a").expect("get").expect("present");
         assert_eq!(got.status, pb::VmStatus::Running);
         assert_eq!(got.pid, 42);
-        assert!(got.tainted && got.to_pb().tainted, "the taint is kept");
+        assert!(
+            got.tainted && crate::convert::vm_to_pb(&got).tainted,
+            "the taint is kept"
+        );
         assert!(s.set_tainted("id-a", false).expect("clear"));
         assert!(!s.get_vm("a").expect("get").expect("a").tainted);
         assert_eq!(
@@ -675,16 +716,15 @@ mod tests {
         assert_eq!(s.get_network("default").expect("get"), None);
 
         let mut r = row("a");
-        r.spec.nics = vec![pb::NicRequest {
-            network: "default".into(),
-            mac: "52:54:00:00:00:01".into(),
-            model: String::new(),
+        r.spec.nics = vec![NicRequest {
+            network: "default".parse().expect("name"),
+            mac: Some("52:54:00:00:00:01".parse().expect("mac")),
+            model: None,
         }];
         s.insert_vm(&r).expect("insert vm");
         let nv = pb::NodeVm {
             id: "id-a".into(),
             seq: 1,
-            spec: Some(pb::VmSpec::default()),
             nics: vec![pb::VmNic {
                 id: "net0".into(),
                 network: "default".into(),
@@ -697,9 +737,12 @@ mod tests {
         s.apply_node_vm(&nv).expect("apply");
         let got = s.get_vm("a").expect("get").expect("present");
         assert_eq!(got.nics[0].ip, "10.77.0.5");
-        assert_eq!(got.to_pb().nics.len(), 1);
-        // The node's spec (no NIC requests here) replaced the requested NICs.
-        assert_eq!(got.macs().collect::<Vec<_>>(), ["52:54:00:00:00:01"]);
+        assert_eq!(crate::convert::vm_to_pb(&got).nics.len(), 1);
+        // The node's NICs are the VM's NICs now.
+        assert_eq!(
+            got.macs().map(|m| m.to_string()).collect::<Vec<_>>(),
+            ["52:54:00:00:00:01"]
+        );
         assert_eq!(got.networks().collect::<Vec<_>>(), ["default"]);
     }
 }
