@@ -247,7 +247,9 @@ fn bad_storage_input_is_refused_and_leaves_nothing() {
     create(&["--image", "nosuch"]).expect_err("unknown image", &["nosuch", "NotFound"]);
     create(&["--disk", "nopool:1"]).expect_err("unknown pool", &["nopool", "NotFound"]);
     create(&["--disk", "default:0"]).expect_err("size 0", &["InvalidArgument"]);
-    create(&["--disk", "default:100000"]).expect_err("beyond free space", &["ResourceExhausted"]);
+    create(&["--disk", "default:60000"]).expect_err("beyond free space", &["ResourceExhausted"]);
+    create(&["--disk", "default:100000"])
+        .expect_err("beyond the 64 TiB cap", &["64 TiB", "InvalidArgument"]);
     // A failure after the boot disk was cloned removes that clone too.
     create(&["--image", "rootfs", "--disk", "nopool:1"]).expect_err("late failure", &["NotFound"]);
     assert!(volumes(&d).is_empty(), "no volume left: {:?}", volumes(&d));
