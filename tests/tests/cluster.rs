@@ -260,8 +260,19 @@ fn revoked_certificates_and_removed_nodes_are_refused() {
         || n1.log(),
     );
     assert!(ctl.node_states().is_empty(), "{:?}", ctl.node_states());
+    // (A valid request: the node is what is wrong with it.)
     ctl.admin(&[
-        "vm", "create", "x", "--vcpu", "1", "--memory", "64", "--node", "n1",
+        "vm",
+        "create",
+        "x",
+        "--vcpu",
+        "1",
+        "--memory",
+        "64",
+        "--node",
+        "n1",
+        "--kernel",
+        "/boot/vmlinuz",
     ])
     .expect_err("create on a removed node", &["NotFound"]);
 }
