@@ -2,6 +2,7 @@
 //! process (the controller still talks to the node through the `NodeAgent` API, over a
 //! local unix socket); `node` and `controller` run one role each.
 
+mod atomic_file;
 mod auth;
 mod caller;
 mod controller;

@@ -22,8 +22,7 @@
 //! serve the new one on new connections. Otherwise files that exist are never
 //! regenerated.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use std::time::{Duration, SystemTime};
@@ -34,6 +33,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 
+use crate::atomic_file::{atomic_write, atomic_write_new};
 use crate::auth::{ORGANIZATION, Role};
 
 pub const CA_CERT: &str = "ca.crt";
@@ -106,8 +106,8 @@ pub fn ensure_pki(dir: &Path, extra_sans: &[String]) -> anyhow::Result<Pki> {
         }
         let key = KeyPair::generate()?;
         let cert = ca_params().self_signed(&key)?;
-        write_file(&pki.path(CA_KEY), key.serialize_pem().as_bytes(), 0o600)?;
-        write_file(&pki.path(CA_CERT), cert.pem().as_bytes(), 0o644)?;
+        write_new(&pki.path(CA_KEY), key.serialize_pem().as_bytes(), 0o600)?;
+        write_new(&pki.path(CA_CERT), cert.pem().as_bytes(), 0o644)?;
         tracing::info!(path = %pki.path(CA_CERT).display(), "created the cluster CA");
     }
     if have_server && have_admin && have_controller {
@@ -206,9 +206,9 @@ pub fn sign_node_csr(
     Ok(csr.signed_by(&issuer)?.pem())
 }
 
-/// Write a new file with `mode` (never replacing one).
+/// Write a new file with `mode`, atomically, never replacing one.
 pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    write_file(path, contents, mode)
+    atomic_write_new(path, contents, mode).with_context(|| format!("create {}", path.display()))
 }
 
 /// Whether both files of a pair exist; an error if only one does. Not `strict`, a
@@ -355,11 +355,7 @@ pub fn replace_pair(
         replace_file(&dir.join(format!("{f}.prev")), &old, mode)?;
     }
     replace_file(&dir.join(key_file), key, 0o600)?;
-    replace_file(&dir.join(cert_file), cert, 0o644)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    replace_file(&dir.join(cert_file), cert, 0o644)
 }
 
 /// If the pair in `dir` does not match (a renewal cut short) and the previous pair does,
@@ -407,21 +403,9 @@ fn store_pair(
     replace_file(&pki.path(cert_file), cert.as_bytes(), 0o644)
 }
 
-/// Write `path` with `mode` through a temporary file renamed over it: readers see the old
-/// file or the new one, never half of one.
+/// Write `path` with `mode`, atomically, replacing the file.
 pub fn replace_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("new.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("create {}", tmp.display()))?;
-    f.write_all(contents)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))
+    atomic_write(path, contents, mode).with_context(|| format!("write {}", path.display()))
 }
 
 fn ca_params() -> CertificateParams {
@@ -487,27 +471,6 @@ fn cert_sans(pem: &[u8]) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(out)
-}
-
-/// Write a new file with `mode`, never replacing one: through a temporary file linked into
-/// place, so a crash leaves no half file and a concurrent writer makes this fail.
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
-        f.write_all(contents)
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::hard_link(&tmp, path).with_context(|| format!("create {}", path.display()))
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    written
 }
 
 #[cfg(test)]
@@ -707,21 +670,6 @@ mod tests {
         std::fs::remove_file(pki.path(CA_KEY)).expect("rm");
         let e = ensure_pki(&dir, &[]).expect_err("lost CA");
         assert!(format!("{e:#}").contains("ca.crt"), "{e:#}");
-    }
-
-    #[test]
-    fn write_file_never_replaces() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let p = tmp.path().join("x.key");
-        write_file(&p, b"one", 0o600).expect("write");
-        assert!(write_file(&p, b"two", 0o600).is_err());
-        assert_eq!(std::fs::read(&p).expect("read"), b"one");
-        assert_eq!(mode(&p), 0o600);
-        assert_eq!(
-            std::fs::read_dir(tmp.path()).expect("ls").count(),
-            1,
-            "no temp left"
-        );
     }
 
     #[test]
