@@ -4,6 +4,8 @@ use kcore_netstack::NetError;
 use kcore_storage::StorageError;
 use kcore_vmm::VmmError;
 
+use crate::pki::PkiError;
+
 /// What a request can fail with, in terms a client can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -31,6 +33,8 @@ pub enum ApiError {
     Storage(#[from] StorageError),
     #[error("{}", chain(.0))]
     Net(#[from] NetError),
+    #[error("{}", chain(.0))]
+    Pki(#[from] PkiError),
     /// A status returned by a node, passed on as it is.
     #[error("{}", .0.message())]
     Node(tonic::Status),
@@ -38,7 +42,7 @@ pub enum ApiError {
 
 /// An error with its sources (`netlink add address ...: File exists`): netstack keeps the
 /// cause in `source`, and a client needs it.
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -119,6 +123,13 @@ impl From<ApiError> for tonic::Status {
                     _ => Status::internal(m),
                 }
             }
+            ApiError::Pki(e) => {
+                let m = chain(&e);
+                match e {
+                    PkiError::InvalidName(_) => Status::invalid_argument(m),
+                    _ => Status::failed_precondition(m),
+                }
+            }
             ApiError::Vmm(e) => {
                 let m = chain(&e);
                 match e {
@@ -164,6 +175,26 @@ mod tests {
         }));
         assert_eq!(s.code(), tonic::Code::NotFound);
         assert_eq!(s.message(), "uplink \"eth9\" does not exist");
+    }
+
+    #[test]
+    fn pki_errors_map_by_variant_with_their_cause() {
+        let s = tonic::Status::from(ApiError::from(PkiError::InvalidName("a b".into())));
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "invalid certificate name \"a b\": 1-64 of a-z, A-Z, 0-9, '-', '_', '.', '@'"
+        );
+        let s = tonic::Status::from(ApiError::from(PkiError::NoCaKey {
+            path: "/pki/ca.key".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        }));
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            s.message(),
+            "read /pki/ca.key (the CA key is needed to issue certificates): No such file or \
+             directory (os error 2)"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::Controller;
 use super::storage::DiskOp;
 use super::vms::SimpleOp;
 use crate::caller::Caller;
+use crate::error::ApiError;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -442,19 +443,12 @@ impl KcoreService for KcoreApi {
         let name = r.name.clone();
         let (cert_pem, key_pem, ca_pem) = tokio::task::spawn_blocking(move || {
             let (cert, key) = crate::pki::issue_client_cert(&dir, &name, role)?;
-            let ca = std::fs::read_to_string(dir.join(crate::pki::CA_CERT))?;
-            anyhow::Ok((cert, key, ca))
+            let ca = crate::pki::Pki { dir }.read_string(crate::pki::CA_CERT)?;
+            Ok::<_, crate::pki::PkiError>((cert, key, ca))
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| {
-            let m = format!("{e:#}");
-            if m.starts_with("invalid certificate name") {
-                Status::invalid_argument(m)
-            } else {
-                Status::failed_precondition(m)
-            }
-        })?;
+        .map_err(ApiError::from)?;
         self.ctl.record_issued(&cert_pem);
         tracing::info!(name = %r.name, role = %role, "issued a client certificate");
         self.ctl.emit(

@@ -142,12 +142,12 @@ pub async fn sign_for_node(
     let (name, csr) = (name.to_string(), csr.to_string());
     let (cert_pem, ca_pem) = tokio::task::spawn_blocking(move || {
         let cert = crate::pki::sign_node_csr(&pki_dir, &name, &csr, lifetime)?;
-        let ca = std::fs::read_to_string(pki_dir.join(crate::pki::CA_CERT))?;
-        anyhow::Ok((cert, ca))
+        let ca = crate::pki::Pki { dir: pki_dir }.read_string(crate::pki::CA_CERT)?;
+        Ok::<_, crate::pki::PkiError>((cert, ca))
     })
     .await
     .map_err(|e| Status::internal(e.to_string()))?
-    .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+    .map_err(crate::error::ApiError::from)?;
     Ok(pb::JoinResponse { cert_pem, ca_pem })
 }
 
