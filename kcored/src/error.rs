@@ -1,8 +1,17 @@
 //! The daemon's error type and its one mapping to gRPC status codes.
+//!
+//! A status is built here and in `auth.rs` (the TLS listener's refusals) only; a unit test
+//! below fails if `Status::` appears in any other file of kcored. Its message is the
+//! [`ApiError`]'s `Display`, which for a wrapped library error is the error and all its
+//! causes ([`chain`]: `write /x: No space left on device (os error 28)`).
 
 use kcore_netstack::NetError;
 use kcore_storage::StorageError;
 use kcore_vmm::VmmError;
+/// The one cause-chain formatter, shared with the vmm crate (which writes status reasons
+/// with it).
+pub use kcore_vmm::error::chain;
+use tonic::Code;
 
 use crate::pki::PkiError;
 
@@ -25,11 +34,11 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
-    #[error("store: {0}")]
+    #[error("store: {}", chain(.0))]
     Store(#[from] rusqlite::Error),
-    #[error(transparent)]
+    #[error("{}", chain(.0))]
     Vmm(#[from] VmmError),
-    #[error(transparent)]
+    #[error("{}", chain(.0))]
     Storage(#[from] StorageError),
     #[error("{}", chain(.0))]
     Net(#[from] NetError),
@@ -40,110 +49,95 @@ pub enum ApiError {
     Node(tonic::Status),
 }
 
-/// An error with its sources (`netlink add address ...: File exists`): netstack keeps the
-/// cause in `source`, and a client needs it.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        cur = s.source();
-    }
-    msg
-}
-
 impl From<tonic::Status> for ApiError {
     fn from(s: tonic::Status) -> Self {
         ApiError::Node(s)
     }
 }
 
+impl ApiError {
+    /// The gRPC code a client sees.
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidArgument(_) => Code::InvalidArgument,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Internal(_) | ApiError::Store(_) => Code::Internal,
+            ApiError::Node(s) => s.code(),
+            ApiError::Storage(e) => storage_code(e),
+            ApiError::Net(e) => match e {
+                NetError::InvalidMac { .. }
+                | NetError::InvalidSubnet { .. }
+                | NetError::InvalidName { .. }
+                | NetError::Invalid { .. } => Code::InvalidArgument,
+                NetError::LinkNotFound { .. } => Code::NotFound,
+                NetError::LinkExists { .. } => Code::AlreadyExists,
+                NetError::NotKcore { .. }
+                | NetError::ToolMissing { .. }
+                | NetError::CommandFailed { .. } => Code::FailedPrecondition,
+                _ => Code::Internal,
+            },
+            ApiError::Pki(e) => match e {
+                PkiError::InvalidName(_) => Code::InvalidArgument,
+                _ => Code::FailedPrecondition,
+            },
+            ApiError::Vmm(e) => match e {
+                VmmError::InvalidSpec(_) => Code::InvalidArgument,
+                VmmError::Network(_) | VmmError::NicOpen(_) => Code::FailedPrecondition,
+                VmmError::WrongState { .. } => Code::FailedPrecondition,
+                VmmError::NotFound(_) => Code::NotFound,
+                VmmError::QemuStart(_) => Code::FailedPrecondition,
+                VmmError::AlreadyRunning { .. } => Code::FailedPrecondition,
+                VmmError::QmpTimeout { .. } => Code::DeadlineExceeded,
+                VmmError::QmpClosed => Code::Unavailable,
+                _ => Code::Internal,
+            },
+        }
+    }
+}
+
+fn storage_code(e: &StorageError) -> Code {
+    match e {
+        StorageError::InvalidName { .. }
+        | StorageError::InvalidPoolSpec { .. }
+        | StorageError::InvalidSize(_)
+        | StorageError::InvalidSha256(_)
+        | StorageError::PathEscape { .. }
+        | StorageError::UnsupportedFormat { .. }
+        | StorageError::ImageRefused { .. }
+        | StorageError::NotRegularFile { .. }
+        | StorageError::ChecksumMismatch { .. } => Code::InvalidArgument,
+        StorageError::NotFound { .. } => Code::NotFound,
+        StorageError::AlreadyExists { .. } => Code::AlreadyExists,
+        StorageError::NotManaged { .. }
+        | StorageError::ShrinkRefused { .. }
+        | StorageError::ImageInUse { .. }
+        | StorageError::CommandFailed { .. } => Code::FailedPrecondition,
+        StorageError::InsufficientSpace { .. } => Code::ResourceExhausted,
+        StorageError::Io { source, .. }
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) =>
+        {
+            Code::ResourceExhausted
+        }
+        StorageError::Download { .. } => Code::Unavailable,
+        _ => Code::Internal,
+    }
+}
+
+/// The one mapping: the code of [`ApiError::code`], the message of its `Display`; a
+/// node's status goes on unchanged.
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
-        use tonic::Status;
         match e {
-            ApiError::InvalidArgument(m) => Status::invalid_argument(m),
-            ApiError::NotFound(m) => Status::not_found(m),
-            ApiError::AlreadyExists(m) => Status::already_exists(m),
-            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
-            ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
-            ApiError::PermissionDenied(m) => Status::permission_denied(m),
-            ApiError::Unavailable(m) => Status::unavailable(m),
-            ApiError::Internal(m) => Status::internal(m),
-            ApiError::Store(e) => Status::internal(format!("store: {e}")),
             ApiError::Node(s) => s,
-            ApiError::Storage(e) => {
-                // With its cause: "write /x: No space left on device".
-                let m = chain(&e);
-                match e {
-                    StorageError::InvalidName { .. }
-                    | StorageError::InvalidPoolSpec { .. }
-                    | StorageError::InvalidSize(_)
-                    | StorageError::InvalidSha256(_)
-                    | StorageError::PathEscape { .. }
-                    | StorageError::UnsupportedFormat { .. }
-                    | StorageError::ImageRefused { .. }
-                    | StorageError::NotRegularFile { .. }
-                    | StorageError::ChecksumMismatch { .. } => Status::invalid_argument(m),
-                    StorageError::NotFound { .. } => Status::not_found(m),
-                    StorageError::AlreadyExists { .. } => Status::already_exists(m),
-                    StorageError::NotManaged { .. }
-                    | StorageError::ShrinkRefused { .. }
-                    | StorageError::ImageInUse { .. }
-                    | StorageError::CommandFailed { .. } => Status::failed_precondition(m),
-                    StorageError::InsufficientSpace { .. } => Status::resource_exhausted(m),
-                    StorageError::Io { source, .. }
-                        if matches!(
-                            source.kind(),
-                            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-                        ) =>
-                    {
-                        Status::resource_exhausted(m)
-                    }
-                    StorageError::Download { .. } => Status::unavailable(m),
-                    _ => Status::internal(m),
-                }
-            }
-            ApiError::Net(e) => {
-                let m = chain(&e);
-                match e {
-                    NetError::InvalidMac { .. }
-                    | NetError::InvalidSubnet { .. }
-                    | NetError::InvalidName { .. }
-                    | NetError::Invalid { .. } => Status::invalid_argument(m),
-                    NetError::LinkNotFound { .. } => Status::not_found(m),
-                    NetError::LinkExists { .. } => Status::already_exists(m),
-                    NetError::NotKcore { .. }
-                    | NetError::ToolMissing { .. }
-                    | NetError::CommandFailed { .. } => Status::failed_precondition(m),
-                    _ => Status::internal(m),
-                }
-            }
-            ApiError::Pki(e) => {
-                let m = chain(&e);
-                match e {
-                    PkiError::InvalidName(_) => Status::invalid_argument(m),
-                    _ => Status::failed_precondition(m),
-                }
-            }
-            ApiError::Vmm(e) => {
-                let m = chain(&e);
-                match e {
-                    VmmError::InvalidSpec(_) => Status::invalid_argument(m),
-                    VmmError::Network(_) => Status::failed_precondition(m),
-                    VmmError::WrongState { .. } => Status::failed_precondition(m),
-                    VmmError::NotFound(_) => Status::not_found(m),
-                    VmmError::QemuStart(_) => Status::failed_precondition(m),
-                    VmmError::AlreadyRunning { .. } => Status::failed_precondition(m),
-                    VmmError::QmpTimeout { .. } => Status::deadline_exceeded(m),
-                    VmmError::QmpClosed => Status::unavailable(m),
-                    _ => Status::internal(m),
-                }
-            }
+            e => tonic::Status::new(e.code(), e.to_string()),
         }
     }
 }
@@ -175,6 +169,33 @@ mod tests {
         }));
         assert_eq!(s.code(), tonic::Code::NotFound);
         assert_eq!(s.message(), "uplink \"eth9\" does not exist");
+    }
+
+    #[test]
+    fn vmm_errors_keep_their_cause_in_the_message_and_the_display() {
+        let io = || {
+            VmmError::io(
+                "create",
+                "/run/kcore/vms/x/qemu.log",
+                std::io::Error::from_raw_os_error(libc::EACCES),
+            )
+        };
+        let want = "create /run/kcore/vms/x/qemu.log: Permission denied (os error 13)";
+        assert_eq!(ApiError::from(io()).to_string(), want);
+        let s = tonic::Status::from(ApiError::from(io()));
+        assert_eq!((s.code(), s.message()), (tonic::Code::Internal, want));
+        // A NIC provider's failure inside a vmm error: "network: " and the whole chain.
+        let nic = ApiError::from(NetError::io(
+            "open",
+            "/dev/net/tun",
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        ));
+        let s = tonic::Status::from(ApiError::from(VmmError::NicOpen(Box::new(nic))));
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            s.message(),
+            "network: open /dev/net/tun: No such file or directory (os error 2)"
+        );
     }
 
     #[test]

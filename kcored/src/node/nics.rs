@@ -145,7 +145,7 @@ pub fn nic_opener(net: Arc<NodeNetworks>) -> NicOpener {
         Box::pin(async move {
             net.open_taps(&spec)
                 .await
-                .map_err(|e| VmmError::Network(e.to_string()))
+                .map_err(|e| VmmError::NicOpen(Box::new(e)))
         })
     })
 }
