@@ -310,7 +310,7 @@ mod tests {
     fn code(r: ApiResult<File>) -> tonic::Code {
         match r {
             Ok(_) => tonic::Code::Ok,
-            Err(e) => tonic::Status::from(e).code(),
+            Err(e) => e.code(),
         }
     }
 
@@ -348,7 +348,7 @@ mod tests {
         let e = paths
             .open("image source", &s(&secret), &nobody, true)
             .expect_err("secret");
-        let st = tonic::Status::from(e);
+        let st: tonic::Status = e.into();
         assert_eq!(st.code(), tonic::Code::PermissionDenied, "{st:?}");
         assert!(st.message().contains(&s(&secret)), "{}", st.message());
         assert_eq!(
@@ -366,7 +366,7 @@ mod tests {
         let missing = paths
             .open("kernel", "/nonexistent/vmlinuz", &root, true)
             .expect_err("missing");
-        let st = tonic::Status::from(missing);
+        let st: tonic::Status = missing.into();
         assert_eq!(st.code(), tonic::Code::InvalidArgument);
         assert!(st.message().contains("No such file or directory"), "{st:?}");
         // The data read is the file's.
@@ -393,7 +393,7 @@ mod tests {
                 ("/", "directory"),
             ] {
                 let e = paths.open("image source", p, &caller, true).expect_err(p);
-                let st = tonic::Status::from(e);
+                let st: tonic::Status = e.into();
                 assert_eq!(st.code(), tonic::Code::InvalidArgument, "{p}: {st:?}");
                 assert!(st.message().contains(kind), "{}", st.message());
             }
@@ -442,7 +442,7 @@ mod tests {
                 let e = paths
                     .open("f", &s(bad.clone()), caller, local)
                     .expect_err("out");
-                let st = tonic::Status::from(e);
+                let st: tonic::Status = e.into();
                 assert_eq!(st.code(), tonic::Code::PermissionDenied, "{bad:?}");
                 assert!(st.message().contains(needle), "{}", st.message());
             }
@@ -456,7 +456,7 @@ mod tests {
             .open("kernel", &s(inside.join("sub/img")), &cert, true)
             .expect_err("no import dirs");
         assert!(
-            tonic::Status::from(e).message().contains("--import-dir"),
+            e.to_string().contains("--import-dir"),
             "the message says how to allow it"
         );
         assert!(HostPaths::new("n1", &[top.path().join("missing")]).is_err());

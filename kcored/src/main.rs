@@ -2,8 +2,10 @@
 //! process (the controller still talks to the node through the `NodeAgent` API, over a
 //! local unix socket); `node` and `controller` run one role each.
 
+mod atomic_file;
 mod auth;
 mod caller;
+mod cli;
 mod controller;
 mod convert;
 mod dirs;
@@ -24,209 +26,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use kcore_proto::v1::kcore_service_server::KcoreServiceServer;
+use clap::Parser;
+use cli::{Cli, Dirs, ListenArgs, NodeArgs, Role};
 use kcore_proto::v1::node_agent_server::NodeAgentServer;
-use kcore_vmm::host::{self, AccelChoice, HostConfig};
+use kcore_vmm::host::{self, HostConfig};
 use node::grpc::NodeAgentService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "kcored",
-    version,
-    about = "kcore daemon: QEMU/KVM VMs without libvirt"
-)]
-struct Cli {
-    #[command(subcommand)]
-    role: Role,
-}
-
-#[derive(Subcommand, Debug)]
-enum Role {
-    /// Controller and node agent in one process: one host, a laptop, the quickstart.
-    AllInOne {
-        #[command(flatten)]
-        dirs: Dirs,
-        #[command(flatten)]
-        node: NodeArgs,
-        #[command(flatten)]
-        listen: ListenArgs,
-        #[command(flatten)]
-        tuning: TuningArgs,
-    },
-    /// A node agent alone, serving NodeAgent on <run-dir>/node.sock and, with --listen,
-    /// on TCP with mutual TLS for a controller it joined (--controller).
-    Node {
-        #[command(flatten)]
-        dirs: Dirs,
-        #[command(flatten)]
-        node: NodeArgs,
-        #[command(flatten)]
-        join: JoinArgs,
-    },
-    /// A controller alone, following the node agents given with --node and those that
-    /// joined and registered over TCP.
-    Controller {
-        #[command(flatten)]
-        dirs: Dirs,
-        /// A node agent's socket: unix:///run/kcore/node.sock (repeatable).
-        #[arg(long = "node")]
-        nodes: Vec<String>,
-        #[command(flatten)]
-        listen: ListenArgs,
-        #[command(flatten)]
-        tuning: TuningArgs,
-    },
-}
-
-#[derive(Args, Debug)]
-struct TuningArgs {
-    /// Seconds between a node's heartbeats (capacity and VM states).
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
-    heartbeat_interval: f64,
-    /// Seconds without a heartbeat after which a node is NotReady and its VMs UNKNOWN.
-    #[arg(long, value_name = "SECS", default_value_t = 6.0)]
-    node_timeout: f64,
-    /// vCPUs placed on a node per cpu it has.
-    #[arg(long, value_name = "RATIO", default_value_t = 4.0)]
-    cpu_overcommit: f64,
-    /// How long the certificates issued to nodes are valid, in seconds (they renew with a
-    /// third of it left).
-    #[arg(long, value_name = "SECS", default_value_t = 365 * 24 * 3600)]
-    node_cert_lifetime: u64,
-}
-
-impl TuningArgs {
-    fn tuning(&self) -> anyhow::Result<controller::Tuning> {
-        let secs = |flag: &str, v: f64| {
-            if v.is_finite() && (0.1..=3600.0).contains(&v) {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(anyhow::anyhow!("{flag} {v}: give 0.1 to 3600 seconds"))
-            }
-        };
-        let heartbeat = secs("--heartbeat-interval", self.heartbeat_interval)?;
-        let node_timeout = secs("--node-timeout", self.node_timeout)?;
-        if node_timeout <= heartbeat {
-            anyhow::bail!(
-                "--node-timeout {} must be longer than --heartbeat-interval {}",
-                self.node_timeout,
-                self.heartbeat_interval
-            );
-        }
-        if !(self.cpu_overcommit.is_finite() && (0.1..=64.0).contains(&self.cpu_overcommit)) {
-            anyhow::bail!("--cpu-overcommit {}: give 0.1 to 64", self.cpu_overcommit);
-        }
-        if self.node_cert_lifetime < 10 {
-            anyhow::bail!(
-                "--node-cert-lifetime {}: give at least 10 seconds",
-                self.node_cert_lifetime
-            );
-        }
-        Ok(controller::Tuning {
-            heartbeat,
-            node_timeout,
-            cpu_overcommit: self.cpu_overcommit,
-            node_cert_lifetime: Duration::from_secs(self.node_cert_lifetime),
-        })
-    }
-}
-
-#[derive(Args, Debug)]
-struct Dirs {
-    /// Persistent state: SQLite, VM specs.
-    #[arg(long, default_value = "/var/lib/kcore", env = "KCORE_DATA_DIR")]
-    data_dir: PathBuf,
-    /// Runtime state: sockets, pidfiles, console logs.
-    #[arg(long, default_value = "/run/kcore", env = "KCORE_RUN_DIR")]
-    run_dir: PathBuf,
-}
-
-#[derive(Args, Debug)]
-struct ListenArgs {
-    /// Also serve the API on this TCP address (e.g. 127.0.0.1:9090 or 0.0.0.0:9090), with
-    /// mutual TLS only: clients need a certificate signed by <data-dir>/pki/ca.crt.
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-    /// An extra DNS name or IP for the server certificate (repeatable). A server
-    /// certificate that lacks one is issued again at start, keeping its other names.
-    #[arg(long = "tls-san", value_name = "NAME")]
-    tls_sans: Vec<String>,
-}
-
-/// A node joining a controller over TCP.
-#[derive(Args, Debug)]
-struct JoinArgs {
-    /// The controller's TLS API address, HOST:PORT (its --listen).
-    #[arg(long, value_name = "HOST:PORT", requires = "listen")]
-    controller: Option<String>,
-    /// A token from `kctl node join-token`, needed on the first start only (the node
-    /// keeps its certificate in <data-dir>/pki/node.crt).
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "KCORE_JOIN_TOKEN",
-        requires = "controller"
-    )]
-    join_token: Option<String>,
-    /// The cluster CA to trust (a copy of the controller's <data-dir>/pki/ca.crt); needed
-    /// to join. Later starts use <data-dir>/pki/ca.crt.
-    #[arg(long, value_name = "FILE")]
-    ca_cert: Option<PathBuf>,
-    /// Serve NodeAgent on this TCP address with mutual TLS (only the controller's
-    /// certificate, OU=controller, is accepted).
-    #[arg(long, value_name = "ADDR", requires = "controller")]
-    listen: Option<SocketAddr>,
-    /// The address the controller dials (default: --listen; required when --listen is
-    /// 0.0.0.0 or ::).
-    #[arg(long, value_name = "HOST:PORT")]
-    advertise: Option<String>,
-}
-
-#[derive(Args, Debug)]
-struct NodeArgs {
-    /// This node's name (default: the host name).
-    #[arg(long, visible_alias = "name")]
-    node_name: Option<String>,
-    /// auto (KVM when /dev/kvm is usable), kvm or tcg.
-    #[arg(long, default_value = "auto")]
-    accel: AccelChoice,
-    /// The unprivileged user QEMU runs as; "root" runs QEMU as root (not recommended).
-    /// Each VM's QEMU gets a uid of its own after this user's (see --qemu-uids), with the
-    /// user's group and supplementary groups (kvm).
-    #[arg(long, default_value = "kcore-qemu")]
-    qemu_user: String,
-    /// How many uids after --qemu-user's are this node's per-VM QEMU uids (the most VMs
-    /// it holds); 0 runs every QEMU as --qemu-user itself (weaker: QEMUs can then reach
-    /// each other).
-    #[arg(long, value_name = "N", default_value_t = 4096)]
-    qemu_uids: u32,
-    #[arg(long, default_value = "qemu-system-x86_64")]
-    qemu_binary: PathBuf,
-    /// Run QEMU without its seccomp sandbox.
-    #[arg(long)]
-    no_sandbox: bool,
-    /// A storage pool: NAME=dir:PATH or NAME=lvm:VG[/THINPOOL] (repeatable). Every node has
-    /// a dir pool "default" under <data-dir>/pools/default unless one is given.
-    #[arg(long = "pool", value_name = "NAME=TYPE:SOURCE")]
-    pools: Vec<kcore_storage::PoolConfig>,
-    /// Firmware for direct kernel boot on q35/pc; "" for QEMU's default (SeaBIOS).
-    #[arg(long, default_value = "/usr/share/qemu/qboot.rom")]
-    kernel_boot_bios: String,
-    /// The cpus this node offers to VMs (default: the host's).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
-    cpus: Option<u32>,
-    /// The memory this node offers to VMs, in MiB (default: the host's).
-    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(64..))]
-    memory: Option<u32>,
-    /// A directory whose files requests over TLS may name (image import sources, kernels,
-    /// initrds; repeatable). Over the local socket, a caller may name any file it can read
-    /// itself. Without one, TLS clients may import from http(s) URLs only.
-    #[arg(long = "import-dir", value_name = "DIR")]
-    import_dirs: Vec<PathBuf>,
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -468,26 +274,17 @@ async fn serve_controller(
         ca = %pki.path(pki::CA_CERT).display(),
         "admin client certificate"
     );
+    let routes = server::api_routes(ctl.clone(), pki.dir.clone()).await?;
     let tcp = match listen.listen {
-        Some(addr) => Some(serve_tls(addr, &pki, &ctl).await?),
+        Some(addr) => Some(serve_tls(addr, &pki, &ctl, routes.clone()).await?),
         None => None,
     };
     let path = dirs.run_dir.join("kcore.sock");
     let incoming = server::bind_unix(&path, 0o660).await?;
     server::chgrp_if_exists(&path, "kcore");
-    let (refl_v1, refl_v1alpha) = server::reflection()?;
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<KcoreServiceServer<controller::grpc::KcoreApi>>()
-        .await;
-    let api =
-        KcoreServiceServer::new(controller::grpc::KcoreApi::new(ctl).with_pki(pki.dir.clone()));
     tracing::info!(socket = %path.display(), "serving KcoreService");
     let unix = Server::builder()
-        .add_service(api)
-        .add_service(health)
-        .add_service(refl_v1)
-        .add_service(refl_v1alpha)
+        .add_routes(routes)
         .serve_with_incoming(incoming);
     Ok(tokio::spawn(async move {
         match tcp {
@@ -500,13 +297,14 @@ async fn serve_controller(
     }))
 }
 
-/// KcoreService, health and reflection on TCP with mutual TLS: a client certificate signed
-/// by our CA is required, and its role (see [`auth`]) decides what it may call. JoinService
-/// alone answers without a client certificate.
+/// `routes` (KcoreService, health and reflection) on TCP with mutual TLS: a client
+/// certificate signed by our CA is required, and its role (see [`auth`]) decides what it
+/// may call. JoinService alone answers without a client certificate.
 async fn serve_tls(
     addr: SocketAddr,
     pki: &pki::Pki,
     ctl: &Arc<controller::Controller>,
+    routes: tonic::service::Routes,
 ) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>> + use<>> {
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(
@@ -531,14 +329,6 @@ async fn serve_tls(
     let incoming = TcpIncoming::bind(addr)
         .with_context(|| format!("--listen {addr}: bind"))?
         .with_nodelay(Some(true));
-    let (refl_v1, refl_v1alpha) = server::reflection()?;
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<KcoreServiceServer<controller::grpc::KcoreApi>>()
-        .await;
-    let api = KcoreServiceServer::new(
-        controller::grpc::KcoreApi::new(ctl.clone()).with_pki(pki.dir.clone()),
-    );
     let join = kcore_proto::v1::join_service_server::JoinServiceServer::new(
         controller::join::JoinApi::new(ctl.clone(), pki.dir.clone()),
     );
@@ -550,11 +340,8 @@ async fn serve_tls(
             policy: auth::Policy::Api,
             revoked: ctl.revoked.clone(),
         })
-        .add_service(api)
+        .add_routes(routes)
         .add_service(join)
-        .add_service(health)
-        .add_service(refl_v1)
-        .add_service(refl_v1alpha)
         .serve_with_incoming(incoming))
 }
 

@@ -22,19 +22,99 @@
 //! serve the new one on new connections. Otherwise files that exist are never
 //! regenerated.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, bail};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
 
+use crate::atomic_file::{atomic_write, atomic_write_new};
 use crate::auth::{ORGANIZATION, Role};
+
+/// What the PKI can fail with. Messages name the file or the input; the cause (an OS
+/// error, rcgen's or x509-parser's) is the source.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A file or the directory of the PKI could not be read, written or created.
+    #[error("{op} {}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA key is not there to sign with (it may be kept offline).
+    #[error("read {} (the CA key is needed to issue certificates)", path.display())]
+    NoCaKey {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key or certificate file of the PKI does not parse.
+    #[error("parse {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: rcgen::Error,
+    },
+    /// Bytes that should be a PEM certificate are not PEM.
+    #[error("not a PEM certificate")]
+    NotPem(#[source] x509_parser::nom::Err<x509_parser::error::PEMError>),
+    /// A PEM block that is not an X.509 certificate.
+    #[error("not an X.509 certificate")]
+    NotX509(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    /// A node's certificate signing request does not parse.
+    #[error("the CSR is not a valid PKCS#10 request")]
+    InvalidCsr(#[source] rcgen::Error),
+    /// A certificate name (its CN) outside the rule.
+    #[error("invalid certificate name {0:?}: 1-64 of a-z, A-Z, 0-9, '-', '_', '.', '@'")]
+    InvalidName(String),
+    /// A subject alternative name rcgen refuses.
+    #[error("invalid subject alternative name")]
+    InvalidSan(#[source] rcgen::Error),
+    /// A key could not be generated.
+    #[error("generate a key")]
+    KeyGen(#[source] rcgen::Error),
+    /// A certificate could not be signed.
+    #[error("sign a certificate")]
+    Sign(#[source] rcgen::Error),
+    /// The CA is gone but certificates it signed are still there.
+    #[error(
+        "{} is missing but certificates it signed are present in {}: restore ca.crt and \
+         ca.key, or move the directory away to make a new PKI",
+        ca.display(),
+        dir.display()
+    )]
+    LostCa { ca: PathBuf, dir: PathBuf },
+    /// One file of a certificate and key pair without the other.
+    #[error(
+        "{} exists but {} does not: restore it, or remove {} to make a new one",
+        have.display(),
+        missing.display(),
+        have.display()
+    )]
+    HalfPair { have: PathBuf, missing: PathBuf },
+    /// A certificate and key that do not belong together, and no previous pair that does.
+    #[error("{cert} and {key} in {} do not match", dir.display())]
+    Mismatch {
+        cert: String,
+        key: String,
+        dir: PathBuf,
+    },
+}
+
+impl PkiError {
+    fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        PkiError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
 
 pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
@@ -60,13 +140,19 @@ impl Pki {
     }
 
     /// Read a file of the PKI.
-    pub fn read(&self, file: &str) -> anyhow::Result<Vec<u8>> {
+    pub fn read(&self, file: &str) -> Result<Vec<u8>, PkiError> {
         let p = self.path(file);
-        std::fs::read(&p).with_context(|| format!("read {}", p.display()))
+        std::fs::read(&p).map_err(|e| PkiError::io("read", p, e))
+    }
+
+    /// Read a file of the PKI as text (a PEM file).
+    pub fn read_string(&self, file: &str) -> Result<String, PkiError> {
+        let p = self.path(file);
+        std::fs::read_to_string(&p).map_err(|e| PkiError::io("read", p, e))
     }
 
     /// The DNS names and IPs of `server.crt`.
-    pub fn server_sans(&self) -> anyhow::Result<Vec<String>> {
+    pub fn server_sans(&self) -> Result<Vec<String>, PkiError> {
         cert_sans(&self.read(SERVER_CERT)?)
     }
 }
@@ -74,16 +160,16 @@ impl Pki {
 /// Make sure `dir` holds the CA, the server certificate and the admin client certificate,
 /// creating what is missing. `extra_sans` (DNS names or IPs) go into a new server
 /// certificate besides localhost, 127.0.0.1, ::1 and the host name.
-pub fn ensure_pki(dir: &Path, extra_sans: &[String]) -> anyhow::Result<Pki> {
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+pub fn ensure_pki(dir: &Path, extra_sans: &[String]) -> Result<Pki, PkiError> {
+    std::fs::create_dir_all(dir).map_err(|e| PkiError::io("create", dir, e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("chmod {}", dir.display()))?;
+        .map_err(|e| PkiError::io("chmod", dir, e))?;
     let pki = Pki {
         dir: dir.to_path_buf(),
     };
     let have_ca = pair_present(&pki, CA_CERT, CA_KEY, false)?;
     // A certificate due for renewal counts as missing and is issued again.
-    let current = |cert: &str, key: &str| -> anyhow::Result<bool> {
+    let current = |cert: &str, key: &str| -> Result<bool, PkiError> {
         Ok(pair_present(&pki, cert, key, true)?
             && !(pki.path(CA_KEY).exists() && renewal_due(&pki.read(cert)?)?))
     };
@@ -97,17 +183,15 @@ pub fn ensure_pki(dir: &Path, extra_sans: &[String]) -> anyhow::Result<Pki> {
     let have_controller = current(CONTROLLER_CERT, CONTROLLER_KEY)?;
     if !have_ca {
         if have_server || have_admin || have_controller {
-            bail!(
-                "{} is missing but certificates it signed are present in {}: restore ca.crt and \
-                 ca.key, or move the directory away to make a new PKI",
-                pki.path(CA_CERT).display(),
-                dir.display()
-            );
+            return Err(PkiError::LostCa {
+                ca: pki.path(CA_CERT),
+                dir: dir.to_path_buf(),
+            });
         }
-        let key = KeyPair::generate()?;
-        let cert = ca_params().self_signed(&key)?;
-        write_file(&pki.path(CA_KEY), key.serialize_pem().as_bytes(), 0o600)?;
-        write_file(&pki.path(CA_CERT), cert.pem().as_bytes(), 0o644)?;
+        let key = KeyPair::generate().map_err(PkiError::KeyGen)?;
+        let cert = ca_params().self_signed(&key).map_err(PkiError::Sign)?;
+        write_new(&pki.path(CA_KEY), key.serialize_pem().as_bytes(), 0o600)?;
+        write_new(&pki.path(CA_CERT), cert.pem().as_bytes(), 0o644)?;
         tracing::info!(path = %pki.path(CA_CERT).display(), "created the cluster CA");
     }
     if have_server && have_admin && have_controller {
@@ -167,14 +251,14 @@ pub fn issue_client_cert(
     pki_dir: &Path,
     name: &str,
     role: Role,
-) -> anyhow::Result<(String, String)> {
+) -> Result<(String, String), PkiError> {
     if name.is_empty()
         || name.len() > 64
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
     {
-        bail!("invalid certificate name {name:?}: 1-64 of a-z, A-Z, 0-9, '-', '_', '.', '@'");
+        return Err(PkiError::InvalidName(name.to_string()));
     }
     let pki = Pki {
         dir: pki_dir.to_path_buf(),
@@ -190,9 +274,9 @@ pub fn sign_node_csr(
     name: &str,
     csr_pem: &str,
     lifetime: Duration,
-) -> anyhow::Result<String> {
-    let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
-        .context("the CSR is not a valid PKCS#10 request")?;
+) -> Result<String, PkiError> {
+    let mut csr =
+        rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::InvalidCsr)?;
     let mut params = leaf_params(vec![name.to_string()], name, Some(Role::Node))?;
     validity(&mut params, lifetime);
     params
@@ -203,58 +287,53 @@ pub fn sign_node_csr(
         dir: pki_dir.to_path_buf(),
     };
     let issuer = load_issuer(&pki)?;
-    Ok(csr.signed_by(&issuer)?.pem())
+    Ok(csr.signed_by(&issuer).map_err(PkiError::Sign)?.pem())
 }
 
-/// Write a new file with `mode` (never replacing one).
-pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    write_file(path, contents, mode)
+/// Write a new file with `mode`, atomically, never replacing one.
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+    atomic_write_new(path, contents, mode).map_err(|e| PkiError::io("create", path, e))
 }
 
 /// Whether both files of a pair exist; an error if only one does. Not `strict`, a
 /// certificate without its key counts as present (the CA key may be kept offline, as long
 /// as nothing needs signing).
-fn pair_present(pki: &Pki, cert: &str, key: &str, strict: bool) -> anyhow::Result<bool> {
+fn pair_present(pki: &Pki, cert: &str, key: &str, strict: bool) -> Result<bool, PkiError> {
     let (c, k) = (pki.path(cert), pki.path(key));
     match (c.exists(), k.exists()) {
         (true, true) => Ok(true),
         (false, false) => Ok(false),
         (true, false) if !strict => Ok(true),
         (has_cert, _) => {
-            let (have, missing) = if has_cert { (&c, &k) } else { (&k, &c) };
-            bail!(
-                "{} exists but {} does not: restore it, or remove {} to make a new one",
-                have.display(),
-                missing.display(),
-                have.display()
-            )
+            let (have, missing) = if has_cert { (c, k) } else { (k, c) };
+            Err(PkiError::HalfPair { have, missing })
         }
     }
 }
 
-fn load_issuer(pki: &Pki) -> anyhow::Result<Issuer<'static, KeyPair>> {
+fn load_issuer(pki: &Pki) -> Result<Issuer<'static, KeyPair>, PkiError> {
     let key_path = pki.path(CA_KEY);
-    let key_pem = std::fs::read_to_string(&key_path).with_context(|| {
-        format!(
-            "read {} (the CA key is needed to issue certificates)",
-            key_path.display()
-        )
+    let key_pem = std::fs::read_to_string(&key_path).map_err(|source| PkiError::NoCaKey {
+        path: key_path.clone(),
+        source,
     })?;
-    let key =
-        KeyPair::from_pem(&key_pem).with_context(|| format!("parse {}", key_path.display()))?;
-    let cert_path = pki.path(CA_CERT);
-    let cert_pem = std::fs::read_to_string(&cert_path)
-        .with_context(|| format!("read {}", cert_path.display()))?;
-    Issuer::from_ca_cert_pem(&cert_pem, key)
-        .with_context(|| format!("parse {}", cert_path.display()))
+    let key = KeyPair::from_pem(&key_pem).map_err(|source| PkiError::Parse {
+        path: key_path,
+        source,
+    })?;
+    let cert_pem = pki.read_string(CA_CERT)?;
+    Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|source| PkiError::Parse {
+        path: pki.path(CA_CERT),
+        source,
+    })
 }
 
 fn issue(
     issuer: &Issuer<'_, KeyPair>,
     params: CertificateParams,
-) -> anyhow::Result<(String, String)> {
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, issuer)?;
+) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate().map_err(PkiError::KeyGen)?;
+    let cert = params.signed_by(&key, issuer).map_err(PkiError::Sign)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
@@ -272,9 +351,9 @@ fn validity(params: &mut CertificateParams, lifetime: Duration) {
 }
 
 /// When a PEM certificate's validity starts and ends.
-pub fn validity_of(pem: &[u8]) -> anyhow::Result<(SystemTime, SystemTime)> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).context("not a PEM certificate")?;
-    let cert = pem.parse_x509().context("not an X.509 certificate")?;
+pub fn validity_of(pem: &[u8]) -> Result<(SystemTime, SystemTime), PkiError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(PkiError::NotPem)?;
+    let cert = pem.parse_x509().map_err(PkiError::NotX509)?;
     let at =
         |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or_default());
     let v = cert.validity();
@@ -283,9 +362,9 @@ pub fn validity_of(pem: &[u8]) -> anyhow::Result<(SystemTime, SystemTime)> {
 
 /// What the controller records of a certificate it issued: serial (lowercase hex), CN,
 /// role (OU; "server" for the server certificate), end of validity, issued now.
-pub fn cert_info(pem: &[u8]) -> anyhow::Result<kcore_proto::v1::CertificateInfo> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).context("not a PEM certificate")?;
-    let cert = pem.parse_x509().context("not an X.509 certificate")?;
+pub fn cert_info(pem: &[u8]) -> Result<kcore_proto::v1::CertificateInfo, PkiError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(PkiError::NotPem)?;
+    let cert = pem.parse_x509().map_err(PkiError::NotX509)?;
     let subject = cert.subject();
     let first = |a: Option<&x509_parser::x509::AttributeTypeAndValue<'_>>| {
         a.and_then(|a| a.as_str().ok())
@@ -317,7 +396,7 @@ pub fn serial_hex(raw: &[u8]) -> String {
 }
 
 /// True when less than a third of the certificate's lifetime is left (or it expired).
-pub fn renewal_due(pem: &[u8]) -> anyhow::Result<bool> {
+pub fn renewal_due(pem: &[u8]) -> Result<bool, PkiError> {
     let (from, to) = validity_of(pem)?;
     let lifetime = to.duration_since(from).unwrap_or_default();
     Ok(match to.duration_since(SystemTime::now()) {
@@ -348,23 +427,19 @@ pub fn replace_pair(
     key_file: &str,
     cert: &[u8],
     key: &[u8],
-) -> anyhow::Result<()> {
+) -> Result<(), PkiError> {
     for f in [cert_file, key_file] {
-        let old = std::fs::read(dir.join(f)).with_context(|| format!("read {f}"))?;
+        let old = std::fs::read(dir.join(f)).map_err(|e| PkiError::io("read", f, e))?;
         let mode = if f == key_file { 0o600 } else { 0o644 };
         replace_file(&dir.join(format!("{f}.prev")), &old, mode)?;
     }
     replace_file(&dir.join(key_file), key, 0o600)?;
-    replace_file(&dir.join(cert_file), cert, 0o644)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    replace_file(&dir.join(cert_file), cert, 0o644)
 }
 
 /// If the pair in `dir` does not match (a renewal cut short) and the previous pair does,
 /// put the previous pair back. True when it did.
-pub fn repair_pair(dir: &Path, cert_file: &str, key_file: &str) -> anyhow::Result<bool> {
+pub fn repair_pair(dir: &Path, cert_file: &str, key_file: &str) -> Result<bool, PkiError> {
     let read = |f: &str| std::fs::read(dir.join(f)).ok();
     let (Some(cert), Some(key)) = (read(cert_file), read(key_file)) else {
         return Ok(false);
@@ -376,19 +451,18 @@ pub fn repair_pair(dir: &Path, cert_file: &str, key_file: &str) -> anyhow::Resul
         read(&format!("{cert_file}.prev")),
         read(&format!("{key_file}.prev")),
     );
+    let mismatch = || PkiError::Mismatch {
+        cert: cert_file.to_string(),
+        key: key_file.to_string(),
+        dir: dir.to_path_buf(),
+    };
     let (Some(pc), Some(pk)) = prev else {
-        bail!(
-            "{cert_file} and {key_file} in {} do not match",
-            dir.display()
-        );
+        return Err(mismatch());
     };
     // The half that was replaced may be the new key with the old certificate, or the
     // other way round: the previous pair is whole.
     if !pair_matches(&pc, &pk) {
-        bail!(
-            "{cert_file} and {key_file} in {} do not match",
-            dir.display()
-        );
+        return Err(mismatch());
     }
     replace_file(&dir.join(key_file), &pk, 0o600)?;
     replace_file(&dir.join(cert_file), &pc, 0o644)?;
@@ -402,26 +476,14 @@ fn store_pair(
     key_file: &str,
     cert: &str,
     key: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), PkiError> {
     replace_file(&pki.path(key_file), key.as_bytes(), 0o600)?;
     replace_file(&pki.path(cert_file), cert.as_bytes(), 0o644)
 }
 
-/// Write `path` with `mode` through a temporary file renamed over it: readers see the old
-/// file or the new one, never half of one.
-pub fn replace_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("new.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("create {}", tmp.display()))?;
-    f.write_all(contents)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))
+/// Write `path` with `mode`, atomically, replacing the file.
+pub fn replace_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+    atomic_write(path, contents, mode).map_err(|e| PkiError::io("write", path, e))
 }
 
 fn ca_params() -> CertificateParams {
@@ -446,8 +508,8 @@ fn leaf_params(
     sans: Vec<String>,
     cn: &str,
     role: Option<Role>,
-) -> anyhow::Result<CertificateParams> {
-    let mut p = CertificateParams::new(sans).context("invalid subject alternative name")?;
+) -> Result<CertificateParams, PkiError> {
+    let mut p = CertificateParams::new(sans).map_err(PkiError::InvalidSan)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, ORGANIZATION);
     if let Some(role) = role {
@@ -468,46 +530,27 @@ fn leaf_params(
 }
 
 /// The DNS names and IPs in a PEM certificate's subjectAltName.
-fn cert_sans(pem: &[u8]) -> anyhow::Result<Vec<String>> {
+fn cert_sans(pem: &[u8]) -> Result<Vec<String>, PkiError> {
     use x509_parser::extensions::GeneralName;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).context("not a PEM certificate")?;
-    let cert = pem.parse_x509().context("not an X.509 certificate")?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(PkiError::NotPem)?;
+    let cert = pem.parse_x509().map_err(PkiError::NotX509)?;
     let mut out = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
             match n {
                 GeneralName::DNSName(d) => out.push(d.to_string()),
-                GeneralName::IPAddress(b) => match b.len() {
-                    4 => out.push(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b)?).to_string()),
-                    16 => out.push(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b)?).to_string()),
-                    _ => {}
-                },
+                GeneralName::IPAddress(b) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*b) {
+                        out.push(std::net::Ipv4Addr::from(v4).to_string());
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*b) {
+                        out.push(std::net::Ipv6Addr::from(v6).to_string());
+                    }
+                }
                 _ => {}
             }
         }
     }
     Ok(out)
-}
-
-/// Write a new file with `mode`, never replacing one: through a temporary file linked into
-/// place, so a crash leaves no half file and a concurrent writer makes this fail.
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
-        f.write_all(contents)
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::hard_link(&tmp, path).with_context(|| format!("create {}", path.display()))
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    written
 }
 
 #[cfg(test)]
@@ -701,27 +744,14 @@ mod tests {
         let pki = ensure_pki(&dir, &[]).expect("pki");
         std::fs::remove_file(pki.path(SERVER_KEY)).expect("rm");
         let e = ensure_pki(&dir, &[]).expect_err("half pair");
-        assert!(format!("{e:#}").contains("server.key"), "{e:#}");
+        assert!(matches!(e, PkiError::HalfPair { .. }), "{e}");
+        assert!(e.to_string().contains("server.key"), "{e}");
         std::fs::remove_file(pki.path(SERVER_CERT)).expect("rm");
         std::fs::remove_file(pki.path(CA_CERT)).expect("rm");
         std::fs::remove_file(pki.path(CA_KEY)).expect("rm");
         let e = ensure_pki(&dir, &[]).expect_err("lost CA");
-        assert!(format!("{e:#}").contains("ca.crt"), "{e:#}");
-    }
-
-    #[test]
-    fn write_file_never_replaces() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let p = tmp.path().join("x.key");
-        write_file(&p, b"one", 0o600).expect("write");
-        assert!(write_file(&p, b"two", 0o600).is_err());
-        assert_eq!(std::fs::read(&p).expect("read"), b"one");
-        assert_eq!(mode(&p), 0o600);
-        assert_eq!(
-            std::fs::read_dir(tmp.path()).expect("ls").count(),
-            1,
-            "no temp left"
-        );
+        assert!(matches!(e, PkiError::LostCa { .. }), "{e}");
+        assert!(e.to_string().contains("ca.crt"), "{e}");
     }
 
     #[test]
@@ -745,10 +775,13 @@ mod tests {
             let eku = c.extended_key_usage().expect("eku").expect("eku present");
             assert!(eku.value.client_auth && !eku.value.server_auth);
         }
-        assert!(issue_client_cert(tmp.path(), "", Role::Viewer).is_err());
-        assert!(issue_client_cert(tmp.path(), "a b", Role::Viewer).is_err());
+        for bad in ["", "a b"] {
+            let e = issue_client_cert(tmp.path(), bad, Role::Viewer).expect_err(bad);
+            assert!(matches!(e, PkiError::InvalidName(_)), "{e}");
+        }
         let other = tempfile::tempdir().expect("tempdir");
         let e = issue_client_cert(other.path(), "bob", Role::Viewer).expect_err("no CA");
-        assert!(format!("{e:#}").contains("ca.key"), "{e:#}");
+        assert!(matches!(e, PkiError::NoCaKey { .. }), "{e}");
+        assert!(e.to_string().contains("ca.key"), "{e}");
     }
 }

@@ -1,13 +1,36 @@
-//! Serving gRPC on unix sockets (reflection and health included), and dialing one.
+//! What the API listeners serve ([`api_routes`]: the same on the unix socket and on TCP
+//! with mutual TLS), binding unix sockets, and dialing one.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use hyper_util::rt::TokioIo;
+use kcore_proto::v1::kcore_service_server::KcoreServiceServer;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::Routes;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::controller::Controller;
+use crate::controller::grpc::KcoreApi;
+
+/// KcoreService (issuing certificates with the CA in `pki_dir`), health (SERVING) and
+/// reflection, v1 and v1alpha: what both API listeners serve. The TLS listener adds
+/// JoinService and its auth layer.
+pub async fn api_routes(ctl: Arc<Controller>, pki_dir: PathBuf) -> anyhow::Result<Routes> {
+    let (refl_v1, refl_v1alpha) = reflection()?;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<KcoreServiceServer<KcoreApi>>()
+        .await;
+    let api = KcoreServiceServer::new(KcoreApi::new(ctl).with_pki(pki_dir));
+    Ok(Routes::new(api)
+        .add_service(health)
+        .add_service(refl_v1)
+        .add_service(refl_v1alpha))
+}
 
 /// Bind a unix socket at `path` with `mode`, refusing if a live server already answers
 /// there, and replacing a stale socket file.
@@ -51,7 +74,7 @@ pub async fn dial_unix(path: PathBuf) -> anyhow::Result<Channel> {
 }
 
 /// Reflection (v1 and v1alpha, which grpcurl 1.8 speaks) for kcore.v1 and grpc.health.v1.
-pub fn reflection() -> anyhow::Result<(
+fn reflection() -> anyhow::Result<(
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,

@@ -1,11 +1,14 @@
 //! Links through rtnetlink: a [`Netlink`] handle that creates kcore's bridges (fixed MAC,
-//! MTU, up), enslaves an uplink or a tap, sets MTU and addresses, lists and deletes links.
+//! MTU, up), enslaves an uplink, sets MTU and addresses, lists and deletes links (taps join
+//! bridges through [`Netlink::attach_tap`], in [`crate::tap`]). Callers get operations,
+//! never the raw rtnetlink handle.
 //!
 //! kcore marks every link it creates with the interface alias `kcore:<purpose>:<owner>`
 //! ([`Mark`]) and names them with a prefix (`kbr-`, `ktap-`). The alias is the authority:
 //! [`Netlink::list_kcore_links`] returns the links that carry one, and every call that
 //! changes or removes a link refuses a link without one ([`NetError::NotKcore`]), so the
-//! host's own interfaces are never touched (an uplink is only ever enslaved or released).
+//! host's own interfaces are never touched (an uplink is only ever enslaved or released, a
+//! host bridge only ever gets kcore's taps as ports).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -236,6 +239,17 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
+/// A link that ports may join: a bridge.
+pub(crate) fn check_bridge(br: &Link) -> Result<(), NetError> {
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(NetError::invalid(
+            "bridge",
+            format!("{} is a {:?} link, not a bridge", br.name, br.kind),
+        ));
+    }
+    Ok(())
+}
+
 fn check_mtu(mtu: u32) -> Result<(), NetError> {
     if MTU_RANGE.contains(&mtu) {
         Ok(())
@@ -283,8 +297,9 @@ impl Netlink {
         Ok(Netlink { handle, task })
     }
 
-    /// The underlying rtnetlink handle, for requests this type does not wrap.
-    pub fn handle(&self) -> &rtnetlink::Handle {
+    /// The underlying rtnetlink handle, for this crate's requests only: callers get an
+    /// operation (such as [`Netlink::attach_tap`]), never raw messages.
+    pub(crate) fn handle(&self) -> &rtnetlink::Handle {
         &self.handle
     }
 
@@ -518,13 +533,8 @@ impl Netlink {
         self.enslave_link(&up, &br).await
     }
 
-    pub(crate) async fn enslave_link(&self, port: &Link, br: &Link) -> Result<(), NetError> {
-        if br.kind.as_deref() != Some("bridge") {
-            return Err(NetError::invalid(
-                "bridge",
-                format!("{} is a {:?} link, not a bridge", br.name, br.kind),
-            ));
-        }
+    async fn enslave_link(&self, port: &Link, br: &Link) -> Result<(), NetError> {
+        check_bridge(br)?;
         if let Some(current) = port.controller
             && current != br.index
         {

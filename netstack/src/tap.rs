@@ -13,9 +13,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use rtnetlink::LinkUnspec;
+use rtnetlink::packet_route::link::LinkMessage;
 
-use crate::NetError;
-use crate::link::{Link, Mark, Netlink, validate_ifname};
+use crate::link::{Link, Mark, Netlink, check_bridge, validate_ifname};
+use crate::{MacAddr, NetError};
 
 /// The tun/tap control device.
 pub const TUN_DEVICE: &str = "/dev/net/tun";
@@ -156,37 +157,80 @@ pub fn tun_available() -> bool {
 }
 
 impl Netlink {
-    /// Mark the existing tap `tap` with `mark`, give it the MTU of the kcore bridge
-    /// `bridge`, make it a port of the bridge and bring it up.
-    pub async fn attach_tap(&self, tap: &str, bridge: &str, mark: &Mark) -> Result<Link, NetError> {
-        let br = self.require_kcore("bridge", bridge).await?;
-        let link = self.require("tap", tap).await?;
+    /// Mark the existing tap `tap` as kcore's with `mark` and make it a port of `bridge`,
+    /// up, in one request that also gives it the bridge's MTU and, if given, `mac` as its
+    /// host-side address. The bridge may be kcore's or the host's own (a bridge-mode
+    /// network joins one): it is only joined, never changed.
+    pub async fn attach_tap(
+        &self,
+        tap: &str,
+        bridge: &Link,
+        mark: &Mark,
+        mac: Option<MacAddr>,
+    ) -> Result<(), NetError> {
+        check_bridge(bridge)?;
+        let link = self.require_tap(tap).await?;
+        self.set_mark(tap, mark).await?;
+        let mut msg = LinkUnspec::new_with_index(link.index)
+            .controller(bridge.index)
+            .up();
+        if let Some(mac) = mac {
+            msg = msg.address(mac.octets().to_vec());
+        }
+        if let Some(mtu) = bridge.mtu {
+            msg = msg.mtu(mtu);
+        }
+        self.set_port(tap, bridge, msg.build()).await
+    }
+
+    /// Put the kcore tap `tap` back on `bridge` and bring it up (after the bridge was made
+    /// again), unless it is a port of that bridge already. True when it was attached.
+    pub async fn reattach_tap(&self, tap: &Link, bridge: &Link) -> Result<bool, NetError> {
+        if tap.controller == Some(bridge.index) {
+            return Ok(false);
+        }
+        check_bridge(bridge)?;
+        if tap.kind.as_deref() != Some("tun") || !tap.is_kcore() {
+            return Err(NetError::NotKcore {
+                name: tap.name.clone(),
+                alias: tap.alias.clone(),
+            });
+        }
+        let msg = LinkUnspec::new_with_index(tap.index)
+            .controller(bridge.index)
+            .up()
+            .build();
+        self.set_port(&tap.name, bridge, msg).await?;
+        Ok(true)
+    }
+
+    /// The tap `name`: a link of kind `tun`.
+    async fn require_tap(&self, name: &str) -> Result<Link, NetError> {
+        let link = self.require("tap", name).await?;
         if link.kind.as_deref() != Some("tun") {
             return Err(NetError::invalid(
                 "tap",
-                format!("{tap} is a {:?} link, not a tap", link.kind),
+                format!("{name} is a {:?} link, not a tap", link.kind),
             ));
         }
-        self.set_mark(tap, mark).await?;
-        if let Some(mtu) = br.mtu {
-            let msg = LinkUnspec::new_with_index(link.index).mtu(mtu).build();
-            self.handle()
-                .link()
-                .set(msg)
-                .execute()
-                .await
-                .map_err(|source| NetError::Netlink {
-                    op: "set mtu",
-                    name: tap.to_string(),
-                    source,
-                })?;
-        }
-        self.enslave_link(&link, &br).await?;
-        self.require("tap", tap).await
+        Ok(link)
+    }
+
+    async fn set_port(&self, tap: &str, bridge: &Link, msg: LinkMessage) -> Result<(), NetError> {
+        self.handle()
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|source| NetError::Netlink {
+                op: "attach tap",
+                name: format!("{tap} to {}", bridge.name),
+                source,
+            })
     }
 
     /// Open the tap of `spec` ([`open_tap`]), then [`attach_tap`](Self::attach_tap) it
-    /// to `bridge` with `mark`. If attaching fails, a persistent tap is removed again.
+    /// to the kcore bridge `bridge` with `mark`. If attaching fails, a persistent tap is removed again.
     pub async fn create_tap(
         &self,
         spec: &TapSpec,
@@ -194,7 +238,11 @@ impl Netlink {
         mark: &Mark,
     ) -> Result<OwnedFd, NetError> {
         let fd = open_tap(spec)?;
-        if let Err(e) = self.attach_tap(&spec.name, bridge, mark).await {
+        let attached = match self.require_kcore("bridge", bridge).await {
+            Ok(br) => self.attach_tap(&spec.name, &br, mark, None).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = attached {
             drop(fd);
             if spec.persist
                 && let Err(cleanup) = set_persist(&spec.name, false)

@@ -14,7 +14,6 @@ use kcore_netstack::nft::{self, NatSpec};
 use kcore_netstack::tap::{self, TapSpec};
 use kcore_netstack::tool;
 use kcore_netstack::{BridgeSpec, Ipv4Cidr, MacAddr, Mark, NetError, Netlink};
-use rtnetlink::{LinkBridge, LinkVeth};
 
 fn bridge_spec(name: &str, owner: &str, mtu: Option<u32>) -> BridgeSpec {
     BridgeSpec {
@@ -128,12 +127,13 @@ fn bridge_tap_and_uplink_lifecycle() {
         assert_eq!(err.to_string(), "bridge \"kbr-none\" does not exist");
 
         // A veth pair (not kcore's) as an uplink.
-        nl.handle()
-            .link()
-            .add(LinkVeth::new("kup0", "kup1").build())
-            .execute()
-            .await
-            .expect("create veth");
+        exec_in(
+            &ns,
+            tool::IP,
+            &[
+                "link", "add", "kup0", "type", "veth", "peer", "name", "kup1",
+            ],
+        );
         nl.enslave("kup0", "kbr-test")
             .await
             .expect("enslave uplink");
@@ -158,12 +158,7 @@ fn bridge_tap_and_uplink_lifecycle() {
         );
 
         // A bridge that is not kcore's is neither used nor deleted.
-        nl.handle()
-            .link()
-            .add(LinkBridge::new("hostbr").build())
-            .execute()
-            .await
-            .expect("create foreign bridge");
+        exec_in(&ns, tool::IP, &["link", "add", "hostbr", "type", "bridge"]);
         assert!(matches!(
             nl.enslave("kup0", "hostbr").await,
             Err(NetError::NotKcore { .. })
@@ -172,6 +167,43 @@ fn bridge_tap_and_uplink_lifecycle() {
             nl.delete("hostbr").await,
             Err(NetError::NotKcore { .. })
         ));
+
+        // A tap joins the host's own bridge (a bridge-mode network) with its host-side MAC
+        // and the bridge's MTU, in one request; the bridge stays unmarked.
+        let hostbr = nl.require("bridge", "hostbr").await.expect("hostbr");
+        let fd4 = tap::open_tap(&TapSpec::new("ktap-test4")).expect("tap 4");
+        let mac: MacAddr = "fe:54:00:12:34:56".parse().expect("mac");
+        let mark4 = Mark::new("tap", "vm-3:0").expect("mark");
+        nl.attach_tap("ktap-test4", &hostbr, &mark4, Some(mac))
+            .await
+            .expect("attach to the host bridge");
+        let t4 = nl.require("tap", "ktap-test4").await.expect("tap 4");
+        assert_eq!(t4.controller, Some(hostbr.index));
+        assert_eq!(t4.mac, Some(mac));
+        assert_eq!(t4.mtu, hostbr.mtu);
+        assert!(t4.up);
+        assert_eq!(t4.mark(), Some(mark4.clone()));
+        assert!(!nl.require("bridge", "hostbr").await.expect("br").is_kcore());
+        // On its bridge already: nothing to do; off it (a bridge made again): back on.
+        assert!(!nl.reattach_tap(&t4, &hostbr).await.expect("reattach"));
+        exec_in(&ns, tool::IP, &["link", "set", "ktap-test4", "nomaster"]);
+        let t4 = nl.require("tap", "ktap-test4").await.expect("tap 4");
+        assert_eq!(t4.controller, None);
+        assert!(nl.reattach_tap(&t4, &hostbr).await.expect("reattach"));
+        let t4 = nl.require("tap", "ktap-test4").await.expect("tap 4");
+        assert_eq!(t4.controller, Some(hostbr.index));
+        // Only a kcore tap is put back, and only a bridge takes one.
+        let up = nl.require("uplink", "kup0").await.expect("veth");
+        assert!(matches!(
+            nl.reattach_tap(&up, &hostbr).await,
+            Err(NetError::NotKcore { .. })
+        ));
+        let err = nl
+            .attach_tap("ktap-test4", &up, &mark4, None)
+            .await
+            .expect_err("a veth is no bridge");
+        assert!(matches!(err, NetError::Invalid { .. }), "{err}");
+        drop(fd4);
 
         // MTU and up on a kcore link.
         nl.set_mtu("kbr-test", 8000).await.expect("set mtu");

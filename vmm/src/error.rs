@@ -55,9 +55,14 @@ pub enum VmmError {
     #[error("VM is {state}: cannot {op}")]
     WrongState { op: &'static str, state: String },
 
-    /// The owner could not provide a NIC's tap (network missing, tap creation failed, ...).
+    /// The VM's NICs cannot be had (no NIC provider, a tap count that does not match).
     #[error("network: {0}")]
     Network(String),
+
+    /// The owner's NIC provider failed to open a tap (network missing, netlink refused,
+    /// ...): its error is the source.
+    #[error("network")]
+    NicOpen(#[source] Box<dyn std::error::Error + Send + Sync>),
 
     /// A QEMU of this VM is still alive: starting another would put two writers on its
     /// disks.
@@ -69,6 +74,24 @@ pub enum VmmError {
     NotFound(String),
 }
 
+/// `e` and its sources, joined by `": "` (`create /run/kcore/vms/x/qemu.log: Permission
+/// denied (os error 13)`): the variants' own messages leave the cause to `source`, and a
+/// status reason is read by people. A source whose text is already in the message is not
+/// repeated.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cur = s.source();
+    }
+    msg
+}
+
 impl VmmError {
     /// Wrap an `std::io::Error` with the operation and the path it was about.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -77,5 +100,28 @@ impl VmmError {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_adds_each_cause_once() {
+        let e = VmmError::io(
+            "create",
+            "/run/x/qemu.log",
+            std::io::Error::from_raw_os_error(libc::EACCES),
+        );
+        assert_eq!(e.to_string(), "create /run/x/qemu.log");
+        assert_eq!(
+            chain(&e),
+            "create /run/x/qemu.log: Permission denied (os error 13)"
+        );
+        // A source whose text the message already has is not repeated.
+        let inner = VmmError::QmpClosed;
+        let e = VmmError::NicOpen(Box::new(std::io::Error::other(inner)));
+        assert_eq!(chain(&e), "network: QMP connection closed");
     }
 }

@@ -18,7 +18,9 @@ impl Controller {
                     tracing::warn!(error = %e, "cannot record an issued certificate");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read an issued certificate"),
+            Err(e) => {
+                tracing::warn!(error = %crate::error::chain(&e), "cannot read an issued certificate")
+            }
         }
     }
 

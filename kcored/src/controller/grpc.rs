@@ -16,6 +16,7 @@ use super::storage::DiskOp;
 use super::vms::SimpleOp;
 use crate::caller::Caller;
 use crate::convert::vm_to_pb;
+use crate::error::ApiError;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -69,7 +70,7 @@ impl KcoreService for KcoreApi {
         let create = crate::convert::create_from_pb(req.into_inner())?;
         let vm = tokio::spawn(async move { ctl.create_vm(&caller, create).await })
             .await
-            .map_err(|e| Status::internal(format!("create task failed: {e}")))??;
+            .map_err(|e| ApiError::Internal(format!("create task failed: {e}")))??;
         Ok(Response::new(vm_to_pb(&vm)))
     }
 
@@ -266,7 +267,7 @@ impl KcoreService for KcoreApi {
     ) -> Result<Response<Self::AttachConsoleStream>, Status> {
         let mut input = req.into_inner();
         let mut first = input.message().await?.ok_or_else(|| {
-            Status::invalid_argument("console: the first message must name the VM")
+            ApiError::InvalidArgument("console: the first message must name the VM".into())
         })?;
         let row = self.ctl.get_row(&first.vm)?;
         let mut client = self.ctl.nodes.client(&row.node)?;
@@ -438,32 +439,25 @@ impl KcoreService for KcoreApi {
         req: Request<pb::IssueCertificateRequest>,
     ) -> Result<Response<pb::IssuedCertificate>, Status> {
         let r = req.into_inner();
-        let role: crate::auth::Role = r.role.parse().map_err(Status::invalid_argument)?;
+        let role: crate::auth::Role = r.role.parse().map_err(ApiError::InvalidArgument)?;
         if !matches!(role, crate::auth::Role::Admin | crate::auth::Role::Viewer) {
-            return Err(Status::invalid_argument(format!(
+            Err(ApiError::InvalidArgument(format!(
                 "role {role} cannot be issued: use viewer or admin (nodes join with a join token)"
-            )));
+            )))?;
         }
         let dir = self
             .pki_dir
             .clone()
-            .ok_or_else(|| Status::failed_precondition("this controller has no PKI"))?;
+            .ok_or_else(|| ApiError::FailedPrecondition("this controller has no PKI".into()))?;
         let name = r.name.clone();
         let (cert_pem, key_pem, ca_pem) = tokio::task::spawn_blocking(move || {
             let (cert, key) = crate::pki::issue_client_cert(&dir, &name, role)?;
-            let ca = std::fs::read_to_string(dir.join(crate::pki::CA_CERT))?;
-            anyhow::Ok((cert, key, ca))
+            let ca = crate::pki::Pki { dir }.read_string(crate::pki::CA_CERT)?;
+            Ok::<_, crate::pki::PkiError>((cert, key, ca))
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| {
-            let m = format!("{e:#}");
-            if m.starts_with("invalid certificate name") {
-                Status::invalid_argument(m)
-            } else {
-                Status::failed_precondition(m)
-            }
-        })?;
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)?;
         self.ctl.record_issued(&cert_pem);
         tracing::info!(name = %r.name, role = %role, "issued a client certificate");
         self.ctl.emit(
@@ -499,14 +493,14 @@ impl KcoreService for KcoreApi {
         {
             let cn = crate::auth::cn_of_cert(leaf).unwrap_or_default();
             if cn != req.get_ref().name {
-                return Err(Status::permission_denied(format!(
+                Err(ApiError::PermissionDenied(format!(
                     "node {cn:?} may register only itself"
-                )));
+                )))?;
             }
             if self.ctl.store.is_removed(&cn)? {
-                return Err(Status::permission_denied(format!(
+                Err(ApiError::PermissionDenied(format!(
                     "node {cn} was removed from the cluster: join it again with a new token"
-                )));
+                )))?;
             }
         }
         let r = req.into_inner();
@@ -524,17 +518,19 @@ impl KcoreService for KcoreApi {
             .filter(|leaf| crate::auth::role_of_cert(leaf) == Ok(crate::auth::Role::Node))
             .and_then(|leaf| crate::auth::cn_of_cert(&leaf))
             .ok_or_else(|| {
-                Status::permission_denied("only a node renews a node certificate, with its own")
+                ApiError::PermissionDenied(
+                    "only a node renews a node certificate, with its own".into(),
+                )
             })?;
         if self.ctl.nodes.get(&name).is_err() {
-            return Err(Status::permission_denied(format!(
+            Err(ApiError::PermissionDenied(format!(
                 "node {name} is not in the cluster"
-            )));
+            )))?;
         }
         let dir = self
             .pki_dir
             .clone()
-            .ok_or_else(|| Status::failed_precondition("this controller has no PKI"))?;
+            .ok_or_else(|| ApiError::FailedPrecondition("this controller has no PKI".into()))?;
         let r = req.into_inner();
         let resp =
             super::join::sign_for_node(dir, &name, &r.csr_pem, self.ctl.tuning.node_cert_lifetime)
@@ -545,9 +541,9 @@ impl KcoreService for KcoreApi {
             if let Ok(info) = crate::pki::cert_info(resp.cert_pem.as_bytes()) {
                 self.ctl.revoke("", &info.serial, None)?;
             }
-            return Err(Status::permission_denied(format!(
+            Err(ApiError::PermissionDenied(format!(
                 "node {name} is not in the cluster"
-            )));
+            )))?;
         }
         tracing::info!(node = %name, "renewed a node certificate");
         self.ctl

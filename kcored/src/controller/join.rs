@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::Controller;
 use super::store::TokenRefusal;
+use crate::error::{ApiError, ApiResult};
 
 /// The lifetime of a token when none is asked for.
 pub const DEFAULT_TTL_SECS: u32 = 3600;
@@ -25,7 +26,7 @@ fn sha256_hex(token: &str) -> String {
 }
 
 /// Make and store a new token valid for `ttl_secs` (0: the default).
-pub fn create_token(ctl: &Controller, ttl_secs: u32) -> Result<pb::JoinToken, Status> {
+pub fn create_token(ctl: &Controller, ttl_secs: u32) -> ApiResult<pb::JoinToken> {
     let ttl = if ttl_secs == 0 {
         DEFAULT_TTL_SECS
     } else {
@@ -34,7 +35,7 @@ pub fn create_token(ctl: &Controller, ttl_secs: u32) -> Result<pb::JoinToken, St
     let mut raw = [0u8; 32];
     ring::rand::SystemRandom::new()
         .fill(&mut raw)
-        .map_err(|_| Status::internal("no randomness"))?;
+        .map_err(|_| ApiError::Internal("no randomness".into()))?;
     let token = hex(&raw);
     let expires = chrono::Utc::now() + chrono::Duration::seconds(i64::from(ttl));
     ctl.store
@@ -71,7 +72,7 @@ impl JoinService for JoinApi {
     ) -> Result<Response<pb::JoinResponse>, Status> {
         let r = req.into_inner();
         kcore_types::NodeName::parse(&r.node_name)
-            .map_err(|e| Status::invalid_argument(format!("node_name: {e}")))?;
+            .map_err(|e| ApiError::InvalidArgument(format!("node_name: {e}")))?;
         // A token may not take over a node that exists (its holder would get that node's
         // certificate and could register another address for it).
         if self.ctl.nodes.get(&r.node_name).is_ok()
@@ -82,18 +83,19 @@ impl JoinService for JoinApi {
                 .iter()
                 .any(|(n, _)| *n == r.node_name)
         {
-            return Err(Status::already_exists(format!(
+            return Err(ApiError::AlreadyExists(format!(
                 "a node named {} is already in the cluster",
                 r.node_name
-            )));
+            ))
+            .into());
         }
         // Check the CSR before using up the token.
         rcgen::CertificateSigningRequestParams::from_pem(&r.csr_pem).map_err(|e| {
-            Status::invalid_argument(format!("csr_pem is not a valid PKCS#10 request: {e}"))
+            ApiError::InvalidArgument(format!("csr_pem is not a valid PKCS#10 request: {e}"))
         })?;
         let refused = |m: &str| {
             tracing::info!(node = %r.node_name, "join refused: {m}");
-            Status::unauthenticated(m.to_string())
+            ApiError::Unauthenticated(m.to_string())
         };
         match self.ctl.store.redeem_join_token(
             &sha256_hex(r.token.trim()),
@@ -101,16 +103,18 @@ impl JoinService for JoinApi {
             chrono::Utc::now().timestamp(),
         )? {
             Ok(()) => {}
-            Err(TokenRefusal::Unknown) => return Err(refused("unknown join token")),
+            Err(TokenRefusal::Unknown) => return Err(refused("unknown join token").into()),
             Err(TokenRefusal::Used) => {
                 return Err(refused(
                     "this join token was already used: create another with kctl node join-token",
-                ));
+                )
+                .into());
             }
             Err(TokenRefusal::Expired) => {
                 return Err(refused(
                     "this join token has expired: create another with kctl node join-token",
-                ));
+                )
+                .into());
             }
         }
         let resp = sign_for_node(
@@ -138,16 +142,15 @@ pub async fn sign_for_node(
     name: &str,
     csr: &str,
     lifetime: std::time::Duration,
-) -> Result<pb::JoinResponse, Status> {
+) -> ApiResult<pb::JoinResponse> {
     let (name, csr) = (name.to_string(), csr.to_string());
     let (cert_pem, ca_pem) = tokio::task::spawn_blocking(move || {
         let cert = crate::pki::sign_node_csr(&pki_dir, &name, &csr, lifetime)?;
-        let ca = std::fs::read_to_string(pki_dir.join(crate::pki::CA_CERT))?;
-        anyhow::Ok((cert, ca))
+        let ca = crate::pki::Pki { dir: pki_dir }.read_string(crate::pki::CA_CERT)?;
+        Ok::<_, crate::pki::PkiError>((cert, ca))
     })
     .await
-    .map_err(|e| Status::internal(e.to_string()))?
-    .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(pb::JoinResponse { cert_pem, ca_pem })
 }
 

@@ -25,21 +25,13 @@ fn mode_name(mode: i32) -> &'static str {
     }
 }
 
-/// One status out of several nodes' failures.
+/// One error out of several nodes' failures.
 fn combine(errors: Vec<(String, tonic::Status)>) -> ApiError {
     if errors.len() == 1 {
         let (_, s) = errors.into_iter().next().expect("one error");
         return ApiError::Node(s);
     }
-    let code = errors
-        .first()
-        .map_or(tonic::Code::Unknown, |(_, s)| s.code());
-    let msg = errors
-        .iter()
-        .map(|(n, s)| format!("node {n}: {}", s.message()))
-        .collect::<Vec<_>>()
-        .join("; ");
-    ApiError::Node(tonic::Status::new(code, msg))
+    ApiError::Nodes(errors)
 }
 
 impl Controller {

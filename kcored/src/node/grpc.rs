@@ -49,7 +49,7 @@ impl NodeAgentService {
         let paths = self.paths.clone();
         super::blocking(move || paths.open(what, &path, &caller, local))
             .await
-            .map_err(Status::from)
+            .map_err(Into::into)
     }
 }
 
@@ -74,7 +74,7 @@ async fn run_to_end<T: Send + 'static>(
 ) -> Result<T, Status> {
     match tokio::spawn(f).await {
         Ok(r) => Ok(r?),
-        Err(e) => Err(Status::internal(format!("node task failed: {e}"))),
+        Err(e) => Err(ApiError::Internal(format!("node task failed: {e}")).into()),
     }
 }
 
@@ -266,7 +266,7 @@ impl NodeAgent for NodeAgentService {
     ) -> Result<Response<Self::NodeConsoleStream>, Status> {
         let mut input = req.into_inner();
         let first = input.message().await?.ok_or_else(|| {
-            Status::invalid_argument("console: the first message must name the VM")
+            ApiError::InvalidArgument("console: the first message must name the VM".into())
         })?;
         let vm = self.node.vm(&first.vm)?;
         // A VM without QEMU has no live console: say so rather than wait forever.
@@ -362,13 +362,13 @@ impl NodeAgent for NodeAgentService {
                     }));
                 }
             };
-            let msg = match storage.import_image(&r, source, &mut progress) {
+            let msg: Result<_, Status> = match storage.import_image(&r, source, &mut progress) {
                 Ok(image) => Ok(pb::ImportImageProgress {
                     done_bytes: image.actual_size,
                     total_bytes: image.actual_size,
                     image: Some(image),
                 }),
-                Err(e) => Err(Status::from(e)),
+                Err(e) => Err(e.into()),
             };
             let _ = tx.blocking_send(msg);
         });

@@ -25,7 +25,8 @@ pub struct Intent {
 /// Record `intent` in `dir` (created), atomically.
 pub fn write(dir: &Path, intent: &Intent) -> std::io::Result<()> {
     let data = serde_json::to_vec_pretty(intent).map_err(std::io::Error::other)?;
-    super::write_atomic(dir, FILE, &data)
+    std::fs::create_dir_all(dir)?;
+    crate::atomic_file::atomic_write(&dir.join(FILE), &data, 0o600)
 }
 
 /// The create finished: forget its intent.

@@ -347,21 +347,9 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))?
 }
 
-/// Write `dir/name` atomically: tmp + fsync + rename + fsync of the directory (created).
-pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
-/// Store a VM's spec (`spec.json`) atomically.
+/// Store a VM's spec (`dir/spec.json`, the directory created) atomically.
 pub(crate) fn write_spec(dir: &Path, spec: &VmSpec) -> std::io::Result<()> {
     let data = serde_json::to_vec_pretty(spec).map_err(std::io::Error::other)?;
-    write_atomic(dir, "spec.json", &data)
+    std::fs::create_dir_all(dir)?;
+    crate::atomic_file::atomic_write(&dir.join("spec.json"), &data, 0o600)
 }

@@ -82,16 +82,9 @@ fn enable_ip_forward() -> ApiResult<()> {
 }
 
 fn write_def(dir: &Path, def: &NetworkDef) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("{}.json", def.name));
-    let tmp = dir.join(format!("{}.json.tmp", def.name));
     let data = serde_json::to_vec_pretty(def).map_err(std::io::Error::other)?;
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::create_dir_all(dir)?;
+    crate::atomic_file::atomic_write(&dir.join(format!("{}.json", def.name)), &data, 0o600)
 }
 
 impl NodeNetworks {

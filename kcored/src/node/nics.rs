@@ -18,7 +18,6 @@ use kcore_proto::v1 as pb;
 use kcore_vmm::VmmError;
 use kcore_vmm::spec::{Nic, VmSpec};
 use kcore_vmm::vm::NicOpener;
-use rtnetlink::LinkUnspec;
 
 use super::Node;
 use super::disks::live;
@@ -31,10 +30,10 @@ const LEASE_POLL: Duration = Duration::from_secs(2);
 
 /// The host side of a tap gets the guest's MAC with `fe` in front (as libvirt does): a high
 /// address never becomes the MAC of a bridge that takes its lowest port's.
-fn host_side_mac(guest: &MacAddr) -> Vec<u8> {
+fn host_side_mac(guest: &MacAddr) -> Option<MacAddr> {
     let mut o = guest.octets();
     o[0] = 0xfe;
-    o.to_vec()
+    MacAddr::from_bytes(o).ok()
 }
 
 fn tap_mark(vm_id: &str, nic: &Nic) -> Result<Mark, NetError> {
@@ -68,26 +67,14 @@ impl NodeNetworks {
         }
         let fd = open_tap(&TapSpec::new(nic.tap.clone()))?;
         // From here on, dropping `fd` removes the tap again.
-        self.nl.set_mark(&nic.tap, &tap_mark(vm_id, nic)?).await?;
-        let tap = self.nl.require("tap", &nic.tap).await?;
-        let mut msg = LinkUnspec::new_with_index(tap.index)
-            .controller(br.index)
-            .up();
-        msg = msg.address(host_side_mac(&nic.mac));
-        if let Some(mtu) = br.mtu {
-            msg = msg.mtu(mtu);
-        }
         self.nl
-            .handle()
-            .link()
-            .set(msg.build())
-            .execute()
-            .await
-            .map_err(|source| NetError::Netlink {
-                op: "attach tap",
-                name: format!("{} to {}", nic.tap, def.bridge),
-                source,
-            })?;
+            .attach_tap(
+                &nic.tap,
+                &br,
+                &tap_mark(vm_id, nic)?,
+                host_side_mac(&nic.mac),
+            )
+            .await?;
         tracing::info!(tap = %nic.tap, bridge = %def.bridge, vm = vm_id, nic = %nic.id, "tap ready");
         Ok(fd)
     }
@@ -144,22 +131,7 @@ impl NodeNetworks {
             tracing::warn!(tap = %nic.tap, "tap or bridge missing: the NIC has no network until the VM restarts");
             return Ok(());
         };
-        if tap.controller != Some(br.index) {
-            let msg = LinkUnspec::new_with_index(tap.index)
-                .controller(br.index)
-                .up()
-                .build();
-            self.nl
-                .handle()
-                .link()
-                .set(msg)
-                .execute()
-                .await
-                .map_err(|source| NetError::Netlink {
-                    op: "attach tap",
-                    name: nic.tap.clone(),
-                    source,
-                })?;
+        if self.nl.reattach_tap(&tap, &br).await? {
             tracing::info!(tap = %nic.tap, bridge = %def.bridge, "tap attached again");
         }
         Ok(())
@@ -173,7 +145,7 @@ pub fn nic_opener(net: Arc<NodeNetworks>) -> NicOpener {
         Box::pin(async move {
             net.open_taps(&spec)
                 .await
-                .map_err(|e| VmmError::Network(e.to_string()))
+                .map_err(|e| VmmError::NicOpen(Box::new(e)))
         })
     })
 }
@@ -412,8 +384,8 @@ mod tests {
         let e = find_nic(&nics, "net7").expect_err("missing").to_string();
         assert!(e.contains("net0 52:54:00:00:00:01 on n"), "{e}");
         assert_eq!(
-            host_side_mac(&"52:54:00:ab:cd:ef".parse().expect("a MAC")),
-            vec![0xfe, 0x54, 0, 0xab, 0xcd, 0xef]
+            host_side_mac(&"52:54:00:ab:cd:ef".parse().expect("a MAC")).map(|m| m.octets()),
+            Some([0xfe, 0x54, 0, 0xab, 0xcd, 0xef])
         );
     }
 }

@@ -276,7 +276,7 @@ impl Vm {
             }
             Err(e) => {
                 tracing::warn!(vm = %self.inner.name, error = %e, "start failed");
-                self.set_status(VmState::Error, e.to_string());
+                self.set_status(VmState::Error, crate::error::chain(&e));
                 Err(e)
             }
         }

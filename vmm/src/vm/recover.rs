@@ -157,5 +157,8 @@ fn unknown_reason(pid: u32, e: &VmmError, attempts: u32) -> String {
         0 => String::new(),
         n => format!(", {n} retries so far"),
     };
-    format!("QEMU pid {pid} is running but QMP does not answer ({e}); retrying{retried}")
+    format!(
+        "QEMU pid {pid} is running but QMP does not answer ({}); retrying{retried}",
+        crate::error::chain(e)
+    )
 }

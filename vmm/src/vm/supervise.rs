@@ -119,8 +119,9 @@ impl Vm {
                         me.set_status(
                             VmState::Error,
                             format!(
-                                "restart attempt {} failed: {e}; next attempt in {} s",
+                                "restart attempt {} failed: {}; next attempt in {} s",
                                 attempt + 1,
+                                crate::error::chain(&e),
                                 next.as_secs()
                             ),
                         );
