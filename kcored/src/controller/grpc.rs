@@ -7,7 +7,6 @@ use std::sync::Arc;
 use futures::Stream;
 use kcore_proto::v1 as pb;
 use kcore_proto::v1::kcore_service_server::KcoreService;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -127,25 +126,7 @@ impl KcoreService for KcoreApi {
         &self,
         _: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let mut nodes: Vec<pb::Node> = self
-            .ctl
-            .nodes
-            .all()
-            .iter()
-            .map(|l| self.ctl.node_to_pb(l))
-            .collect::<Result<_, _>>()?;
-        // Registered nodes not reached since this start.
-        for (name, address) in self.ctl.store.list_nodes()? {
-            if !nodes.iter().any(|n| n.name == name) {
-                nodes.push(pb::Node {
-                    name,
-                    address,
-                    state: pb::NodeState::NotReady as i32,
-                    ..Default::default()
-                });
-            }
-        }
-        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let nodes = self.ctl.list_nodes()?;
         Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
 
@@ -162,15 +143,7 @@ impl KcoreService for KcoreApi {
         req: Request<pb::CordonNodeRequest>,
     ) -> Result<Response<pb::Node>, Status> {
         let r = req.into_inner();
-        let link = self.ctl.nodes.get(&r.name)?;
-        self.ctl.store.set_cordoned(&r.name, r.cordon)?;
-        let kind = if r.cordon {
-            "node.cordoned"
-        } else {
-            "node.uncordoned"
-        };
-        self.ctl.emit(kind, None, r.name.clone());
-        Ok(Response::new(self.ctl.node_to_pb(&link)?))
+        Ok(Response::new(self.ctl.cordon(&r.name, r.cordon)?))
     }
 
     async fn drain_node(
@@ -178,30 +151,11 @@ impl KcoreService for KcoreApi {
         req: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeResponse>, Status> {
         let r = req.into_inner();
-        let link = self.ctl.nodes.get(&r.name)?;
-        self.ctl.store.set_cordoned(&r.name, true)?;
-        let mut stopped = Vec::new();
-        for vm in self.ctl.store.list_vms(Some(&r.name))? {
-            if matches!(vm.status, pb::VmStatus::Running | pb::VmStatus::Paused) {
-                self.ctl
-                    .stop_vm(pb::StopVmRequest {
-                        name: vm.name.clone(),
-                        force: r.force,
-                        // DrainNode keeps "0: the default".
-                        timeout_secs: (r.timeout_secs != 0).then_some(r.timeout_secs),
-                        no_wait: false,
-                    })
-                    .await?;
-                stopped.push(vm.name);
-            }
-        }
-        self.ctl.emit(
-            "node.drained",
-            None,
-            format!("{}: stopped {}", r.name, stopped.len()),
-        );
+        // DrainNode keeps "0: the default" for its timeout.
+        let timeout = (r.timeout_secs != 0).then_some(r.timeout_secs);
+        let (node, stopped) = self.ctl.drain(&r.name, r.force, timeout).await?;
         Ok(Response::new(pb::DrainNodeResponse {
-            node: Some(self.ctl.node_to_pb(&link)?),
+            node: Some(node),
             stopped,
         }))
     }
@@ -214,48 +168,9 @@ impl KcoreService for KcoreApi {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let r = req.into_inner();
         let vm = (!r.vm.is_empty()).then_some(r.vm);
-        let history = match (r.history, r.follow) {
-            (0, false) => 50,
-            (n, _) => n,
-        };
-        // Subscribe before reading history, then skip live events already in it.
-        let mut sub = self.ctl.subscribe();
-        let past = if history > 0 {
-            self.ctl.store.recent_events(history, vm.as_deref())?
-        } else {
-            Vec::new()
-        };
-        let last_id = past.last().map(|e| e.id).unwrap_or(0);
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let follow = r.follow;
-        tokio::spawn(async move {
-            for ev in past {
-                if tx.send(Ok(ev)).await.is_err() {
-                    return;
-                }
-            }
-            if !follow {
-                return;
-            }
-            loop {
-                match sub.recv().await {
-                    Ok(ev) => {
-                        if ev.id <= last_id || vm.as_ref().is_some_and(|v| *v != ev.vm_name) {
-                            continue;
-                        }
-                        if tx.send(Ok(ev)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "event watcher lagged");
-                    }
-                    Err(RecvError::Closed) => return,
-                }
-            }
-        });
+        let rx = self.ctl.watch_events(vm, r.history, r.follow)?;
         Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok),
         )))
     }
 
@@ -439,37 +354,11 @@ impl KcoreService for KcoreApi {
         req: Request<pb::IssueCertificateRequest>,
     ) -> Result<Response<pb::IssuedCertificate>, Status> {
         let r = req.into_inner();
-        let role: crate::auth::Role = r.role.parse().map_err(ApiError::InvalidArgument)?;
-        if !matches!(role, crate::auth::Role::Admin | crate::auth::Role::Viewer) {
-            Err(ApiError::InvalidArgument(format!(
-                "role {role} cannot be issued: use viewer or admin (nodes join with a join token)"
-            )))?;
-        }
-        let dir = self
-            .pki_dir
-            .clone()
-            .ok_or_else(|| ApiError::FailedPrecondition("this controller has no PKI".into()))?;
-        let name = r.name.clone();
-        let (cert_pem, key_pem, ca_pem) = tokio::task::spawn_blocking(move || {
-            let (cert, key) = crate::pki::issue_client_cert(&dir, &name, role)?;
-            let ca = crate::pki::Pki { dir }.read_string(crate::pki::CA_CERT)?;
-            Ok::<_, crate::pki::PkiError>((cert, key, ca))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)?;
-        self.ctl.record_issued(&cert_pem);
-        tracing::info!(name = %r.name, role = %role, "issued a client certificate");
-        self.ctl.emit(
-            "cert.issued",
-            None,
-            format!("issued a {role} certificate for {}", r.name),
-        );
-        Ok(Response::new(pb::IssuedCertificate {
-            cert_pem,
-            key_pem,
-            ca_pem,
-        }))
+        let issued = self
+            .ctl
+            .issue_certificate(self.pki_dir.clone(), &r.name, &r.role)
+            .await?;
+        Ok(Response::new(issued))
     }
 
     async fn create_join_token(
@@ -486,25 +375,9 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::RegisterNodeRequest>,
     ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
-        // A node may register only itself (auth.rs let only admin and node through).
-        if let Some(certs) = req.peer_certs()
-            && let Some(leaf) = certs.first()
-            && crate::auth::role_of_cert(leaf) == Ok(crate::auth::Role::Node)
-        {
-            let cn = crate::auth::cn_of_cert(leaf).unwrap_or_default();
-            if cn != req.get_ref().name {
-                Err(ApiError::PermissionDenied(format!(
-                    "node {cn:?} may register only itself"
-                )))?;
-            }
-            if self.ctl.store.is_removed(&cn)? {
-                Err(ApiError::PermissionDenied(format!(
-                    "node {cn} was removed from the cluster: join it again with a new token"
-                )))?;
-            }
-        }
+        let caller = Caller::of(&req);
         let r = req.into_inner();
-        self.ctl.register_node(&r.name, &r.address).await?;
+        self.ctl.register(&caller, &r.name, &r.address).await?;
         Ok(Response::new(pb::RegisterNodeResponse {}))
     }
 
@@ -512,42 +385,12 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::RenewNodeCertificateRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
-        let name = req
-            .peer_certs()
-            .and_then(|c| c.first().cloned())
-            .filter(|leaf| crate::auth::role_of_cert(leaf) == Ok(crate::auth::Role::Node))
-            .and_then(|leaf| crate::auth::cn_of_cert(&leaf))
-            .ok_or_else(|| {
-                ApiError::PermissionDenied(
-                    "only a node renews a node certificate, with its own".into(),
-                )
-            })?;
-        if self.ctl.nodes.get(&name).is_err() {
-            Err(ApiError::PermissionDenied(format!(
-                "node {name} is not in the cluster"
-            )))?;
-        }
-        let dir = self
-            .pki_dir
-            .clone()
-            .ok_or_else(|| ApiError::FailedPrecondition("this controller has no PKI".into()))?;
+        let caller = Caller::of(&req);
         let r = req.into_inner();
-        let resp =
-            super::join::sign_for_node(dir, &name, &r.csr_pem, self.ctl.tuning.node_cert_lifetime)
-                .await?;
-        self.ctl.record_issued(&resp.cert_pem);
-        // Removed while this was signed: the new certificate goes the way of the old ones.
-        if self.ctl.nodes.get(&name).is_err() {
-            if let Ok(info) = crate::pki::cert_info(resp.cert_pem.as_bytes()) {
-                self.ctl.revoke("", &info.serial, None)?;
-            }
-            Err(ApiError::PermissionDenied(format!(
-                "node {name} is not in the cluster"
-            )))?;
-        }
-        tracing::info!(node = %name, "renewed a node certificate");
-        self.ctl
-            .emit_node("node.cert_renewed", &name, "issued a new node certificate");
+        let resp = self
+            .ctl
+            .renew_node_certificate(&caller, self.pki_dir.clone(), &r.csr_pem)
+            .await?;
         Ok(Response::new(resp))
     }
 

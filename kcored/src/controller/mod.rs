@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod join;
 pub mod networks;
 pub mod nodes;
+mod ops;
 pub mod reconcile;
 pub mod schedule;
 pub mod storage;

@@ -1,0 +1,235 @@
+//! Cluster operations behind the public API's thin handlers: listing, cordoning and
+//! draining nodes, following events, issuing and renewing certificates, and who may
+//! register a node.
+
+use std::path::PathBuf;
+
+use kcore_proto::v1 as pb;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+use super::Controller;
+use crate::auth::Role;
+use crate::caller::Caller;
+use crate::error::{ApiError, ApiResult};
+
+/// Events sent when `WatchEvents` asks for no history and does not follow.
+const DEFAULT_HISTORY: u32 = 50;
+
+impl Controller {
+    /// Every node: those followed, then those registered and not reached since this start
+    /// (NOT_READY), by name.
+    pub fn list_nodes(&self) -> ApiResult<Vec<pb::Node>> {
+        let mut nodes: Vec<pb::Node> = self
+            .nodes
+            .all()
+            .iter()
+            .map(|l| self.node_to_pb(l))
+            .collect::<Result<_, _>>()?;
+        for (name, address) in self.store.list_nodes()? {
+            if !nodes.iter().any(|n| n.name == name) {
+                nodes.push(pb::Node {
+                    name,
+                    address,
+                    state: pb::NodeState::NotReady as i32,
+                    ..Default::default()
+                });
+            }
+        }
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(nodes)
+    }
+
+    /// Cordon (no new VMs placed there) or uncordon a node.
+    pub fn cordon(&self, name: &str, on: bool) -> ApiResult<pb::Node> {
+        let link = self.nodes.get(name)?;
+        self.store.set_cordoned(name, on)?;
+        let kind = if on {
+            "node.cordoned"
+        } else {
+            "node.uncordoned"
+        };
+        self.emit(kind, None, name.to_string());
+        self.node_to_pb(&link)
+    }
+
+    /// Cordon a node and stop the VMs that run on it; returns the node and the VMs stopped.
+    pub async fn drain(
+        self: &std::sync::Arc<Self>,
+        name: &str,
+        force: bool,
+        timeout_secs: Option<u32>,
+    ) -> ApiResult<(pb::Node, Vec<String>)> {
+        let link = self.nodes.get(name)?;
+        self.store.set_cordoned(name, true)?;
+        let mut stopped = Vec::new();
+        for vm in self.store.list_vms(Some(name))? {
+            if matches!(vm.status, pb::VmStatus::Running | pb::VmStatus::Paused) {
+                self.stop_vm(pb::StopVmRequest {
+                    name: vm.name.clone(),
+                    force,
+                    timeout_secs,
+                    no_wait: false,
+                })
+                .await?;
+                stopped.push(vm.name);
+            }
+        }
+        self.emit(
+            "node.drained",
+            None,
+            format!("{name}: stopped {}", stopped.len()),
+        );
+        Ok((self.node_to_pb(&link)?, stopped))
+    }
+
+    /// The last `history` events (of `vm`, if given; 50 when neither history nor follow is
+    /// asked), then, with `follow`, the new ones as they come. Subscribes before reading
+    /// the history and skips live events already in it, so none is lost or doubled.
+    pub fn watch_events(
+        &self,
+        vm: Option<String>,
+        history: u32,
+        follow: bool,
+    ) -> ApiResult<mpsc::Receiver<pb::Event>> {
+        let history = match (history, follow) {
+            (0, false) => DEFAULT_HISTORY,
+            (n, _) => n,
+        };
+        let mut sub = self.subscribe();
+        let past = if history > 0 {
+            self.store.recent_events(history, vm.as_deref())?
+        } else {
+            Vec::new()
+        };
+        let last_id = past.last().map(|e| e.id).unwrap_or(0);
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            for ev in past {
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+            if !follow {
+                return;
+            }
+            loop {
+                match sub.recv().await {
+                    Ok(ev) => {
+                        if ev.id <= last_id || vm.as_ref().is_some_and(|v| *v != ev.vm_name) {
+                            continue;
+                        }
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "event watcher lagged");
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// A client certificate (admin or viewer) signed by the cluster CA in `pki_dir`.
+    pub async fn issue_certificate(
+        &self,
+        pki_dir: Option<PathBuf>,
+        name: &str,
+        role: &str,
+    ) -> ApiResult<pb::IssuedCertificate> {
+        let role: Role = role.parse().map_err(ApiError::InvalidArgument)?;
+        if !matches!(role, Role::Admin | Role::Viewer) {
+            return Err(ApiError::InvalidArgument(format!(
+                "role {role} cannot be issued: use viewer or admin (nodes join with a join token)"
+            )));
+        }
+        let dir = pki_dir
+            .ok_or_else(|| ApiError::FailedPrecondition("this controller has no PKI".into()))?;
+        let who = name.to_string();
+        let (cert_pem, key_pem, ca_pem) = tokio::task::spawn_blocking(move || {
+            let (cert, key) = crate::pki::issue_client_cert(&dir, &who, role)?;
+            let ca = crate::pki::Pki { dir }.read_string(crate::pki::CA_CERT)?;
+            Ok::<_, crate::pki::PkiError>((cert, key, ca))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        self.record_issued(&cert_pem);
+        tracing::info!(name, role = %role, "issued a client certificate");
+        self.emit(
+            "cert.issued",
+            None,
+            format!("issued a {role} certificate for {name}"),
+        );
+        Ok(pb::IssuedCertificate {
+            cert_pem,
+            key_pem,
+            ca_pem,
+        })
+    }
+
+    /// Register a node's address. A node (by its certificate) may register only itself,
+    /// and not once it was removed; admins may register any.
+    pub async fn register(
+        self: &std::sync::Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        address: &str,
+    ) -> ApiResult<()> {
+        if let Caller::Certificate { name: cn, role } = caller
+            && role.as_str() == Role::Node.as_str()
+        {
+            if cn != name {
+                return Err(ApiError::PermissionDenied(format!(
+                    "node {cn:?} may register only itself"
+                )));
+            }
+            if self.store.is_removed(cn)? {
+                return Err(ApiError::PermissionDenied(format!(
+                    "node {cn} was removed from the cluster: join it again with a new token"
+                )));
+            }
+        }
+        self.register_node(name, address).await
+    }
+
+    /// A new certificate for the node that asks (by its current one), from its CSR.
+    pub async fn renew_node_certificate(
+        &self,
+        caller: &Caller,
+        pki_dir: Option<PathBuf>,
+        csr_pem: &str,
+    ) -> ApiResult<pb::JoinResponse> {
+        let name = match caller {
+            Caller::Certificate { name, role } if role.as_str() == Role::Node.as_str() => {
+                name.clone()
+            }
+            _ => {
+                return Err(ApiError::PermissionDenied(
+                    "only a node renews a node certificate, with its own".into(),
+                ));
+            }
+        };
+        let gone = || ApiError::PermissionDenied(format!("node {name} is not in the cluster"));
+        if self.nodes.get(&name).is_err() {
+            return Err(gone());
+        }
+        let dir = pki_dir
+            .ok_or_else(|| ApiError::FailedPrecondition("this controller has no PKI".into()))?;
+        let resp =
+            super::join::sign_for_node(dir, &name, csr_pem, self.tuning.node_cert_lifetime).await?;
+        self.record_issued(&resp.cert_pem);
+        // Removed while this was signed: the new certificate goes the way of the old ones.
+        if self.nodes.get(&name).is_err() {
+            if let Ok(info) = crate::pki::cert_info(resp.cert_pem.as_bytes()) {
+                self.revoke("", &info.serial, None)?;
+            }
+            return Err(gone());
+        }
+        tracing::info!(node = %name, "renewed a node certificate");
+        self.emit_node("node.cert_renewed", &name, "issued a new node certificate");
+        Ok(resp)
+    }
+}
