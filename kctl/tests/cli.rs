@@ -721,12 +721,20 @@ impl Server {
     }
 }
 
-/// kctl with a clean environment: no KCORE_* variables, HOME in a temp dir.
+/// The local socket kctl tries in the tests: none is there (the machine's own
+/// /run/kcore/kcore.sock is never tried).
+fn no_local_socket(home: &Path) -> PathBuf {
+    home.join("run/kcore.sock")
+}
+
+/// kctl with a clean environment: no KCORE_* variables but KCORE_SOCKET (a path in the
+/// temp dir where no kcored listens), HOME in a temp dir.
 fn kctl_command(home: &Path) -> Command {
     let mut command = Command::new(KCTL);
     command
         .env_clear()
         .env("HOME", home)
+        .env("KCORE_SOCKET", no_local_socket(home))
         .current_dir(home)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -1525,10 +1533,6 @@ fn unreachable_socket_names_the_endpoint() {
 
 #[test]
 fn missing_endpoint_gives_the_clear_error() {
-    if Path::new("/run/kcore/kcore.sock").exists() {
-        eprintln!("skipped: a local kcored socket exists");
-        return;
-    }
     let home = tempfile::tempdir().expect("tempdir");
     let err = failed(&run(
         {
@@ -1540,8 +1544,11 @@ fn missing_endpoint_gives_the_clear_error() {
     ));
     assert_eq!(
         err,
-        "Error: no kcore endpoint: pass --endpoint, set KCORE_ENDPOINT, or run kcored locally \
-         (/run/kcore/kcore.sock)\n"
+        format!(
+            "Error: no kcore endpoint: pass --endpoint, set KCORE_ENDPOINT, or run kcored \
+             locally ({})\n",
+            no_local_socket(home.path()).display()
+        )
     );
 }
 
@@ -1554,9 +1561,6 @@ fn endpoint_from_env_and_config_file() {
         .args(["node", "list"]);
     assert!(ok(&run(command, b"")).starts_with("NAME"));
 
-    if Path::new("/run/kcore/kcore.sock").exists() {
-        return;
-    }
     let config_dir = server.dir.path().join(".config/kcore");
     std::fs::create_dir_all(&config_dir).expect("mkdir");
     std::fs::write(
@@ -1566,6 +1570,25 @@ fn endpoint_from_env_and_config_file() {
     .expect("config");
     let mut command = kctl_command(server.dir.path());
     command.args(["node", "list"]);
+    assert!(ok(&run(command, b"")).starts_with("NAME"));
+
+    // The local socket comes before the config file: KCORE_SOCKET names it.
+    std::fs::write(
+        config_dir.join("config.toml"),
+        "endpoint = \"unix:///nonexistent/kcore.sock\"\n",
+    )
+    .expect("config");
+    let mut command = kctl_command(server.dir.path());
+    command.args(["node", "list"]);
+    let err = failed(&run(command, b""));
+    assert!(
+        err.starts_with("Error: cannot talk to kcore at unix:///nonexistent/kcore.sock: "),
+        "{err}"
+    );
+    let mut command = kctl_command(server.dir.path());
+    command
+        .env("KCORE_SOCKET", server.dir.path().join("kcore.sock"))
+        .args(["node", "list"]);
     assert!(ok(&run(command, b"")).starts_with("NAME"));
 }
 
