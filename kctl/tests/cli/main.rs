@@ -1,0 +1,16 @@
+//! End-to-end tests of the kctl binary against an in-process mock KcoreService, over a unix
+//! socket and over mutual TLS, one file per noun.
+
+mod common;
+
+mod console;
+mod endpoint;
+mod events;
+mod image;
+mod network;
+mod node;
+mod pool;
+mod qmp;
+mod tls;
+mod vm;
+mod volume;
