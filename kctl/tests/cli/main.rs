@@ -3,7 +3,9 @@
 
 mod common;
 
+mod cert;
 mod console;
+mod disk;
 mod endpoint;
 mod events;
 mod image;

@@ -1,67 +1,23 @@
-//! The test harness: the mock server on a unix socket or over mutual TLS, and running kctl.
+//! The harness: the mock kcored ([`Server`]: [`mock`] answering from a [`World`] with
+//! kcored's own messages, [`texts`]) and running kctl against it.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kcore_proto::v1::ConsoleInput;
-use kcore_proto::v1::kcore_service_server::KcoreServiceServer;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
-
 mod mock;
+mod pki;
+mod server;
+pub mod texts;
+pub mod world;
 
-pub use mock::*;
+pub use mock::{Mock, Records, recorded};
+pub use pki::Pki;
+pub use server::Server;
+pub use world::*;
 
 pub const KCTL: &str = env!("CARGO_BIN_EXE_kctl");
-
-/// A mock server on a unix socket in a temp dir, alive until dropped.
-pub struct Server {
-    pub _runtime: tokio::runtime::Runtime,
-    pub dir: tempfile::TempDir,
-    pub endpoint: String,
-    pub console_first: Arc<Mutex<Vec<ConsoleInput>>>,
-    /// Shares the running mock's records.
-    pub mock: Mock,
-}
-
-impl Server {
-    pub fn unix() -> Self {
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("kcore.sock");
-        let mock = Mock::default();
-        let console_first = mock.console_first.clone();
-        let records = mock.clone();
-        let listener = {
-            let _guard = runtime.enter();
-            tokio::net::UnixListener::bind(&socket).expect("bind")
-        };
-        runtime.spawn(
-            tonic::transport::Server::builder()
-                .add_service(KcoreServiceServer::new(mock))
-                .serve_with_incoming(UnixListenerStream::new(listener)),
-        );
-        Self {
-            _runtime: runtime,
-            endpoint: format!("unix://{}", socket.display()),
-            dir,
-            console_first,
-            mock: records,
-        }
-    }
-
-    pub fn kctl(&self, args: &[&str]) -> Output {
-        run(self.command(args), b"")
-    }
-
-    pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = kctl_command(self.dir.path());
-        command.arg("--endpoint").arg(&self.endpoint).args(args);
-        command
-    }
-}
 
 /// The local socket kctl tries in the tests: none is there (the machine's own
 /// /run/kcore/kcore.sock is never tried).
@@ -201,71 +157,4 @@ pub fn failed(output: &Output) -> String {
         text(&output.stderr)
     );
     text(&output.stderr)
-}
-
-/// Certificates for the mTLS tests.
-pub struct Pki {
-    pub dir: tempfile::TempDir,
-}
-
-impl Pki {
-    pub fn new() -> Self {
-        use rcgen::{
-            BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose,
-        };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca =
-            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
-        let write = |name: &str, text: String| {
-            std::fs::write(dir.path().join(name), text).expect("write pem");
-        };
-        write("ca.pem", ca.pem());
-        for (name, san) in [("server", "localhost"), ("client", "operator")] {
-            let key = KeyPair::generate().expect("key");
-            let cert = CertificateParams::new(vec![san.to_string()])
-                .expect("params")
-                .signed_by(&key, &ca)
-                .expect("sign");
-            write(&format!("{name}.pem"), cert.pem());
-            write(&format!("{name}.key"), key.serialize_pem());
-        }
-        Self { dir }
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    pub fn read(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.path(name)).expect("read pem")
-    }
-}
-
-pub fn tls_server(pki: &Pki) -> (tokio::runtime::Runtime, String) {
-    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            pki.read("server.pem"),
-            pki.read("server.key"),
-        ))
-        .client_ca_root(Certificate::from_pem(pki.read("ca.pem")));
-    let server = tonic::transport::Server::builder()
-        .tls_config(tls)
-        .expect("tls config")
-        .add_service(KcoreServiceServer::new(Mock::default()))
-        .serve_with_incoming(TcpListenerStream::new(listener));
-    runtime.spawn(server);
-    (runtime, format!("https://localhost:{port}"))
 }
