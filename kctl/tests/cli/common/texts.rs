@@ -1,8 +1,9 @@
 //! What kcored says, as its source says it. The mock answers with these texts only, filled
 //! in the way kcored fills them; `every_text_is_in_kcoreds_source` checks that each is still
-//! in the file it names, so a message changed in kcored fails here instead of leaving the
-//! mock behind. (QEMU's own QMP replies and the OS's error strings come from elsewhere: see
-//! where the mock uses them.)
+//! in the file it names, so a message changed or moved in kcored fails here instead of
+//! leaving the mock behind: update the entry. What kcored only passes on comes from where
+//! kcored gets it: QEMU's QMP replies (world/vms.rs, exec_qmp), the OS's error strings
+//! (`std::io::Error`), serde_json's parse errors and tonic's "transport error".
 
 /// A message template as it stands in a source file of this repository.
 pub struct Text {
