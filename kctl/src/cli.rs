@@ -14,8 +14,8 @@ pub use crate::parse::{parse_disk, parse_mib, parse_sha256};
 #[command(name = "kctl", version, about, propagate_version = true)]
 pub struct Cli {
     /// The controller: unix:///path/to/kcore.sock or https://host:port. Default:
-    /// $KCORE_ENDPOINT, then /run/kcore/kcore.sock if it exists, then `endpoint` in
-    /// ~/.config/kcore/config.toml.
+    /// $KCORE_ENDPOINT, then the local socket if it exists ($KCORE_SOCKET, a path; default
+    /// /run/kcore/kcore.sock), then `endpoint` in ~/.config/kcore/config.toml.
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint: Option<String>,
 

@@ -1,8 +1,8 @@
 //! Finding the kcore controller and connecting to it.
 //!
 //! The endpoint is, in order: `--endpoint`, `$KCORE_ENDPOINT`, the local controller socket
-//! `/run/kcore/kcore.sock` when it exists, then `endpoint` in `~/.config/kcore/config.toml`
-//! (`$XDG_CONFIG_HOME/kcore/config.toml` when that is set). Endpoints are
+//! when it exists (`$KCORE_SOCKET`, by default `/run/kcore/kcore.sock`), then `endpoint` in
+//! `~/.config/kcore/config.toml` (`$XDG_CONFIG_HOME/kcore/config.toml` when that is set). Endpoints are
 //! `unix:///path/to/kcore.sock` (or a bare absolute path), `https://host:port` (mutual TLS)
 //! or `http://host:port` (plain, for development).
 //!
@@ -22,12 +22,25 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::error::{self, Transport, TransportError};
 
-/// The controller's local socket, used when it exists and nothing else was given.
+/// The controller's local socket, used when it exists and nothing else was given (unless
+/// `$KCORE_SOCKET` names another).
 pub const LOCAL_SOCKET: &str = "/run/kcore/kcore.sock";
 
-/// The error when no endpoint resolves.
-pub const NO_ENDPOINT: &str = "no kcore endpoint: pass --endpoint, set KCORE_ENDPOINT, or run \
-                               kcored locally (/run/kcore/kcore.sock)";
+/// The local socket to try: `$KCORE_SOCKET` (a path; a kcored started with another
+/// `--run-dir` listens at `<run-dir>/kcore.sock`), else [`LOCAL_SOCKET`].
+pub fn local_socket(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    env("KCORE_SOCKET")
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| PathBuf::from(LOCAL_SOCKET), PathBuf::from)
+}
+
+/// The error when no endpoint resolves, naming the local socket that was tried.
+pub fn no_endpoint(local_socket: &Path) -> String {
+    format!(
+        "no kcore endpoint: pass --endpoint, set KCORE_ENDPOINT, or run kcored locally ({})",
+        local_socket.display()
+    )
+}
 
 /// The URI handed to tonic for unix sockets; the connector ignores it.
 const UNIX_DUMMY_URI: &str = "http://[::]:50051";
@@ -150,13 +163,14 @@ pub fn resolve(
             Source::LocalSocket,
         )
     } else {
-        let path = config_path.ok_or_else(|| anyhow!(NO_ENDPOINT))?;
+        let none = || anyhow!(no_endpoint(local_socket));
+        let path = config_path.ok_or_else(none)?;
         let file = load_config(path)?.unwrap_or_default();
         let endpoint = file
             .endpoint
             .clone()
             .filter(|e| !e.is_empty())
-            .ok_or_else(|| anyhow!(NO_ENDPOINT))?;
+            .ok_or_else(none)?;
         config = Some(file);
         (endpoint, Source::Config(path.to_path_buf()))
     };
@@ -390,15 +404,38 @@ mod tests {
     #[test]
     fn nothing_resolves_gives_the_clear_error() {
         let f = Fixture::new();
+        let none = no_endpoint(&f.socket());
+        assert!(
+            none.ends_with(&format!("({})", f.socket().display())),
+            "{none}"
+        );
         let err =
             resolve(None, &env_of(&[]), &f.socket(), Some(&f.config())).expect_err("must fail");
-        assert_eq!(err.to_string(), NO_ENDPOINT);
+        assert_eq!(err.to_string(), none);
         let err = resolve(None, &env_of(&[]), &f.socket(), None).expect_err("must fail");
-        assert_eq!(err.to_string(), NO_ENDPOINT);
+        assert_eq!(err.to_string(), none);
         f.write_config("ca_cert = \"/x\"\n");
         let err =
             resolve(None, &env_of(&[]), &f.socket(), Some(&f.config())).expect_err("must fail");
-        assert_eq!(err.to_string(), NO_ENDPOINT);
+        assert_eq!(err.to_string(), none);
+    }
+
+    #[test]
+    fn kcore_socket_overrides_the_local_socket() {
+        assert_eq!(local_socket(&env_of(&[])), PathBuf::from(LOCAL_SOCKET));
+        assert_eq!(
+            local_socket(&env_of(&[("KCORE_SOCKET", "")])),
+            PathBuf::from(LOCAL_SOCKET)
+        );
+        assert_eq!(
+            local_socket(&env_of(&[("KCORE_SOCKET", "/tmp/kc/run/kcore.sock")])),
+            PathBuf::from("/tmp/kc/run/kcore.sock")
+        );
+        assert_eq!(
+            no_endpoint(Path::new(LOCAL_SOCKET)),
+            "no kcore endpoint: pass --endpoint, set KCORE_ENDPOINT, or run kcored locally \
+             (/run/kcore/kcore.sock)"
+        );
     }
 
     #[test]

@@ -89,7 +89,7 @@ async fn run(cli: Cli) -> Result<()> {
     let resolved = endpoint::resolve(
         cli.endpoint.as_deref(),
         &endpoint::process_env,
-        std::path::Path::new(endpoint::LOCAL_SOCKET),
+        &endpoint::local_socket(&endpoint::process_env),
         config_path.as_deref(),
     )?;
     let client = endpoint::connect(resolved).await?;

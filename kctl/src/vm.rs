@@ -423,7 +423,10 @@ pub fn action_summary(verb: &str, vm: &Vm) -> String {
         .timeline
         .as_ref()
         .and_then(|t| t.phases.iter().find(|p| p.name == "vcpus_running"));
+    // Only a VM this call started: `start --no-wait` answers with the VM as it was, whose
+    // timeline is its last start's.
     if (verb == "Created" || verb == "Started")
+        && vm.status == kcore_proto::v1::VmStatus::Running as i32
         && let Some(phase) = running
     {
         line.push_str(&format!(
@@ -593,6 +596,14 @@ mod tests {
         assert_eq!(
             action_summary("Paused", &vm),
             "Paused VM web: RUNNING on node-1\n"
+        );
+        // `start --no-wait` of a stopped VM: its last start's timeline is not this one's.
+        let mut stopped = vm.clone();
+        stopped.status = VmStatus::Stopped as i32;
+        stopped.status_reason = "guest powered off".into();
+        assert_eq!(
+            action_summary("Started", &stopped),
+            "Started VM web: STOPPED on node-1 (guest powered off)\n"
         );
     }
 

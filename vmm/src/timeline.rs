@@ -13,7 +13,6 @@ use crate::VmmError;
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     RequestReceived,
-    StorageReady,
     NetworkReady,
     QemuExec,
     QmpReady,
@@ -26,7 +25,6 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::RequestReceived => "request_received",
-            Phase::StorageReady => "storage_ready",
             Phase::NetworkReady => "network_ready",
             Phase::QemuExec => "qemu_exec",
             Phase::QmpReady => "qmp_ready",
