@@ -245,8 +245,19 @@ fn vm_create_with_image_and_disks() {
     let err = failed(&server.kctl(&["vm", "create", "w", "--vcpu", "1", "--memory", "64"]));
     let no_boot = INVALID_SPEC.fill(&[&NO_BOOT_SOURCE.fill(&[])]);
     assert_eq!(err, format!("Error: {no_boot} (InvalidArgument)\n"));
+    // The whole request is checked before placement: a zero-sized disk before the image.
     let err = failed(&server.kctl(&[
         "vm", "create", "w", "--vcpu", "1", "--memory", "64", "--image", "i", "--disk", "fast:0",
+    ]));
+    assert_eq!(
+        err,
+        format!(
+            "Error: {} (InvalidArgument)\n",
+            PLANNED_DISK_SIZE.fill(&["disk 1"])
+        )
+    );
+    let err = failed(&server.kctl(&[
+        "vm", "create", "w", "--vcpu", "1", "--memory", "64", "--image", "i",
     ]));
     assert_eq!(
         err,
@@ -269,7 +280,7 @@ fn vm_create_with_image_and_disks() {
         err,
         format!(
             "Error: {} (InvalidArgument)\n",
-            PLANNED_DISK_SIZE.fill(&["1"])
+            PLANNED_DISK_SIZE.fill(&["disk 1"])
         )
     );
     let err = failed(&server.kctl(&[

@@ -116,8 +116,8 @@ texts! {
     NO_IMAGE_ANYWHERE = "kcored/src/controller/schedule.rs, place",
         format "no node has an image named {:?} (kctl image import)";
     NO_POOL_ANYWHERE = "kcored/src/controller/schedule.rs, place", format "no node has a pool named {pool:?}";
-    PLANNED_DISK_SIZE = "kcored/src/node/storage.rs, NodeStorage::plan_disks",
-        format "disk {}: size must be at least 1 GiB";
+    PLANNED_DISK_SIZE = "kcored/src/model.rs, VmRequest::validate and check_disk_size",
+        format "{what}: size must be at least 1 GiB";
     // Nodes, events
     NO_NODE = "kcored/src/controller/nodes.rs, Nodes::get", format "no node named {name:?}";
     NODE_NOT_READY = "kcored/src/controller/nodes.rs, Nodes::client", format "node {name} is not ready";
@@ -140,9 +140,9 @@ texts! {
         format "certificate {} is the controller's own: it cannot be revoked";
     UNKNOWN_ROLE = "kcored/src/auth.rs, Role::from_str",
         format "unknown role {other:?}: use admin, viewer, node or controller";
-    ROLE_NOT_ISSUED = "kcored/src/controller/grpc.rs, issue_certificate",
+    ROLE_NOT_ISSUED = "kcored/src/controller/ops.rs, Controller::issue_certificate",
         format "role {role} cannot be issued: use viewer or admin (nodes join with a join token)";
-    ONLY_NODES_RENEW = "kcored/src/controller/grpc.rs, renew_node_certificate",
+    ONLY_NODES_RENEW = "kcored/src/controller/ops.rs, Controller::renew_node_certificate",
         literal "only a node renews a node certificate, with its own";
     CERT_REQUIRED = "kcored/src/auth.rs, check_with",
         literal "a client certificate signed by the cluster CA is required";

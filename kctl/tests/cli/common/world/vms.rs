@@ -68,6 +68,19 @@ impl World {
 
     pub fn create_vm(&self, r: CreateVmRequest) -> Result<Vm, Status> {
         let mut spec = r.spec.unwrap_or_default();
+        // The whole request is checked first (kcored/src/model.rs, VmRequest::validate).
+        for (i, d) in spec.disks.iter().enumerate() {
+            if d.size_gb == 0 && d.volume.is_empty() {
+                return Err(Status::invalid_argument(
+                    PLANNED_DISK_SIZE.fill(&[&format!("disk {}", i + 1)]),
+                ));
+            }
+        }
+        if spec.kernel.is_empty() && spec.image.is_empty() && spec.disks.is_empty() {
+            return Err(Status::invalid_argument(
+                INVALID_SPEC.fill(&[&NO_BOOT_SOURCE.fill(&[])]),
+            ));
+        }
         if self.vms.iter().any(|v| v.name == r.name) {
             return Err(Status::already_exists(VM_EXISTS.fill(&[&r.name])));
         }
@@ -115,11 +128,6 @@ impl World {
             });
         }
         for (i, d) in spec.disks.iter().enumerate() {
-            if d.size_gb == 0 {
-                return Err(Status::invalid_argument(
-                    PLANNED_DISK_SIZE.fill(&[&(i + 1).to_string()]),
-                ));
-            }
             let pool = pool_of(&d.pool);
             disks.push(VmDisk {
                 volume: format!("{}-disk{}", r.name, i + 1),
@@ -129,11 +137,6 @@ impl World {
                 pool,
                 device: String::new(),
             });
-        }
-        if spec.kernel.is_empty() && disks.is_empty() {
-            return Err(Status::invalid_argument(
-                INVALID_SPEC.fill(&[&NO_BOOT_SOURCE.fill(&[])]),
-            ));
         }
         for (i, d) in disks.iter_mut().enumerate() {
             d.device = device(i);
