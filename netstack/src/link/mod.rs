@@ -11,149 +11,22 @@
 //! host bridge only ever gets kcore's taps as ports).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
+use rtnetlink::LinkUnspec;
 use rtnetlink::packet_route::link::{
     LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
-use rtnetlink::{LinkBridge, LinkUnspec};
 
 use crate::{MacAddr, NetError};
 
-/// Name prefix of kcore's bridges.
-pub const BRIDGE_PREFIX: &str = "kbr-";
-/// Name prefix of kcore's taps.
-pub const TAP_PREFIX: &str = "ktap-";
-/// Prefix of the interface alias that marks a link as kcore's.
-pub const ALIAS_PREFIX: &str = "kcore:";
-/// Longest interface name Linux accepts (IFNAMSIZ - 1).
-pub const MAX_IFNAME_LEN: usize = 15;
-/// MTU bounds accepted for bridges and taps (IPv4 minimum, Ethernet maximum).
-pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+mod bridge;
+mod names;
 
-/// Check that the kernel will accept `name` as an interface name: 1..=15 bytes, not `.`
-/// or `..`, no `/`, `:` or whitespace.
-pub fn validate_ifname(name: &str) -> Result<(), NetError> {
-    let bad = |reason: String| NetError::InvalidName {
-        name: name.to_string(),
-        reason,
-    };
-    if name.is_empty() {
-        return Err(bad("empty".into()));
-    }
-    if name.len() > MAX_IFNAME_LEN {
-        return Err(bad(format!(
-            "{} bytes long; Linux interface names are at most {MAX_IFNAME_LEN}",
-            name.len()
-        )));
-    }
-    if name == "." || name == ".." {
-        return Err(bad("not a valid name".into()));
-    }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-    {
-        return Err(bad("must not contain '/', ':' or whitespace".into()));
-    }
-    Ok(())
-}
-
-/// A deterministic interface name for `key` with `prefix` (e.g. `kbr-` + a network name):
-/// `prefix + key` when that is a valid name of at most 15 bytes, otherwise `prefix` + hex
-/// digits of a hash of `key` filling the 15 bytes (stable across runs and versions).
-pub fn derive_name(prefix: &str, key: &str) -> Result<String, NetError> {
-    let direct = format!("{prefix}{key}");
-    if !key.is_empty() && validate_ifname(&direct).is_ok() {
-        return Ok(direct);
-    }
-    let room = MAX_IFNAME_LEN.saturating_sub(prefix.len());
-    if room < 6 {
-        return Err(NetError::InvalidName {
-            name: prefix.to_string(),
-            reason: "prefix leaves fewer than 6 bytes for the hash".into(),
-        });
-    }
-    // FNV-1a, 64 bits: small, fixed, and good enough to spread names.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let hex = format!("{hash:016x}");
-    let name = format!("{prefix}{}", &hex[..room.min(hex.len())]);
-    validate_ifname(&name)?;
-    Ok(name)
-}
-
-/// What a kcore link is for and who it belongs to, stored as the interface alias
-/// `kcore:<purpose>:<owner>` (e.g. `kcore:bridge:default`, `kcore:tap:vm-1234/0`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Mark {
-    purpose: String,
-    owner: String,
-}
-
-impl Mark {
-    /// `purpose`: lowercase letters, digits and `-`; `owner`: non-empty, printable, no
-    /// whitespace (it may contain `:`). The alias must fit the kernel's 255 bytes.
-    pub fn new(purpose: impl Into<String>, owner: impl Into<String>) -> Result<Self, NetError> {
-        let (purpose, owner) = (purpose.into(), owner.into());
-        if purpose.is_empty()
-            || !purpose
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-        {
-            return Err(NetError::invalid(
-                "link mark",
-                format!("purpose {purpose:?} must be lowercase letters, digits and '-'"),
-            ));
-        }
-        if owner.is_empty() || owner.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(NetError::invalid(
-                "link mark",
-                format!("owner {owner:?} must be non-empty without whitespace"),
-            ));
-        }
-        let mark = Mark { purpose, owner };
-        if mark.alias().len() > 255 {
-            return Err(NetError::invalid(
-                "link mark",
-                "alias longer than 255 bytes",
-            ));
-        }
-        Ok(mark)
-    }
-
-    /// The purpose (`bridge`, `tap`, ...).
-    pub fn purpose(&self) -> &str {
-        &self.purpose
-    }
-
-    /// The owner (a network name, a VM id, ...).
-    pub fn owner(&self) -> &str {
-        &self.owner
-    }
-
-    /// The interface alias carrying this mark.
-    pub fn alias(&self) -> String {
-        format!("{ALIAS_PREFIX}{}:{}", self.purpose, self.owner)
-    }
-
-    /// The mark in an interface alias, if it is one of kcore's.
-    pub fn from_alias(alias: &str) -> Option<Mark> {
-        let rest = alias.strip_prefix(ALIAS_PREFIX)?;
-        let (purpose, owner) = rest.split_once(':')?;
-        Mark::new(purpose, owner).ok()
-    }
-}
-
-impl fmt::Display for Mark {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.alias())
-    }
-}
+pub use names::{
+    ALIAS_PREFIX, BRIDGE_PREFIX, MAX_IFNAME_LEN, MTU_RANGE, Mark, TAP_PREFIX, derive_name,
+    validate_ifname,
+};
 
 /// A network interface as netlink reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,97 +256,6 @@ impl Netlink {
             .collect())
     }
 
-    /// Create a bridge as `spec` says (fixed MAC, MTU, marked, forward delay 0, up).
-    /// Fails with [`NetError::LinkExists`] if the name is taken.
-    pub async fn create_bridge(&self, spec: &BridgeSpec) -> Result<Link, NetError> {
-        validate_ifname(&spec.name)?;
-        if let Some(mtu) = spec.mtu {
-            check_mtu(mtu)?;
-        }
-        let mut builder = LinkBridge::new(&spec.name)
-            .forward_delay(0)
-            .address(spec.mac.octets().to_vec())
-            .alias(spec.mark.alias());
-        if let Some(mtu) = spec.mtu {
-            builder = builder.mtu(mtu);
-        }
-        match self.handle.link().add(builder.build()).execute().await {
-            Ok(()) => {}
-            Err(e) if errno(&e) == Some(libc::EEXIST) => {
-                return Err(NetError::LinkExists {
-                    name: spec.name.clone(),
-                });
-            }
-            Err(source) => {
-                return Err(NetError::Netlink {
-                    op: "create bridge",
-                    name: spec.name.clone(),
-                    source,
-                });
-            }
-        }
-        tracing::info!(bridge = %spec.name, mac = %spec.mac, mtu = ?spec.mtu, mark = %spec.mark, "created bridge");
-        // The alias is not applied by every kernel on creation, and an MTU set by
-        // RTM_SETLINK is one the bridge keeps when ports with other MTUs join: set both
-        // again. If that fails, remove the bridge rather than leave an unmarked one.
-        let link = self.require("bridge", &spec.name).await?;
-        let mut set = LinkUnspec::new_with_index(link.index)
-            .alias(spec.mark.alias())
-            .up();
-        if let Some(mtu) = spec.mtu {
-            set = set.mtu(mtu);
-        }
-        if let Err(source) = self.handle.link().set(set.build()).execute().await {
-            if let Err(e) = self.handle.link().del(link.index).execute().await {
-                tracing::warn!(bridge = %spec.name, error = %e, "could not remove the half-made bridge");
-            }
-            return Err(NetError::Netlink {
-                op: "configure bridge",
-                name: spec.name.clone(),
-                source,
-            });
-        }
-        self.require("bridge", &spec.name).await
-    }
-
-    /// Make sure the bridge of `spec` exists and matches it: create it, or bring an
-    /// existing kcore bridge with the same mark back to the spec's MAC, MTU and up state
-    /// (after a daemon restart). A link of that name that is not kcore's, or belongs to
-    /// another owner, is an error.
-    pub async fn ensure_bridge(&self, spec: &BridgeSpec) -> Result<Link, NetError> {
-        let Some(existing) = self.get(&spec.name).await? else {
-            return self.create_bridge(spec).await;
-        };
-        if existing.mark().as_ref() != Some(&spec.mark)
-            || existing.kind.as_deref() != Some("bridge")
-        {
-            return Err(NetError::NotKcore {
-                name: existing.name,
-                alias: existing.alias,
-            });
-        }
-        if let Some(mtu) = spec.mtu {
-            check_mtu(mtu)?;
-        }
-        let mut set = LinkUnspec::new_with_index(existing.index)
-            .address(spec.mac.octets().to_vec())
-            .up();
-        if let Some(mtu) = spec.mtu {
-            set = set.mtu(mtu);
-        }
-        self.handle
-            .link()
-            .set(set.build())
-            .execute()
-            .await
-            .map_err(|source| NetError::Netlink {
-                op: "configure bridge",
-                name: spec.name.clone(),
-                source,
-            })?;
-        self.require("bridge", &spec.name).await
-    }
-
     async fn set_link(
         &self,
         op: &'static str,
@@ -523,89 +305,6 @@ impl Netlink {
             .alias(mark.alias())
             .build();
         self.set_link("set alias", &link, msg).await
-    }
-
-    /// Make `port` (an uplink: a NIC, a veth, a bond...) a port of the kcore bridge
-    /// `bridge` and bring it up. The uplink is not marked or otherwise changed.
-    pub async fn enslave(&self, port: &str, bridge: &str) -> Result<(), NetError> {
-        let br = self.require_kcore("bridge", bridge).await?;
-        let up = self.require("uplink", port).await?;
-        self.enslave_link(&up, &br).await
-    }
-
-    async fn enslave_link(&self, port: &Link, br: &Link) -> Result<(), NetError> {
-        check_bridge(br)?;
-        if let Some(current) = port.controller
-            && current != br.index
-        {
-            let other = self
-                .get_by_index(current)
-                .await?
-                .map_or_else(|| format!("index {current}"), |l| l.name);
-            return Err(NetError::invalid(
-                "port",
-                format!("{} is already a port of {other}", port.name),
-            ));
-        }
-        if let (Some(pm), Some(bm)) = (port.mtu, br.mtu)
-            && pm < bm
-        {
-            tracing::warn!(port = %port.name, port_mtu = pm, bridge = %br.name, bridge_mtu = bm,
-                "port MTU is below the bridge MTU: large frames will be dropped");
-        }
-        let msg = LinkUnspec::new_with_index(port.index)
-            .controller(br.index)
-            .up()
-            .build();
-        self.set_link("enslave", port, msg).await?;
-        tracing::info!(port = %port.name, bridge = %br.name, "added port to bridge");
-        Ok(())
-    }
-
-    /// Take `port` out of its bridge, which must be a kcore bridge.
-    pub async fn release(&self, port: &str) -> Result<(), NetError> {
-        let link = self.require("port", port).await?;
-        let Some(ctrl) = link.controller else {
-            return Ok(());
-        };
-        let br = self.get_by_index(ctrl).await?;
-        if !br.as_ref().is_some_and(Link::is_kcore) {
-            return Err(NetError::NotKcore {
-                name: br.map_or_else(|| format!("index {ctrl}"), |b| b.name),
-                alias: None,
-            });
-        }
-        let msg = LinkUnspec::new_with_index(link.index)
-            .nocontroller()
-            .build();
-        self.set_link("release", &link, msg).await
-    }
-
-    /// Put `addr/prefix` on a kcore link (replacing it if it is already there).
-    pub async fn add_address(
-        &self,
-        name: &str,
-        addr: Ipv4Addr,
-        prefix: u8,
-    ) -> Result<(), NetError> {
-        if prefix > 32 {
-            return Err(NetError::invalid(
-                "prefix",
-                format!("/{prefix} is over /32"),
-            ));
-        }
-        let link = self.require_kcore("link", name).await?;
-        self.handle
-            .address()
-            .add(link.index, IpAddr::V4(addr), prefix)
-            .replace()
-            .execute()
-            .await
-            .map_err(|source| NetError::Netlink {
-                op: "add address",
-                name: format!("{addr}/{prefix} to {name}"),
-                source,
-            })
     }
 
     /// Delete a kcore link. Returns false if there was no such link; a link without a
