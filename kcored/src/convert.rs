@@ -9,8 +9,11 @@ use kcore_vmm::spec::{Firmware, MachineType, RestartPolicy, VmSpec};
 
 use crate::controller::store::VmRow;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{Boot, CreateVm, DiskRequest, ImageDisk, KernelBoot, NicRequest, VmRequest};
-use kcore_vmm::timeline::Timeline;
+use crate::model::{
+    Boot, CreateVm, DiskRequest, DiskView, Event, ImageDisk, KernelBoot, NicRequest, NicView,
+    NodeVms, Timeline, TimelinePhase, VmReport, VmRequest, VmStatus,
+};
+use kcore_vmm::timeline::Timeline as VmmTimeline;
 use kcore_vmm::vm::VmState;
 
 /// RFC 3339 with milliseconds, UTC.
@@ -43,12 +46,7 @@ pub fn status_to_pb(s: VmState) -> pb::VmStatus {
     }
 }
 
-/// The short status name users see (RUNNING, not VM_STATUS_RUNNING).
-pub fn status_name(s: pb::VmStatus) -> &'static str {
-    s.as_str_name().trim_start_matches("VM_STATUS_")
-}
-
-pub fn timeline_to_pb(t: &Timeline) -> pb::BootTimeline {
+pub fn timeline_to_pb(t: &VmmTimeline) -> pb::BootTimeline {
     pb::BootTimeline {
         phases: t
             .offsets()
@@ -149,6 +147,129 @@ fn nics_to_pb(nics: &[NicRequest]) -> Vec<pb::NicRequest> {
         .collect()
 }
 
+fn timeline_view_to_pb(t: &Timeline) -> pb::BootTimeline {
+    pb::BootTimeline {
+        phases: t
+            .phases
+            .iter()
+            .map(|p| pb::BootPhase {
+                name: p.name.clone(),
+                offset_ms: p.offset_ms,
+                at: p.at.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn timeline_view_from_pb(t: &pb::BootTimeline) -> Timeline {
+    Timeline {
+        phases: t
+            .phases
+            .iter()
+            .map(|p| TimelinePhase {
+                name: p.name.clone(),
+                offset_ms: p.offset_ms,
+                at: p.at.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn disk_view_to_pb(d: &DiskView) -> pb::VmDisk {
+    pb::VmDisk {
+        volume: d.volume.clone(),
+        pool: d.pool.clone(),
+        device: d.device.clone(),
+        size_bytes: d.size_bytes,
+        format: d.format.clone(),
+        image: d.image.clone(),
+    }
+}
+
+fn disk_view_from_pb(d: &pb::VmDisk) -> DiskView {
+    DiskView {
+        volume: d.volume.clone(),
+        pool: d.pool.clone(),
+        device: d.device.clone(),
+        size_bytes: d.size_bytes,
+        format: d.format.clone(),
+        image: d.image.clone(),
+    }
+}
+
+fn nic_view_to_pb(n: &NicView) -> pb::VmNic {
+    pb::VmNic {
+        id: n.id.clone(),
+        network: n.network.clone(),
+        mac: n.mac.clone(),
+        model: n.model.clone(),
+        tap: n.tap.clone(),
+        ip: n.ip.clone(),
+    }
+}
+
+fn nic_view_from_pb(n: &pb::VmNic) -> NicView {
+    NicView {
+        id: n.id.clone(),
+        network: n.network.clone(),
+        mac: n.mac.clone(),
+        model: n.model.clone(),
+        tap: n.tap.clone(),
+        ip: n.ip.clone(),
+    }
+}
+
+/// What a node reports of a VM, as the controller keeps it.
+pub fn report_from_pb(nv: &pb::NodeVm) -> VmReport {
+    VmReport {
+        id: nv.id.clone(),
+        name: nv.name.clone(),
+        status: VmStatus::from_i32(nv.status),
+        reason: nv.status_reason.clone(),
+        pid: nv.pid,
+        timeline: nv.timeline.as_ref().map(timeline_view_from_pb),
+        seq: nv.seq,
+        disks: nv.disks.iter().map(disk_view_from_pb).collect(),
+        nics: nv.nics.iter().map(nic_view_from_pb).collect(),
+        defined: nv.spec.as_ref().map(|s| request_of_defined(s, &nv.disks)),
+    }
+}
+
+/// What a heartbeat says of a node's VMs.
+pub fn node_vms_from_pb(hb: &pb::NodeHeartbeat) -> NodeVms {
+    NodeVms {
+        seq: hb.seq,
+        defining: hb.defining.clone(),
+        vms: hb
+            .vms
+            .iter()
+            .map(|v| (v.id.clone(), v.name.clone(), VmStatus::from_i32(v.status)))
+            .collect(),
+    }
+}
+
+/// An event as the API sends it.
+pub fn event_to_pb(e: &Event) -> pb::Event {
+    pb::Event {
+        id: e.id,
+        at: e.at.clone(),
+        kind: e.kind.clone(),
+        vm_id: e.vm_id.clone(),
+        vm_name: e.vm_name.clone(),
+        status: e.status as i32,
+        node: e.node.clone(),
+        message: e.message.clone(),
+    }
+}
+
+/// A spec the store kept as the proto's JSON (schema versions up to 11): as a request,
+/// or, when it is none (a VM adopted from a node), described from what it has.
+pub fn request_from_stored_proto_json(spec: &str, disks: &str) -> VmRequest {
+    let old: pb::VmSpec = serde_json::from_str(spec).unwrap_or_default();
+    let disks: Vec<pb::VmDisk> = serde_json::from_str(disks).unwrap_or_default();
+    request_from_pb(&old).unwrap_or_else(|_| request_of_defined(&old, &disks))
+}
+
 /// A VM as the API shows it.
 pub fn vm_to_pb(r: &VmRow) -> pb::Vm {
     pb::Vm {
@@ -165,12 +286,12 @@ pub fn vm_to_pb(r: &VmRow) -> pb::Vm {
             .sum(),
         created_at: r.created_at.clone(),
         spec: Some(request_to_pb(&r.spec)),
-        timeline: r.timeline.clone(),
+        timeline: r.timeline.as_ref().map(timeline_view_to_pb),
         status_reason: r.status_reason.clone(),
         pid: r.pid,
         updated_at: r.updated_at.clone(),
-        disks: r.disks.clone(),
-        nics: r.nics.clone(),
+        disks: r.disks.iter().map(disk_view_to_pb).collect(),
+        nics: r.nics.iter().map(nic_view_to_pb).collect(),
         tainted: r.tainted,
     }
 }
@@ -454,7 +575,6 @@ mod tests {
             request_to_pb(&request_from_pb(&bare).expect("parses")),
             bare
         );
-        assert_eq!(status_name(pb::VmStatus::Running), "RUNNING");
     }
 
     #[test]

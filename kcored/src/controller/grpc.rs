@@ -11,10 +11,10 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Controller;
+use super::node_client::{Stop, VmOp};
 use super::storage::DiskOp;
-use super::vms::SimpleOp;
 use crate::caller::Caller;
-use crate::convert::vm_to_pb;
+use crate::convert::{event_to_pb, vm_to_pb};
 use crate::error::ApiError;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -90,8 +90,13 @@ impl KcoreService for KcoreApi {
     }
 
     async fn stop_vm(&self, req: Request<pb::StopVmRequest>) -> Result<Response<pb::Vm>, Status> {
+        let r = req.into_inner();
+        let stop = Stop {
+            force: r.force,
+            timeout_secs: r.timeout_secs,
+        };
         Ok(Response::new(vm_to_pb(
-            &self.ctl.stop_vm(req.into_inner()).await?,
+            &self.ctl.stop_vm(&r.name, stop, !r.no_wait).await?,
         )))
     }
 
@@ -101,14 +106,14 @@ impl KcoreService for KcoreApi {
     ) -> Result<Response<pb::Vm>, Status> {
         let name = req.into_inner().name;
         Ok(Response::new(vm_to_pb(
-            &self.ctl.simple_op(&name, SimpleOp::Reboot).await?,
+            &self.ctl.simple_op(&name, VmOp::Reboot).await?,
         )))
     }
 
     async fn pause_vm(&self, req: Request<pb::PauseVmRequest>) -> Result<Response<pb::Vm>, Status> {
         let name = req.into_inner().name;
         Ok(Response::new(vm_to_pb(
-            &self.ctl.simple_op(&name, SimpleOp::Pause).await?,
+            &self.ctl.simple_op(&name, VmOp::Pause).await?,
         )))
     }
 
@@ -118,7 +123,7 @@ impl KcoreService for KcoreApi {
     ) -> Result<Response<pb::Vm>, Status> {
         let name = req.into_inner().name;
         Ok(Response::new(vm_to_pb(
-            &self.ctl.simple_op(&name, SimpleOp::Resume).await?,
+            &self.ctl.simple_op(&name, VmOp::Resume).await?,
         )))
     }
 
@@ -170,7 +175,7 @@ impl KcoreService for KcoreApi {
         let vm = (!r.vm.is_empty()).then_some(r.vm);
         let rx = self.ctl.watch_events(vm, r.history, r.follow)?;
         Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok),
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(|e| Ok(event_to_pb(&e))),
         )))
     }
 
@@ -190,7 +195,7 @@ impl KcoreService for KcoreApi {
         // Forward the client's messages to the node, the first one now naming the VM by id.
         let upstream = tokio_stream::iter(std::iter::once(first))
             .chain(input.take_while(|m| m.is_ok()).filter_map(|m| m.ok()));
-        let out = client.node_console(upstream).await?.into_inner();
+        let out = client.raw().node_console(upstream).await?.into_inner();
         Ok(Response::new(Box::pin(out)))
     }
 
@@ -201,6 +206,7 @@ impl KcoreService for KcoreApi {
         let row = self.ctl.get_row(&req.into_inner().vm)?;
         let mut client = self.ctl.nodes.client(&row.node)?;
         let log = client
+            .raw()
             .node_console_log(pb::NodeVmRef { id: row.id })
             .await?
             .into_inner();
@@ -262,27 +268,43 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::AttachDiskRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(vm_to_pb(
-            &self.ctl.disk_op(DiskOp::Attach(req.into_inner())).await?,
-        )))
+        Ok(Response::new(vm_to_pb(&{
+            let r = req.into_inner();
+            let op = DiskOp::Attach {
+                pool: r.pool,
+                size_gb: r.size_gb,
+                volume: r.volume,
+            };
+            self.ctl.disk_op(&r.vm, op).await?
+        })))
     }
 
     async fn detach_disk(
         &self,
         req: Request<pb::DetachDiskRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(vm_to_pb(
-            &self.ctl.disk_op(DiskOp::Detach(req.into_inner())).await?,
-        )))
+        Ok(Response::new(vm_to_pb(&{
+            let r = req.into_inner();
+            let op = DiskOp::Detach {
+                disk: r.disk,
+                keep: r.keep,
+            };
+            self.ctl.disk_op(&r.vm, op).await?
+        })))
     }
 
     async fn resize_disk(
         &self,
         req: Request<pb::ResizeDiskRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(vm_to_pb(
-            &self.ctl.disk_op(DiskOp::Resize(req.into_inner())).await?,
-        )))
+        Ok(Response::new(vm_to_pb(&{
+            let r = req.into_inner();
+            let op = DiskOp::Resize {
+                disk: r.disk,
+                size_gb: r.size_gb,
+            };
+            self.ctl.disk_op(&r.vm, op).await?
+        })))
     }
 
     async fn exec_qmp(
@@ -291,9 +313,8 @@ impl KcoreService for KcoreApi {
     ) -> Result<Response<pb::ExecQmpResponse>, Status> {
         let caller = Caller::of(&req);
         let r = req.into_inner();
-        Ok(Response::new(
-            self.ctl.exec_qmp(&caller, &r.vm, r.command_json).await?,
-        ))
+        let reply_json = self.ctl.exec_qmp(&caller, &r.vm, r.command_json).await?;
+        Ok(Response::new(pb::ExecQmpResponse { reply_json }))
     }
 
     async fn create_network(
@@ -335,18 +356,25 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::AttachNicRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(vm_to_pb(
-            &self.ctl.attach_nic(req.into_inner()).await?,
-        )))
+        Ok(Response::new(vm_to_pb(&{
+            let r = req.into_inner();
+            let nic = crate::convert::nic_from_pb(&pb::NicRequest {
+                network: r.network,
+                mac: r.mac,
+                model: r.model,
+            })?;
+            self.ctl.attach_nic(&r.vm, nic).await?
+        })))
     }
 
     async fn detach_nic(
         &self,
         req: Request<pb::DetachNicRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
-        Ok(Response::new(vm_to_pb(
-            &self.ctl.detach_nic(req.into_inner()).await?,
-        )))
+        Ok(Response::new(vm_to_pb(&{
+            let r = req.into_inner();
+            self.ctl.detach_nic(&r.vm, &r.nic).await?
+        })))
     }
 
     async fn issue_certificate(

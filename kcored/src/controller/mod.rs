@@ -6,6 +6,7 @@ pub mod certs;
 pub mod grpc;
 pub mod join;
 pub mod networks;
+pub mod node_client;
 pub mod nodes;
 mod ops;
 pub mod reconcile;
@@ -18,11 +19,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use kcore_proto::v1 as pb;
 use tokio::sync::broadcast;
 
 use crate::convert::now_rfc3339;
 use crate::error::ApiResult;
+use crate::model::{Event, Timeline, VmReport};
 use nodes::Nodes;
 use store::Store;
 
@@ -55,7 +56,7 @@ impl Default for Tuning {
 pub struct Controller {
     pub store: Store,
     pub nodes: Nodes,
-    events: broadcast::Sender<pb::Event>,
+    events: broadcast::Sender<Event>,
     /// Serializes network create, delete and node sync.
     net_lock: tokio::sync::Mutex<()>,
     /// Held from placing a VM and picking its MACs until its row is in the store, so no
@@ -92,13 +93,13 @@ impl Controller {
 
     /// Record an event and tell the watchers.
     pub fn emit(&self, kind: &str, vm: Option<&store::VmRow>, message: impl Into<String>) {
-        self.publish(pb::Event {
+        self.publish(Event {
             id: 0,
             at: now_rfc3339(),
             kind: kind.to_string(),
             vm_id: vm.map(|v| v.id.clone()).unwrap_or_default(),
             vm_name: vm.map(|v| v.name.clone()).unwrap_or_default(),
-            status: vm.map(|v| v.status as i32).unwrap_or(0),
+            status: vm.map(|v| v.status).unwrap_or_default(),
             node: vm.map(|v| v.node.clone()).unwrap_or_default(),
             message: message.into(),
         });
@@ -106,7 +107,7 @@ impl Controller {
 
     /// Record an event about a node (ready, not ready).
     pub fn emit_node(&self, kind: &str, node: &str, message: impl Into<String>) {
-        self.publish(pb::Event {
+        self.publish(Event {
             id: 0,
             at: now_rfc3339(),
             kind: kind.to_string(),
@@ -116,7 +117,7 @@ impl Controller {
         });
     }
 
-    fn publish(&self, ev: pb::Event) {
+    fn publish(&self, ev: Event) {
         match self.store.insert_event(ev) {
             Ok(ev) => {
                 let _ = self.events.send(ev);
@@ -155,22 +156,22 @@ impl Controller {
             .contains_key(id)
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<pb::Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 
     /// Take in the node's view of a VM: update the row, emit events for what changed.
-    pub fn apply_node_vm(&self, nv: &pb::NodeVm) -> ApiResult<Option<store::VmRow>> {
+    pub fn apply_node_vm(&self, nv: &VmReport) -> ApiResult<Option<store::VmRow>> {
         let Some((before, row)) = self.store.apply_node_vm(nv)? else {
             return Ok(None);
         };
         if before.status != row.status {
             self.emit("vm.status", Some(&row), row.status_reason.clone());
         }
-        let ready = |t: &Option<pb::BootTimeline>| {
+        let ready = |t: &Option<Timeline>| {
             t.as_ref()
-                .and_then(|t| t.phases.iter().find(|p| p.name == "guest_ready"))
-                .map(|p| (p.offset_ms, p.at.clone()))
+                .and_then(|t| t.guest_ready())
+                .map(|(ms, at)| (ms, at.to_string()))
         };
         if let Some((ms, at)) = ready(&row.timeline)
             && ready(&before.timeline).map(|(_, a)| a) != Some(at)

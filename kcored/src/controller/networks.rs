@@ -288,29 +288,17 @@ impl Controller {
     }
 
     /// Add a NIC to a VM (hot-plugged when it runs).
-    pub async fn attach_nic(&self, r: pb::AttachNicRequest) -> ApiResult<VmRow> {
-        let row = self.get_row(&r.vm)?;
+    pub async fn attach_nic(&self, vm: &str, nic: NicRequest) -> ApiResult<VmRow> {
+        let row = self.get_row(vm)?;
         let mut client = self.nodes.client(&row.node)?;
         let _g = self.place_lock.lock().await;
-        let mut nic = [crate::convert::nic_from_pb(&pb::NicRequest {
-            network: r.network.clone(),
-            mac: r.mac.clone(),
-            model: r.model.clone(),
-        })?];
+        let mut nic = [nic];
         self.assign_macs(&row.name, &mut nic)?;
         let [nic] = nic;
-        let mac = nic.mac.map(|m| m.to_string()).unwrap_or_default();
-        let nv = client
-            .attach_node_nic(pb::AttachNicRequest {
-                vm: row.id.clone(),
-                network: nic.network.to_string(),
-                mac: mac.clone(),
-                model: r.model,
-            })
-            .await?
-            .into_inner();
+        let nv = client.attach_nic(&row.id, &nic).await?;
         self.apply_node_vm(&nv)?;
         let row = self.get_row(&row.id)?;
+        let mac = nic.mac.map(|m| m.to_string()).unwrap_or_default();
         self.emit(
             "vm.nic",
             Some(&row),
@@ -320,19 +308,16 @@ impl Controller {
     }
 
     /// Remove a NIC from a VM (unplugged when it runs).
-    pub async fn detach_nic(&self, r: pb::DetachNicRequest) -> ApiResult<VmRow> {
-        let row = self.get_row(&r.vm)?;
-        let mut client = self.nodes.client(&row.node)?;
-        let nv = client
-            .detach_node_nic(pb::DetachNicRequest {
-                vm: row.id.clone(),
-                nic: r.nic.clone(),
-            })
-            .await?
-            .into_inner();
+    pub async fn detach_nic(&self, vm: &str, nic: &str) -> ApiResult<VmRow> {
+        let row = self.get_row(vm)?;
+        let nv = self
+            .nodes
+            .client(&row.node)?
+            .detach_nic(&row.id, nic)
+            .await?;
         self.apply_node_vm(&nv)?;
         let row = self.get_row(&row.id)?;
-        self.emit("vm.nic", Some(&row), format!("detached NIC {}", r.nic));
+        self.emit("vm.nic", Some(&row), format!("detached NIC {nic}"));
         Ok(row)
     }
 }

@@ -9,9 +9,11 @@ use kcore_proto::v1 as pb;
 use kcore_proto::v1::node_agent_client::NodeAgentClient;
 use tonic::transport::Channel;
 
+use super::node_client::NodeClient;
 use super::{Controller, store};
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
+use crate::model::VmStatus;
 
 /// One node as the controller sees it.
 #[derive(Debug, Clone)]
@@ -77,12 +79,12 @@ impl Nodes {
     }
 
     /// A ready node's client, or UNAVAILABLE.
-    pub fn client(&self, name: &str) -> ApiResult<NodeAgentClient<Channel>> {
+    pub fn client(&self, name: &str) -> ApiResult<NodeClient> {
         let link = self.get(name)?;
         if !link.ready {
             return Err(ApiError::Unavailable(format!("node {name} is not ready")));
         }
-        Ok(link.client)
+        Ok(NodeClient::new(link.client))
     }
 
     pub fn all(&self) -> Vec<NodeLink> {
@@ -294,7 +296,11 @@ impl Controller {
                                         was_ready = true;
                                         self.emit_node("node.ready", &name, "heartbeat received");
                                     }
-                                    self.reconcile(&name, &client, hb);
+                                    self.reconcile(
+                                        &name,
+                                        &NodeClient::new(client.clone()),
+                                        &crate::convert::node_vms_from_pb(hb),
+                                    );
                                 }
                                 // The snapshot is in: serve requests from now on.
                                 if let Some(tx) = first.take() {
@@ -382,15 +388,15 @@ impl Controller {
             return;
         };
         for vm in vms {
-            if vm.status != pb::VmStatus::Unknown {
+            if vm.status != VmStatus::Unknown {
                 let reason = format!("node {node} is not reachable");
                 if self
                     .store
-                    .set_status(&vm.id, pb::VmStatus::Unknown, &reason)
+                    .set_status(&vm.id, VmStatus::Unknown, &reason)
                     .is_ok()
                 {
                     let row = store::VmRow {
-                        status: pb::VmStatus::Unknown,
+                        status: VmStatus::Unknown,
                         ..vm
                     };
                     self.emit("vm.status", Some(&row), reason);
@@ -404,7 +410,7 @@ impl Controller {
         if ev.kind == "undefined" {
             return;
         }
-        if let Err(e) = self.apply_node_vm(vm) {
+        if let Err(e) = self.apply_node_vm(&crate::convert::report_from_pb(vm)) {
             tracing::warn!(vm = %vm.name, error = %e, "cannot apply node update");
         }
     }

@@ -9,9 +9,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use super::Controller;
+use super::node_client::Stop;
 use crate::auth::Role;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::model::{Event, VmStatus};
 
 /// Events sent when `WatchEvents` asks for no history and does not follow.
 const DEFAULT_HISTORY: u32 = 50;
@@ -64,13 +66,15 @@ impl Controller {
         self.store.set_cordoned(name, true)?;
         let mut stopped = Vec::new();
         for vm in self.store.list_vms(Some(name))? {
-            if matches!(vm.status, pb::VmStatus::Running | pb::VmStatus::Paused) {
-                self.stop_vm(pb::StopVmRequest {
-                    name: vm.name.clone(),
-                    force,
-                    timeout_secs,
-                    no_wait: false,
-                })
+            if matches!(vm.status, VmStatus::Running | VmStatus::Paused) {
+                self.stop_vm(
+                    &vm.name,
+                    Stop {
+                        force,
+                        timeout_secs,
+                    },
+                    true,
+                )
                 .await?;
                 stopped.push(vm.name);
             }
@@ -91,7 +95,7 @@ impl Controller {
         vm: Option<String>,
         history: u32,
         follow: bool,
-    ) -> ApiResult<mpsc::Receiver<pb::Event>> {
+    ) -> ApiResult<mpsc::Receiver<Event>> {
         let history = match (history, follow) {
             (0, false) => DEFAULT_HISTORY,
             (n, _) => n,

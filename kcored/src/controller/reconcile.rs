@@ -15,14 +15,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use kcore_proto::v1 as pb;
-use kcore_proto::v1::node_agent_client::NodeAgentClient;
-use tonic::transport::Channel;
-
 use super::Controller;
+use super::node_client::NodeClient;
 use super::store::VmRow;
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
+use crate::model::{NodeVms, VmStatus};
 
 /// How long a CREATING row may wait for its node to show the VM: covers a DefineVM still
 /// running on the node when the controller that sent it died.
@@ -42,12 +40,7 @@ fn older_than(rfc3339: &str, d: Duration) -> bool {
 impl Controller {
     /// Reconcile `node`'s VMs against its heartbeat. Errors are logged: the next
     /// heartbeat tries again.
-    pub(super) fn reconcile(
-        self: &Arc<Self>,
-        node: &str,
-        client: &NodeAgentClient<Channel>,
-        hb: &pb::NodeHeartbeat,
-    ) {
+    pub(super) fn reconcile(self: &Arc<Self>, node: &str, client: &NodeClient, hb: &NodeVms) {
         if let Err(e) = self.try_reconcile(node, client, hb) {
             tracing::warn!(node, error = %e, "reconciliation failed");
         }
@@ -56,11 +49,14 @@ impl Controller {
     fn try_reconcile(
         self: &Arc<Self>,
         node: &str,
-        client: &NodeAgentClient<Channel>,
-        hb: &pb::NodeHeartbeat,
+        client: &NodeClient,
+        hb: &NodeVms,
     ) -> ApiResult<()> {
-        let actual: HashMap<&str, &pb::NodeVmState> =
-            hb.vms.iter().map(|v| (v.id.as_str(), v)).collect();
+        let actual: HashMap<&str, VmStatus> = hb
+            .vms
+            .iter()
+            .map(|(id, _, status)| (id.as_str(), *status))
+            .collect();
         let rows = self.store.list_vms(Some(node))?;
         for row in &rows {
             // Busy here, or the store heard of it after the heartbeat was made.
@@ -68,7 +64,7 @@ impl Controller {
                 continue;
             }
             match actual.get(row.id.as_str()) {
-                None if row.status == pb::VmStatus::Creating => {
+                None if row.status == VmStatus::Creating => {
                     if !hb.defining.contains(&row.id) && older_than(&row.created_at, CREATE_GRACE) {
                         self.store.delete_vm(&row.id)?;
                         tracing::info!(vm = %row.name, node, "interrupted create removed");
@@ -81,22 +77,20 @@ impl Controller {
                 }
                 None => {
                     let reason = lost_reason(node);
-                    if row.status != pb::VmStatus::Error || row.status_reason != reason {
-                        self.store
-                            .set_status(&row.id, pb::VmStatus::Error, &reason)?;
+                    if row.status != VmStatus::Error || row.status_reason != reason {
+                        self.store.set_status(&row.id, VmStatus::Error, &reason)?;
                         let r = VmRow {
-                            status: pb::VmStatus::Error,
+                            status: VmStatus::Error,
                             ..row.clone()
                         };
                         self.emit("vm.status", Some(&r), reason);
                     }
                 }
-                Some(st) => {
-                    let status = pb::VmStatus::try_from(st.status).unwrap_or_default();
+                Some(&status) => {
                     if row.pending_start {
                         self.finish_create(row, status)?;
                     }
-                    if row.status == pb::VmStatus::Error && row.status_reason == lost_reason(node) {
+                    if row.status == VmStatus::Error && row.status_reason == lost_reason(node) {
                         // The node has it again (its disk came back, say).
                         self.store.set_status(&row.id, status, "")?;
                         let r = VmRow {
@@ -108,14 +102,15 @@ impl Controller {
                 }
             }
         }
-        let unknown: Vec<&pb::NodeVmState> = hb
+        let ids: Vec<String> = hb
             .vms
             .iter()
-            .filter(|v| !rows.iter().any(|r| r.id == v.id) && !self.is_busy(&v.id))
+            .map(|(id, _, _)| id)
+            .filter(|id| !rows.iter().any(|r| &r.id == *id) && !self.is_busy(id))
+            .cloned()
             .collect();
-        if !unknown.is_empty() {
+        if !ids.is_empty() {
             let (me, node, client) = (self.clone(), node.to_string(), client.clone());
-            let ids: Vec<String> = unknown.iter().map(|v| v.id.clone()).collect();
             tokio::spawn(async move {
                 if let Err(e) = me.adopt(&node, client, &ids).await {
                     tracing::warn!(node, error = %e, "cannot adopt VMs");
@@ -126,9 +121,9 @@ impl Controller {
     }
 
     /// A create that asked for a running VM and whose start was not confirmed.
-    fn finish_create(self: &Arc<Self>, row: &VmRow, status: pb::VmStatus) -> ApiResult<()> {
+    fn finish_create(self: &Arc<Self>, row: &VmRow, status: VmStatus) -> ApiResult<()> {
         match status {
-            pb::VmStatus::Stopped => {
+            VmStatus::Stopped => {
                 tracing::info!(vm = %row.name, "starting a VM whose create was interrupted");
                 self.emit(
                     "vm.status",
@@ -145,39 +140,31 @@ impl Controller {
                     drop(busy);
                 });
             }
-            pb::VmStatus::Creating | pb::VmStatus::Starting => {}
+            VmStatus::Creating | VmStatus::Starting => {}
             _ => self.store.clear_pending_start(&row.id)?,
         }
         Ok(())
     }
 
     /// Take VMs the node has and the store does not into the store.
-    async fn adopt(
-        &self,
-        node: &str,
-        mut client: NodeAgentClient<Channel>,
-        ids: &[String],
-    ) -> ApiResult<()> {
-        let vms = client
-            .list_node_v_ms(pb::ListNodeVMsRequest {})
-            .await?
-            .into_inner()
-            .vms;
+    async fn adopt(&self, node: &str, mut client: NodeClient, ids: &[String]) -> ApiResult<()> {
+        let vms = client.list_vms().await?;
         for nv in vms.into_iter().filter(|v| ids.contains(&v.id)) {
             if self.store.get_vm(&nv.id)?.is_some() || self.is_busy(&nv.id) {
                 continue;
             }
+            // ListNodeVMs describes every VM (its spec as a request).
+            let Some(spec) = nv.defined.clone() else {
+                continue;
+            };
             let now = now_rfc3339();
             let row = VmRow {
                 id: nv.id.clone(),
                 name: nv.name.clone(),
                 node: node.to_string(),
-                spec: crate::convert::request_of_defined(
-                    &nv.spec.clone().unwrap_or_default(),
-                    &nv.disks,
-                ),
-                status: pb::VmStatus::try_from(nv.status).unwrap_or_default(),
-                status_reason: nv.status_reason.clone(),
+                spec,
+                status: nv.status,
+                status_reason: nv.reason.clone(),
                 pid: nv.pid,
                 timeline: nv.timeline.clone(),
                 seq: nv.seq,

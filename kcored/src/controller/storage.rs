@@ -5,6 +5,7 @@ use kcore_proto::v1 as pb;
 use tonic::Streaming;
 
 use super::Controller;
+pub use super::node_client::DiskOp;
 use super::nodes::NodeLink;
 use super::store::VmRow;
 use crate::caller::Caller;
@@ -163,53 +164,27 @@ impl Controller {
     }
 }
 
-/// A change to a VM's disks.
-#[derive(Debug)]
-pub enum DiskOp {
-    Attach(pb::AttachDiskRequest),
-    Detach(pb::DetachDiskRequest),
-    Resize(pb::ResizeDiskRequest),
-}
-
 impl Controller {
     /// Attach, detach or resize a VM's disk on its node.
-    pub async fn disk_op(&self, op: DiskOp) -> ApiResult<VmRow> {
-        let name = match &op {
-            DiskOp::Attach(r) => r.vm.clone(),
-            DiskOp::Detach(r) => r.vm.clone(),
-            DiskOp::Resize(r) => r.vm.clone(),
-        };
-        let row = self.get_row(&name)?;
-        let mut client = self.nodes.client(&row.node)?;
-        let id = row.id.clone();
-        let (nv, what) = match op {
-            DiskOp::Attach(r) => {
-                let what = if r.volume.is_empty() {
-                    format!("attached a {} GiB disk from pool {}", r.size_gb, r.pool)
+    pub async fn disk_op(&self, vm: &str, op: DiskOp) -> ApiResult<VmRow> {
+        let row = self.get_row(vm)?;
+        let what = match &op {
+            DiskOp::Attach {
+                pool,
+                size_gb,
+                volume,
+            } => {
+                if volume.is_empty() {
+                    format!("attached a {size_gb} GiB disk from pool {pool}")
                 } else {
-                    format!("attached volume {} from pool {}", r.volume, r.pool)
-                };
-                let nv = client
-                    .attach_node_disk(pb::AttachDiskRequest { vm: id, ..r })
-                    .await?;
-                (nv, what)
+                    format!("attached volume {volume} from pool {pool}")
+                }
             }
-            DiskOp::Detach(r) => {
-                let what = format!("detached disk {}", r.disk);
-                let nv = client
-                    .detach_node_disk(pb::DetachDiskRequest { vm: id, ..r })
-                    .await?;
-                (nv, what)
-            }
-            DiskOp::Resize(r) => {
-                let what = format!("resized disk {} to {} GiB", r.disk, r.size_gb);
-                let nv = client
-                    .resize_node_disk(pb::ResizeDiskRequest { vm: id, ..r })
-                    .await?;
-                (nv, what)
-            }
+            DiskOp::Detach { disk, .. } => format!("detached disk {disk}"),
+            DiskOp::Resize { disk, size_gb } => format!("resized disk {disk} to {size_gb} GiB"),
         };
-        self.apply_node_vm(&nv.into_inner())?;
+        let nv = self.nodes.client(&row.node)?.disk(&row.id, &op).await?;
+        self.apply_node_vm(&nv)?;
         let row = self.get_row(&row.id)?;
         self.emit("vm.disk", Some(&row), what);
         Ok(row)

@@ -2,22 +2,15 @@
 //! with a failed create undone step by step.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use kcore_proto::v1 as pb;
+use std::time::SystemTime;
 
 use super::Controller;
+pub use super::node_client::{Stop, VmOp};
 use super::store::VmRow;
 use crate::caller::Caller;
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{CreateVm, DiskRequest, VmRequest};
-
-fn micros(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+use crate::model::{CreateVm, DiskRequest, VmRequest, VmStatus};
 
 impl Controller {
     pub fn get_row(&self, name: &str) -> ApiResult<VmRow> {
@@ -67,7 +60,7 @@ impl Controller {
             name: name.to_string(),
             node: node.clone(),
             spec: spec.clone(),
-            status: pb::VmStatus::Creating,
+            status: VmStatus::Creating,
             status_reason: String::new(),
             pid: 0,
             timeline: None,
@@ -82,19 +75,12 @@ impl Controller {
         let busy = self.busy(&row.id);
         self.store.insert_vm(&row)?;
         drop(place_guard);
-        let defined = client
-            .define_vm(pb::DefineVmRequest {
-                id: row.id.clone(),
-                name: row.name.clone(),
-                spec: Some(crate::convert::request_to_pb(&spec)),
-                caller: Some(caller.into()),
-            })
-            .await;
+        let defined = client.define(&row.id, &row.name, &spec, caller).await;
         let nv = match defined {
-            Ok(r) => r.into_inner(),
-            Err(status) => {
+            Ok(r) => r,
+            Err(e) => {
                 self.store.delete_vm(&row.id)?;
-                return Err(status.into());
+                return Err(e);
             }
         };
         self.emit("vm.created", Some(&row), format!("on node {node}"));
@@ -128,41 +114,24 @@ impl Controller {
     ) -> ApiResult<()> {
         let row = self.get_row(id)?;
         let mut client = self.nodes.client(&row.node)?;
-        let started = client
-            .start_node_vm(pb::NodeVmStartRequest {
-                id: id.to_string(),
-                requested_at_us: micros(requested_at),
-            })
-            .await;
-        match started {
+        match client.start(id, requested_at).await {
             Ok(r) => {
-                self.apply_node_vm(&r.into_inner())?;
+                self.apply_node_vm(&r)?;
                 self.store.clear_pending_start(id)?;
                 Ok(())
             }
-            Err(status) => {
+            Err(e) => {
                 if !undo_create {
                     self.store.clear_pending_start(id)?;
                 }
                 if undo_create {
-                    if let Err(e) = client
-                        .undefine_vm(pb::UndefineVmRequest {
-                            id: id.to_string(),
-                            force: true,
-                            keep_disks: false,
-                        })
-                        .await
-                    {
+                    if let Err(e) = client.undefine(id, true, false).await {
                         tracing::error!(vm = %row.name, error = %e, "cannot undo failed create");
                     }
                     self.store.delete_vm(id)?;
-                    self.emit(
-                        "vm.deleted",
-                        Some(&row),
-                        format!("create failed: {}", status.message()),
-                    );
+                    self.emit("vm.deleted", Some(&row), format!("create failed: {e}"));
                 }
-                Err(status.into())
+                Err(e)
             }
         }
     }
@@ -172,12 +141,11 @@ impl Controller {
         let row = self.get_row(name)?;
         if !matches!(
             row.status,
-            pb::VmStatus::Stopped | pb::VmStatus::Crashed | pb::VmStatus::Error
+            VmStatus::Stopped | VmStatus::Crashed | VmStatus::Error
         ) {
             return Err(ApiError::FailedPrecondition(format!(
                 "VM {} is {}: cannot start",
-                row.name,
-                crate::convert::status_name(row.status)
+                row.name, row.status
             )));
         }
         {
@@ -203,44 +171,33 @@ impl Controller {
         self.get_row(&row.id)
     }
 
-    pub async fn stop_vm(self: &Arc<Self>, req: pb::StopVmRequest) -> ApiResult<VmRow> {
-        let row = self.get_row(&req.name)?;
+    pub async fn stop_vm(self: &Arc<Self>, name: &str, how: Stop, wait: bool) -> ApiResult<VmRow> {
+        let row = self.get_row(name)?;
         let mut client = self.nodes.client(&row.node)?;
-        let call = pb::NodeVmStopRequest {
-            id: row.id.clone(),
-            force: req.force,
-            timeout_secs: req.timeout_secs,
-        };
-        if req.no_wait {
+        if !wait {
             let me = self.clone();
+            let id = row.id.clone();
             tokio::spawn(async move {
-                match client.stop_node_vm(call).await {
+                match client.stop(&id, how).await {
                     Ok(r) => {
-                        let _ = me.apply_node_vm(&r.into_inner());
+                        let _ = me.apply_node_vm(&r);
                     }
                     Err(e) => tracing::warn!(error = %e, "background stop failed"),
                 }
             });
             return Ok(row);
         }
-        let nv = client.stop_node_vm(call).await?.into_inner();
+        let nv = client.stop(&row.id, how).await?;
         self.apply_node_vm(&nv)?;
         self.get_row(&row.id)
     }
 
     /// Reboot, pause or resume: a node call that returns the node's view.
-    pub async fn simple_op(&self, name: &str, op: SimpleOp) -> ApiResult<VmRow> {
+    pub async fn simple_op(&self, name: &str, op: VmOp) -> ApiResult<VmRow> {
         let row = self.get_row(name)?;
-        let mut client = self.nodes.client(&row.node)?;
-        let r = pb::NodeVmRef { id: row.id.clone() };
-        let nv = match op {
-            SimpleOp::Reboot => client.reboot_node_vm(r).await?,
-            SimpleOp::Pause => client.pause_node_vm(r).await?,
-            SimpleOp::Resume => client.resume_node_vm(r).await?,
-        }
-        .into_inner();
+        let nv = self.nodes.client(&row.node)?.op(&row.id, op).await?;
         self.apply_node_vm(&nv)?;
-        if op == SimpleOp::Reboot {
+        if op == VmOp::Reboot {
             self.emit("vm.reboot", Some(&row), "reset");
         }
         self.get_row(&row.id)
@@ -255,40 +212,34 @@ impl Controller {
         caller: &Caller,
         vm: &str,
         command_json: String,
-    ) -> ApiResult<pb::ExecQmpResponse> {
+    ) -> ApiResult<String> {
         let row = self.get_row(vm)?;
         let command = qmp_command_name(&command_json)?;
         let mut client = self.nodes.client(&row.node)?;
-        let sent = client
-            .node_exec_qmp(pb::NodeExecQmpRequest {
-                id: row.id.clone(),
-                command_json,
-            })
-            .await;
-        let reply = match sent {
-            Ok(r) => Ok(r.into_inner()),
+        let reply = match client.exec_qmp(&row.id, command_json).await {
+            Ok(r) => Ok(r),
             // Refused by the node before QEMU saw it: nothing to record.
-            Err(s)
+            Err(e)
                 if matches!(
-                    s.code(),
+                    e.code(),
                     tonic::Code::InvalidArgument
                         | tonic::Code::FailedPrecondition
                         | tonic::Code::NotFound
                 ) =>
             {
-                return Err(s.into());
+                return Err(e);
             }
-            Err(s) => Err(s),
+            Err(e) => Err(e),
         };
         let outcome = match &reply {
-            Ok(r) => match serde_json::from_str::<serde_json::Value>(&r.reply_json) {
+            Ok(r) => match serde_json::from_str::<serde_json::Value>(r) {
                 Ok(v) if v.get("error").is_some() => format!(
                     "QEMU refused it: {}",
                     v["error"]["desc"].as_str().unwrap_or("error")
                 ),
                 _ => "ok".to_string(),
             },
-            Err(s) => format!("no reply: {}", s.message()),
+            Err(e) => format!("no reply: {e}"),
         };
         let mut message = format!("QMP {command} by {caller}: {outcome}");
         if !command.starts_with("query-") && !self.store.set_tainted(&row.id, true)? {
@@ -296,7 +247,7 @@ impl Controller {
         }
         tracing::info!(vm = %row.name, %caller, command, "QMP passthrough");
         self.emit("vm.qmp", Some(&row), message);
-        Ok(reply?)
+        reply
     }
 
     pub async fn delete_vm(&self, name: &str, force: bool, keep_disks: bool) -> ApiResult<()> {
@@ -304,31 +255,20 @@ impl Controller {
         if !force
             && matches!(
                 row.status,
-                pb::VmStatus::Running
-                    | pb::VmStatus::Paused
-                    | pb::VmStatus::Starting
-                    | pb::VmStatus::Stopping
+                VmStatus::Running | VmStatus::Paused | VmStatus::Starting | VmStatus::Stopping
             )
         {
             return Err(ApiError::FailedPrecondition(format!(
                 "VM {} is {}: stop it first, or delete with force",
-                row.name,
-                crate::convert::status_name(row.status)
+                row.name, row.status
             )));
         }
         let mut client = self.nodes.client(&row.node)?;
         let _busy = self.busy(&row.id);
-        match client
-            .undefine_vm(pb::UndefineVmRequest {
-                id: row.id.clone(),
-                force,
-                keep_disks,
-            })
-            .await
-        {
-            Ok(_) => {}
-            Err(s) if s.code() == tonic::Code::NotFound => {}
-            Err(s) => return Err(s.into()),
+        match client.undefine(&row.id, force, keep_disks).await {
+            Ok(()) => {}
+            Err(e) if e.code() == tonic::Code::NotFound => {}
+            Err(e) => return Err(e),
         }
         self.store.delete_vm(&row.id)?;
         self.emit("vm.deleted", Some(&row), "");
@@ -394,12 +334,4 @@ pub fn qmp_command_name(json: &str) -> ApiResult<String> {
                 "QMP command must be an object like {\"execute\":\"query-status\"}".into(),
             )
         })
-}
-
-/// Operations that are one node call each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SimpleOp {
-    Reboot,
-    Pause,
-    Resume,
 }

@@ -449,7 +449,7 @@ mod tests {
         let store = Store::open(&path).expect("create");
         for i in 0..500 {
             store
-                .insert_event(kcore_proto::v1::Event {
+                .insert_event(crate::model::Event {
                     kind: "vm.created".into(),
                     message: format!("event number {i} with some text to fill pages"),
                     ..Default::default()

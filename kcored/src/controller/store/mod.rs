@@ -13,7 +13,7 @@ use kcore_types::MacAddr;
 
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{NicRequest, VmRequest};
+use crate::model::{DiskView, Event, NicRequest, NicView, Timeline, VmReport, VmRequest, VmStatus};
 
 const MIGRATIONS: &[&str] = &[
     // 1: VMs and events.
@@ -115,10 +115,7 @@ fn migrate_specs(conn: &Connection) -> rusqlite::Result<()> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     for (id, spec, disks) in rows {
-        let old: pb::VmSpec = serde_json::from_str(&spec).unwrap_or_default();
-        let disks: Vec<pb::VmDisk> = serde_json::from_str(&disks).unwrap_or_default();
-        let new = crate::convert::request_from_pb(&old)
-            .unwrap_or_else(|_| crate::convert::request_of_defined(&old, &disks));
+        let new = crate::convert::request_from_stored_proto_json(&spec, &disks);
         let text = serde_json::to_string(&new)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         conn.execute(
@@ -150,15 +147,15 @@ pub struct VmRow {
     pub node: String,
     /// What the create asked for (the store's own schema: [`VmRequest`] as JSON).
     pub spec: VmRequest,
-    pub status: pb::VmStatus,
+    pub status: VmStatus,
     pub status_reason: String,
     pub pid: i32,
-    pub timeline: Option<pb::BootTimeline>,
+    pub timeline: Option<Timeline>,
     pub seq: u64,
     pub created_at: String,
     pub updated_at: String,
-    pub disks: Vec<pb::VmDisk>,
-    pub nics: Vec<pb::VmNic>,
+    pub disks: Vec<DiskView>,
+    pub nics: Vec<NicView>,
     /// Created to run, and the start not confirmed yet.
     pub pending_start: bool,
     /// Got a QMP command outside query-* through passthrough since its last start.
@@ -216,7 +213,7 @@ fn row_to_vm(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
         spec: serde_json::from_str(&spec).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
         })?,
-        status: pb::VmStatus::try_from(status).unwrap_or(pb::VmStatus::Unknown),
+        status: VmStatus::from_i32(status),
         status_reason: r.get(5)?,
         pid: r.get(6)?,
         timeline: timeline.and_then(|t| serde_json::from_str(&t).ok()),
@@ -355,7 +352,7 @@ impl Store {
 
     /// Apply the node's view of a VM if it is newer than what we have. Returns the row
     /// before and after, or None if the news was stale or the VM unknown.
-    pub fn apply_node_vm(&self, nv: &pb::NodeVm) -> ApiResult<Option<(VmRow, VmRow)>> {
+    pub fn apply_node_vm(&self, nv: &VmReport) -> ApiResult<Option<(VmRow, VmRow)>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let Some(mut row) = tx
@@ -372,8 +369,8 @@ impl Store {
             return Ok(None);
         }
         let before = row.clone();
-        row.status = pb::VmStatus::try_from(nv.status).unwrap_or(pb::VmStatus::Unknown);
-        row.status_reason = nv.status_reason.clone();
+        row.status = nv.status;
+        row.status_reason = nv.reason.clone();
         row.pid = nv.pid;
         row.seq = nv.seq;
         // A node that restarted may not know the last timeline: keep ours then.
@@ -442,7 +439,7 @@ impl Store {
     }
 
     /// Set a status the controller decided (e.g. UNKNOWN when a node is unreachable).
-    pub fn set_status(&self, id: &str, status: pb::VmStatus, reason: &str) -> ApiResult<()> {
+    pub fn set_status(&self, id: &str, status: VmStatus, reason: &str) -> ApiResult<()> {
         self.conn().execute(
             "UPDATE vms SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
             params![id, status as i32, reason, now_rfc3339()],
@@ -509,13 +506,13 @@ impl Store {
     /// to): one SQL aggregate, as the scheduler asks on every create.
     pub fn allocation(&self, node: &str) -> ApiResult<(u32, u32, u32)> {
         let active = [
-            pb::VmStatus::Running,
-            pb::VmStatus::Paused,
-            pb::VmStatus::Starting,
-            pb::VmStatus::Stopping,
-            pb::VmStatus::Creating,
+            VmStatus::Running,
+            VmStatus::Paused,
+            VmStatus::Starting,
+            VmStatus::Stopping,
+            VmStatus::Creating,
             // A QEMU that does not answer, or on a node that is away: it may well run.
-            pb::VmStatus::Unknown,
+            VmStatus::Unknown,
         ]
         .map(|s| (s as i32).to_string())
         .join(",");
@@ -536,13 +533,19 @@ impl Store {
         })?)
     }
 
-    pub fn insert_event(&self, mut ev: pb::Event) -> ApiResult<pb::Event> {
+    pub fn insert_event(&self, mut ev: Event) -> ApiResult<Event> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO events (at, kind, vm_id, vm_name, status, node, message)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
-                ev.at, ev.kind, ev.vm_id, ev.vm_name, ev.status, ev.node, ev.message
+                ev.at,
+                ev.kind,
+                ev.vm_id,
+                ev.vm_name,
+                ev.status as i32,
+                ev.node,
+                ev.message
             ],
         )?;
         ev.id = conn.last_insert_rowid();
@@ -550,25 +553,25 @@ impl Store {
     }
 
     /// The last `n` events (oldest first), of one VM if `vm` is given.
-    pub fn recent_events(&self, n: u32, vm: Option<&str>) -> ApiResult<Vec<pb::Event>> {
+    pub fn recent_events(&self, n: u32, vm: Option<&str>) -> ApiResult<Vec<Event>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, at, kind, vm_id, vm_name, status, node, message FROM events
              WHERE ?1 IS NULL OR vm_name = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![vm, n], |r| {
-            Ok(pb::Event {
+            Ok(Event {
                 id: r.get(0)?,
                 at: r.get(1)?,
                 kind: r.get(2)?,
                 vm_id: r.get(3)?,
                 vm_name: r.get(4)?,
-                status: r.get(5)?,
+                status: VmStatus::from_i32(r.get(5)?),
                 node: r.get(6)?,
                 message: r.get(7)?,
             })
         })?;
-        let mut out: Vec<pb::Event> = rows.collect::<Result<_, _>>()?;
+        let mut out: Vec<Event> = rows.collect::<Result<_, _>>()?;
         out.reverse();
         Ok(out)
     }
@@ -594,7 +597,7 @@ mod tests {
             name: name.into(),
             node: "n1".into(),
             spec: spec(1, 128),
-            status: pb::VmStatus::Creating,
+            status: VmStatus::Creating,
             status_reason: String::new(),
             pid: 0,
             timeline: None,
@@ -633,22 +636,22 @@ mod tests {
             })
             .expect_err("dup");
         assert!(matches!(e, ApiError::AlreadyExists(_)), "{e}");
-        let nv = pb::NodeVm {
+        let nv = VmReport {
             id: "id-a".into(),
-            status: pb::VmStatus::Running as i32,
+            status: VmStatus::Running,
             pid: 42,
             seq: 10,
             ..Default::default()
         };
         let (before, after) = s.apply_node_vm(&nv).expect("apply").expect("newer");
-        assert_eq!(before.status, pb::VmStatus::Creating);
-        assert_eq!(after.status, pb::VmStatus::Running);
+        assert_eq!(before.status, VmStatus::Creating);
+        assert_eq!(after.status, VmStatus::Running);
         // Allocation counts the running VM's resources (the vcpus and memory columns).
         let running = VmRow {
             id: "id-b".into(),
             name: "b".into(),
             spec: spec(2, 512),
-            status: pb::VmStatus::Stopped,
+            status: VmStatus::Stopped,
             pending_start: false,
             ..row("b")
         };
@@ -658,15 +661,15 @@ mod tests {
         s.insert_vm(&VmRow {
             id: "id-c".into(),
             name: "c".into(),
-            status: pb::VmStatus::Stopped,
+            status: VmStatus::Stopped,
             ..row("c")
         })
         .expect("insert c");
         assert_eq!(s.allocation("n1").expect("allocation"), (3, 2, 256));
         assert_eq!(s.allocation("other").expect("allocation"), (0, 0, 0));
-        let stale = pb::NodeVm {
+        let stale = VmReport {
             seq: 9,
-            status: pb::VmStatus::Stopped as i32,
+            status: VmStatus::Stopped,
             ..nv.clone()
         };
         assert!(s.apply_node_vm(&stale).expect("apply").is_none());
@@ -674,7 +677,7 @@ mod tests {
         // Reopen: migrations are not re-run, data is kept.
         let s = Store::open(&path).expect("reopen");
         let got = s.get_vm("a").expect("get").expect("present");
-        assert_eq!(got.status, pb::VmStatus::Running);
+        assert_eq!(got.status, VmStatus::Running);
         assert_eq!(got.pid, 42);
         assert!(
             got.tainted && crate::convert::vm_to_pb(&got).tainted,
@@ -686,7 +689,7 @@ mod tests {
             s.get_vm("id-a").expect("get").map(|r| r.name),
             Some("a".into())
         );
-        s.insert_event(pb::Event {
+        s.insert_event(Event {
             kind: "vm.created".into(),
             vm_name: "a".into(),
             ..Default::default()
@@ -722,10 +725,10 @@ mod tests {
             model: None,
         }];
         s.insert_vm(&r).expect("insert vm");
-        let nv = pb::NodeVm {
+        let nv = VmReport {
             id: "id-a".into(),
             seq: 1,
-            nics: vec![pb::VmNic {
+            nics: vec![NicView {
                 id: "net0".into(),
                 network: "default".into(),
                 mac: "52:54:00:00:00:01".into(),

@@ -1,4 +1,4 @@
-//! The daemon's domain: what a create asks for ([`VmRequest`]), as checked types. The gRPC
+//! What a create asks for ([`VmRequest`]), as checked types. The gRPC
 //! layer turns the proto into these at its edge (`convert.rs`) and nowhere else; the
 //! controller places, stores (its own serde schema) and sends them on, and the node makes
 //! the VM they describe ([`VmRequest::to_vm_spec`], the spec `vmm` runs).

@@ -1,0 +1,12 @@
+//! The daemon's domain types. The gRPC layer turns the proto into these at its edge
+//! (`convert.rs`) and nowhere else:
+//!
+//! - [`request`]: what a create asks for ([`VmRequest`]), checked once;
+//! - [`vm`]: what the controller knows of a VM and what nodes report ([`VmStatus`],
+//!   [`VmReport`], [`Timeline`], disks and NICs as nodes made them) and its events.
+
+pub mod request;
+pub mod vm;
+
+pub use request::{Boot, CreateVm, DiskRequest, ImageDisk, KernelBoot, NicRequest, VmRequest};
+pub use vm::{DiskView, Event, NicView, NodeVms, Timeline, TimelinePhase, VmReport, VmStatus};
