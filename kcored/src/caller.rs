@@ -15,7 +15,6 @@
 use std::ffi::CString;
 use std::fmt;
 
-use kcore_proto::v1 as pb;
 use nix::unistd::{Gid, Uid, User};
 use tonic::transport::server::UdsConnectInfo;
 
@@ -99,53 +98,6 @@ impl fmt::Display for Caller {
     }
 }
 
-impl From<&Caller> for pb::Caller {
-    fn from(c: &Caller) -> pb::Caller {
-        use pb::caller::Who;
-        let who = match c {
-            Caller::Unix {
-                uid,
-                gid,
-                pid,
-                user,
-                groups,
-            } => Some(Who::Unix(pb::caller::Unix {
-                uid: *uid,
-                gid: *gid,
-                groups: groups.clone(),
-                pid: pid.unwrap_or(0),
-                user: user.clone().unwrap_or_default(),
-            })),
-            Caller::Certificate { name, role } => Some(Who::Certificate(pb::caller::Certificate {
-                name: name.clone(),
-                role: role.clone(),
-            })),
-            Caller::Unknown => None,
-        };
-        pb::Caller { who }
-    }
-}
-
-impl From<Option<&pb::Caller>> for Caller {
-    fn from(c: Option<&pb::Caller>) -> Caller {
-        use pb::caller::Who;
-        match c.and_then(|c| c.who.as_ref()) {
-            Some(Who::Unix(u)) => Caller::Unix {
-                uid: u.uid,
-                gid: u.gid,
-                pid: (u.pid != 0).then_some(u.pid),
-                user: (!u.user.is_empty()).then(|| u.user.clone()),
-                groups: u.groups.clone(),
-            },
-            Some(Who::Certificate(c)) => Caller::Certificate {
-                name: c.name.clone(),
-                role: c.role.clone(),
-            },
-            None => Caller::Unknown,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,36 +111,5 @@ mod tests {
         assert_eq!(user.as_deref(), Some("root"));
         assert!(groups.contains(&0), "{groups:?}");
         assert_eq!(c.to_string(), "uid 0 (root) on the local socket");
-    }
-
-    #[test]
-    fn callers_survive_the_proto_and_print() {
-        for c in [
-            Caller::Unix {
-                uid: 4242,
-                gid: 4242,
-                pid: Some(7),
-                user: None,
-                groups: vec![4242, 100],
-            },
-            Caller::Certificate {
-                name: "ops".into(),
-                role: "admin".into(),
-            },
-            Caller::Unknown,
-        ] {
-            let p = pb::Caller::from(&c);
-            assert_eq!(Caller::from(Some(&p)), c);
-        }
-        assert_eq!(Caller::from(None), Caller::Unknown);
-        let cert = Caller::Certificate {
-            name: "ops".into(),
-            role: "admin".into(),
-        };
-        assert_eq!(cert.to_string(), "ops (admin certificate)");
-        assert_eq!(
-            Caller::unix(4242, 4242, None).to_string(),
-            "uid 4242 on the local socket"
-        );
     }
 }

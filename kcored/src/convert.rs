@@ -7,11 +7,12 @@ use kcore_proto::v1 as pb;
 use kcore_types::{ImageName, MacAddr, NetworkName, NodeName, PoolName, VmName, VolumeName};
 use kcore_vmm::spec::{Firmware, MachineType, RestartPolicy, VmSpec};
 
+use crate::caller::Caller;
 use crate::controller::store::VmRow;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
-    Boot, CreateVm, DiskRequest, DiskView, Event, ImageDisk, KernelBoot, NicRequest, NicView,
-    NodeVms, Timeline, TimelinePhase, VmReport, VmRequest, VmStatus,
+    Boot, CertInfo, CreateVm, DiskRequest, DiskView, Event, ImageDisk, KernelBoot, NicRequest,
+    NicView, NodeVms, Timeline, TimelinePhase, VmReport, VmRequest, VmStatus,
 };
 use kcore_vmm::timeline::Timeline as VmmTimeline;
 use kcore_vmm::vm::VmState;
@@ -245,6 +246,18 @@ pub fn node_vms_from_pb(hb: &pb::NodeHeartbeat) -> NodeVms {
             .iter()
             .map(|v| (v.id.clone(), v.name.clone(), VmStatus::from_i32(v.status)))
             .collect(),
+    }
+}
+
+/// A certificate of the controller's list, as the API shows it.
+pub fn cert_to_pb(c: &CertInfo) -> pb::CertificateInfo {
+    pb::CertificateInfo {
+        serial: c.serial.clone(),
+        name: c.name.clone(),
+        role: c.role.clone(),
+        not_after: c.not_after.clone(),
+        issued_at: c.issued_at.clone(),
+        revoked_at: c.revoked_at.clone(),
     }
 }
 
@@ -523,6 +536,54 @@ pub fn spec_to_pb(s: &VmSpec) -> pb::VmSpec {
     }
 }
 
+/// Who called, as the node hears it from the controller.
+impl From<&Caller> for pb::Caller {
+    fn from(c: &Caller) -> pb::Caller {
+        use pb::caller::Who;
+        let who = match c {
+            Caller::Unix {
+                uid,
+                gid,
+                pid,
+                user,
+                groups,
+            } => Some(Who::Unix(pb::caller::Unix {
+                uid: *uid,
+                gid: *gid,
+                groups: groups.clone(),
+                pid: pid.unwrap_or(0),
+                user: user.clone().unwrap_or_default(),
+            })),
+            Caller::Certificate { name, role } => Some(Who::Certificate(pb::caller::Certificate {
+                name: name.clone(),
+                role: role.clone(),
+            })),
+            Caller::Unknown => None,
+        };
+        pb::Caller { who }
+    }
+}
+
+impl From<Option<&pb::Caller>> for Caller {
+    fn from(c: Option<&pb::Caller>) -> Caller {
+        use pb::caller::Who;
+        match c.and_then(|c| c.who.as_ref()) {
+            Some(Who::Unix(u)) => Caller::Unix {
+                uid: u.uid,
+                gid: u.gid,
+                pid: (u.pid != 0).then_some(u.pid),
+                user: (!u.user.is_empty()).then(|| u.user.clone()),
+                groups: u.groups.clone(),
+            },
+            Some(Who::Certificate(c)) => Caller::Certificate {
+                name: c.name.clone(),
+                role: c.role.clone(),
+            },
+            None => Caller::Unknown,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,6 +674,37 @@ mod tests {
             }])
             .expect_err("both")
             .contains("not both")
+        );
+    }
+
+    #[test]
+    fn callers_survive_the_proto() {
+        for c in [
+            Caller::Unix {
+                uid: 4242,
+                gid: 4242,
+                pid: Some(7),
+                user: None,
+                groups: vec![4242, 100],
+            },
+            Caller::Certificate {
+                name: "ops".into(),
+                role: "admin".into(),
+            },
+            Caller::Unknown,
+        ] {
+            let p = pb::Caller::from(&c);
+            assert_eq!(Caller::from(Some(&p)), c);
+        }
+        assert_eq!(Caller::from(None), Caller::Unknown);
+        let cert = Caller::Certificate {
+            name: "ops".into(),
+            role: "admin".into(),
+        };
+        assert_eq!(cert.to_string(), "ops (admin certificate)");
+        assert_eq!(
+            Caller::unix(4242, 4242, None).to_string(),
+            "uid 4242 on the local socket"
         );
     }
 }

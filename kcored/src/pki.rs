@@ -362,7 +362,7 @@ pub fn validity_of(pem: &[u8]) -> Result<(SystemTime, SystemTime), PkiError> {
 
 /// What the controller records of a certificate it issued: serial (lowercase hex), CN,
 /// role (OU; "server" for the server certificate), end of validity, issued now.
-pub fn cert_info(pem: &[u8]) -> Result<kcore_proto::v1::CertificateInfo, PkiError> {
+pub fn cert_info(pem: &[u8]) -> Result<crate::model::CertInfo, PkiError> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(PkiError::NotPem)?;
     let cert = pem.parse_x509().map_err(PkiError::NotX509)?;
     let subject = cert.subject();
@@ -374,7 +374,7 @@ pub fn cert_info(pem: &[u8]) -> Result<kcore_proto::v1::CertificateInfo, PkiErro
     let role = first(subject.iter_organizational_unit().next());
     let until = SystemTime::UNIX_EPOCH
         + Duration::from_secs(u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0));
-    Ok(kcore_proto::v1::CertificateInfo {
+    Ok(crate::model::CertInfo {
         serial: serial_hex(cert.raw_serial()),
         name: first(subject.iter_common_name().next()),
         role: if role.is_empty() {

@@ -4,10 +4,9 @@
 
 use std::sync::PoisonError;
 
-use kcore_proto::v1 as pb;
-
 use super::Controller;
 use crate::error::{ApiError, ApiResult};
+use crate::model::CertInfo;
 
 impl Controller {
     /// Remember a certificate this controller issued (PEM).
@@ -42,14 +41,14 @@ impl Controller {
         name: &str,
         serial: &str,
         caller: Option<&str>,
-    ) -> ApiResult<Vec<pb::CertificateInfo>> {
+    ) -> ApiResult<Vec<CertInfo>> {
         let serial = serial.trim().to_ascii_lowercase();
         if name.is_empty() == serial.is_empty() {
             return Err(ApiError::InvalidArgument(
                 "give a certificate name or a serial (one of them)".into(),
             ));
         }
-        let targets: Vec<pb::CertificateInfo> = self
+        let targets: Vec<CertInfo> = self
             .store
             .list_certs()?
             .into_iter()
@@ -99,7 +98,7 @@ impl Controller {
 
     /// Take a node without VMs out of the cluster: forget it, refuse its registration from
     /// now on (until it joins again) and revoke its certificates; returns those revoked.
-    pub fn remove_node(&self, name: &str) -> ApiResult<Vec<pb::CertificateInfo>> {
+    pub fn remove_node(&self, name: &str) -> ApiResult<Vec<CertInfo>> {
         let link = self.nodes.get(name)?;
         if link.address.starts_with("unix://") {
             return Err(ApiError::FailedPrecondition(format!(

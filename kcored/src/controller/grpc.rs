@@ -14,7 +14,7 @@ use super::Controller;
 use super::node_client::{Stop, VmOp};
 use super::storage::DiskOp;
 use crate::caller::Caller;
-use crate::convert::{event_to_pb, vm_to_pb};
+use crate::convert::{cert_to_pb, event_to_pb, vm_to_pb};
 use crate::error::ApiError;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -427,7 +427,13 @@ impl KcoreService for KcoreApi {
         _: Request<pb::ListCertificatesRequest>,
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
         Ok(Response::new(pb::ListCertificatesResponse {
-            certificates: self.ctl.store.list_certs()?,
+            certificates: self
+                .ctl
+                .store
+                .list_certs()?
+                .iter()
+                .map(cert_to_pb)
+                .collect(),
         }))
     }
 
@@ -439,8 +445,10 @@ impl KcoreService for KcoreApi {
             .peer_certs()
             .and_then(|c| c.first().and_then(|leaf| crate::auth::serial_of_cert(leaf)));
         let r = req.into_inner();
-        let certificates = self.ctl.revoke(&r.name, &r.serial, caller.as_deref())?;
-        Ok(Response::new(pb::ListCertificatesResponse { certificates }))
+        let revoked = self.ctl.revoke(&r.name, &r.serial, caller.as_deref())?;
+        Ok(Response::new(pb::ListCertificatesResponse {
+            certificates: revoked.iter().map(cert_to_pb).collect(),
+        }))
     }
 
     async fn remove_node(
@@ -448,6 +456,8 @@ impl KcoreService for KcoreApi {
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
         let revoked = self.ctl.remove_node(&req.into_inner().name)?;
-        Ok(Response::new(pb::RemoveNodeResponse { revoked }))
+        Ok(Response::new(pb::RemoveNodeResponse {
+            revoked: revoked.iter().map(cert_to_pb).collect(),
+        }))
     }
 }

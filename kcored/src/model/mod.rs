@@ -5,8 +5,10 @@
 //! - [`vm`]: what the controller knows of a VM and what nodes report ([`VmStatus`],
 //!   [`VmReport`], [`Timeline`], disks and NICs as nodes made them) and its events.
 
+pub mod cluster;
 pub mod request;
 pub mod vm;
 
+pub use cluster::CertInfo;
 pub use request::{Boot, CreateVm, DiskRequest, ImageDisk, KernelBoot, NicRequest, VmRequest};
 pub use vm::{DiskView, Event, NicView, NodeVms, Timeline, TimelinePhase, VmReport, VmStatus};

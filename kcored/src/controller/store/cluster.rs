@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{Store, TokenRefusal, json};
 use crate::convert::now_rfc3339;
 use crate::error::ApiResult;
+use crate::model::CertInfo;
 
 impl Store {
     /// Remember that `name` was taken out of the cluster (or, `removed` false, that it
@@ -37,7 +38,7 @@ impl Store {
     }
 
     /// Remember an issued certificate (again: nothing changes).
-    pub fn record_cert(&self, c: &pb::CertificateInfo) -> ApiResult<()> {
+    pub fn record_cert(&self, c: &CertInfo) -> ApiResult<()> {
         self.conn().execute(
             "INSERT OR IGNORE INTO certificates (serial, name, role, not_after, issued_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -46,22 +47,18 @@ impl Store {
         Ok(())
     }
 
-    pub fn list_certs(&self) -> ApiResult<Vec<pb::CertificateInfo>> {
+    pub fn list_certs(&self) -> ApiResult<Vec<CertInfo>> {
         self.certs_where("1", params![])
     }
 
-    fn certs_where(
-        &self,
-        cond: &str,
-        p: impl rusqlite::Params,
-    ) -> ApiResult<Vec<pb::CertificateInfo>> {
+    fn certs_where(&self, cond: &str, p: impl rusqlite::Params) -> ApiResult<Vec<CertInfo>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT serial, name, role, not_after, issued_at, COALESCE(revoked_at, '')
              FROM certificates WHERE {cond} ORDER BY issued_at, serial"
         ))?;
         let rows = stmt.query_map(p, |r| {
-            Ok(pb::CertificateInfo {
+            Ok(CertInfo {
                 serial: r.get(0)?,
                 name: r.get(1)?,
                 role: r.get(2)?,
@@ -80,7 +77,7 @@ impl Store {
         name: &str,
         role: Option<&str>,
         serial: &str,
-    ) -> ApiResult<Vec<pb::CertificateInfo>> {
+    ) -> ApiResult<Vec<CertInfo>> {
         let now = now_rfc3339();
         let cond = "revoked_at IS NULL AND ((?1 <> '' AND name = ?1 AND (?2 IS NULL OR role = ?2))
                     OR (?3 <> '' AND serial = ?3))";
@@ -91,7 +88,7 @@ impl Store {
         )?;
         Ok(hit
             .into_iter()
-            .map(|c| pb::CertificateInfo {
+            .map(|c| CertInfo {
                 revoked_at: now.clone(),
                 ..c
             })
@@ -245,7 +242,7 @@ mod tests {
     fn certificates_are_recorded_and_revoked_by_name_or_serial() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(&dir.path().join("c.db")).expect("open");
-        let cert = |serial: &str, name: &str, role: &str| pb::CertificateInfo {
+        let cert = |serial: &str, name: &str, role: &str| CertInfo {
             serial: serial.into(),
             name: name.into(),
             role: role.into(),

@@ -116,7 +116,7 @@ texts! {
     NO_IMAGE_ANYWHERE = "kcored/src/controller/schedule.rs, place",
         format "no node has an image named {:?} (kctl image import)";
     NO_POOL_ANYWHERE = "kcored/src/controller/schedule.rs, place", format "no node has a pool named {pool:?}";
-    PLANNED_DISK_SIZE = "kcored/src/model.rs, VmRequest::validate and check_disk_size",
+    PLANNED_DISK_SIZE = "kcored/src/model/request.rs, VmRequest::validate and check_disk_size",
         format "{what}: size must be at least 1 GiB";
     // Nodes, events
     NO_NODE = "kcored/src/controller/nodes.rs, Nodes::get", format "no node named {name:?}";
