@@ -12,7 +12,8 @@ use crate::controller::store::VmRow;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
     Boot, CertInfo, CreateVm, DiskRequest, DiskView, Event, ImageDisk, KernelBoot, NicRequest,
-    NicView, NodeVms, Timeline, TimelinePhase, VmReport, VmRequest, VmStatus,
+    NicView, NodeFacts, NodeInfo, NodeView, NodeVms, PoolView, Timeline, TimelinePhase, VmReport,
+    VmRequest, VmStatus,
 };
 use kcore_vmm::timeline::Timeline as VmmTimeline;
 use kcore_vmm::vm::VmState;
@@ -246,6 +247,77 @@ pub fn node_vms_from_pb(hb: &pb::NodeHeartbeat) -> NodeVms {
             .iter()
             .map(|v| (v.id.clone(), v.name.clone(), VmStatus::from_i32(v.status)))
             .collect(),
+    }
+}
+
+/// A node's own facts, as it reports them.
+pub fn node_info_from_pb(i: &pb::NodeInfo) -> NodeInfo {
+    NodeInfo {
+        name: i.name.clone(),
+        hostname: i.hostname.clone(),
+        cpus: i.cpus,
+        memory_mb: i.memory_mb,
+        version: i.version.clone(),
+        qemu_version: i.qemu_version.clone(),
+        accel: i.accel.clone(),
+    }
+}
+
+fn pool_from_pb(p: &pb::Pool) -> PoolView {
+    PoolView {
+        name: p.name.clone(),
+        node: p.node.clone(),
+        kind: p.r#type.clone(),
+        source: p.source.clone(),
+        total_bytes: p.total_bytes,
+        free_bytes: p.free_bytes,
+    }
+}
+
+fn pool_to_pb(p: &PoolView) -> pb::Pool {
+    pb::Pool {
+        name: p.name.clone(),
+        node: p.node.clone(),
+        r#type: p.kind.clone(),
+        source: p.source.clone(),
+        total_bytes: p.total_bytes,
+        free_bytes: p.free_bytes,
+    }
+}
+
+/// What the controller keeps of a heartbeat (its VM list is reconciled, not kept).
+pub fn node_facts_from_pb(hb: &pb::NodeHeartbeat) -> NodeFacts {
+    NodeFacts {
+        info: hb.info.as_ref().map(node_info_from_pb),
+        pools: hb.pools.iter().map(pool_from_pb).collect(),
+        networks: hb.networks.clone(),
+        images: hb.images.clone(),
+    }
+}
+
+/// A node as the API shows it.
+pub fn node_to_pb(n: &NodeView) -> pb::Node {
+    pb::Node {
+        name: n.name.clone(),
+        address: n.address.clone(),
+        state: if n.ready {
+            pb::NodeState::Ready
+        } else {
+            pb::NodeState::NotReady
+        } as i32,
+        cpus: n.info.cpus,
+        memory_mb: n.info.memory_mb,
+        vm_count: n.vm_count,
+        allocated_vcpu: n.allocated_vcpu,
+        allocated_memory_mb: n.allocated_memory_mb,
+        version: n.info.version.clone(),
+        last_heartbeat: n.last_heartbeat.clone(),
+        qemu_version: n.info.qemu_version.clone(),
+        accel: n.info.accel.clone(),
+        hostname: n.info.hostname.clone(),
+        cordoned: n.cordoned,
+        pools: n.pools.iter().map(pool_to_pb).collect(),
+        networks: n.networks.clone(),
     }
 }
 

@@ -14,7 +14,7 @@ use super::Controller;
 use super::node_client::{Stop, VmOp};
 use super::storage::DiskOp;
 use crate::caller::Caller;
-use crate::convert::{cert_to_pb, event_to_pb, vm_to_pb};
+use crate::convert::{cert_to_pb, event_to_pb, node_to_pb, vm_to_pb};
 use crate::error::ApiError;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -132,7 +132,9 @@ impl KcoreService for KcoreApi {
         _: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         let nodes = self.ctl.list_nodes()?;
-        Ok(Response::new(pb::ListNodesResponse { nodes }))
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: nodes.iter().map(node_to_pb).collect(),
+        }))
     }
 
     async fn get_node_status(
@@ -140,7 +142,7 @@ impl KcoreService for KcoreApi {
         req: Request<pb::GetNodeStatusRequest>,
     ) -> Result<Response<pb::Node>, Status> {
         let link = self.ctl.nodes.get(&req.into_inner().name)?;
-        Ok(Response::new(self.ctl.node_to_pb(&link)?))
+        Ok(Response::new(node_to_pb(&self.ctl.node_view(&link)?)))
     }
 
     async fn cordon_node(
@@ -148,7 +150,9 @@ impl KcoreService for KcoreApi {
         req: Request<pb::CordonNodeRequest>,
     ) -> Result<Response<pb::Node>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.ctl.cordon(&r.name, r.cordon)?))
+        Ok(Response::new(node_to_pb(
+            &self.ctl.cordon(&r.name, r.cordon)?,
+        )))
     }
 
     async fn drain_node(
@@ -160,7 +164,7 @@ impl KcoreService for KcoreApi {
         let timeout = (r.timeout_secs != 0).then_some(r.timeout_secs);
         let (node, stopped) = self.ctl.drain(&r.name, r.force, timeout).await?;
         Ok(Response::new(pb::DrainNodeResponse {
-            node: Some(node),
+            node: Some(node_to_pb(&node)),
             stopped,
         }))
     }
@@ -386,7 +390,11 @@ impl KcoreService for KcoreApi {
             .ctl
             .issue_certificate(self.pki_dir.clone(), &r.name, &r.role)
             .await?;
-        Ok(Response::new(issued))
+        Ok(Response::new(pb::IssuedCertificate {
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+            ca_pem: issued.ca_pem,
+        }))
     }
 
     async fn create_join_token(
@@ -419,7 +427,10 @@ impl KcoreService for KcoreApi {
             .ctl
             .renew_node_certificate(&caller, self.pki_dir.clone(), &r.csr_pem)
             .await?;
-        Ok(Response::new(resp))
+        Ok(Response::new(pb::JoinResponse {
+            cert_pem: resp.cert_pem,
+            ca_pem: resp.ca_pem,
+        }))
     }
 
     async fn list_certificates(

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use super::Controller;
 use super::store::TokenRefusal;
 use crate::error::{ApiError, ApiResult};
+use crate::model::Issued;
 
 /// The lifetime of a token when none is asked for.
 pub const DEFAULT_TTL_SECS: u32 = 3600;
@@ -132,7 +133,10 @@ impl JoinService for JoinApi {
             None,
             format!("node {} redeemed a join token", r.node_name),
         );
-        Ok(Response::new(resp))
+        Ok(Response::new(pb::JoinResponse {
+            cert_pem: resp.cert_pem,
+            ca_pem: resp.ca_pem,
+        }))
     }
 }
 
@@ -142,7 +146,7 @@ pub async fn sign_for_node(
     name: &str,
     csr: &str,
     lifetime: std::time::Duration,
-) -> ApiResult<pb::JoinResponse> {
+) -> ApiResult<Issued> {
     let (name, csr) = (name.to_string(), csr.to_string());
     let (cert_pem, ca_pem) = tokio::task::spawn_blocking(move || {
         let cert = crate::pki::sign_node_csr(&pki_dir, &name, &csr, lifetime)?;
@@ -151,7 +155,11 @@ pub async fn sign_for_node(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(pb::JoinResponse { cert_pem, ca_pem })
+    Ok(Issued {
+        cert_pem,
+        key_pem: String::new(),
+        ca_pem,
+    })
 }
 
 #[cfg(test)]

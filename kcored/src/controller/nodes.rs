@@ -13,7 +13,7 @@ use super::node_client::NodeClient;
 use super::{Controller, store};
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
-use crate::model::VmStatus;
+use crate::model::{NodeFacts, NodeInfo, NodeView, PoolView, VmStatus};
 
 /// One node as the controller sees it.
 #[derive(Debug, Clone)]
@@ -21,11 +21,11 @@ pub struct NodeLink {
     pub name: String,
     pub address: String,
     pub client: NodeAgentClient<Channel>,
-    pub info: pb::NodeInfo,
+    pub info: NodeInfo,
     pub ready: bool,
     pub last_heartbeat: String,
     /// From the last heartbeat: pools with free space, networks in place, images.
-    pub pools: Vec<pb::Pool>,
+    pub pools: Vec<PoolView>,
     pub networks: Vec<String>,
     pub images: Vec<String>,
     /// Unique per link made: the follower of an older link of the same node stops.
@@ -37,7 +37,7 @@ impl NodeLink {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         NodeLink {
             generation: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            info: pb::NodeInfo {
+            info: NodeInfo {
                 name: name.clone(),
                 ..Default::default()
             },
@@ -52,13 +52,13 @@ impl NodeLink {
         }
     }
 
-    fn take_heartbeat(&mut self, hb: &pb::NodeHeartbeat) {
-        if let Some(info) = &hb.info {
+    fn take_facts(&mut self, facts: &NodeFacts) {
+        if let Some(info) = &facts.info {
             self.info = info.clone();
         }
-        self.pools = hb.pools.clone();
-        self.networks = hb.networks.clone();
-        self.images = hb.images.clone();
+        self.pools = facts.pools.clone();
+        self.networks = facts.networks.clone();
+        self.images = facts.images.clone();
     }
 }
 
@@ -204,8 +204,8 @@ impl Controller {
             let client = NodeAgentClient::new(ch);
             let mut link = NodeLink::new(name.clone(), address.clone(), client.clone());
             // What it had when last heard from, until it is heard from again.
-            if let Some((hb, at)) = self.store.node_facts(&name)? {
-                link.take_heartbeat(&hb);
+            if let Some((facts, at)) = self.store.node_facts(&name)? {
+                link.take_facts(&facts);
                 link.last_heartbeat = at;
             }
             let generation = link.generation;
@@ -228,7 +228,7 @@ impl Controller {
             .into_inner();
         let name = info.name.clone();
         let link = NodeLink {
-            info,
+            info: crate::convert::node_info_from_pb(&info),
             ..NodeLink::new(name.clone(), address, client.clone())
         };
         let generation = link.generation;
@@ -284,12 +284,13 @@ impl Controller {
                             Ok(Ok(Some(ev))) if ev.kind == "synced" || ev.kind == "heartbeat" => {
                                 if let Some(hb) = &ev.heartbeat {
                                     let at = now_rfc3339();
+                                    let facts = crate::convert::node_facts_from_pb(hb);
                                     self.nodes.update(&name, |l| {
-                                        l.take_heartbeat(hb);
+                                        l.take_facts(&facts);
                                         l.last_heartbeat = at.clone();
                                         l.ready = true;
                                     });
-                                    if let Err(e) = self.store.save_node_facts(&name, hb, &at) {
+                                    if let Err(e) = self.store.save_node_facts(&name, &facts, &at) {
                                         tracing::warn!(node = %name, error = %e, "cannot keep heartbeat");
                                     }
                                     if !was_ready {
@@ -420,26 +421,18 @@ impl Controller {
         self.store.allocation(node)
     }
 
-    pub fn node_to_pb(&self, l: &NodeLink) -> ApiResult<pb::Node> {
-        let (count, cpu, mem) = self.allocation(&l.name)?;
-        Ok(pb::Node {
+    /// A node as the API shows it: its link's facts, its allocation and cordon.
+    pub fn node_view(&self, l: &NodeLink) -> ApiResult<NodeView> {
+        let (vm_count, allocated_vcpu, allocated_memory_mb) = self.allocation(&l.name)?;
+        Ok(NodeView {
             name: l.name.clone(),
             address: l.address.clone(),
-            state: if l.ready {
-                pb::NodeState::Ready
-            } else {
-                pb::NodeState::NotReady
-            } as i32,
-            cpus: l.info.cpus,
-            memory_mb: l.info.memory_mb,
-            vm_count: count,
-            allocated_vcpu: cpu,
-            allocated_memory_mb: mem,
-            version: l.info.version.clone(),
+            ready: l.ready,
+            info: l.info.clone(),
+            vm_count,
+            allocated_vcpu,
+            allocated_memory_mb,
             last_heartbeat: l.last_heartbeat.clone(),
-            qemu_version: l.info.qemu_version.clone(),
-            accel: l.info.accel.clone(),
-            hostname: l.info.hostname.clone(),
             cordoned: self.store.is_cordoned(&l.name)?,
             pools: l.pools.clone(),
             networks: l.networks.clone(),

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use kcore_proto::v1 as pb;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
@@ -13,7 +12,7 @@ use super::node_client::Stop;
 use crate::auth::Role;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{Event, VmStatus};
+use crate::model::{Event, Issued, NodeView, VmStatus};
 
 /// Events sent when `WatchEvents` asks for no history and does not follow.
 const DEFAULT_HISTORY: u32 = 50;
@@ -21,19 +20,19 @@ const DEFAULT_HISTORY: u32 = 50;
 impl Controller {
     /// Every node: those followed, then those registered and not reached since this start
     /// (NOT_READY), by name.
-    pub fn list_nodes(&self) -> ApiResult<Vec<pb::Node>> {
-        let mut nodes: Vec<pb::Node> = self
+    pub fn list_nodes(&self) -> ApiResult<Vec<NodeView>> {
+        let mut nodes: Vec<NodeView> = self
             .nodes
             .all()
             .iter()
-            .map(|l| self.node_to_pb(l))
+            .map(|l| self.node_view(l))
             .collect::<Result<_, _>>()?;
         for (name, address) in self.store.list_nodes()? {
             if !nodes.iter().any(|n| n.name == name) {
-                nodes.push(pb::Node {
+                nodes.push(NodeView {
                     name,
                     address,
-                    state: pb::NodeState::NotReady as i32,
+                    ready: false,
                     ..Default::default()
                 });
             }
@@ -43,7 +42,7 @@ impl Controller {
     }
 
     /// Cordon (no new VMs placed there) or uncordon a node.
-    pub fn cordon(&self, name: &str, on: bool) -> ApiResult<pb::Node> {
+    pub fn cordon(&self, name: &str, on: bool) -> ApiResult<NodeView> {
         let link = self.nodes.get(name)?;
         self.store.set_cordoned(name, on)?;
         let kind = if on {
@@ -52,7 +51,7 @@ impl Controller {
             "node.uncordoned"
         };
         self.emit(kind, None, name.to_string());
-        self.node_to_pb(&link)
+        self.node_view(&link)
     }
 
     /// Cordon a node and stop the VMs that run on it; returns the node and the VMs stopped.
@@ -61,7 +60,7 @@ impl Controller {
         name: &str,
         force: bool,
         timeout_secs: Option<u32>,
-    ) -> ApiResult<(pb::Node, Vec<String>)> {
+    ) -> ApiResult<(NodeView, Vec<String>)> {
         let link = self.nodes.get(name)?;
         self.store.set_cordoned(name, true)?;
         let mut stopped = Vec::new();
@@ -84,7 +83,7 @@ impl Controller {
             None,
             format!("{name}: stopped {}", stopped.len()),
         );
-        Ok((self.node_to_pb(&link)?, stopped))
+        Ok((self.node_view(&link)?, stopped))
     }
 
     /// The last `history` events (of `vm`, if given; 50 when neither history nor follow is
@@ -143,7 +142,7 @@ impl Controller {
         pki_dir: Option<PathBuf>,
         name: &str,
         role: &str,
-    ) -> ApiResult<pb::IssuedCertificate> {
+    ) -> ApiResult<Issued> {
         let role: Role = role.parse().map_err(ApiError::InvalidArgument)?;
         if !matches!(role, Role::Admin | Role::Viewer) {
             return Err(ApiError::InvalidArgument(format!(
@@ -167,7 +166,7 @@ impl Controller {
             None,
             format!("issued a {role} certificate for {name}"),
         );
-        Ok(pb::IssuedCertificate {
+        Ok(Issued {
             cert_pem,
             key_pem,
             ca_pem,
@@ -205,7 +204,7 @@ impl Controller {
         caller: &Caller,
         pki_dir: Option<PathBuf>,
         csr_pem: &str,
-    ) -> ApiResult<pb::JoinResponse> {
+    ) -> ApiResult<Issued> {
         let name = match caller {
             Caller::Certificate { name, role } if role.as_str() == Role::Node.as_str() => {
                 name.clone()

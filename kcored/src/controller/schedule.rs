@@ -7,11 +7,9 @@
 //! Among the nodes that fit, the least loaded by memory wins (spread), then the one with
 //! fewer VMs, then by name, so placement is predictable.
 
-use kcore_proto::v1 as pb;
-
 use super::Controller;
 use crate::error::{ApiError, ApiResult};
-use crate::model::VmRequest;
+use crate::model::{PoolView, VmRequest};
 
 const GIB: u64 = 1 << 30;
 
@@ -26,7 +24,7 @@ pub struct Candidate {
     pub vm_count: u32,
     pub allocated_vcpu: u32,
     pub allocated_memory_mb: u32,
-    pub pools: Vec<pb::Pool>,
+    pub pools: Vec<PoolView>,
     pub networks: Vec<String>,
     pub images: Vec<String>,
 }
@@ -221,6 +219,8 @@ impl Controller {
 
 #[cfg(test)]
 mod tests {
+    use kcore_proto::v1 as pb;
+
     use super::*;
 
     fn node(name: &str, mem: u32, used: u32) -> Candidate {
@@ -230,9 +230,9 @@ mod tests {
             cpus: 2,
             memory_mb: mem,
             allocated_memory_mb: used,
-            pools: vec![pb::Pool {
+            pools: vec![PoolView {
                 name: "default".into(),
-                r#type: "lvm".into(),
+                kind: "lvm".into(),
                 source: "vg0".into(),
                 free_bytes: 10 * GIB,
                 ..Default::default()
@@ -335,7 +335,7 @@ mod tests {
         // One pool-space rule whatever the pool kind: new volumes fit in the free space.
         for (ty, source) in [("dir", "/var/lib/kcore/pools/default"), ("lvm", "vg0/thin")] {
             let mut n = nodes[2].clone();
-            n.pools[0].r#type = ty.into();
+            n.pools[0].kind = ty.into();
             n.pools[0].source = source.into();
             let e = place(&r(&spec), "", &[n.clone()], 4.0).expect_err("no room");
             assert!(e.to_string().contains("1.0 GiB free, 2 GiB asked"), "{e}");

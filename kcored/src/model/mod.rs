@@ -9,6 +9,6 @@ pub mod cluster;
 pub mod request;
 pub mod vm;
 
-pub use cluster::CertInfo;
+pub use cluster::{CertInfo, Issued, NodeFacts, NodeInfo, NodeView, PoolView};
 pub use request::{Boot, CreateVm, DiskRequest, ImageDisk, KernelBoot, NicRequest, VmRequest};
 pub use vm::{DiskView, Event, NicView, NodeVms, Timeline, TimelinePhase, VmReport, VmStatus};

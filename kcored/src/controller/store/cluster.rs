@@ -1,13 +1,12 @@
 //! The store's cluster tables: registered nodes, cordons, their last heartbeats, join
 //! tokens and the certificates the controller issued.
 
-use kcore_proto::v1 as pb;
 use rusqlite::{OptionalExtension, params};
 
 use super::{Store, TokenRefusal, json};
 use crate::convert::now_rfc3339;
 use crate::error::ApiResult;
-use crate::model::CertInfo;
+use crate::model::{CertInfo, NodeFacts};
 
 impl Store {
     /// Remember that `name` was taken out of the cluster (or, `removed` false, that it
@@ -114,11 +113,7 @@ impl Store {
     }
 
     /// Keep a node's last heartbeat (its VM list left out) and when it came.
-    pub fn save_node_facts(&self, name: &str, hb: &pb::NodeHeartbeat, at: &str) -> ApiResult<()> {
-        let facts = pb::NodeHeartbeat {
-            vms: Vec::new(),
-            ..hb.clone()
-        };
+    pub fn save_node_facts(&self, name: &str, facts: &NodeFacts, at: &str) -> ApiResult<()> {
         self.conn().execute(
             "INSERT INTO node_facts (name, heartbeat, at) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET heartbeat = ?2, at = ?3",
@@ -128,7 +123,7 @@ impl Store {
     }
 
     /// A node's last heartbeat and when it came, if it ever sent one.
-    pub fn node_facts(&self, name: &str) -> ApiResult<Option<(pb::NodeHeartbeat, String)>> {
+    pub fn node_facts(&self, name: &str) -> ApiResult<Option<(NodeFacts, String)>> {
         let row: Option<(String, String)> = self
             .conn()
             .query_row(
@@ -272,22 +267,17 @@ mod tests {
     }
 
     #[test]
-    fn a_nodes_last_heartbeat_is_kept_without_its_vms() {
+    fn a_nodes_last_facts_are_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(&dir.path().join("c.db")).expect("open");
         assert!(s.node_facts("n1").expect("read").is_none());
-        let hb = pb::NodeHeartbeat {
-            info: Some(pb::NodeInfo {
+        let hb = NodeFacts {
+            info: Some(crate::model::NodeInfo {
                 name: "n1".into(),
                 cpus: 8,
                 ..Default::default()
             }),
             networks: vec!["lan".into()],
-            vms: vec![pb::NodeVmState {
-                id: "x".into(),
-                ..Default::default()
-            }],
-            seq: 7,
             ..Default::default()
         };
         s.save_node_facts("n1", &hb, "2026-11-28T10:00:00.000Z")
@@ -298,7 +288,6 @@ mod tests {
         assert_eq!(at, "2026-11-28T10:00:02.000Z");
         assert_eq!(got.info.map(|i| i.cpus), Some(8));
         assert_eq!(got.networks, ["lan"]);
-        assert!(got.vms.is_empty());
         s.delete_node("n1").expect("delete");
         assert!(s.node_facts("n1").expect("read").is_none());
         assert!(!s.is_removed("n1").expect("removed?"));
@@ -307,6 +296,43 @@ mod tests {
         assert!(s.is_removed("n1").expect("removed?"));
         s.set_removed("n1", false).expect("unmark");
         assert!(!s.is_removed("n1").expect("removed?"));
+    }
+
+    #[test]
+    fn facts_saved_by_the_previous_version_still_read() {
+        // Before the domain model the row held the heartbeat message (proto JSON).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("c.db")).expect("open");
+        let old = kcore_proto::v1::NodeHeartbeat {
+            info: Some(kcore_proto::v1::NodeInfo {
+                name: "n1".into(),
+                cpus: 4,
+                accel: "tcg".into(),
+                ..Default::default()
+            }),
+            pools: vec![kcore_proto::v1::Pool {
+                name: "default".into(),
+                r#type: "dir".into(),
+                total_bytes: 10 << 30,
+                free_bytes: 3 << 30,
+                ..Default::default()
+            }],
+            images: vec!["cirros".into()],
+            seq: 3,
+            ..Default::default()
+        };
+        s.conn()
+            .execute(
+                "INSERT INTO node_facts (name, heartbeat, at) VALUES ('n1', ?1, 'then')",
+                params![serde_json::to_string(&old).expect("json")],
+            )
+            .expect("insert");
+        let (got, _) = s.node_facts("n1").expect("read").expect("some");
+        assert_eq!(got.info.map(|i| (i.cpus, i.accel)), Some((4, "tcg".into())));
+        assert_eq!(got.pools.len(), 1);
+        assert_eq!(got.pools[0].kind, "dir");
+        assert_eq!(got.pools[0].free_bytes, 3 << 30);
+        assert_eq!(got.images, ["cirros"]);
     }
 
     #[test]
