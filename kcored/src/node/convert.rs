@@ -729,4 +729,28 @@ mod tests {
         );
         assert!(import("../etc", "", "").is_err());
     }
+
+    /// The rule of this module, enforced: under `node/`, only the gRPC handlers and this
+    /// edge name the proto crate.
+    #[test]
+    fn the_proto_stays_at_the_edge() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/node");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("read src/node") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !name.ends_with(".rs") || ["grpc.rs", "convert.rs"].contains(&name) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read a source file");
+            if text.contains("kcore_proto") {
+                found.push(name.to_string());
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "kcore_proto in node/{found:?}: take and return node::view types, convert in \
+             node/convert.rs"
+        );
+    }
 }
