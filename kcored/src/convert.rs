@@ -1,11 +1,12 @@
-//! Translation between the proto API types and the vmm domain types.
+//! Translation between the proto API types and the domain types (the node's own views are
+//! converted at its edge, `node/convert.rs`).
 
 use std::time::SystemTime;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use kcore_proto::v1 as pb;
 use kcore_types::{ImageName, MacAddr, NetworkName, NodeName, PoolName, VmName, VolumeName};
-use kcore_vmm::spec::{Firmware, MachineType, RestartPolicy, VmSpec};
+use kcore_vmm::spec::{Firmware, MachineType, RestartPolicy};
 
 use crate::caller::Caller;
 use crate::controller::store::VmRow;
@@ -15,8 +16,6 @@ use crate::model::{
     NicView, NodeFacts, NodeInfo, NodeView, NodeVms, PoolView, Timeline, TimelinePhase, VmReport,
     VmRequest, VmStatus,
 };
-use kcore_vmm::timeline::Timeline as VmmTimeline;
-use kcore_vmm::vm::VmState;
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(t: SystemTime) -> String {
@@ -33,33 +32,6 @@ pub fn ready_networks(nets: Vec<pb::NodeNetwork>) -> Vec<String> {
 
 pub fn now_rfc3339() -> String {
     rfc3339(SystemTime::now())
-}
-
-pub fn status_to_pb(s: VmState) -> pb::VmStatus {
-    match s {
-        VmState::Stopped => pb::VmStatus::Stopped,
-        VmState::Starting => pb::VmStatus::Starting,
-        VmState::Running => pb::VmStatus::Running,
-        VmState::Paused => pb::VmStatus::Paused,
-        VmState::Stopping => pb::VmStatus::Stopping,
-        VmState::Crashed => pb::VmStatus::Crashed,
-        VmState::Error => pb::VmStatus::Error,
-        VmState::Unknown => pb::VmStatus::Unknown,
-    }
-}
-
-pub fn timeline_to_pb(t: &VmmTimeline) -> pb::BootTimeline {
-    pb::BootTimeline {
-        phases: t
-            .offsets()
-            .into_iter()
-            .map(|(phase, at, off)| pb::BootPhase {
-                name: phase.as_str().to_string(),
-                offset_ms: (off * 1000.0).round() / 1000.0,
-                at: rfc3339(at),
-            })
-            .collect(),
-    }
 }
 
 fn opt_str(s: &str) -> Option<String> {
@@ -563,48 +535,6 @@ pub fn request_of_defined(s: &pb::VmSpec, disks: &[pb::VmDisk]) -> VmRequest {
         nics,
         ready_pattern: opt_str(&s.ready_pattern),
         autostart: s.autostart,
-    }
-}
-
-/// The API's spec from the node's.
-pub fn spec_to_pb(s: &VmSpec) -> pb::VmSpec {
-    let path = |p: &Option<std::path::PathBuf>| {
-        p.as_ref()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    pb::VmSpec {
-        vcpu: s.vcpus,
-        memory_mb: s.memory_mib,
-        machine: match s.machine {
-            MachineType::Q35 => pb::MachineType::Q35,
-            MachineType::Pc => pb::MachineType::Pc,
-            MachineType::Microvm => pb::MachineType::Microvm,
-        } as i32,
-        kernel: path(&s.kernel),
-        initrd: path(&s.initrd),
-        cmdline: s.cmdline.clone().unwrap_or_default(),
-        ready_pattern: s.ready_pattern.clone().unwrap_or_default(),
-        restart_policy: match s.restart_policy {
-            RestartPolicy::Never => pb::RestartPolicy::Never,
-            RestartPolicy::OnFailure => pb::RestartPolicy::OnFailure,
-            RestartPolicy::Always => pb::RestartPolicy::Always,
-        } as i32,
-        firmware: match s.firmware {
-            Firmware::Bios => pb::Firmware::Bios,
-            Firmware::Uefi => pb::Firmware::Uefi,
-        } as i32,
-        nics: s
-            .nics
-            .iter()
-            .map(|n| pb::NicRequest {
-                network: n.network.clone(),
-                mac: n.mac.to_string(),
-                model: n.model.as_str().to_string(),
-            })
-            .collect(),
-        autostart: s.autostart,
-        ..Default::default()
     }
 }
 

@@ -9,13 +9,12 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::PoisonError;
-use std::sync::atomic::Ordering;
 
-use kcore_proto::v1 as pb;
 use kcore_types::VmName;
 use kcore_vmm::spec::Firmware;
 
 use super::intent::{self, Intent};
+use super::view::{VmEvent, VmView};
 use super::{Node, blocking, uids, write_spec};
 use crate::error::{ApiError, ApiResult};
 use crate::model::VmRequest;
@@ -23,7 +22,7 @@ use crate::model::VmRequest;
 impl Node {
     /// Create the VM's disks, store its spec and start supervising it (stopped). On
     /// failure nothing is left: no volume, no spec, no uid taken.
-    pub async fn define(&self, id: String, name: VmName, req: VmRequest) -> ApiResult<pb::NodeVm> {
+    pub async fn define(&self, id: String, name: VmName, req: VmRequest) -> ApiResult<VmView> {
         self.defining
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -49,7 +48,7 @@ impl Node {
         name: &VmName,
         req: &VmRequest,
         uid: &mut Option<u32>,
-    ) -> ApiResult<pb::NodeVm> {
+    ) -> ApiResult<VmView> {
         if uuid::Uuid::parse_str(id).is_err() {
             return Err(ApiError::InvalidArgument(format!(
                 "VM id {id:?} is not a uuid"
@@ -179,16 +178,10 @@ impl Node {
                 return Err(ApiError::Internal(format!("remove {}: {e}", dir.display())));
             }
         }
-        let _ = self.events.send(pb::NodeVmEvent {
-            vm: Some(pb::NodeVm {
-                id: id.to_string(),
-                name: vm.spec().name.clone(),
-                seq: self.seq.fetch_add(1, Ordering::SeqCst) + 1,
-                ..Default::default()
-            }),
-            kind: "undefined".into(),
-            message: String::new(),
-            heartbeat: None,
+        let _ = self.events.send(VmEvent::Undefined {
+            id: id.to_string(),
+            name: vm.spec().name.clone(),
+            seq: self.next_seq(),
         });
         Ok(())
     }

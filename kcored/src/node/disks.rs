@@ -3,11 +3,11 @@
 
 use std::os::fd::OwnedFd;
 
-use kcore_proto::v1 as pb;
 use kcore_storage::StorageError;
 use kcore_vmm::spec::Disk;
 use kcore_vmm::vm::{Vm, VmState};
 
+use super::view::{AttachDisk, VmView};
 use super::{Node, blocking, write_spec};
 use crate::error::{ApiError, ApiResult};
 
@@ -54,15 +54,11 @@ impl Node {
         Ok(())
     }
 
-    pub async fn attach_disk(&self, r: pb::AttachDiskRequest) -> ApiResult<pb::NodeVm> {
-        let vm = self.vm(&r.vm)?;
-        let existing = !r.volume.is_empty();
-        if existing && r.size_gb != 0 {
-            return Err(ApiError::InvalidArgument(
-                "give a size for a new volume or an existing volume, not both".into(),
-            ));
-        }
-        if !existing && r.size_gb == 0 {
+    /// Add a disk to VM `id` (hot-plugged when it runs): a new volume or an existing one.
+    pub async fn attach_disk(&self, id: &str, r: AttachDisk) -> ApiResult<VmView> {
+        let vm = self.vm(id)?;
+        let existing = matches!(r, AttachDisk::Existing { .. });
+        if let AttachDisk::New { size_gib: 0, .. } = r {
             return Err(ApiError::InvalidArgument(
                 "disk size must be at least 1 GiB".into(),
             ));
@@ -103,19 +99,16 @@ impl Node {
             .find(|v| !spec.disks.iter().any(|d| &d.volume == v))
             .unwrap_or_else(|| format!("{base}-diskx"));
         let storage = self.storage.clone();
-        let pool = if r.pool.is_empty() {
-            "default".to_string()
-        } else {
-            r.pool.clone()
-        };
-        let size = u64::from(r.size_gb) * GIB;
-        let mut disk = if existing {
-            let in_use = self.volumes_in_use();
-            let (pool, volume) = (pool.clone(), r.volume.clone());
-            blocking(move || storage.existing_disk(&pool, &volume, &in_use)).await?
-        } else {
-            let (pool, volume) = (pool.clone(), volume.clone());
-            blocking(move || storage.create_volume_disk(&pool, &volume, size)).await?
+        let pool = r.pool().to_string();
+        let mut disk = match r {
+            AttachDisk::Existing { volume, .. } => {
+                let in_use = self.volumes_in_use();
+                blocking(move || storage.existing_disk(&pool, &volume, &in_use)).await?
+            }
+            AttachDisk::New { size_gib, .. } => {
+                let size = u64::from(size_gib) * GIB;
+                blocking(move || storage.create_volume_disk(&pool, &volume, size)).await?
+            }
         };
         disk.id = disk_id;
         disk.port = port;
@@ -141,9 +134,11 @@ impl Node {
         Ok(self.snapshot(&vm))
     }
 
-    pub async fn detach_disk(&self, r: pb::DetachDiskRequest) -> ApiResult<pb::NodeVm> {
-        let vm = self.vm(&r.vm)?;
-        let (_, disk) = find_disk(&vm.spec().disks, &r.disk)?;
+    /// Remove disk `which` (volume name or device) from VM `id` (unplugged when it runs),
+    /// deleting its volume unless `keep`.
+    pub async fn detach_disk(&self, id: &str, which: &str, keep: bool) -> ApiResult<VmView> {
+        let vm = self.vm(id)?;
+        let (_, disk) = find_disk(&vm.spec().disks, which)?;
         if live(&vm) {
             vm.detach_disk(&disk).await?;
         } else if vm.status().state.is_active() {
@@ -155,7 +150,7 @@ impl Node {
         }
         vm.update_spec(|s| s.disks.retain(|d| d.id != disk.id));
         self.save_spec(&vm)?;
-        if !r.keep {
+        if !keep {
             let storage = self.storage.clone();
             blocking(move || {
                 storage.delete_disks(std::slice::from_ref(&disk));
@@ -166,10 +161,12 @@ impl Node {
         Ok(self.snapshot(&vm))
     }
 
-    pub async fn resize_disk(&self, r: pb::ResizeDiskRequest) -> ApiResult<pb::NodeVm> {
-        let vm = self.vm(&r.vm)?;
-        let (_, disk) = find_disk(&vm.spec().disks, &r.disk)?;
-        let size = u64::from(r.size_gb) * GIB;
+    /// Grow disk `which` (volume name or device) of VM `id` to `size_gib` GiB (live when
+    /// it runs).
+    pub async fn resize_disk(&self, id: &str, which: &str, size_gib: u32) -> ApiResult<VmView> {
+        let vm = self.vm(id)?;
+        let (_, disk) = find_disk(&vm.spec().disks, which)?;
+        let size = u64::from(size_gib) * GIB;
         if size < disk.size_bytes {
             return Err(StorageError::ShrinkRefused {
                 name: disk.volume.clone(),

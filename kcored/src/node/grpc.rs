@@ -1,4 +1,5 @@
-//! `NodeAgent` gRPC handlers: translate requests to [`Node`] calls and back.
+//! `NodeAgent` gRPC handlers: translate requests to [`Node`] calls and back, through the
+//! node's edge ([`super::convert`]), the one place under `node/` that knows the proto.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::convert as edge;
 use super::{DEFAULT_STOP_TIMEOUT, Node};
 use crate::caller::Caller;
 use crate::convert::request_from_pb;
@@ -84,7 +86,7 @@ impl NodeAgent for NodeAgentService {
         &self,
         _: Request<pb::GetNodeInfoRequest>,
     ) -> Result<Response<pb::NodeInfo>, Status> {
-        Ok(Response::new(self.node.info()))
+        Ok(Response::new(edge::info_to_pb(&self.node.info())))
     }
 
     async fn list_node_v_ms(
@@ -92,7 +94,7 @@ impl NodeAgent for NodeAgentService {
         _: Request<pb::ListNodeVMsRequest>,
     ) -> Result<Response<pb::ListNodeVMsResponse>, Status> {
         Ok(Response::new(pb::ListNodeVMsResponse {
-            vms: self.node.list(),
+            vms: self.node.list().iter().map(edge::vm_to_pb).collect(),
         }))
     }
 
@@ -112,23 +114,16 @@ impl NodeAgent for NodeAgentService {
             // Subscribe first, then snapshot: nothing falls between the two.
             let mut sub = node.subscribe();
             let snapshot = |node: &Node| {
-                node.list().into_iter().map(|vm| pb::NodeVmEvent {
-                    vm: Some(vm),
-                    kind: "snapshot".into(),
-                    message: String::new(),
-                    heartbeat: None,
-                })
+                node.list()
+                    .iter()
+                    .map(edge::snapshot_event)
+                    .collect::<Vec<_>>()
             };
             let heartbeat = |node: Arc<Node>, kind: &'static str| async move {
                 let hb = tokio::task::spawn_blocking(move || node.heartbeat())
                     .await
                     .ok();
-                pb::NodeVmEvent {
-                    vm: None,
-                    kind: kind.into(),
-                    message: String::new(),
-                    heartbeat: hb,
-                }
+                edge::heartbeat_event(kind, hb.as_ref())
             };
             for ev in snapshot(&node) {
                 if tx.send(Ok(ev)).await.is_err() {
@@ -150,7 +145,7 @@ impl NodeAgent for NodeAgentService {
                 let ev = tokio::select! {
                     _ = tick.tick() => heartbeat(node.clone(), "heartbeat").await,
                     got = sub.recv() => match got {
-                        Ok(ev) => ev,
+                        Ok(ev) => edge::event_to_pb(&ev),
                         Err(RecvError::Lagged(_)) => {
                             for ev in snapshot(&node) {
                                 if tx.send(Ok(ev)).await.is_err() {
@@ -193,7 +188,7 @@ impl NodeAgent for NodeAgentService {
         let request = request_from_pb(&spec)?;
         let node = self.node.clone();
         let nv = run_to_end(async move { node.define(r.id, name, request).await }).await?;
-        Ok(Response::new(nv))
+        Ok(Response::new(edge::vm_to_pb(&nv)))
     }
 
     async fn start_node_vm(
@@ -204,7 +199,7 @@ impl NodeAgent for NodeAgentService {
         let at = requested_at(r.requested_at_us);
         let node = self.node.clone();
         let nv = run_to_end(async move { node.start_vm(&r.id, at).await }).await?;
-        Ok(Response::new(nv))
+        Ok(Response::new(edge::vm_to_pb(&nv)))
     }
 
     async fn stop_node_vm(
@@ -218,7 +213,7 @@ impl NodeAgent for NodeAgentService {
             .map_or(DEFAULT_STOP_TIMEOUT, |s| Duration::from_secs(s.into()));
         let node = self.node.clone();
         let nv = run_to_end(async move { node.stop_vm(&r.id, r.force, timeout).await }).await?;
-        Ok(Response::new(nv))
+        Ok(Response::new(edge::vm_to_pb(&nv)))
     }
 
     async fn reboot_node_vm(
@@ -227,7 +222,7 @@ impl NodeAgent for NodeAgentService {
     ) -> Result<Response<pb::NodeVm>, Status> {
         let vm = self.node.vm(&req.into_inner().id)?;
         vm.reboot().await.map_err(ApiError::from)?;
-        Ok(Response::new(self.node.snapshot(&vm)))
+        Ok(Response::new(edge::vm_to_pb(&self.node.snapshot(&vm))))
     }
 
     async fn pause_node_vm(
@@ -236,7 +231,7 @@ impl NodeAgent for NodeAgentService {
     ) -> Result<Response<pb::NodeVm>, Status> {
         let vm = self.node.vm(&req.into_inner().id)?;
         vm.pause().await.map_err(ApiError::from)?;
-        Ok(Response::new(self.node.snapshot(&vm)))
+        Ok(Response::new(edge::vm_to_pb(&self.node.snapshot(&vm))))
     }
 
     async fn resume_node_vm(
@@ -245,7 +240,7 @@ impl NodeAgent for NodeAgentService {
     ) -> Result<Response<pb::NodeVm>, Status> {
         let vm = self.node.vm(&req.into_inner().id)?;
         vm.resume().await.map_err(ApiError::from)?;
-        Ok(Response::new(self.node.snapshot(&vm)))
+        Ok(Response::new(edge::vm_to_pb(&self.node.snapshot(&vm))))
     }
 
     async fn undefine_vm(
@@ -325,7 +320,9 @@ impl NodeAgent for NodeAgentService {
     ) -> Result<Response<pb::ListPoolsResponse>, Status> {
         let storage = self.node.storage().clone();
         let pools = super::blocking(move || storage.list_pools()).await?;
-        Ok(Response::new(pb::ListPoolsResponse { pools }))
+        Ok(Response::new(pb::ListPoolsResponse {
+            pools: pools.iter().map(edge::pool_to_pb).collect(),
+        }))
     }
 
     type NodeImportImageStream = Stream2<pb::ImportImageProgress>;
@@ -336,6 +333,7 @@ impl NodeAgent for NodeAgentService {
     ) -> Result<Response<Self::NodeImportImageStream>, Status> {
         let local = is_local(&req);
         let r = req.into_inner();
+        let import = edge::import_from_pb(&r)?;
         // A path is opened here, as the requester may; the import reads that open file.
         let source = match Source::parse(&r.source) {
             Source::File(path) => {
@@ -362,11 +360,12 @@ impl NodeAgent for NodeAgentService {
                     }));
                 }
             };
-            let msg: Result<_, Status> = match storage.import_image(&r, source, &mut progress) {
+            let msg: Result<_, Status> = match storage.import_image(&import, source, &mut progress)
+            {
                 Ok(image) => Ok(pb::ImportImageProgress {
                     done_bytes: image.actual_size,
                     total_bytes: image.actual_size,
-                    image: Some(image),
+                    image: Some(edge::image_to_pb(&image)),
                 }),
                 Err(e) => Err(e.into()),
             };
@@ -383,7 +382,9 @@ impl NodeAgent for NodeAgentService {
     ) -> Result<Response<pb::ListImagesResponse>, Status> {
         let storage = self.node.storage().clone();
         let images = super::blocking(move || storage.list_images()).await?;
-        Ok(Response::new(pb::ListImagesResponse { images }))
+        Ok(Response::new(pb::ListImagesResponse {
+            images: images.iter().map(edge::image_to_pb).collect(),
+        }))
     }
 
     async fn delete_node_image(
@@ -401,7 +402,9 @@ impl NodeAgent for NodeAgentService {
         _: Request<pb::ListVolumesRequest>,
     ) -> Result<Response<pb::ListVolumesResponse>, Status> {
         let volumes = self.node.list_volumes().await?;
-        Ok(Response::new(pb::ListVolumesResponse { volumes }))
+        Ok(Response::new(pb::ListVolumesResponse {
+            volumes: volumes.iter().map(edge::volume_to_pb).collect(),
+        }))
     }
 
     async fn delete_node_volume(
@@ -418,27 +421,28 @@ impl NodeAgent for NodeAgentService {
         &self,
         req: Request<pb::AttachDiskRequest>,
     ) -> Result<Response<pb::NodeVm>, Status> {
-        Ok(Response::new(
-            self.node.attach_disk(req.into_inner()).await?,
-        ))
+        let r = req.into_inner();
+        let disk = edge::attach_disk_from_pb(&r)?;
+        let nv = self.node.attach_disk(&r.vm, disk).await?;
+        Ok(Response::new(edge::vm_to_pb(&nv)))
     }
 
     async fn detach_node_disk(
         &self,
         req: Request<pb::DetachDiskRequest>,
     ) -> Result<Response<pb::NodeVm>, Status> {
-        Ok(Response::new(
-            self.node.detach_disk(req.into_inner()).await?,
-        ))
+        let r = req.into_inner();
+        let nv = self.node.detach_disk(&r.vm, &r.disk, r.keep).await?;
+        Ok(Response::new(edge::vm_to_pb(&nv)))
     }
 
     async fn resize_node_disk(
         &self,
         req: Request<pb::ResizeDiskRequest>,
     ) -> Result<Response<pb::NodeVm>, Status> {
-        Ok(Response::new(
-            self.node.resize_disk(req.into_inner()).await?,
-        ))
+        let r = req.into_inner();
+        let nv = self.node.resize_disk(&r.vm, &r.disk, r.size_gb).await?;
+        Ok(Response::new(edge::vm_to_pb(&nv)))
     }
 
     async fn node_exec_qmp(
@@ -475,7 +479,8 @@ impl NodeAgent for NodeAgentService {
         req: Request<pb::Network>,
     ) -> Result<Response<pb::NetworkOnNode>, Status> {
         let def = NetworkDef::from_pb(&req.into_inner())?;
-        Ok(Response::new(self.node.networks().ensure(def).await?))
+        let status = self.node.networks().ensure(def).await?;
+        Ok(Response::new(edge::network_status_to_pb(&status)))
     }
 
     async fn delete_node_network(
@@ -491,7 +496,13 @@ impl NodeAgent for NodeAgentService {
         _: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNodeNetworksResponse>, Status> {
         Ok(Response::new(pb::ListNodeNetworksResponse {
-            networks: self.node.networks().list(),
+            networks: self
+                .node
+                .networks()
+                .list()
+                .iter()
+                .map(edge::network_to_pb)
+                .collect(),
         }))
     }
 
@@ -499,13 +510,18 @@ impl NodeAgent for NodeAgentService {
         &self,
         req: Request<pb::AttachNicRequest>,
     ) -> Result<Response<pb::NodeVm>, Status> {
-        Ok(Response::new(self.node.attach_nic(req.into_inner()).await?))
+        let r = req.into_inner();
+        let nic = edge::attach_nic_from_pb(&r)?;
+        let nv = self.node.attach_nic(&r.vm, nic).await?;
+        Ok(Response::new(edge::vm_to_pb(&nv)))
     }
 
     async fn detach_node_nic(
         &self,
         req: Request<pb::DetachNicRequest>,
     ) -> Result<Response<pb::NodeVm>, Status> {
-        Ok(Response::new(self.node.detach_nic(req.into_inner()).await?))
+        let r = req.into_inner();
+        let nv = self.node.detach_nic(&r.vm, &r.nic).await?;
+        Ok(Response::new(edge::vm_to_pb(&nv)))
     }
 }

@@ -5,6 +5,7 @@
 //! the previous daemon; run dirs of VMs it no longer knows are removed.
 
 mod boot;
+mod convert;
 mod define;
 mod disks;
 mod dnsmasq;
@@ -14,6 +15,7 @@ pub mod network;
 mod nics;
 pub mod storage;
 pub mod uids;
+pub mod view;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,13 +23,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kcore_proto::v1 as pb;
 use kcore_vmm::host::HostConfig;
 use kcore_vmm::spec::{HostLimits, VmSpec};
 use kcore_vmm::vm::{Notify, StopMode, Vm};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::convert::{spec_to_pb, status_to_pb, timeline_to_pb};
+use self::view::{Heartbeat, NodeInfo, PoolView, VmBrief, VmEvent, VmView, VolumeView};
 use crate::error::{ApiError, ApiResult};
 
 /// Default graceful-stop timeout.
@@ -63,9 +64,9 @@ pub struct Node {
     reserved_uids: std::sync::Mutex<std::collections::HashSet<u32>>,
     /// Pool capacity as last read for a heartbeat, and when: LVM pools run lvm2 to tell,
     /// so heartbeats read it at most every [`POOL_CAPACITY_TTL`].
-    pool_capacity: std::sync::Mutex<Option<(std::time::Instant, Vec<pb::Pool>)>>,
+    pool_capacity: std::sync::Mutex<Option<(std::time::Instant, Vec<PoolView>)>>,
     seq: AtomicU64,
-    events: broadcast::Sender<pb::NodeVmEvent>,
+    events: broadcast::Sender<VmEvent>,
     notify_tx: mpsc::UnboundedSender<String>,
 }
 
@@ -167,48 +168,47 @@ impl Node {
             let Some(node) = node.upgrade() else { break };
             let vm = node.read_vms().get(&id).cloned();
             if let Some(vm) = vm {
-                let snap = node.snapshot(&vm);
-                let _ = node.events.send(pb::NodeVmEvent {
-                    vm: Some(snap),
-                    kind: "status".into(),
-                    message: String::new(),
-                    heartbeat: None,
-                });
+                let _ = node.events.send(VmEvent::Changed(node.snapshot(&vm)));
             }
         }
     }
 
-    pub fn info(&self) -> pb::NodeInfo {
-        pb::NodeInfo {
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
             name: self.cfg.name.clone(),
             hostname: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             cpus: self.cfg.limits.cpus,
-            memory_mb: self.cfg.limits.memory_mib,
+            memory_mib: self.cfg.limits.memory_mib,
             version: env!("CARGO_PKG_VERSION").to_string(),
             qemu_version: self.cfg.qemu_version.clone(),
-            accel: self.cfg.host.accel.as_str().to_string(),
+            accel: self.cfg.host.accel,
         }
     }
 
     /// The node's view of a VM, with a fresh sequence number: its state, disks and NICs
     /// (the controller needs no more of its spec for a change; [`Node::list`] adds it).
-    pub fn snapshot(&self, vm: &Vm) -> pb::NodeVm {
+    pub fn snapshot(&self, vm: &Vm) -> VmView {
         let st = vm.status();
         let spec = vm.spec();
-        pb::NodeVm {
+        VmView {
             id: vm.id().to_string(),
             name: spec.name.clone(),
-            status: status_to_pb(st.state) as i32,
-            status_reason: st.reason,
-            pid: st.pid.map(|p| p as i32).unwrap_or(0),
-            timeline: Some(timeline_to_pb(&vm.timeline())),
-            seq: self.seq.fetch_add(1, Ordering::SeqCst) + 1,
+            state: st.state,
+            reason: st.reason,
+            pid: st.pid,
+            timeline: vm.timeline(),
+            seq: self.next_seq(),
+            disks: view::disk_views(&spec.disks),
+            nics: self.nic_views(&spec),
             spec: None,
-            disks: storage::disks_to_pb(&spec.disks),
-            nics: self.nics_to_pb(&spec),
         }
+    }
+
+    /// The next sequence number of a change.
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     pub fn storage(&self) -> &Arc<storage::NodeStorage> {
@@ -216,7 +216,7 @@ impl Node {
     }
 
     /// Every volume with the VM using it.
-    pub async fn list_volumes(&self) -> ApiResult<Vec<pb::Volume>> {
+    pub async fn list_volumes(&self) -> ApiResult<Vec<VolumeView>> {
         let owners = self.volumes_in_use();
         let storage = self.storage.clone();
         blocking(move || storage.list_volumes(&owners)).await
@@ -244,11 +244,11 @@ impl Node {
     }
 
     /// Every VM with its whole spec (what a controller that lost its store adopts).
-    pub fn list(&self) -> Vec<pb::NodeVm> {
+    pub fn list(&self) -> Vec<VmView> {
         let vms: Vec<Vm> = self.read_vms().values().cloned().collect();
         vms.iter()
-            .map(|v| pb::NodeVm {
-                spec: Some(spec_to_pb(&v.spec())),
+            .map(|v| VmView {
+                spec: Some(Box::new(v.spec())),
                 ..self.snapshot(v)
             })
             .collect()
@@ -257,18 +257,24 @@ impl Node {
     /// What this node has and runs, for the controller's heartbeat: capacity, pools with
     /// their free space (this runs lvm2 / statvfs: call it off the async threads), the
     /// networks in place and every VM with its state.
-    pub fn heartbeat(&self) -> pb::NodeHeartbeat {
+    pub fn heartbeat(&self) -> Heartbeat {
         // Taken first: anything that changes a VM after this gets a higher number.
         let seq = self.seq.load(Ordering::SeqCst);
         let pools = self.pool_capacity_for_heartbeat();
-        let networks = crate::convert::ready_networks(self.networks().list());
+        let networks = self
+            .networks()
+            .list()
+            .into_iter()
+            .filter(|n| n.status.ready)
+            .map(|n| n.def.name)
+            .collect();
         let vms: Vec<Vm> = self.read_vms().values().cloned().collect();
         let vms = vms
             .iter()
-            .map(|v| pb::NodeVmState {
+            .map(|v| VmBrief {
                 id: v.id().to_string(),
                 name: v.spec().name.clone(),
-                status: status_to_pb(v.status().state) as i32,
+                state: v.status().state,
             })
             .collect();
         let images = match self.storage().list_images() {
@@ -278,8 +284,8 @@ impl Node {
                 Vec::new()
             }
         };
-        pb::NodeHeartbeat {
-            info: Some(self.info()),
+        Heartbeat {
+            info: self.info(),
             pools,
             networks,
             vms,
@@ -295,7 +301,7 @@ impl Node {
         }
     }
 
-    fn pool_capacity_for_heartbeat(&self) -> Vec<pb::Pool> {
+    fn pool_capacity_for_heartbeat(&self) -> Vec<PoolView> {
         let mut cache = self
             .pool_capacity
             .lock()
@@ -317,7 +323,7 @@ impl Node {
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<pb::NodeVmEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<VmEvent> {
         self.events.subscribe()
     }
 
@@ -325,13 +331,13 @@ impl Node {
         self.cfg.data_dir.join("vms").join(id)
     }
 
-    pub async fn start_vm(&self, id: &str, requested_at: SystemTime) -> ApiResult<pb::NodeVm> {
+    pub async fn start_vm(&self, id: &str, requested_at: SystemTime) -> ApiResult<VmView> {
         let vm = self.vm(id)?;
         vm.start(requested_at).await?;
         Ok(self.snapshot(&vm))
     }
 
-    pub async fn stop_vm(&self, id: &str, force: bool, timeout: Duration) -> ApiResult<pb::NodeVm> {
+    pub async fn stop_vm(&self, id: &str, force: bool, timeout: Duration) -> ApiResult<VmView> {
         let vm = self.vm(id)?;
         vm.stop(StopMode { force, timeout }).await?;
         Ok(self.snapshot(&vm))

@@ -21,9 +21,9 @@ use kcore_netstack::dnsmasq::{DnsmasqConfig, Lease, read_leases};
 use kcore_netstack::nft::{self, NatSpec};
 use kcore_netstack::subnet::{conflicting_routes, host_routes};
 use kcore_netstack::{BridgeSpec, MacAddr, Mark, NetError, Netlink};
-use kcore_proto::v1 as pb;
 
 use super::dnsmasq::Supervisor;
+use super::view::{NetworkStatus, NetworkView};
 use crate::error::{ApiError, ApiResult};
 use crate::netdef::{Mode, NetworkDef};
 
@@ -217,12 +217,12 @@ impl NodeNetworks {
         changed
     }
 
-    fn status(&self, name: &str, n: &NetState) -> pb::NetworkOnNode {
-        pb::NetworkOnNode {
+    fn status(&self, name: &str, n: &NetState) -> NetworkStatus {
+        NetworkStatus {
             node: self.node.clone(),
             ready: n.ready,
             message: n.message.clone(),
-            dnsmasq_pid: n.dnsmasq.as_ref().map(Supervisor::pid).unwrap_or(0),
+            dnsmasq_pid: n.dnsmasq.as_ref().map(Supervisor::pid),
             leases: if n.def.mode == Mode::Nat {
                 read_leases(&self.lease_file(name)).map_or(0, |l| l.len() as u32)
             } else {
@@ -231,19 +231,19 @@ impl NodeNetworks {
         }
     }
 
-    pub fn list(&self) -> Vec<pb::NodeNetwork> {
+    pub fn list(&self) -> Vec<NetworkView> {
         self.nets()
             .iter()
-            .map(|(name, n)| pb::NodeNetwork {
-                network: Some(n.def.to_pb()),
-                status: Some(self.status(name, n)),
+            .map(|(name, n)| NetworkView {
+                def: n.def.clone(),
+                status: self.status(name, n),
             })
             .collect()
     }
 
     /// Create the network, or check and repair it if this node has it already. A network
     /// of the same name with another definition is refused.
-    pub async fn ensure(&self, def: NetworkDef) -> ApiResult<pb::NetworkOnNode> {
+    pub async fn ensure(&self, def: NetworkDef) -> ApiResult<NetworkStatus> {
         let _ops = self.ops.lock().await;
         let existing = self.get(&def.name);
         if let Some(old) = &existing

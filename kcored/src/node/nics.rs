@@ -14,7 +14,6 @@ use std::time::Duration;
 use kcore_netstack::link::{TAP_PREFIX, derive_name};
 use kcore_netstack::tap::{TapSpec, open_tap};
 use kcore_netstack::{MacAddr, Mark, NetError};
-use kcore_proto::v1 as pb;
 use kcore_vmm::VmmError;
 use kcore_vmm::spec::{Nic, VmSpec};
 use kcore_vmm::vm::NicOpener;
@@ -22,6 +21,7 @@ use kcore_vmm::vm::NicOpener;
 use super::Node;
 use super::disks::live;
 use super::network::NodeNetworks;
+use super::view::{NicView, VmView};
 use crate::error::{ApiError, ApiResult};
 use crate::model::NicRequest;
 
@@ -206,8 +206,8 @@ impl Node {
             .collect()
     }
 
-    /// The API's view of a VM's NICs, with the leased address on nat networks.
-    pub(super) fn nics_to_pb(&self, spec: &VmSpec) -> Vec<pb::VmNic> {
+    /// The views of a VM's NICs, with the leased address on nat networks.
+    pub(super) fn nic_views(&self, spec: &VmSpec) -> Vec<NicView> {
         spec.nics
             .iter()
             .map(|n| {
@@ -217,13 +217,12 @@ impl Node {
                     .into_iter()
                     .filter(|l| l.mac == n.mac)
                     .max_by_key(|l| l.expiry)
-                    .map(|l| l.ip.to_string())
-                    .unwrap_or_default();
-                pb::VmNic {
+                    .map(|l| l.ip);
+                NicView {
                     id: n.id.clone(),
                     network: n.network.clone(),
-                    mac: n.mac.to_string(),
-                    model: n.model.as_str().to_string(),
+                    mac: n.mac,
+                    model: n.model,
                     tap: n.tap.clone(),
                     ip,
                 }
@@ -231,9 +230,9 @@ impl Node {
             .collect()
     }
 
-    /// A new NIC: hot-plugged when the VM runs, in the spec either way.
-    pub async fn attach_nic(&self, r: pb::AttachNicRequest) -> ApiResult<pb::NodeVm> {
-        let vm = self.vm(&r.vm)?;
+    /// A new NIC for VM `id`: hot-plugged when the VM runs, in the spec either way.
+    pub async fn attach_nic(&self, id: &str, req: NicRequest) -> ApiResult<VmView> {
+        let vm = self.vm(id)?;
         let state = vm.status().state;
         if state.is_active() && !live(&vm) {
             return Err(ApiError::FailedPrecondition(format!(
@@ -242,16 +241,11 @@ impl Node {
             )));
         }
         let spec = vm.spec();
-        let id = (0..)
+        let nic_id = (0..)
             .map(|i| format!("net{i}"))
             .find(|id| !spec.nics.iter().any(|n| &n.id == id))
             .unwrap_or_else(|| "net-x".into());
-        let req = crate::convert::nic_from_pb(&pb::NicRequest {
-            network: r.network.clone(),
-            mac: r.mac.clone(),
-            model: r.model.clone(),
-        })?;
-        let mut nic = self.make_nic(&spec.id, id, &req)?;
+        let mut nic = self.make_nic(&spec.id, nic_id, &req)?;
         if let Some(other) = spec.nics.iter().find(|n| n.mac == nic.mac) {
             return Err(ApiError::AlreadyExists(format!(
                 "NIC {} of this VM has MAC {} already",
@@ -268,10 +262,11 @@ impl Node {
         Ok(self.snapshot(&vm))
     }
 
-    /// Unplug a NIC (waiting for the guest) when the VM runs; out of the spec either way.
-    pub async fn detach_nic(&self, r: pb::DetachNicRequest) -> ApiResult<pb::NodeVm> {
-        let vm = self.vm(&r.vm)?;
-        let nic = find_nic(&vm.spec().nics, &r.nic)?;
+    /// Unplug NIC `which` (its id, MAC, tap or index) of VM `id` (waiting for the guest)
+    /// when the VM runs; out of the spec either way.
+    pub async fn detach_nic(&self, id: &str, which: &str) -> ApiResult<VmView> {
+        let vm = self.vm(id)?;
+        let nic = find_nic(&vm.spec().nics, which)?;
         if live(&vm) {
             vm.detach_nic(&nic).await?;
         } else if vm.status().state.is_active() {

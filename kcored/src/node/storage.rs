@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use kcore_proto::v1 as pb;
 use kcore_storage::{
     ImageInfo, ImageStore, Pool, PoolConfig, PoolKind, StorageError, SystemRunner, VolumeFormat,
     VolumeInfo,
@@ -15,6 +14,7 @@ use kcore_storage::{
 use kcore_vmm::spec::{Backing, Disk, DiskFormat};
 use serde::{Deserialize, Serialize};
 
+use super::view::{ImageView, ImportImage, PoolView, VolumeView};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{DiskRequest, VmRequest};
 
@@ -77,25 +77,15 @@ impl NodeStorage {
         })
     }
 
-    pub fn list_pools(&self) -> ApiResult<Vec<pb::Pool>> {
+    /// Every pool with its capacity (LVM pools run lvm2 to tell).
+    pub fn list_pools(&self) -> ApiResult<Vec<PoolView>> {
         let mut out = Vec::new();
         for (name, (cfg, pool)) in &self.pools {
             let cap = pool.backend().capacity()?;
-            let (ty, source) = match &cfg.kind {
-                PoolKind::Dir { path } => ("dir", path.display().to_string()),
-                PoolKind::Lvm { vg, thin_pool } => (
-                    "lvm",
-                    match thin_pool {
-                        Some(t) => format!("{vg}/{t}"),
-                        None => vg.clone(),
-                    },
-                ),
-            };
-            out.push(pb::Pool {
+            out.push(PoolView {
                 name: name.clone(),
                 node: self.node.clone(),
-                r#type: ty.into(),
-                source,
+                kind: cfg.kind.clone(),
                 total_bytes: cap.total_bytes,
                 free_bytes: cap.free_bytes,
             });
@@ -113,47 +103,44 @@ impl NodeStorage {
         })
     }
 
-    fn image_to_pb(&self, pool: &str, i: &ImageInfo) -> pb::Image {
-        pb::Image {
-            name: i.name.clone(),
+    fn image_view(&self, pool: &str, i: ImageInfo) -> ImageView {
+        ImageView {
+            name: i.name,
             node: self.node.clone(),
             pool: pool.to_string(),
-            format: i.format.as_str().to_string(),
+            format: i.format,
             virtual_size: i.virtual_size,
             actual_size: i.actual_size,
-            sha256: i.sha256.clone().unwrap_or_default(),
+            sha256: i.sha256,
         }
     }
 
+    /// Import an image from `source` (reporting bytes done and the total, when known).
     pub fn import_image(
         &self,
-        req: &pb::ImportImageRequest,
+        req: &ImportImage,
         source: kcore_storage::Source,
         progress: &mut dyn FnMut(u64, Option<u64>),
-    ) -> ApiResult<pb::Image> {
-        let pool = if req.pool.is_empty() {
-            "default"
-        } else {
-            &req.pool
-        };
+    ) -> ApiResult<ImageView> {
+        let pool = req.pool.as_deref().unwrap_or("default");
         let store = self.image_store(pool)?;
         if store.find(&req.name)?.is_some() {
             return Err(ApiError::AlreadyExists(format!(
                 "an image named {:?} already exists in pool {pool}",
-                req.name
+                req.name.as_str()
             )));
         }
-        let sha = (!req.sha256.is_empty()).then_some(req.sha256.as_str());
-        let info = store.import_from(&req.name, source, sha, progress)?;
-        Ok(self.image_to_pb(pool, &info))
+        let info = store.import_from(&req.name, source, req.sha256.as_deref(), progress)?;
+        Ok(self.image_view(pool, info))
     }
 
-    pub fn list_images(&self) -> ApiResult<Vec<pb::Image>> {
+    /// Every image of every dir pool.
+    pub fn list_images(&self) -> ApiResult<Vec<ImageView>> {
         let mut out = Vec::new();
         for (name, (_, pool)) in &self.pools {
             if let Some(store) = pool.images() {
                 for i in store.list_images()? {
-                    out.push(self.image_to_pb(name, &i));
+                    out.push(self.image_view(name, i));
                 }
             }
         }
@@ -493,23 +480,20 @@ impl NodeStorage {
     pub fn list_volumes(
         &self,
         owners: &HashMap<(String, String), String>,
-    ) -> ApiResult<Vec<pb::Volume>> {
+    ) -> ApiResult<Vec<VolumeView>> {
         let mut out = Vec::new();
         for (name, (_, pool)) in &self.pools {
             for v in pool.backend().list()? {
-                out.push(pb::Volume {
-                    vm: owners
-                        .get(&(name.clone(), v.name.clone()))
-                        .cloned()
-                        .unwrap_or_default(),
+                out.push(VolumeView {
+                    vm: owners.get(&(name.clone(), v.name.clone())).cloned(),
                     name: v.name,
                     node: self.node.clone(),
                     pool: name.clone(),
-                    format: v.format.as_str().to_string(),
+                    format: v.format,
                     virtual_size: v.virtual_size,
                     actual_size: v.actual_size,
-                    backing: v.backing.unwrap_or_default(),
-                    path: v.path.display().to_string(),
+                    backing: v.backing,
+                    path: v.path,
                 });
             }
         }
@@ -557,20 +541,4 @@ pub enum PlannedKind {
     Empty,
     /// A volume that exists already (attached, never deleted by an undo).
     Existing,
-}
-
-/// The API's view of a VM's disks.
-pub fn disks_to_pb(disks: &[Disk]) -> Vec<pb::VmDisk> {
-    disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| pb::VmDisk {
-            volume: d.volume.clone(),
-            pool: d.pool.clone(),
-            device: format!("vd{}", (b'a' + (i as u8).min(25)) as char),
-            size_bytes: d.size_bytes,
-            format: d.format.as_str().to_string(),
-            image: d.image.clone(),
-        })
-        .collect()
 }
