@@ -375,6 +375,10 @@ pub fn create_from_pb(r: pb::CreateVmRequest) -> ApiResult<CreateVm> {
 /// source and the disks in their shapes. Ranges are [`VmRequest::validate`]'s.
 pub fn request_from_pb(s: &pb::VmSpec) -> ApiResult<VmRequest> {
     let bad = |m: &str| Err(ApiError::InvalidArgument(m.to_string()));
+    if s.cloud_init.is_some() {
+        // Being built (issue 12): refuse rather than boot a VM without its configuration.
+        return bad("cloud_init is not supported yet");
+    }
     let kernel = if s.kernel.is_empty() {
         if !s.initrd.is_empty() {
             return bad("initrd given without a kernel");
@@ -490,6 +494,7 @@ pub fn request_to_pb(r: &VmRequest) -> pb::VmSpec {
             .unwrap_or_default(),
         nics: nics_to_pb(&r.nics),
         autostart: r.autostart,
+        cloud_init: None,
     }
 }
 

@@ -55,6 +55,7 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest> {
         root_pool: args.root_pool.clone().unwrap_or_default(),
         nics: args.nics.clone(),
         autostart: args.autostart,
+        cloud_init: None,
     };
     Ok(CreateVmRequest {
         name: args.name.clone(),

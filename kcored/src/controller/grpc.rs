@@ -127,6 +127,18 @@ impl KcoreService for KcoreApi {
         )))
     }
 
+    async fn update_vm(
+        &self,
+        req: Request<pb::UpdateVmRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        let name = req.into_inner().name;
+        // Being built (issue 12): refuse rather than pretend.
+        Err(ApiError::FailedPrecondition(format!(
+            "UpdateVM is not implemented yet (VM {name} is unchanged)"
+        ))
+        .into())
+    }
+
     async fn list_nodes(
         &self,
         _: Request<pb::ListNodesRequest>,

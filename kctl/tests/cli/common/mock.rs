@@ -119,6 +119,14 @@ impl KcoreService for Mock {
         ))
     }
 
+    async fn update_vm(&self, r: Request<UpdateVmRequest>) -> Answer<Vm> {
+        // kctl has no command for it yet; the daemon's answer until it is built.
+        Err(Status::failed_precondition(format!(
+            "UpdateVM is not implemented yet (VM {} is unchanged)",
+            r.into_inner().name
+        )))
+    }
+
     async fn list_nodes(&self, _: Request<ListNodesRequest>) -> Answer<ListNodesResponse> {
         Ok(Response::new(ListNodesResponse {
             nodes: self.world.list_nodes(),
