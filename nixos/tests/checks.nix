@@ -30,6 +30,7 @@ let
 
   example = import ../examples/node.nix;
   evalConfig = c: (eval c).config;
+  force = import ./force.nix;
   node = evalConfig example;
   agent = node.systemd.services.kcore-agent;
   exec = words agent.serviceConfig.ExecStart;
@@ -271,7 +272,7 @@ let
       got = node.networking.dhcpcd.denyInterfaces;
     };
     "agent: the example node evaluates to a system (assertions hold)" = {
-      ok = lib.isString node.system.build.toplevel;
+      ok = force node;
       got = null;
     };
     "controller: ExecStart runs kcored controller with its flags" = {
@@ -299,12 +300,12 @@ let
         && ctl.environment.variables.KCORE_SOCKET == "/run/kcore-controller/kcore.sock"
         && ctl.users.groups ? kcore
         && !(ctl.systemd.services ? kcore-agent)
-        && lib.isString ctl.system.build.toplevel;
+        && force ctl;
       got = ctlUnit.serviceConfig;
     };
     "controller and agent on one host: two units, two data and run dirs" = {
       ok =
-        lib.isString both.system.build.toplevel
+        force both
         && both.systemd.services.kcore-agent.serviceConfig.RuntimeDirectory
           != both.systemd.services.kcore-controller.serviceConfig.RuntimeDirectory
         && both.systemd.services.kcore-agent.serviceConfig.StateDirectory
