@@ -60,15 +60,19 @@ out=$(join "$w/token" "$w/pki/node.crt" "$w/kcored" node --name n1)
 [ "$out" = "$(printf 'argv: node --name n1\ntoken: tok-123/abc=')" ] ||
     fail "join-env without node.crt: expected the token in the environment only, got: $out"
 touch "$w/pki/node.crt"
+out=$(join "$w/token" "$w/pki/node.crt" "$w/kcored" node)
+[ "$out" = "$(printf 'argv: node\ntoken: tok-123/abc=')" ] ||
+    fail "join-env with node.crt but no node.key (kcored joins again): expected the token, got: $out"
+touch "$w/pki/node.key"
 out=$(KCORE_JOIN_TOKEN=stale join "$w/token" "$w/pki/node.crt" "$w/kcored" node)
 [ "$out" = "$(printf 'argv: node\ntoken: unset')" ] ||
-    fail "join-env with node.crt: expected no token, got: $out"
-rm "$w/pki/node.crt"
+    fail "join-env with node.crt and node.key: expected no token, got: $out"
+rm "$w/pki/node.crt" "$w/pki/node.key"
 out=$(join "$w/missing" "$w/pki/node.crt" "$w/kcored" node)
 if [ "$out" != "$(printf 'argv: node\ntoken: unset')" ] || ! grep -q "cannot be read" "$w/stderr"; then
     fail "join-env without a token file: expected kcored to run without a token and a message, got: $out / $(cat "$w/stderr")"
 fi
-log "ok: kcore-join-env.sh passes the token by environment, only before node.crt exists"
+log "ok: kcore-join-env.sh passes the token by environment, only while node.crt or node.key is missing"
 
 # 3. Evaluate.
 find_nixpkgs_lib "$repo"
