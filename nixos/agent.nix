@@ -28,8 +28,7 @@ let
     else
       null;
 
-  poolSource = spec: lib.elemAt (lib.splitString ":" spec) 1;
-  dirPoolPaths = lib.mapAttrsToList (_: poolSource) (
+  dirPoolPaths = lib.mapAttrsToList (_: lib.removePrefix "dir:") (
     lib.filterAttrs (_: lib.hasPrefix "dir:") cfg.pools
   );
   thinPools = lib.filterAttrs (_: s: lib.hasPrefix "lvm:" s && lib.hasInfix "/" s) cfg.pools;

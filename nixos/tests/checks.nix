@@ -55,6 +55,7 @@ let
     services.kcore-agent.pools = {
       fast = "lvm:vg0/thin";
       bulk = "dir:/srv/kcore";
+      odd = "dir:/srv/a:b";
     };
   };
   noToken = evalConfig {
@@ -249,8 +250,10 @@ let
         flagValues "--pool" (argvOf pooled) == [
           "bulk=dir:/srv/kcore"
           "fast=lvm:vg0/thin"
+          "odd=dir:/srv/a:b"
         ]
         && elem "/srv/kcore" pooled.systemd.services.kcore-agent.unitConfig.RequiresMountsFor
+        && elem "/srv/a:b" pooled.systemd.services.kcore-agent.unitConfig.RequiresMountsFor
         && elem pkgs.thin-provisioning-tools pooled.systemd.services.kcore-agent.path
         && pooled.services.lvm.boot.thin.enable;
       got = argvOf pooled;
