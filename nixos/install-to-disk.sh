@@ -113,6 +113,16 @@ check_host_port() {
     local opt=$1 val=$2 port
     [[ $val =~ ^($host_re|\[[0-9A-Fa-f:.]+\]):([0-9]+)$ ]] || die "$opt $val: give HOST:PORT (e.g. 10.0.0.1:9090)"
     port=${BASH_REMATCH[-1]}
+    local host=${BASH_REMATCH[1]} octet
+    # A name whose last label is all digits must be an IPv4 address.
+    if [[ $host =~ (^|\.)[0-9]+$ ]]; then
+        [[ $host =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || die "$opt $val: $host is not an IPv4 address"
+        for octet in ${host//./ }; do
+            if ! [[ $octet =~ ^(0|[1-9][0-9]?|1[0-9][0-9]|2[0-4][0-9]|25[0-5])$ ]]; then
+                die "$opt $val: $host is not an IPv4 address"
+            fi
+        done
+    fi
     if ! [[ $port =~ ^[1-9][0-9]{0,4}$ ]] || [ "$port" -gt 65535 ]; then
         die "$opt $val: the port must be 1-65535"
     fi

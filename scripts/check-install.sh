@@ -123,7 +123,8 @@ if out=$(echo n | itd "${args[@]}" --no-install 2>&1); then fail "answering no d
 grep -q "stopped: nothing more was changed" <<<"$out" || fail "answering no: $out"
 untouched "answering no"
 # Bad arguments.
-bads=("--controller 10.0.0.1" "--controller 10.0.0.1:70000" "--advertise n7:0" "--hostname Node_7"
+bads=("--controller 10.0.0.1" "--controller 10.0.0.1:70000" "--controller 10.0.0.300:9090"
+    "--advertise n7:0" "--hostname Node_7"
     "--root-size 32" "--kcore-size 101%FREE" "--vg -x")
 for bad in "${bads[@]}"; do
     read -r opt val <<<"$bad"
