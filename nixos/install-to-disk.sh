@@ -239,7 +239,7 @@ need blkid util-linux
 need mkfs.vfat dosfstools
 need mkfs.ext4 e2fsprogs
 need lvm lvm2
-[ "$no_dm" = 0 ] || need losetup util-linux
+[ "$no_dm" = 0 ] || need losetup "util-linux (mount on Debian)"
 [ "$no_install" = 1 ] || need nixos-install "nixos-install-tools (it is on the installer ISO)"
 
 mounted=$(findmnt -rn -o SOURCE || true)

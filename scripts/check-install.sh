@@ -25,7 +25,7 @@ fail() {
     exit 1
 }
 [ "$(id -u)" = 0 ] || fail "run as root (loop devices, mkfs, mount)"
-for t in losetup:util-linux sfdisk:fdisk wipefs:util-linux partx:util-linux blkid:util-linux \
+for t in losetup:mount sfdisk:fdisk wipefs:util-linux partx:util-linux blkid:util-linux \
     findmnt:util-linux mount:mount mkfs.vfat:dosfstools fsck.vfat:dosfstools \
     mkfs.ext4:e2fsprogs e2fsck:e2fsprogs lvm:lvm2; do
     command -v "${t%%:*}" >/dev/null ||
