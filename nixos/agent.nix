@@ -79,7 +79,9 @@ let
 
   # The join token reaches kcored through its environment (KCORE_JOIN_TOKEN), never its
   # argv (/proc/PID/cmdline is world-readable), and only while the node has no certificate.
-  joinEnv = pkgs.writeShellScript "kcore-join-env" (builtins.readFile ./kcore-join-env.sh);
+  joinEnv = pkgs.writeShellScript "kcore-join-env" (
+    lib.removePrefix "#!/usr/bin/env bash\n" (builtins.readFile ./kcore-join-env.sh)
+  );
   execStart = util.execLine (
     lib.optionals (cfg.joinTokenFile != null) [
       "${joinEnv}"

@@ -1,6 +1,7 @@
 # install-to-disk (nixos/install-to-disk.sh) as a command, with the tools it runs.
 # nixos-install and nixos-generate-config come from the installer ISO itself.
 {
+  lib,
   writeShellApplication,
   util-linux,
   dosfstools,
@@ -19,5 +20,6 @@ writeShellApplication {
     coreutils
     gnugrep
   ];
-  text = builtins.readFile ./install-to-disk.sh;
+  # writeShellApplication writes its own shebang and `set -euo pipefail`.
+  text = lib.removePrefix "#!/usr/bin/env bash\n" (builtins.readFile ./install-to-disk.sh);
 }

@@ -69,7 +69,8 @@ let
     };
     "flake: install-to-disk is nixos/install-to-disk.sh with its tools" = {
       ok =
-        pkgs.install-to-disk.buildArgs.text == builtins.readFile ../install-to-disk.sh
+        "#!/usr/bin/env bash\n" + pkgs.install-to-disk.buildArgs.text
+          == builtins.readFile ../install-to-disk.sh
         && all (t: elem t (names pkgs.install-to-disk.buildArgs.runtimeInputs)) [
           "util-linux"
           "dosfstools"
