@@ -50,6 +50,12 @@ let
     "--ca-cert"
     "${cfg.caCertFile}"
   ]
+  # kcored reads the file only to join (no certificate yet): the token itself is never on
+  # the command line, which every local user can read.
+  ++ lib.optionals (cfg.joinTokenFile != null) [
+    "--join-token-file"
+    cfg.joinTokenFile
+  ]
   ++ [
     "--data-dir"
     cfg.dataDir
@@ -77,20 +83,7 @@ let
   ]) cfg.importDirs
   ++ cfg.extraArgs;
 
-  # The join token reaches kcored through its environment (KCORE_JOIN_TOKEN), never its
-  # argv (/proc/PID/cmdline is world-readable), and only while the node has no certificate.
-  joinEnv = pkgs.writeShellScript "kcore-join-env" (
-    lib.removePrefix "#!/usr/bin/env bash\n" (builtins.readFile ./kcore-join-env.sh)
-  );
-  execStart = util.execLine (
-    lib.optionals (cfg.joinTokenFile != null) [
-      "${joinEnv}"
-      cfg.joinTokenFile
-      "${cfg.dataDir}/pki/node.crt"
-    ]
-    ++ [ "${cfg.package}/bin/kcored" ]
-    ++ kcoredArgs
-  );
+  execStart = util.execLine ([ "${cfg.package}/bin/kcored" ] ++ kcoredArgs);
 
   # Where the module puts the QEMU uids: [qemuUid + 1, qemuUid + qemuUids].
   uidClash = lib.filterAttrs (
@@ -170,10 +163,11 @@ in
       default = null;
       example = "/run/keys/kcore-join-token";
       description = ''
-        A file holding a one-time token from `kctl node join-token`, read on a start only
-        while the node has no certificate (`<dataDir>/pki/node.crt`) and handed to kcored in
-        its environment. A string, not a Nix path, so that the token never enters the
-        world-readable Nix store. Tokens expire (1 h by default, `--ttl`).
+        A file holding a one-time token from `kctl node join-token`, given to kcored as
+        `--join-token-file`: kcored reads it only while the node has no certificate
+        (`<dataDir>/pki/node.crt`), so the file may be deleted once the node has joined. A
+        string, not a Nix path, so that the token never enters the world-readable Nix store.
+        Tokens expire (1 h by default, `--ttl`).
       '';
     };
 

@@ -2,9 +2,7 @@
 # The NixOS module, the flake and the node installer's Nix side, checked as far as these
 # machines allow (no full nixpkgs; docs/nixos.md says what is and is not verified):
 #   1. every .nix file in the repository parses (nix-instantiate --parse);
-#   2. the shell scripts the module and the ISO ship pass shellcheck, and the join-token
-#      wrapper is run: the token reaches kcored in its environment, never its argv, and
-#      only before the node has its certificate;
+#   2. the installer script the ISO ships passes shellcheck;
 #   3. with nixpkgs' lib (../shared/vendor on development machines and CI, or
 #      KCORE_NIXPKGS_LIB): the module is evaluated with lib.evalModules against the
 #      stand-in NixOS options of nixos/tests/stub.nix and the values it sets are checked
@@ -43,36 +41,8 @@ done
 log "ok: ${#files[@]} .nix files parse"
 
 # 2. Shell scripts.
-shellcheck nixos/install-to-disk.sh nixos/kcore-join-env.sh || fail "shellcheck"
-log "ok: shellcheck nixos/install-to-disk.sh nixos/kcore-join-env.sh"
-
-w=$KCORE_NIX_TMP/wrapper
-mkdir -p "$w/pki"
-cat >"$w/kcored" <<'FAKE'
-#!/bin/sh
-echo "argv: $*"
-echo "token: ${KCORE_JOIN_TOKEN-unset}"
-FAKE
-chmod +x "$w/kcored"
-printf '  tok-123/abc=\n' >"$w/token"
-join() { bash nixos/kcore-join-env.sh "$@" 2>"$w/stderr"; }
-out=$(join "$w/token" "$w/pki/node.crt" "$w/kcored" node --name n1)
-[ "$out" = "$(printf 'argv: node --name n1\ntoken: tok-123/abc=')" ] ||
-    fail "join-env without node.crt: expected the token in the environment only, got: $out"
-touch "$w/pki/node.crt"
-out=$(join "$w/token" "$w/pki/node.crt" "$w/kcored" node)
-[ "$out" = "$(printf 'argv: node\ntoken: tok-123/abc=')" ] ||
-    fail "join-env with node.crt but no node.key (kcored joins again): expected the token, got: $out"
-touch "$w/pki/node.key"
-out=$(KCORE_JOIN_TOKEN=stale join "$w/token" "$w/pki/node.crt" "$w/kcored" node)
-[ "$out" = "$(printf 'argv: node\ntoken: unset')" ] ||
-    fail "join-env with node.crt and node.key: expected no token, got: $out"
-rm "$w/pki/node.crt" "$w/pki/node.key"
-out=$(join "$w/missing" "$w/pki/node.crt" "$w/kcored" node)
-if [ "$out" != "$(printf 'argv: node\ntoken: unset')" ] || ! grep -q "cannot be read" "$w/stderr"; then
-    fail "join-env without a token file: expected kcored to run without a token and a message, got: $out / $(cat "$w/stderr")"
-fi
-log "ok: kcore-join-env.sh passes the token by environment, only while node.crt or node.key is missing"
+shellcheck nixos/install-to-disk.sh || fail "shellcheck"
+log "ok: shellcheck nixos/install-to-disk.sh"
 
 # 3. Evaluate.
 find_nixpkgs_lib "$repo"

@@ -34,8 +34,7 @@ let
   node = evalConfig example;
   agent = node.systemd.services.kcore-agent;
   exec = words agent.serviceConfig.ExecStart;
-  # The kcored argv: from the kcored binary on (after the join-token wrapper).
-  kcoredArgv = lib.drop (lib.lists.findFirstIndex (hasSuffix "/bin/kcored") (lib.length exec) exec) exec;
+  kcoredArgv = exec;
   pkgs = (eval example)._module.args.pkgs;
   nodeWith = extra: evalConfig { imports = [ example extra ]; };
   argvOf = c: words c.systemd.services.kcore-agent.serviceConfig.ExecStart;
@@ -113,13 +112,11 @@ let
         && !(elem "--pool" kcoredArgv);
       got = exec;
     };
-    "agent: the join token goes through the wrapper (file, node.crt), never argv" = {
+    "agent: the join token is read from its file by kcored, never on argv" = {
       ok =
-        lib.hasInfix "-kcore-join-env" (lib.head exec)
-        && lib.elemAt exec 1 == "/run/keys/kcore-join-token"
-        && lib.elemAt exec 2 == "/var/lib/kcore/pki/node.crt"
-        && lib.elemAt exec 3 == lib.head kcoredArgv
-        && lib.length exec == lib.length kcoredArgv + 3;
+        hasSuffix "/bin/kcored" (lib.head exec)
+        && flagValue "--join-token-file" kcoredArgv == "/run/keys/kcore-join-token"
+        && !(elem "--join-token" kcoredArgv);
       got = exec;
     };
     "agent: without joinTokenFile, ExecStart is kcored itself" = {

@@ -83,7 +83,7 @@ let
       ok =
         withFlakeModule.services.kcore-agent.package.outPath == pkgs.kcore.outPath
         && withFlakeModule.services.kcore-controller.package.outPath == pkgs.kcore.outPath
-        && lib.hasInfix " ${pkgs.kcore}/bin/kcored node " withFlakeModule.systemd.services.kcore-agent.serviceConfig.ExecStart
+        && lib.hasPrefix "${pkgs.kcore}/bin/kcored node " withFlakeModule.systemd.services.kcore-agent.serviceConfig.ExecStart
         && lib.isString withFlakeModule.system.build.toplevel;
       got = withFlakeModule.systemd.services.kcore-agent.serviceConfig.ExecStart;
     };
