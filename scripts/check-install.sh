@@ -236,7 +236,7 @@ else
           c.networking.firewall.allowedTCPPorts ]" 2>&1) || fail "evaluating the written configuration: $got"
     want_fs='"/dev/'$vg'/root","/dev/disk/by-uuid/'$esp_uuid'","vfat","/dev/'$vg'/kcore"'
     [[ $got == "[$want_fs,"* ]] || fail "written fileSystems: $got (expected $want_fs)"
-    for want in " /etc/kcore/join-token /var/lib/kcore/pki/node.crt " " --name $host " \
+    for want in " --join-token-file /etc/kcore/join-token " " --name $host " \
         " --controller 10.0.0.1:9090 " " --advertise node7.lan:9091 " " --ca-cert /etc/kcore/ca.crt " \
         ",[9091]]"; do
         grep -qF -- "$want" <<<"$got" || fail "the written node configuration lacks '$want': $got"
