@@ -10,9 +10,9 @@ use kcore_proto::v1::node_agent_client::NodeAgentClient;
 use tonic::transport::Channel;
 
 use crate::caller::Caller;
-use crate::convert::{report_from_pb, request_to_pb};
+use crate::convert::{report_from_pb, request_to_pb, update_to_pb};
 use crate::error::ApiResult;
-use crate::model::{NicRequest, VmReport, VmRequest};
+use crate::model::{NicRequest, VmReport, VmRequest, VmUpdate};
 
 /// A node's NodeAgent. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -120,6 +120,16 @@ impl NodeClient {
             VmOp::Resume => self.0.resume_node_vm(r).await?,
         }
         .into_inner();
+        Ok(report_from_pb(&nv))
+    }
+
+    /// Change a VM in place (its vCPUs and memory only while it is stopped).
+    pub async fn update(&mut self, id: &str, u: &VmUpdate) -> ApiResult<VmReport> {
+        let nv = self
+            .0
+            .update_node_vm(update_to_pb(id, u))
+            .await?
+            .into_inner();
         Ok(report_from_pb(&nv))
     }
 

@@ -2,13 +2,18 @@
 //! (`convert.rs`) and nowhere else:
 //!
 //! - [`request`]: what a create asks for ([`VmRequest`]), checked once;
+//! - [`cloud_init`]: the cloud-init files a VM's NoCloud seed holds ([`CloudInit`]);
 //! - [`vm`]: what the controller knows of a VM and what nodes report ([`VmStatus`],
 //!   [`VmReport`], [`Timeline`], disks and NICs as nodes made them) and its events.
 
+pub mod cloud_init;
 pub mod cluster;
 pub mod request;
 pub mod vm;
 
+pub use cloud_init::CloudInit;
 pub use cluster::{CertInfo, Issued, NodeFacts, NodeInfo, NodeView, PoolView};
-pub use request::{Boot, CreateVm, DiskRequest, ImageDisk, KernelBoot, NicRequest, VmRequest};
+pub use request::{
+    Boot, CreateVm, DiskRequest, ImageDisk, KernelBoot, NicRequest, VmRequest, VmUpdate,
+};
 pub use vm::{DiskView, Event, NicView, NodeVms, Timeline, TimelinePhase, VmReport, VmStatus};

@@ -412,6 +412,36 @@ impl Store {
         Ok(Some((before, row)))
     }
 
+    /// Change a VM's spec (UpdateVM) with `f`, in one transaction with reading it (so a NIC
+    /// change the node reports meanwhile is kept); the vcpus and memory columns follow.
+    pub fn update_spec(&self, id: &str, f: impl FnOnce(&mut VmRequest)) -> ApiResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some(mut row) = tx
+            .query_row(
+                &format!("SELECT {VM_COLUMNS} FROM vms WHERE id = ?1"),
+                params![id],
+                row_to_vm,
+            )
+            .optional()?
+        else {
+            return Err(ApiError::NotFound(format!("no VM with id {id}")));
+        };
+        f(&mut row.spec);
+        tx.execute(
+            "UPDATE vms SET spec = ?2, vcpus = ?3, memory_mib = ?4, updated_at = ?5 WHERE id = ?1",
+            params![
+                id,
+                json(&row.spec)?,
+                row.spec.vcpus,
+                row.spec.memory_mib,
+                now_rfc3339()
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The start a create asked for is done (or failed and will not be retried).
     pub fn clear_pending_start(&self, id: &str) -> ApiResult<()> {
         self.conn().execute(
