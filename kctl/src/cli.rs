@@ -65,7 +65,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
     /// Create (and, unless --start=false, start) a VM.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List VMs.
     #[command(visible_alias = "ls")]
     List {
@@ -629,7 +629,7 @@ mod tests {
         let mut full = vec!["vm", "create", "web", "--vcpu", "2", "--memory", "512"];
         full.extend_from_slice(args);
         match parse(&full).expect("parses").command {
-            Command::Vm(VmCommand::Create(c)) => c,
+            Command::Vm(VmCommand::Create(c)) => *c,
             other => panic!("unexpected {other:?}"),
         }
     }

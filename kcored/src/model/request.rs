@@ -456,6 +456,85 @@ mod tests {
     }
 
     #[test]
+    fn cloud_init_is_part_of_the_one_check() {
+        let mut r = kernel_vm();
+        r.cloud_init = Some(CloudInit {
+            user_data: "#cloud-config\n a: [\n".into(),
+            ..Default::default()
+        });
+        assert!(
+            err(&r).contains("user-data is not valid YAML"),
+            "{}",
+            err(&r)
+        );
+        // The seed is a disk: it counts against the machine's room.
+        r.cloud_init = Some(CloudInit {
+            user_data: "#!/bin/sh\n".into(),
+            ..Default::default()
+        });
+        r.validate(None).expect("valid");
+        r.disks = (0..26)
+            .map(|_| DiskRequest::New {
+                pool: None,
+                size_gib: 1,
+            })
+            .collect();
+        assert!(err(&r).contains("27 devices"), "{}", err(&r));
+    }
+
+    #[test]
+    fn an_update_says_what_it_changes() {
+        let r = kernel_vm();
+        assert!(VmUpdate::default().changes(&r).is_empty());
+        let same = VmUpdate {
+            vcpus: Some(1),
+            memory_mib: Some(128),
+            autostart: Some(false),
+            ..Default::default()
+        };
+        assert!(same.changes(&r).is_empty(), "the same values are no change");
+        assert!(!same.resizes(r.vcpus, r.memory_mib));
+        let u = VmUpdate {
+            vcpus: Some(2),
+            memory_mib: Some(256),
+            cloud_init: Some(CloudInit {
+                user_data: "#!/bin/sh\n".into(),
+                ..Default::default()
+            }),
+            autostart: Some(true),
+        };
+        assert!(u.resizes(r.vcpus, r.memory_mib));
+        let c = u.changes(&r);
+        assert_eq!(c[0], "vcpu 1 -> 2");
+        assert_eq!(c[1], "memory 128 -> 256 MiB");
+        assert!(c[2].starts_with("cloud-init: user-data 10 B"), "{c:?}");
+        assert_eq!(c[3], "autostart on");
+        let mut after = r.clone();
+        u.apply(&mut after);
+        assert_eq!(
+            (after.vcpus, after.memory_mib, after.autostart),
+            (2, 256, true)
+        );
+        assert!(after.has_seed());
+        // Every file empty: the seed goes.
+        let remove = VmUpdate {
+            cloud_init: Some(CloudInit::default()),
+            ..Default::default()
+        };
+        assert_eq!(
+            remove.changes(&after),
+            ["cloud-init removed (no seed from the next start)"]
+        );
+        remove.apply(&mut after);
+        assert_eq!(after.cloud_init, None);
+        let e = resize_needs_stop("web", "RUNNING").to_string();
+        assert!(
+            e.starts_with("VM web is RUNNING: its vcpu and memory"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn host_limits_apply_when_known() {
         let host = HostLimits {
             cpus: 2,
@@ -489,6 +568,8 @@ mod tests {
         }];
         let json = serde_json::to_string(&r).expect("json");
         assert!(json.contains("\"both\""), "{json}");
+        // A row of a version before cloud-init reads as none, and none is not written.
+        assert!(!json.contains("cloud_init"), "{json}");
         assert_eq!(serde_json::from_str::<VmRequest>(&json).expect("parse"), r);
         assert_eq!(r.disk_count(), 2);
         assert_eq!(

@@ -120,9 +120,13 @@ pub fn remove(dir: &Path) -> ApiResult<()> {
     }
 }
 
+/// A seed's files, as (name, bytes).
+#[cfg(test)]
+pub type Files = Vec<(String, Vec<u8>)>;
+
 /// The volume label and the files of a seed image (read back with the crate that made it).
 #[cfg(test)]
-pub fn read(image: &[u8]) -> std::io::Result<(String, Vec<(String, Vec<u8>)>)> {
+pub fn read(image: &[u8]) -> std::io::Result<(String, Files)> {
     use std::io::Read;
     let fs = FileSystem::new(Cursor::new(image.to_vec()), FsOptions::new())?;
     let label = fs.volume_label();

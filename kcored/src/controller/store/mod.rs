@@ -696,6 +696,18 @@ mod tests {
         })
         .expect("insert c");
         assert_eq!(s.allocation("n1").expect("allocation"), (3, 2, 256));
+        // An update of the spec: the columns placement reads follow it.
+        s.update_spec("id-c", |spec| {
+            spec.vcpus = 3;
+            spec.memory_mib = 512;
+        })
+        .expect("update");
+        assert_eq!(s.allocation("n1").expect("allocation"), (3, 4, 640));
+        assert_eq!(s.get_vm("c").expect("get").expect("c").spec.vcpus, 3);
+        assert!(matches!(
+            s.update_spec("nope", |_| {}),
+            Err(ApiError::NotFound(_))
+        ));
         assert_eq!(s.allocation("other").expect("allocation"), (0, 0, 0));
         let stale = VmReport {
             seq: 9,
