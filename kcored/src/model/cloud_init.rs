@@ -292,4 +292,75 @@ mod tests {
         );
         assert!(ci(" \n", "", "").is_empty());
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn texts() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "#cloud-config\n[a-z: \\[\\]{}\n-]{0,80}",
+                "[a-z]{1,8}: [a-z0-9]{0,8}(\n[a-z]{1,8}: [a-z0-9]{0,8}){0,5}\n",
+                "#![a-z/ ]{0,20}\n\\PC{0,40}",
+                "\\PC{0,60}",
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// What is accepted follows the rule: a #cloud-config user-data, the meta-data
+            /// and the network-config parse as YAML mappings; a refusal of bad YAML says
+            /// where; no input panics.
+            #[test]
+            fn accepted_files_follow_the_rule(user in texts(), meta in texts(), net in texts()) {
+                let c = CloudInit { user_data: user, meta_data: meta, network_config: net };
+                match c.validate() {
+                    Ok(()) => {
+                        let is_map = |t: &str| matches!(
+                            serde_yaml_ng::from_str::<Value>(t),
+                            Ok(Value::Mapping(_))
+                        );
+                        if c.user_data.lines().next().map(str::trim_end) == Some("#cloud-config") {
+                            prop_assert!(matches!(
+                                serde_yaml_ng::from_str::<Value>(&c.user_data),
+                                Ok(Value::Mapping(_) | Value::Null)
+                            ));
+                        }
+                        prop_assert!(blank(&c.meta_data) || is_map(&c.meta_data));
+                        prop_assert!(blank(&c.network_config) || is_map(&c.network_config));
+                        prop_assert!(c.seed_meta_data("id", "vm").is_ok());
+                    }
+                    Err(e) => {
+                        // Where the parser knows the place, the refusal says it.
+                        let e = e.to_string();
+                        for (file, text) in c.files() {
+                            if e.starts_with(&format!("cloud-init {file} is not valid YAML"))
+                                && let Err(y) = serde_yaml_ng::from_str::<Value>(text)
+                                && let Some(at) = y.location()
+                            {
+                                prop_assert!(
+                                    e.contains(&format!("line {} column {}", at.line(), at.column())),
+                                    "{}", e
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// Generated key: value lines (each key once) are always a valid meta-data and
+            /// network-config.
+            #[test]
+            fn key_value_lines_are_accepted(
+                pairs in proptest::collection::btree_map("[a-z][a-z-]{0,10}", "[a-z0-9]{1,10}", 1..6)
+            ) {
+                let text: String = pairs.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+                let c = CloudInit { meta_data: text.clone(), network_config: text, ..Default::default() };
+                prop_assert!(c.validate().is_ok(), "{:?}", c);
+            }
+        }
+    }
 }
