@@ -247,10 +247,22 @@ fn bad_or_oversized_cloud_init_is_refused_before_anything_is_made() {
         d.vm("good")["spec"]["cloud_init"]["user_data"],
         "#cloud-config\n# kcore-test: KEPT\n"
     );
-    // More than the node has: refused by its limits, nothing changed.
+    // More than any VM may have: refused by the controller, nothing changed.
     d.kctl(&["vm", "set", "good", "--vcpu", "4096"])
         .expect_err("too many vCPUs", &["vcpu 4096"]);
-    assert_eq!(d.vm("good")["vcpu"], 1);
+    // More than the host has, within the controller's overcommit: the node refuses it,
+    // and the controller's row stays as it was.
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let more = (cpus + 1).to_string();
+    d.kctl(&["vm", "set", "good", "--vcpu", &more, "--autostart"])
+        .expect_err("more vCPUs than the host", &["more than this host has"]);
+    let vm = d.vm("good");
+    assert_eq!(vm["vcpu"], 1, "{vm}");
+    assert!(
+        vm["spec"].get("autostart").is_none_or(|a| a == false),
+        "{vm}"
+    );
+    assert!(!events(&d, "good").contains("vm.updated"));
 }
 
 #[test]
