@@ -6,6 +6,7 @@
 
 mod cert;
 mod cli;
+mod cloud_init;
 mod console;
 mod endpoint;
 mod error;
@@ -128,6 +129,7 @@ async fn run(cli: Cli) -> Result<()> {
                 None => qmp::shell(&client, format, &args.name).await,
             },
             VmCommand::Timeline { name } => vm::timeline(&client, format, name).await,
+            VmCommand::Set(args) => vm::set(&client, format, args).await,
             VmCommand::Disk(command) => vm::disk(&client, format, command).await,
             VmCommand::Nic(command) => network::nic(&client, format, command).await,
         },
