@@ -1164,6 +1164,36 @@ mod tests {
         }
     }
 
+    /// Many requests whose new header names overflow both dynamic tables (ours and the
+    /// client's), so entries are evicted all along: h2's decoder must stay in step with
+    /// our encoder to the last request.
+    #[tokio::test]
+    async fn the_tables_stay_in_step_through_evictions() {
+        let mut client = Encoder::new();
+        let mut c = preface_and_settings();
+        let mut streams = Vec::new();
+        for i in 0..80u32 {
+            let stream = 2 * i + 1;
+            let name = format!("x-{i}-{}", "n".repeat(120));
+            let headers: [(&[u8], &[u8]); 8] = [
+                (b":method", b"POST"),
+                (b":scheme", b"http"),
+                (b":path", HEALTH.as_bytes()),
+                (b":authority", b"/run/kcore/kcore.sock"),
+                (b"content-type", b"application/grpc"),
+                (b"te", b"trailers"),
+                (b"x-common", b"the same every time"),
+                (name.as_bytes(), b"v"),
+            ];
+            c.extend(health_check(stream, &client.encode(headers), END_HEADERS));
+            streams.push(stream);
+        }
+        let replies = against_tonic(c, &streams, true).await;
+        for r in &replies {
+            assert_serving(r);
+        }
+    }
+
     /// A broken header block ends the connection (no hang, no panic in the server).
     #[tokio::test]
     async fn malformed_input_closes_the_connection() {
