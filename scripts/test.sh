@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-bash scripts/deps.sh
+bash scripts/deps.sh --tests
 bash scripts/build-test-guest.sh
 cargo fmt --all -- --check
 cargo build --workspace --all-targets --locked

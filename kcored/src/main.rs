@@ -17,6 +17,7 @@ mod node;
 mod node_tls;
 mod pki;
 mod server;
+mod uds_h2;
 #[cfg(test)]
 mod validate_props;
 

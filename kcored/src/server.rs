@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures::{Stream, TryStreamExt};
 use hyper_util::rt::TokioIo;
 use kcore_proto::v1::kcore_service_server::KcoreServiceServer;
 use tokio::net::{UnixListener, UnixStream};
@@ -15,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::controller::Controller;
 use crate::controller::grpc::KcoreApi;
+use crate::uds_h2::UdsH2;
 
 /// KcoreService (issuing certificates with the CA in `pki_dir`), health (SERVING) and
 /// reflection, v1 and v1alpha: what both API listeners serve. The TLS listener adds
@@ -33,8 +35,12 @@ pub async fn api_routes(ctl: Arc<Controller>, pki_dir: PathBuf) -> anyhow::Resul
 }
 
 /// Bind a unix socket at `path` with `mode`, refusing if a live server already answers
-/// there, and replacing a stale socket file.
-pub async fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListenerStream> {
+/// there, and replacing a stale socket file. Each accepted connection is a [`UdsH2`], so
+/// any gRPC client works with its default options, whatever it sends as `:authority`.
+pub async fn bind_unix(
+    path: &Path,
+    mode: u32,
+) -> anyhow::Result<impl Stream<Item = std::io::Result<UdsH2>> + use<>> {
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
             anyhow::bail!(
@@ -50,7 +56,7 @@ pub async fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListenerStr
     let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {}", path.display()))?;
-    Ok(UnixListenerStream::new(listener))
+    Ok(UnixListenerStream::new(listener).map_ok(UdsH2::new))
 }
 
 /// Give the socket to a group (e.g. `kcore`) if that group exists.

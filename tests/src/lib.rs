@@ -324,7 +324,8 @@ impl Daemon {
             .arg(self.run_dir())
             .args(["--accel", "tcg", "--node-name", "node1"])
             .args(&self.extra)
-            .env("RUST_LOG", "info,kcore_vmm=debug")
+            // uds_h2 at debug: the line saying a client's :authority was replaced.
+            .env("RUST_LOG", "info,kcore_vmm=debug,kcored::uds_h2=debug")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -673,6 +674,29 @@ pub fn grpcurl() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let p = Path::new(&dir).join("grpcurl");
+    assert!(p.is_file(), "no {}", p.display());
+    p
+}
+
+/// The python of a virtualenv with grpcio and grpcio-tools from PyPI, made once in
+/// `$KCORE_TOOLS_DIR/grpcio-venv` (default /var/cache/kcore/tools) by
+/// `scripts/fetch-grpcio.sh` (which `scripts/deps.sh` runs too).
+pub fn grpcio_python() -> PathBuf {
+    let dir =
+        std::env::var("KCORE_TOOLS_DIR").unwrap_or_else(|_| "/var/cache/kcore/tools".to_string());
+    let venv = Path::new(&dir).join("grpcio-venv");
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/fetch-grpcio.sh"))
+        .arg(&venv)
+        .output()
+        .expect("run scripts/fetch-grpcio.sh");
+    assert!(
+        out.status.success(),
+        "scripts/fetch-grpcio.sh failed: it needs Debian's python3 with venv (apt-get install \
+         python3-venv) and PyPI access, and {dir} writable (or set KCORE_TOOLS_DIR):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = venv.join("bin/python3");
     assert!(p.is_file(), "no {}", p.display());
     p
 }
