@@ -7,8 +7,6 @@
 mod cert;
 mod cli;
 mod console;
-mod endpoint;
-mod error;
 mod events;
 mod image;
 mod network;
@@ -26,6 +24,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser};
+use kcore_client::endpoint;
 
 use cli::{
     CertCommand, Cli, Command, ImageCommand, NodeCommand, PoolCommand, VmCommand, VolumeCommand,
