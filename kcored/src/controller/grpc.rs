@@ -272,6 +272,15 @@ impl KcoreService for KcoreApi {
         Ok(Response::new(pb::ListVolumesResponse { volumes }))
     }
 
+    async fn create_volume(
+        &self,
+        req: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        Ok(Response::new(
+            self.ctl.create_volume(req.into_inner()).await?,
+        ))
+    }
+
     async fn delete_volume(
         &self,
         req: Request<pb::DeleteVolumeRequest>,

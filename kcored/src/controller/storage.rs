@@ -78,6 +78,32 @@ impl Controller {
         Ok(out)
     }
 
+    /// A new empty volume on the node asked for (or the only node).
+    pub async fn create_volume(&self, req: pb::CreateVolumeRequest) -> ApiResult<pb::Volume> {
+        kcore_storage::validate_name("volume", &req.name)?;
+        if req.size_gb == 0 {
+            return Err(ApiError::InvalidArgument(
+                "a new volume needs a size of at least 1 GiB".into(),
+            ));
+        }
+        let size_gb = req.size_gb;
+        let mut l = self.one_node(&req.node)?;
+        let v = l
+            .client
+            .create_node_volume(pb::CreateVolumeRequest {
+                node: l.name.clone(),
+                ..req
+            })
+            .await?
+            .into_inner();
+        self.emit_node(
+            "volume.created",
+            &l.name,
+            format!("{} in pool {} ({size_gb} GiB)", v.name, v.pool),
+        );
+        Ok(v)
+    }
+
     /// Delete a volume no VM uses, on the node asked for or the one node that has it.
     pub async fn delete_volume(&self, req: pb::DeleteVolumeRequest) -> ApiResult<()> {
         kcore_storage::validate_name("volume", &req.name)?;
