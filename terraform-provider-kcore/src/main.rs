@@ -22,6 +22,11 @@ mod volume;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // tf-provider attaches a captured backtrace to every diagnostic when backtraces are
+    // on (RUST_BACKTRACE=1), and Terraform takes a diagnostic line that starts with
+    // "panic" for a plugin crash. Library backtraces off; panics keep theirs.
+    // SAFETY: nothing else runs yet (no runtime, no other thread) to read the environment.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     // tf-provider sets up its own subscriber (to the file) when PLUGIN_LOG_FILE is set;
     // a second global subscriber would make it panic.
     if std::env::var_os("PLUGIN_LOG_FILE").is_none() {

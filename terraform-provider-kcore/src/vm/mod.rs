@@ -613,16 +613,28 @@ impl Resource for VmResource {
         }
         let client = self.0.client(diags)?;
         let limit = op_timeout(&planned, Op::Update).unwrap_or(UPDATE_TIMEOUT);
-        match tokio::time::timeout(limit, self.do_update(&client, &prior, &planned, diags)).await {
-            Ok(state) => state.map(|s| (s, private)),
-            Err(_) => {
-                diags.root_error(
-                    format!("updating VM {}", crate::schema::s(&prior.name)),
-                    format!("timed out after {limit:?} (timeouts.update)"),
-                );
-                None
-            }
-        }
+        let updated =
+            match tokio::time::timeout(limit, self.do_update(&client, &prior, &planned, diags))
+                .await
+            {
+                Ok(state) => state,
+                Err(_) => {
+                    diags.root_error(
+                        format!("updating VM {}", crate::schema::s(&prior.name)),
+                        format!("timed out after {limit:?} (timeouts.update)"),
+                    );
+                    None
+                }
+            };
+        // A failed update records the VM as it is now (Terraform needs a state back).
+        let state = match updated {
+            Some(state) => state,
+            None => match get(&client, &prior.key()).await {
+                Ok(vm) => from_vm(&vm, &prior),
+                Err(_) => prior,
+            },
+        };
+        Some((state, private))
     }
 
     async fn destroy<'a>(
