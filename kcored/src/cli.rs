@@ -149,6 +149,17 @@ pub struct JoinArgs {
         requires = "controller"
     )]
     pub join_token: Option<String>,
+    /// A file holding the join token (its first line), read only when the node joins (no
+    /// certificate yet): keeps the token off the command line, which every local user can
+    /// read. Once joined, the file is not needed (the token is spent: delete it).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "KCORE_JOIN_TOKEN_FILE",
+        requires = "controller",
+        conflicts_with = "join_token"
+    )]
+    pub join_token_file: Option<PathBuf>,
     /// The cluster CA to trust (a copy of the controller's <data-dir>/pki/ca.crt); needed
     /// to join. Later starts use <data-dir>/pki/ca.crt.
     #[arg(long, value_name = "FILE")]

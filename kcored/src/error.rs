@@ -56,13 +56,13 @@ pub enum ApiError {
     /// Several nodes' statuses (an operation on every node): the first one's code, each
     /// node's message.
     #[error("{}", nodes_message(.0))]
-    Nodes(Vec<(String, tonic::Status)>),
+    Nodes(Vec<(String, ApiError)>),
 }
 
-fn nodes_message(errors: &[(String, tonic::Status)]) -> String {
+fn nodes_message(errors: &[(String, ApiError)]) -> String {
     errors
         .iter()
-        .map(|(n, s)| format!("node {n}: {}", s.message()))
+        .map(|(n, e)| format!("node {n}: {e}"))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -88,7 +88,7 @@ impl ApiError {
             ApiError::Internal(_) | ApiError::Store(_) => Code::Internal,
             ApiError::Type(_) => Code::InvalidArgument,
             ApiError::Node(s) => s.code(),
-            ApiError::Nodes(errors) => errors.first().map_or(Code::Unknown, |(_, s)| s.code()),
+            ApiError::Nodes(errors) => errors.first().map_or(Code::Unknown, |(_, e)| e.code()),
             ApiError::Storage(e) => storage_code(e),
             ApiError::Net(e) => match e {
                 NetError::Type(_)
@@ -235,9 +235,9 @@ mod tests {
         let s = tonic::Status::from(ApiError::Nodes(vec![
             (
                 "a".into(),
-                tonic::Status::new(Code::NotFound, "no bridge br9"),
+                ApiError::Node(tonic::Status::new(Code::NotFound, "no bridge br9")),
             ),
-            ("b".into(), tonic::Status::new(Code::Unavailable, "down")),
+            ("b".into(), ApiError::Unavailable("down".into())),
         ]));
         assert_eq!(s.code(), Code::NotFound);
         assert_eq!(s.message(), "node a: no bridge br9; node b: down");

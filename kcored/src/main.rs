@@ -77,7 +77,10 @@ async fn main() -> anyhow::Result<()> {
                 &dirs.data_dir,
                 &name,
                 &controller,
-                join.join_token.as_deref(),
+                node_tls::JoinToken::from_args(
+                    join.join_token.clone(),
+                    join.join_token_file.clone(),
+                ),
                 join.ca_cert.as_deref(),
             )
             .await?;

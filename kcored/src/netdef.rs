@@ -4,7 +4,6 @@
 
 use kcore_netstack::Ipv4Cidr;
 use kcore_netstack::link::{BRIDGE_PREFIX, derive_name, validate_ifname};
-use kcore_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
@@ -45,7 +44,7 @@ impl NetworkDef {
     /// multicast, 0.0.0.0/8, 240.0.0.0/4) and leaves room for a gateway and a DHCP range.
     pub fn new(
         name: &str,
-        mode: pb::NetworkMode,
+        mode: Mode,
         subnet: &str,
         bridge: &str,
         uplink: &str,
@@ -53,7 +52,7 @@ impl NetworkDef {
         kcore_types::NetworkName::parse(name)?;
         let invalid = |m: &str| Err(ApiError::InvalidArgument(m.to_string()));
         let def = match mode {
-            pb::NetworkMode::Nat => {
+            Mode::Nat => {
                 if subnet.is_empty() {
                     return invalid("a nat network needs a subnet, e.g. 10.77.0.0/24");
                 }
@@ -81,7 +80,7 @@ impl NetworkDef {
                     created_at: String::new(),
                 }
             }
-            pb::NetworkMode::Bridge => {
+            Mode::Bridge => {
                 if bridge.is_empty() {
                     return invalid(
                         "a bridge network needs --bridge: an existing host bridge, or with \
@@ -109,37 +108,8 @@ impl NetworkDef {
                     created_at: String::new(),
                 }
             }
-            pb::NetworkMode::Unspecified => return invalid("mode is required: nat or bridge"),
         };
         Ok(def)
-    }
-
-    /// From the API object (validated again).
-    pub fn from_pb(n: &pb::Network) -> ApiResult<Self> {
-        let mode = pb::NetworkMode::try_from(n.mode).unwrap_or_default();
-        let mut def = Self::new(&n.name, mode, &n.subnet, &n.bridge, &n.uplink)?;
-        def.created_at = n.created_at.clone();
-        Ok(def)
-    }
-
-    pub fn to_pb(&self) -> pb::Network {
-        let subnet = self.cidr();
-        pb::Network {
-            name: self.name.clone(),
-            mode: match self.mode {
-                Mode::Nat => pb::NetworkMode::Nat,
-                Mode::Bridge => pb::NetworkMode::Bridge,
-            } as i32,
-            subnet: subnet.map(|s| s.to_string()).unwrap_or_default(),
-            gateway: subnet
-                .and_then(|s| s.gateway().ok())
-                .map(|g| g.to_string())
-                .unwrap_or_default(),
-            bridge: self.bridge.clone(),
-            uplink: self.uplink.clone().unwrap_or_default(),
-            created_at: self.created_at.clone(),
-            ..Default::default()
-        }
     }
 
     /// The subnet of a nat network.
@@ -170,7 +140,7 @@ mod tests {
     use super::*;
 
     fn nat(name: &str, subnet: &str) -> ApiResult<NetworkDef> {
-        NetworkDef::new(name, pb::NetworkMode::Nat, subnet, "", "")
+        NetworkDef::new(name, Mode::Nat, subnet, "", "")
     }
 
     #[test]
@@ -178,9 +148,12 @@ mod tests {
         let d = nat("default", "10.77.0.0/24").expect("valid");
         assert_eq!(d.bridge, "kbr-default");
         assert!(d.managed_bridge());
-        let p = d.to_pb();
-        assert_eq!(p.gateway, "10.77.0.1");
-        assert_eq!(NetworkDef::from_pb(&p).expect("round trip"), d);
+        assert_eq!(
+            d.cidr()
+                .and_then(|c| c.gateway().ok())
+                .map(|g| g.to_string()),
+            Some("10.77.0.1".into())
+        );
         // Long names get a hashed bridge name that fits the kernel.
         let d = nat("a-rather-long-network-name", "10.78.0.0/24").expect("valid");
         assert_eq!(d.bridge.len(), 15);
@@ -198,38 +171,29 @@ mod tests {
             let e = nat("n", subnet).expect_err(subnet).to_string();
             assert!(e.contains(needle), "{subnet}: {e}");
         }
-        let e = NetworkDef::new("n", pb::NetworkMode::Nat, "10.0.0.0/24", "", "eth0")
-            .expect_err("uplink");
+        let e = NetworkDef::new("n", Mode::Nat, "10.0.0.0/24", "", "eth0").expect_err("uplink");
         assert!(e.to_string().contains("uplink is for bridge"), "{e}");
     }
 
     #[test]
     fn bridge_networks_and_names() {
-        let d = NetworkDef::new("lan", pb::NetworkMode::Bridge, "", "br0", "").expect("valid");
+        let d = NetworkDef::new("lan", Mode::Bridge, "", "br0", "").expect("valid");
         assert!(!d.managed_bridge());
-        let d = NetworkDef::new("lan", pb::NetworkMode::Bridge, "", "kbr-lan", "eth1").expect("ok");
+        let d = NetworkDef::new("lan", Mode::Bridge, "", "kbr-lan", "eth1").expect("ok");
         assert!(d.managed_bridge());
-        let e = NetworkDef::new("lan", pb::NetworkMode::Bridge, "", "", "")
+        let e = NetworkDef::new("lan", Mode::Bridge, "", "", "")
             .expect_err("no bridge")
             .to_string();
         assert!(e.contains("needs --bridge"), "{e}");
-        let e = NetworkDef::new(
-            "lan",
-            pb::NetworkMode::Bridge,
-            "",
-            "a-very-long-bridge0",
-            "",
-        )
-        .expect_err("long")
-        .to_string();
+        let e = NetworkDef::new("lan", Mode::Bridge, "", "a-very-long-bridge0", "")
+            .expect_err("long")
+            .to_string();
         assert!(e.contains("at most 15"), "{e}");
-        let e = NetworkDef::new("lan", pb::NetworkMode::Bridge, "10.0.0.0/8", "br0", "")
-            .expect_err("subnet");
+        let e = NetworkDef::new("lan", Mode::Bridge, "10.0.0.0/8", "br0", "").expect_err("subnet");
         assert!(e.to_string().contains("takes no subnet"), "{e}");
-        assert!(NetworkDef::new("lan", pb::NetworkMode::Unspecified, "", "", "").is_err());
         for bad in ["", "1net", "Net", "a_b", &"a".repeat(64)] {
             assert!(
-                NetworkDef::new(bad, pb::NetworkMode::Bridge, "", "br0", "").is_err(),
+                NetworkDef::new(bad, Mode::Bridge, "", "br0", "").is_err(),
                 "{bad}"
             );
         }

@@ -210,14 +210,63 @@ async fn renew_once(controller: &str, server: &NodeTlsServer) -> anyhow::Result<
     Ok(until)
 }
 
+/// Where a node's join token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinToken {
+    None,
+    /// --join-token (or $KCORE_JOIN_TOKEN).
+    Given(String),
+    /// --join-token-file: read only when the node joins.
+    File(PathBuf),
+}
+
+impl JoinToken {
+    pub fn from_args(token: Option<String>, file: Option<PathBuf>) -> JoinToken {
+        match (token, file) {
+            (_, Some(f)) => JoinToken::File(f),
+            (Some(t), None) => JoinToken::Given(t),
+            (None, None) => JoinToken::None,
+        }
+    }
+
+    /// The token, read from its file now if it is in one.
+    fn read(&self, pki_dir: &Path) -> anyhow::Result<String> {
+        let token = match self {
+            JoinToken::None => anyhow::bail!(
+                "no node certificate in {}: give --join-token or --join-token-file (from kctl \
+                 node join-token) and --ca-cert to join",
+                pki_dir.display()
+            ),
+            JoinToken::Given(t) => t.trim().to_string(),
+            JoinToken::File(f) => std::fs::read_to_string(f)
+                .with_context(|| format!("--join-token-file {}: cannot read it", f.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        };
+        if token.is_empty() {
+            match self {
+                JoinToken::File(f) => anyhow::bail!(
+                    "--join-token-file {} is empty: put a token from kctl node join-token in it",
+                    f.display()
+                ),
+                _ => anyhow::bail!("the join token is empty"),
+            }
+        }
+        Ok(token)
+    }
+}
+
 /// The node's certificate in <data-dir>/pki (node.crt, node.key, ca.crt): kept from an
-/// earlier join, else made now by redeeming --join-token at the controller (the key is
+/// earlier join, else made now by redeeming the join token at the controller (the key is
 /// made here; the controller signs a CSR). Returns the directory.
 pub async fn node_identity(
     data_dir: &Path,
     name: &str,
     controller: &str,
-    join_token: Option<&str>,
+    join_token: JoinToken,
     ca_cert: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
     let dir = data_dir.join("pki");
@@ -227,13 +276,7 @@ pub async fn node_identity(
         }
         return Ok(dir);
     }
-    let token = join_token.with_context(|| {
-        format!(
-            "no node certificate in {}: give --join-token (from kctl node join-token) and \
-             --ca-cert to join",
-            dir.display()
-        )
-    })?;
+    let token = join_token.read(&dir)?;
     let ca_path =
         ca_cert.context("--ca-cert is required to join (a copy of the controller's pki/ca.crt)")?;
     let ca =
@@ -251,7 +294,7 @@ pub async fn node_identity(
         .with_context(|| format!("--controller {controller}: connect"))?;
     let resp = kcore_proto::v1::join_service_client::JoinServiceClient::new(ch)
         .join(kcore_proto::v1::JoinRequest {
-            token: token.trim().to_string(),
+            token,
             node_name: name.to_string(),
             csr_pem: csr,
         })

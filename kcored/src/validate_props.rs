@@ -6,7 +6,6 @@
 //! and no input panics.
 
 use kcore_netstack::Ipv4Cidr;
-use kcore_proto::v1 as pb;
 use proptest::prelude::*;
 use regex::Regex;
 
@@ -54,13 +53,13 @@ proptest! {
             .trim()
             .parse::<Ipv4Cidr>()
             .is_ok_and(|c| c.check_nat().is_ok());
-        let got = NetworkDef::new("n", pb::NetworkMode::Nat, &subnet, "", "");
+        let got = NetworkDef::new("n", crate::netdef::Mode::Nat, &subnet, "", "");
         prop_assert_eq!(got.is_ok(), want, "{:?}: {:?}", subnet, got);
         if let Ok(def) = got {
             // The stored subnet is canonical and the gateway is its first host.
             let c = def.cidr().expect("a nat network has a subnet");
             prop_assert_eq!(def.subnet.clone(), Some(c.to_string()));
-            prop_assert!(!def.to_pb().gateway.is_empty());
+            prop_assert!(c.gateway().is_ok());
         }
     }
 }

@@ -50,6 +50,11 @@ impl Kcored {
         d
     }
 
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL the daemon (its QEMUs keep running).
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -380,12 +380,16 @@ fn issued_viewer_cert_lists_but_may_not_create() {
 
 /// Run `kcored node` to its exit (a refused join), with its output.
 fn join_fails(ctl: &Kcored, name: &str, token: &str) -> String {
+    join_fails_with(ctl, name, &["--join-token", token])
+}
+
+/// Run `kcored node` with the join arguments `join` to its exit, with its output.
+fn join_fails_with(ctl: &Kcored, name: &str, join: &[&str]) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(bin("kcored"))
         .args(["node", "--accel", "tcg", "--name", name, "--controller"])
         .arg(format!("127.0.0.1:{}", ctl.port))
-        .arg("--join-token")
-        .arg(token)
+        .args(join)
         .arg("--ca-cert")
         .arg(ctl.pki("ca.crt"))
         .arg("--listen")
@@ -623,5 +627,54 @@ fn nodes_join_with_tokens_and_run_vms() {
     assert!(
         n1["last_heartbeat"].as_str().is_some_and(|t| !t.is_empty()),
         "{n1}"
+    );
+}
+
+/// A token file (what the NixOS module gives kcored) is read only to join: the token is
+/// never on the command line, an empty or missing file is refused naming it, and once
+/// joined the node starts again without the file.
+#[test]
+fn a_token_file_joins_once_and_keeps_the_token_off_the_command_line() {
+    let ctl = Kcored::start(&[
+        "controller",
+        "--heartbeat-interval",
+        "0.5",
+        "--node-timeout",
+        "2",
+    ]);
+    let keys = tempfile::tempdir().expect("tempdir");
+    let file = keys.path().join("kcore-join-token");
+    let file_arg = file.to_str().expect("utf-8");
+    let e = join_fails_with(&ctl, "n1", &["--join-token-file", file_arg]);
+    assert!(
+        e.contains(&format!("--join-token-file {file_arg}: cannot read it")),
+        "{e}"
+    );
+    std::fs::write(&file, "\n").expect("write");
+    let e = join_fails_with(&ctl, "n1", &["--join-token-file", file_arg]);
+    assert!(
+        e.contains(&format!("--join-token-file {file_arg} is empty")),
+        "{e}"
+    );
+    let token = ctl.join_token();
+    std::fs::write(&file, format!("{token}\n")).expect("write");
+    let mut args = node_args(&ctl, "n1", &[]);
+    args.extend(["--join-token-file".to_string(), file_arg.to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut n1 = Kcored::start_waiting(&args, "node.sock");
+    wait_until(30, "n1 READY", || ctl.ready_nodes() == ["n1"], || n1.log());
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", n1.pid())).expect("cmdline");
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(&token),
+        "the token is on the command line"
+    );
+    // Joined: the spent token's file may go, and a restart does not need it.
+    std::fs::remove_file(&file).expect("rm");
+    n1.restart(&args);
+    wait_until(
+        30,
+        "n1 READY again without the token file",
+        || ctl.ready_nodes() == ["n1"],
+        || n1.log(),
     );
 }

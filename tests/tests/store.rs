@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kcore_proto::v1 as pb;
 use kcore_tests::{Daemon, bin, guest};
 use rusqlite::Connection;
 
@@ -180,14 +181,14 @@ fn a_db_it_does_not_understand_stops_the_daemon_before_it_makes_anything() {
 fn an_older_db_is_backed_up_then_migrated_with_its_rows() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (template, current) = template(tmp.path());
-    let old = current - 1;
-    // The db as the previous schema version left it: without the last migration's table.
+    let old = current - 2;
+    // The db as schema version 11 left it: without the last two migrations' changes.
     let d = Daemon::start_prepared(|data| {
         let db = data.join("controller.db");
         std::fs::copy(&template, &db).expect("copy");
         let c = Connection::open(&db).expect("open");
-        // Undo the newest migration (12: the spec in the store's own schema, and the
-        // vcpus and memory columns): the spec as the proto's JSON again.
+        // Undo migration 12 (the spec in the store's own schema, and the vcpus and memory
+        // columns): the spec as the proto's JSON again.
         let kernel = guest().kernel.to_str().expect("utf8").to_string();
         c.execute(
             "UPDATE vms SET spec = json_object('vcpu', 1, 'memory_mb', 64, 'kernel', ?1)",
@@ -198,9 +199,40 @@ fn an_older_db_is_backed_up_then_migrated_with_its_rows() {
             "ALTER TABLE vms DROP COLUMN vcpus; ALTER TABLE vms DROP COLUMN memory_mib;",
         )
         .expect("drop the newest columns");
+        // Undo migration 13: a network as the proto's JSON (a bridge network on a host
+        // bridge that is not there: the node cannot put it in place, and says so).
+        let net = pb::Network {
+            name: "lan".into(),
+            mode: pb::NetworkMode::Bridge as i32,
+            bridge: "br-gone".into(),
+            created_at: "2026-11-01T00:00:00.000Z".into(),
+            ..Default::default()
+        };
+        c.execute(
+            "INSERT INTO networks (name, def, created_at) VALUES ('lan', ?1, ?2)",
+            [
+                serde_json::to_string(&net).expect("json"),
+                net.created_at.clone(),
+            ],
+        )
+        .expect("an old network");
         c.pragma_update(None, "user_version", old)
             .expect("set version");
     });
+    let nets = d
+        .kctl(&["-o", "json", "network", "list"])
+        .expect_ok("network list")
+        .json();
+    let lan = &nets["networks"][0];
+    assert_eq!(
+        (
+            lan["name"].as_str(),
+            lan["mode"].as_str(),
+            lan["bridge"].as_str()
+        ),
+        (Some("lan"), Some("NETWORK_MODE_BRIDGE"), Some("br-gone")),
+        "the network was read from the proto's JSON: {nets}"
+    );
     let list = d
         .kctl(&["-o", "json", "vm", "list"])
         .expect_ok("vm list")

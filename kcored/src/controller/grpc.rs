@@ -12,10 +12,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Controller;
 use super::node_client::{Stop, VmOp};
-use super::storage::DiskOp;
+use super::storage::{DiskOp, ImportRequest};
 use crate::caller::Caller;
-use crate::convert::{cert_to_pb, event_to_pb, node_to_pb, vm_to_pb};
+use crate::convert::{
+    cert_to_pb, cluster_network_to_pb, event_to_pb, image_to_pb, network_request_from_pb,
+    node_to_pb, pool_to_pb, progress_to_pb, vm_to_pb, volume_to_pb,
+};
 use crate::error::ApiError;
+use kcore_types::ImageName;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -234,7 +238,9 @@ impl KcoreService for KcoreApi {
         req: Request<pb::ListPoolsRequest>,
     ) -> Result<Response<pb::ListPoolsResponse>, Status> {
         let pools = self.ctl.list_pools(&req.into_inner().node).await?;
-        Ok(Response::new(pb::ListPoolsResponse { pools }))
+        Ok(Response::new(pb::ListPoolsResponse {
+            pools: pools.iter().map(pool_to_pb).collect(),
+        }))
     }
 
     type ImportImageStream = Stream2<pb::ImportImageProgress>;
@@ -244,8 +250,18 @@ impl KcoreService for KcoreApi {
         req: Request<pb::ImportImageRequest>,
     ) -> Result<Response<Self::ImportImageStream>, Status> {
         let caller = Caller::of(&req);
-        let stream = self.ctl.import_image(&caller, req.into_inner()).await?;
-        Ok(Response::new(Box::pin(stream)))
+        let r = req.into_inner();
+        let req = ImportRequest {
+            name: ImageName::parse(&r.name).map_err(ApiError::from)?,
+            source: r.source,
+            sha256: r.sha256,
+            node: r.node,
+            pool: r.pool,
+        };
+        let stream = self.ctl.import_image(&caller, &req).await?;
+        Ok(Response::new(Box::pin(stream.map(|p| {
+            p.map(|p| progress_to_pb(&p)).map_err(Into::into)
+        }))))
     }
 
     async fn list_images(
@@ -253,14 +269,17 @@ impl KcoreService for KcoreApi {
         req: Request<pb::ListImagesRequest>,
     ) -> Result<Response<pb::ListImagesResponse>, Status> {
         let images = self.ctl.list_images(&req.into_inner().node).await?;
-        Ok(Response::new(pb::ListImagesResponse { images }))
+        Ok(Response::new(pb::ListImagesResponse {
+            images: images.iter().map(image_to_pb).collect(),
+        }))
     }
 
     async fn delete_image(
         &self,
         req: Request<pb::DeleteImageRequest>,
     ) -> Result<Response<pb::DeleteImageResponse>, Status> {
-        self.ctl.delete_image(req.into_inner()).await?;
+        let r = req.into_inner();
+        self.ctl.delete_image(&r.name, &r.pool, &r.node).await?;
         Ok(Response::new(pb::DeleteImageResponse {}))
     }
 
@@ -269,23 +288,29 @@ impl KcoreService for KcoreApi {
         req: Request<pb::ListVolumesRequest>,
     ) -> Result<Response<pb::ListVolumesResponse>, Status> {
         let volumes = self.ctl.list_volumes(&req.into_inner().node).await?;
-        Ok(Response::new(pb::ListVolumesResponse { volumes }))
+        Ok(Response::new(pb::ListVolumesResponse {
+            volumes: volumes.iter().map(volume_to_pb).collect(),
+        }))
     }
 
     async fn create_volume(
         &self,
         req: Request<pb::CreateVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        Ok(Response::new(
-            self.ctl.create_volume(req.into_inner()).await?,
-        ))
+        let r = req.into_inner();
+        let v = self
+            .ctl
+            .create_volume(&r.name, &r.pool, r.size_gb, &r.node)
+            .await?;
+        Ok(Response::new(volume_to_pb(&v)))
     }
 
     async fn delete_volume(
         &self,
         req: Request<pb::DeleteVolumeRequest>,
     ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
-        self.ctl.delete_volume(req.into_inner()).await?;
+        let r = req.into_inner();
+        self.ctl.delete_volume(&r.name, &r.pool, &r.node).await?;
         Ok(Response::new(pb::DeleteVolumeResponse {}))
     }
 
@@ -346,17 +371,18 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::CreateNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
-        Ok(Response::new(
-            self.ctl.create_network(req.into_inner()).await?,
-        ))
+        let def = network_request_from_pb(&req.into_inner())?;
+        let net = self.ctl.create_network(def).await?;
+        Ok(Response::new(cluster_network_to_pb(&net)))
     }
 
     async fn list_networks(
         &self,
         _: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
+        let nets = self.ctl.list_networks().await?;
         Ok(Response::new(pb::ListNetworksResponse {
-            networks: self.ctl.list_networks().await?,
+            networks: nets.iter().map(cluster_network_to_pb).collect(),
         }))
     }
 
@@ -364,9 +390,8 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::GetNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
-        Ok(Response::new(
-            self.ctl.get_network(&req.into_inner().name).await?,
-        ))
+        let net = self.ctl.get_network(&req.into_inner().name).await?;
+        Ok(Response::new(cluster_network_to_pb(&net)))
     }
 
     async fn delete_network(

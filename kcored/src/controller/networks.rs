@@ -5,39 +5,36 @@
 
 use std::collections::HashMap;
 
-use kcore_netstack::{Ipv4Cidr, MacAddr};
-use kcore_proto::v1 as pb;
-use kcore_proto::v1::node_agent_client::NodeAgentClient;
-use tonic::transport::Channel;
+use kcore_netstack::MacAddr;
 
 use super::Controller;
+use super::node_client::NodeClient;
 use super::store::VmRow;
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
-use crate::model::NicRequest;
-use crate::netdef::NetworkDef;
+use crate::model::{ClusterNetwork, NetworkDef, NetworkMode, NetworkStatus, NicRequest};
 
-fn mode_name(mode: i32) -> &'static str {
-    match pb::NetworkMode::try_from(mode).unwrap_or_default() {
-        pb::NetworkMode::Nat => "nat",
-        pb::NetworkMode::Bridge => "bridge",
-        pb::NetworkMode::Unspecified => "?",
+fn mode_name(mode: NetworkMode) -> &'static str {
+    match mode {
+        NetworkMode::Nat => "nat",
+        NetworkMode::Bridge => "bridge",
     }
 }
 
 /// One error out of several nodes' failures.
-fn combine(errors: Vec<(String, tonic::Status)>) -> ApiError {
-    if errors.len() == 1 {
-        let (_, s) = errors.into_iter().next().expect("one error");
-        return ApiError::Node(s);
+fn combine(mut errors: Vec<(String, ApiError)>) -> ApiError {
+    if errors.len() == 1
+        && let Some((_, e)) = errors.pop()
+    {
+        return e;
     }
     ApiError::Nodes(errors)
 }
 
 impl Controller {
-    pub async fn create_network(&self, req: pb::CreateNetworkRequest) -> ApiResult<pb::Network> {
-        let mode = pb::NetworkMode::try_from(req.mode).unwrap_or_default();
-        let mut def = NetworkDef::new(&req.name, mode, &req.subnet, &req.bridge, &req.uplink)?;
+    /// Create a network (checked by [`NetworkDef::new`]) on every ready node; it is kept
+    /// unless every node failed (each undid its own attempt).
+    pub async fn create_network(&self, mut def: NetworkDef) -> ApiResult<ClusterNetwork> {
         def.created_at = now_rfc3339();
         let _g = self.net_lock.lock().await;
         if self.store.get_network(&def.name)?.is_some() {
@@ -53,8 +50,7 @@ impl Controller {
                     def.bridge, other.name
                 )));
             }
-            let theirs = other.subnet.parse::<Ipv4Cidr>().ok();
-            if let (Some(ours), Some(theirs)) = (def.cidr(), theirs)
+            if let (Some(ours), Some(theirs)) = (def.cidr(), other.cidr())
                 && ours.overlaps(&theirs)
             {
                 return Err(ApiError::InvalidArgument(format!(
@@ -63,26 +59,26 @@ impl Controller {
                 )));
             }
         }
-        let mut net = def.to_pb();
-        self.store.insert_network(&net)?;
+        self.store.insert_network(&def)?;
+        let mut net = ClusterNetwork {
+            def,
+            nodes: Vec::new(),
+            vm_count: 0,
+        };
         let mut errors = Vec::new();
         for mut l in self.nodes.all().into_iter().filter(|l| l.ready) {
-            match l.client.ensure_network(net.clone()).await {
-                Ok(r) => net.nodes.push(r.into_inner()),
-                Err(s) => {
-                    net.nodes.push(pb::NetworkOnNode {
-                        node: l.name.clone(),
-                        ready: false,
-                        message: s.message().to_string(),
-                        ..Default::default()
-                    });
-                    errors.push((l.name, s));
+            match l.client.ensure_network(&net.def).await {
+                Ok(st) => net.nodes.push(st),
+                Err(e) => {
+                    net.nodes
+                        .push(NetworkStatus::missing(&l.name, &e.to_string()));
+                    errors.push((l.name, e));
                 }
             }
         }
         if !errors.is_empty() && net.nodes.iter().all(|n| !n.ready) {
             // Each node undid its own failed first attempt: nothing is left anywhere.
-            self.store.delete_network(&net.name)?;
+            self.store.delete_network(&net.def.name)?;
             return Err(combine(errors));
         }
         self.emit(
@@ -90,8 +86,8 @@ impl Controller {
             None,
             format!(
                 "{} ({}) on {} node(s){}",
-                net.name,
-                mode_name(net.mode),
+                net.def.name,
+                mode_name(net.def.mode),
                 net.nodes.iter().filter(|n| n.ready).count(),
                 if errors.is_empty() {
                     String::new()
@@ -104,59 +100,54 @@ impl Controller {
     }
 
     /// Every network with how each node has it, and how many VMs use it.
-    pub async fn list_networks(&self) -> ApiResult<Vec<pb::Network>> {
-        let mut nets = self.store.list_networks()?;
+    pub async fn list_networks(&self) -> ApiResult<Vec<ClusterNetwork>> {
         let vms = self.store.list_vms(None)?;
+        let mut nets: Vec<ClusterNetwork> = self
+            .store
+            .list_networks()?
+            .into_iter()
+            .map(|def| ClusterNetwork {
+                vm_count: vms
+                    .iter()
+                    .filter(|v| v.networks().any(|x| x == def.name))
+                    .count() as u32,
+                def,
+                nodes: Vec::new(),
+            })
+            .collect();
         for mut l in self.nodes.all() {
-            let missing = |message: &str| pb::NetworkOnNode {
-                node: l.name.clone(),
-                ready: false,
-                message: message.to_string(),
-                ..Default::default()
-            };
-            let statuses: Vec<pb::NetworkOnNode> = if !l.ready {
+            let missing = |message: &str| NetworkStatus::missing(&l.name, message);
+            let statuses: Vec<NetworkStatus> = if !l.ready {
                 nets.iter().map(|_| missing("node not ready")).collect()
             } else {
-                match l
-                    .client
-                    .list_node_networks(pb::ListNetworksRequest {})
-                    .await
-                {
-                    Ok(r) => {
-                        let have = r.into_inner().networks;
-                        nets.iter()
-                            .map(|n| {
-                                have.iter()
-                                    .find(|h| h.network.as_ref().is_some_and(|d| d.name == n.name))
-                                    .and_then(|h| h.status.clone())
-                                    .unwrap_or_else(|| missing("not on this node"))
-                            })
-                            .collect()
-                    }
-                    Err(s) => nets.iter().map(|_| missing(s.message())).collect(),
+                match l.client.list_networks().await {
+                    Ok(have) => nets
+                        .iter()
+                        .map(|n| {
+                            have.iter()
+                                .find(|h| h.def.name == n.def.name)
+                                .map(|h| h.status.clone())
+                                .unwrap_or_else(|| missing("not on this node"))
+                        })
+                        .collect(),
+                    Err(e) => nets.iter().map(|_| missing(&e.to_string())).collect(),
                 }
             };
             for (n, st) in nets.iter_mut().zip(statuses) {
                 n.nodes.push(st);
             }
         }
-        for n in &mut nets {
-            n.vm_count = vms
-                .iter()
-                .filter(|v| v.networks().any(|x| x == n.name))
-                .count() as u32;
-        }
         Ok(nets)
     }
 
-    pub async fn get_network(&self, name: &str) -> ApiResult<pb::Network> {
+    pub async fn get_network(&self, name: &str) -> ApiResult<ClusterNetwork> {
         if self.store.get_network(name)?.is_none() {
             return Err(ApiError::NotFound(format!("no network named {name:?}")));
         }
         self.list_networks()
             .await?
             .into_iter()
-            .find(|n| n.name == name)
+            .find(|n| n.def.name == name)
             .ok_or_else(|| ApiError::NotFound(format!("no network named {name:?}")))
     }
 
@@ -182,16 +173,10 @@ impl Controller {
         }
         let mut errors = Vec::new();
         for mut l in self.nodes.all().into_iter().filter(|l| l.ready) {
-            let r = l
-                .client
-                .delete_node_network(pb::DeleteNetworkRequest {
-                    name: name.to_string(),
-                })
-                .await;
-            match r {
-                Ok(_) => {}
-                Err(s) if s.code() == tonic::Code::NotFound => {}
-                Err(s) => errors.push((l.name, s)),
+            match l.client.delete_network(name).await {
+                Ok(()) => {}
+                Err(e) if e.code() == tonic::Code::NotFound => {}
+                Err(e) => errors.push((l.name, e)),
             }
         }
         if !errors.is_empty() {
@@ -204,43 +189,27 @@ impl Controller {
 
     /// A node (re)connected: give it every network it lacks (or has not ready), and take
     /// away the ones deleted while it was away.
-    pub async fn sync_networks(&self, node: &str, mut client: NodeAgentClient<Channel>) {
+    pub async fn sync_networks(&self, node: &str, mut client: NodeClient) {
         let _g = self.net_lock.lock().await;
-        let (want, have) = match (
-            self.store.list_networks(),
-            client.list_node_networks(pb::ListNetworksRequest {}).await,
-        ) {
-            (Ok(w), Ok(h)) => (w, h.into_inner().networks),
-            (Err(e), _) => return tracing::warn!(node, error = %e, "network sync"),
-            (_, Err(e)) => return tracing::warn!(node, error = %e, "network sync"),
+        let (want, have) = match (self.store.list_networks(), client.list_networks().await) {
+            (Ok(w), Ok(h)) => (w, h),
+            (Err(e), _) | (_, Err(e)) => return tracing::warn!(node, error = %e, "network sync"),
         };
         for n in &want {
-            let fine = have.iter().any(|h| {
-                h.status.as_ref().is_some_and(|s| s.ready)
-                    && h.network.as_ref().is_some_and(|d| {
-                        NetworkDef::from_pb(d)
-                            .ok()
-                            .zip(NetworkDef::from_pb(n).ok())
-                            .is_some_and(|(a, b)| a.same_as(&b))
-                    })
-            });
-            if !fine && let Err(e) = client.ensure_network(n.clone()).await {
-                tracing::warn!(node, network = %n.name, error = %e.message(), "cannot ensure network");
+            let fine = have.iter().any(|h| h.status.ready && h.def.same_as(n));
+            if !fine && let Err(e) = client.ensure_network(n).await {
+                tracing::warn!(node, network = %n.name, error = %e, "cannot ensure network");
             }
         }
-        for h in have.iter().filter_map(|h| h.network.as_ref()) {
-            if want.iter().any(|n| n.name == h.name) {
+        for h in &have {
+            let name = &h.def.name;
+            if want.iter().any(|n| &n.name == name) {
                 continue;
             }
-            let r = client
-                .delete_node_network(pb::DeleteNetworkRequest {
-                    name: h.name.clone(),
-                })
-                .await;
-            match r {
-                Ok(_) => tracing::info!(node, network = %h.name, "removed a deleted network"),
+            match client.delete_network(name).await {
+                Ok(()) => tracing::info!(node, network = %name, "removed a deleted network"),
                 Err(e) => {
-                    tracing::warn!(node, network = %h.name, error = %e.message(), "cannot remove network")
+                    tracing::warn!(node, network = %name, error = %e, "cannot remove network")
                 }
             }
         }

@@ -1,18 +1,27 @@
-//! The controller's side of `NodeAgent` for a node's VMs: calls that take and give the
-//! domain's types, the proto converted here (the client edge of the gRPC layer). Calls
-//! whose answers the API passes on as they are (pools, images, volumes, networks, the
-//! console, QMP) use the raw client ([`NodeClient::raw`]) from the modules that serve them.
+//! The controller's side of `NodeAgent`: calls that take and give the domain's types, the
+//! proto converted here (the client edge of the gRPC layer). Only the console, whose bytes
+//! the API passes on as they are, uses the raw client ([`NodeClient::raw`]) from the gRPC
+//! handlers.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures::{Stream, StreamExt};
 use kcore_proto::v1 as pb;
 use kcore_proto::v1::node_agent_client::NodeAgentClient;
+use tonic::Streaming;
 use tonic::transport::Channel;
 
 use crate::caller::Caller;
-use crate::convert::{report_from_pb, request_to_pb};
-use crate::error::ApiResult;
-use crate::model::{NicRequest, VmReport, VmRequest};
+use crate::convert::{
+    image_from_pb, network_def_to_pb, network_status_from_pb, network_view_from_pb,
+    node_facts_from_pb, node_info_from_pb, node_vms_from_pb, pool_from_pb, progress_from_pb,
+    report_from_pb, request_to_pb, volume_from_pb,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{
+    ImageView, ImportProgress, NetworkDef, NetworkStatus, NetworkView, NicRequest, NodeFacts,
+    NodeInfo, NodeVms, PoolView, VmReport, VmRequest, VolumeView,
+};
 
 /// A node's NodeAgent. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -49,6 +58,42 @@ pub enum VmOp {
     Resume,
 }
 
+/// An image import's progress, as the node sends it.
+pub type ProgressStream = std::pin::Pin<Box<dyn Stream<Item = ApiResult<ImportProgress>> + Send>>;
+
+/// What a node's watch stream says.
+#[derive(Debug)]
+pub enum NodeNews {
+    /// A heartbeat, the first one ending the snapshot: the node's facts and VMs (None
+    /// when the node could not make them this time).
+    Heartbeat(Option<Box<(NodeFacts, NodeVms)>>),
+    /// A VM as it is now (in the snapshot, or a change).
+    Vm(Box<VmReport>),
+    /// A VM left the node (the next heartbeat's reconciliation handles it).
+    Undefined,
+}
+
+/// A node's watch stream.
+pub struct NodeWatch(Streaming<pb::NodeVmEvent>);
+
+impl NodeWatch {
+    /// The next news; None when the node closed the stream.
+    pub async fn next(&mut self) -> ApiResult<Option<NodeNews>> {
+        let Some(ev) = self.0.message().await? else {
+            return Ok(None);
+        };
+        Ok(Some(match (ev.kind.as_str(), &ev.vm) {
+            ("synced" | "heartbeat", _) => NodeNews::Heartbeat(
+                ev.heartbeat
+                    .as_ref()
+                    .map(|hb| Box::new((node_facts_from_pb(hb), node_vms_from_pb(hb)))),
+            ),
+            ("undefined", _) | (_, None) => NodeNews::Undefined,
+            (_, Some(vm)) => NodeNews::Vm(Box::new(report_from_pb(vm))),
+        }))
+    }
+}
+
 fn micros(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -56,8 +101,9 @@ fn micros(t: SystemTime) -> i64 {
 }
 
 impl NodeClient {
-    pub fn new(c: NodeAgentClient<Channel>) -> NodeClient {
-        NodeClient(c)
+    /// The node agent at the other end of `channel`.
+    pub fn over(channel: Channel) -> NodeClient {
+        NodeClient(NodeAgentClient::new(channel))
     }
 
     /// The proto client, for calls the API passes on as they are.
@@ -220,5 +266,146 @@ impl NodeClient {
             .into_inner()
             .vms;
         Ok(vms.iter().map(report_from_pb).collect())
+    }
+    /// What the node is.
+    pub async fn info(&mut self) -> ApiResult<NodeInfo> {
+        let i = self
+            .0
+            .get_node_info(pb::GetNodeInfoRequest {})
+            .await?
+            .into_inner();
+        Ok(node_info_from_pb(&i))
+    }
+
+    /// Follow the node: a snapshot of its VMs, then changes and heartbeats.
+    pub async fn watch(&mut self, heartbeat_ms: u32) -> ApiResult<NodeWatch> {
+        let s = self
+            .0
+            .watch_node_v_ms(pb::WatchNodeVMsRequest { heartbeat_ms })
+            .await?
+            .into_inner();
+        Ok(NodeWatch(s))
+    }
+
+    pub async fn list_pools(&mut self) -> ApiResult<Vec<PoolView>> {
+        let r = self
+            .0
+            .list_node_pools(pb::ListPoolsRequest::default())
+            .await?;
+        Ok(r.into_inner().pools.iter().map(pool_from_pb).collect())
+    }
+
+    pub async fn list_images(&mut self) -> ApiResult<Vec<ImageView>> {
+        let r = self
+            .0
+            .list_node_images(pb::ListImagesRequest::default())
+            .await?;
+        r.into_inner().images.iter().map(image_from_pb).collect()
+    }
+
+    pub async fn list_volumes(&mut self) -> ApiResult<Vec<VolumeView>> {
+        let r = self
+            .0
+            .list_node_volumes(pb::ListVolumesRequest::default())
+            .await?;
+        r.into_inner().volumes.iter().map(volume_from_pb).collect()
+    }
+
+    /// Delete volume `name` of `pool` (which no VM may use).
+    /// A new empty volume `name` of `size_gb` GiB in `pool` (empty: default).
+    pub async fn create_volume(
+        &mut self,
+        name: &str,
+        pool: &str,
+        size_gb: u32,
+    ) -> ApiResult<VolumeView> {
+        let r = self
+            .0
+            .create_node_volume(pb::CreateVolumeRequest {
+                name: name.to_string(),
+                pool: pool.to_string(),
+                size_gb,
+                node: String::new(),
+            })
+            .await?;
+        volume_from_pb(&r.into_inner())
+    }
+
+    pub async fn delete_volume(&mut self, node: &str, name: &str, pool: &str) -> ApiResult<()> {
+        self.0
+            .delete_node_volume(pb::DeleteVolumeRequest {
+                name: name.to_string(),
+                pool: pool.to_string(),
+                node: node.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Import image `name` from `source` (a path the node reads if `caller` may, or a URL)
+    /// into dir pool `pool` (empty: default), checked against `sha256` when given.
+    pub async fn import_image(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        source: &str,
+        sha256: &str,
+        pool: &str,
+    ) -> ApiResult<ProgressStream> {
+        let s = self
+            .0
+            .node_import_image(pb::ImportImageRequest {
+                name: name.to_string(),
+                source: source.to_string(),
+                sha256: sha256.to_string(),
+                node: String::new(),
+                pool: pool.to_string(),
+                caller: Some(caller.into()),
+            })
+            .await?
+            .into_inner();
+        Ok(Box::pin(s.map(|p| {
+            p.map_err(ApiError::from).and_then(|p| progress_from_pb(&p))
+        })))
+    }
+
+    pub async fn delete_image(&mut self, name: &str, pool: &str) -> ApiResult<()> {
+        self.0
+            .delete_node_image(pb::DeleteImageRequest {
+                name: name.to_string(),
+                node: String::new(),
+                pool: pool.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The node's networks (one whose definition does not check out is left out: the
+    /// controller then sees it as missing there).
+    pub async fn list_networks(&mut self) -> ApiResult<Vec<NetworkView>> {
+        let r = self
+            .0
+            .list_node_networks(pb::ListNetworksRequest {})
+            .await?;
+        Ok(r.into_inner()
+            .networks
+            .iter()
+            .filter_map(network_view_from_pb)
+            .collect())
+    }
+
+    /// Put a network in place on the node (again, if it is there already).
+    pub async fn ensure_network(&mut self, def: &NetworkDef) -> ApiResult<NetworkStatus> {
+        let r = self.0.ensure_network(network_def_to_pb(def)).await?;
+        Ok(network_status_from_pb(&r.into_inner()))
+    }
+
+    pub async fn delete_network(&mut self, name: &str) -> ApiResult<()> {
+        self.0
+            .delete_node_network(pb::DeleteNetworkRequest {
+                name: name.to_string(),
+            })
+            .await?;
+        Ok(())
     }
 }

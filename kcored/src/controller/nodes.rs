@@ -5,11 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use kcore_proto::v1 as pb;
-use kcore_proto::v1::node_agent_client::NodeAgentClient;
 use tonic::transport::Channel;
 
-use super::node_client::NodeClient;
+use super::node_client::{NodeClient, NodeNews};
 use super::{Controller, store};
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
@@ -20,7 +18,7 @@ use crate::model::{NodeFacts, NodeInfo, NodeView, PoolView, VmStatus};
 pub struct NodeLink {
     pub name: String,
     pub address: String,
-    pub client: NodeAgentClient<Channel>,
+    pub client: NodeClient,
     pub info: NodeInfo,
     pub ready: bool,
     pub last_heartbeat: String,
@@ -33,7 +31,7 @@ pub struct NodeLink {
 }
 
 impl NodeLink {
-    fn new(name: String, address: String, client: NodeAgentClient<Channel>) -> NodeLink {
+    fn new(name: String, address: String, client: NodeClient) -> NodeLink {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         NodeLink {
             generation: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -84,7 +82,7 @@ impl Nodes {
         if !link.ready {
             return Err(ApiError::Unavailable(format!("node {name} is not ready")));
         }
-        Ok(NodeClient::new(link.client))
+        Ok(link.client)
     }
 
     pub fn all(&self) -> Vec<NodeLink> {
@@ -201,7 +199,7 @@ impl Controller {
                     continue;
                 }
             };
-            let client = NodeAgentClient::new(ch);
+            let client = NodeClient::over(ch);
             let mut link = NodeLink::new(name.clone(), address.clone(), client.clone());
             // What it had when last heard from, until it is heard from again.
             if let Some((facts, at)) = self.store.node_facts(&name)? {
@@ -221,14 +219,11 @@ impl Controller {
         address: String,
         channel: Channel,
     ) -> anyhow::Result<String> {
-        let mut client = NodeAgentClient::new(channel);
-        let info = client
-            .get_node_info(pb::GetNodeInfoRequest {})
-            .await?
-            .into_inner();
+        let mut client = NodeClient::over(channel);
+        let info = client.info().await?;
         let name = info.name.clone();
         let link = NodeLink {
-            info: crate::convert::node_info_from_pb(&info),
+            info,
             ..NodeLink::new(name.clone(), address, client.clone())
         };
         let generation = link.generation;
@@ -247,7 +242,7 @@ impl Controller {
         self: Arc<Self>,
         name: String,
         generation: u64,
-        mut client: NodeAgentClient<Channel>,
+        mut client: NodeClient,
         mut first: Option<tokio::sync::oneshot::Sender<()>>,
     ) {
         // Stop once the node was removed or added again (a new follower has it).
@@ -265,26 +260,24 @@ impl Controller {
                 return;
             }
             let why: String;
-            let req = pb::WatchNodeVMsRequest { heartbeat_ms };
-            match client.watch_node_v_ms(req).await {
-                Ok(resp) => {
+            match client.watch(heartbeat_ms).await {
+                Ok(mut stream) => {
                     delay = Duration::from_millis(100);
-                    let mut stream = resp.into_inner();
                     // Networks created or deleted while the node was away.
                     let (me, node, c) = (self.clone(), name.clone(), client.clone());
                     tokio::spawn(async move { me.sync_networks(&node, c).await });
                     loop {
                         let got =
-                            tokio::time::timeout(self.tuning.node_timeout, stream.message()).await;
+                            tokio::time::timeout(self.tuning.node_timeout, stream.next()).await;
                         if !current(&self) {
                             // Removed, or followed at another address now.
                             return;
                         }
                         match got {
-                            Ok(Ok(Some(ev))) if ev.kind == "synced" || ev.kind == "heartbeat" => {
-                                if let Some(hb) = &ev.heartbeat {
+                            Ok(Ok(Some(NodeNews::Heartbeat(hb)))) => {
+                                if let Some(hb) = hb {
+                                    let (facts, vms) = *hb;
                                     let at = now_rfc3339();
-                                    let facts = crate::convert::node_facts_from_pb(hb);
                                     self.nodes.update(&name, |l| {
                                         l.take_facts(&facts);
                                         l.last_heartbeat = at.clone();
@@ -297,24 +290,25 @@ impl Controller {
                                         was_ready = true;
                                         self.emit_node("node.ready", &name, "heartbeat received");
                                     }
-                                    self.reconcile(
-                                        &name,
-                                        &NodeClient::new(client.clone()),
-                                        &crate::convert::node_vms_from_pb(hb),
-                                    );
+                                    self.reconcile(&name, &client, &vms);
                                 }
                                 // The snapshot is in: serve requests from now on.
                                 if let Some(tx) = first.take() {
                                     let _ = tx.send(());
                                 }
                             }
-                            Ok(Ok(Some(ev))) => self.take_event(&ev),
+                            Ok(Ok(Some(NodeNews::Vm(vm)))) => {
+                                if let Err(e) = self.apply_node_vm(&vm) {
+                                    tracing::warn!(vm = %vm.name, error = %e, "cannot apply node update");
+                                }
+                            }
+                            Ok(Ok(Some(NodeNews::Undefined))) => {}
                             Ok(Ok(None)) => {
                                 why = "the node closed its stream".into();
                                 break;
                             }
                             Ok(Err(e)) => {
-                                why = format!("stream failed: {}", e.message());
+                                why = format!("stream failed: {e}");
                                 break;
                             }
                             Err(_) => {
@@ -327,7 +321,7 @@ impl Controller {
                         }
                     }
                 }
-                Err(e) => why = format!("cannot watch: {}", e.message()),
+                Err(e) => why = format!("cannot watch: {e}"),
             }
             if !current(&self) {
                 return;
@@ -359,25 +353,21 @@ impl Controller {
             .into_iter()
             .filter(|l| l.ready)
             .map(|mut l| async move {
-                let nets = tokio::time::timeout(
-                    WAIT,
-                    l.client.list_node_networks(pb::ListNetworksRequest {}),
-                )
-                .await;
-                let images = tokio::time::timeout(
-                    WAIT,
-                    l.client.list_node_images(pb::ListImagesRequest::default()),
-                )
-                .await;
+                let nets = tokio::time::timeout(WAIT, l.client.list_networks()).await;
+                let images = tokio::time::timeout(WAIT, l.client.list_images()).await;
                 (l.name, nets, images)
             });
         for (name, nets, images) in futures::future::join_all(asks).await {
             self.nodes.update(&name, |link| {
                 if let Ok(Ok(n)) = nets {
-                    link.networks = crate::convert::ready_networks(n.into_inner().networks);
+                    link.networks = n
+                        .into_iter()
+                        .filter(|n| n.status.ready)
+                        .map(|n| n.def.name)
+                        .collect();
                 }
                 if let Ok(Ok(i)) = images {
-                    link.images = i.into_inner().images.into_iter().map(|i| i.name).collect();
+                    link.images = i.into_iter().map(|i| i.name).collect();
                 }
             });
         }
@@ -403,16 +393,6 @@ impl Controller {
                     self.emit("vm.status", Some(&row), reason);
                 }
             }
-        }
-    }
-
-    fn take_event(&self, ev: &pb::NodeVmEvent) {
-        let Some(vm) = &ev.vm else { return };
-        if ev.kind == "undefined" {
-            return;
-        }
-        if let Err(e) = self.apply_node_vm(&crate::convert::report_from_pb(vm)) {
-            tracing::warn!(vm = %vm.name, error = %e, "cannot apply node update");
         }
     }
 

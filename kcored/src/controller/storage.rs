@@ -1,15 +1,15 @@
 //! Storage calls of the public API: pools, images and volumes live on the nodes; the
 //! controller picks the node and gathers the answers.
 
-use kcore_proto::v1 as pb;
-use tonic::Streaming;
+use kcore_types::ImageName;
 
 use super::Controller;
-pub use super::node_client::DiskOp;
+pub use super::node_client::{DiskOp, ProgressStream};
 use super::nodes::NodeLink;
 use super::store::VmRow;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::model::{ImageView, PoolView, VolumeView};
 
 impl Controller {
     /// The nodes a listing covers: the one asked for, or every ready node.
@@ -41,61 +41,48 @@ impl Controller {
         }
     }
 
-    pub async fn list_pools(&self, node: &str) -> ApiResult<Vec<pb::Pool>> {
+    pub async fn list_pools(&self, node: &str) -> ApiResult<Vec<PoolView>> {
         let mut out = Vec::new();
         for mut l in self.nodes_for(node)? {
-            let r = l
-                .client
-                .list_node_pools(pb::ListPoolsRequest::default())
-                .await?;
-            out.extend(r.into_inner().pools);
+            out.extend(l.client.list_pools().await?);
         }
         Ok(out)
     }
 
-    pub async fn list_images(&self, node: &str) -> ApiResult<Vec<pb::Image>> {
+    pub async fn list_images(&self, node: &str) -> ApiResult<Vec<ImageView>> {
         let mut out = Vec::new();
         for mut l in self.nodes_for(node)? {
-            let r = l
-                .client
-                .list_node_images(pb::ListImagesRequest::default())
-                .await?;
-            out.extend(r.into_inner().images);
+            out.extend(l.client.list_images().await?);
         }
         out.sort_by(|a, b| (&a.name, &a.node).cmp(&(&b.name, &b.node)));
         Ok(out)
     }
 
-    pub async fn list_volumes(&self, node: &str) -> ApiResult<Vec<pb::Volume>> {
+    pub async fn list_volumes(&self, node: &str) -> ApiResult<Vec<VolumeView>> {
         let mut out = Vec::new();
         for mut l in self.nodes_for(node)? {
-            let r = l
-                .client
-                .list_node_volumes(pb::ListVolumesRequest::default())
-                .await?;
-            out.extend(r.into_inner().volumes);
+            out.extend(l.client.list_volumes().await?);
         }
         Ok(out)
     }
 
-    /// A new empty volume on the node asked for (or the only node).
-    pub async fn create_volume(&self, req: pb::CreateVolumeRequest) -> ApiResult<pb::Volume> {
-        kcore_storage::validate_name("volume", &req.name)?;
-        if req.size_gb == 0 {
+    /// A new empty volume `name` of `size_gb` GiB in `pool` (empty: default) on `node`
+    /// (empty: the only node).
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        pool: &str,
+        size_gb: u32,
+        node: &str,
+    ) -> ApiResult<VolumeView> {
+        kcore_storage::validate_name("volume", name)?;
+        if size_gb == 0 {
             return Err(ApiError::InvalidArgument(
                 "a new volume needs a size of at least 1 GiB".into(),
             ));
         }
-        let size_gb = req.size_gb;
-        let mut l = self.one_node(&req.node)?;
-        let v = l
-            .client
-            .create_node_volume(pb::CreateVolumeRequest {
-                node: l.name.clone(),
-                ..req
-            })
-            .await?
-            .into_inner();
+        let mut l = self.one_node(node)?;
+        let v = l.client.create_volume(name, pool, size_gb).await?;
         self.emit_node(
             "volume.created",
             &l.name,
@@ -104,54 +91,39 @@ impl Controller {
         Ok(v)
     }
 
-    /// Delete a volume no VM uses, on the node asked for or the one node that has it.
-    pub async fn delete_volume(&self, req: pb::DeleteVolumeRequest) -> ApiResult<()> {
-        kcore_storage::validate_name("volume", &req.name)?;
-        let pool = if req.pool.is_empty() {
-            "default".to_string()
-        } else {
-            req.pool.clone()
-        };
-        let node = if req.node.is_empty() {
+    /// Delete volume `name` of `pool` (empty: default) no VM uses, on `node` (empty: the
+    /// one node that has it).
+    pub async fn delete_volume(&self, name: &str, pool: &str, node: &str) -> ApiResult<()> {
+        kcore_storage::validate_name("volume", name)?;
+        let pool = if pool.is_empty() { "default" } else { pool };
+        let node = if node.is_empty() {
             let holders: Vec<String> = self
                 .list_volumes("")
                 .await?
                 .into_iter()
-                .filter(|v| v.name == req.name && v.pool == pool)
+                .filter(|v| v.name == name && v.pool == pool)
                 .map(|v| v.node)
                 .collect();
             match holders.as_slice() {
                 [one] => one.clone(),
                 [] => {
                     return Err(ApiError::NotFound(format!(
-                        "no volume {} in pool {pool} on any ready node (kctl volume list)",
-                        req.name
+                        "no volume {name} in pool {pool} on any ready node (kctl volume list)"
                     )));
                 }
                 many => {
                     return Err(ApiError::InvalidArgument(format!(
-                        "volume {} is on nodes {}: say which with --node",
-                        req.name,
+                        "volume {name} is on nodes {}: say which with --node",
                         many.join(", ")
                     )));
                 }
             }
         } else {
-            req.node.clone()
+            node.to_string()
         };
         let mut l = self.one_node(&node)?;
-        l.client
-            .delete_node_volume(pb::DeleteVolumeRequest {
-                name: req.name.clone(),
-                pool: pool.clone(),
-                node: node.clone(),
-            })
-            .await?;
-        self.emit_node(
-            "volume.deleted",
-            &node,
-            format!("{} in pool {pool}", req.name),
-        );
+        l.client.delete_volume(&node, name, pool).await?;
+        self.emit_node("volume.deleted", &node, format!("{name} in pool {pool}"));
         Ok(())
     }
 
@@ -159,35 +131,55 @@ impl Controller {
     pub async fn import_image(
         &self,
         caller: &Caller,
-        mut req: pb::ImportImageRequest,
-    ) -> ApiResult<Streaming<pb::ImportImageProgress>> {
-        // The node checks the source against the caller the controller vouches for, never
-        // against one the client named.
-        req.caller = Some(caller.into());
-        kcore_storage::validate_name("image", &req.name)?;
+        req: &ImportRequest,
+    ) -> ApiResult<ProgressStream> {
         if req.source.is_empty() {
             return Err(ApiError::InvalidArgument(
                 "source is required: a path on the node or an http(s) URL".into(),
             ));
         }
         let mut l = self.one_node(&req.node)?;
-        let name = req.name.clone();
-        let stream = l.client.node_import_image(req).await?.into_inner();
+        // The node checks the source against the caller the controller vouches for, never
+        // against one the client named.
+        let stream = l
+            .client
+            .import_image(
+                caller,
+                req.name.as_str(),
+                &req.source,
+                &req.sha256,
+                &req.pool,
+            )
+            .await?;
         self.emit(
             "image.import",
             None,
-            format!("importing {name} on {} for {caller}", l.name),
+            format!("importing {} on {} for {caller}", req.name, l.name),
         );
         Ok(stream)
     }
 
-    pub async fn delete_image(&self, req: pb::DeleteImageRequest) -> ApiResult<()> {
-        let mut l = self.one_node(&req.node)?;
-        let name = req.name.clone();
-        l.client.delete_node_image(req).await?;
+    /// Delete image `name` of `pool` (empty: default) on `node` (empty: the only node).
+    pub async fn delete_image(&self, name: &str, pool: &str, node: &str) -> ApiResult<()> {
+        let mut l = self.one_node(node)?;
+        l.client.delete_image(name, pool).await?;
         self.emit("image.deleted", None, format!("{name} on {}", l.name));
         Ok(())
     }
+}
+
+/// An image to import.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    pub name: ImageName,
+    /// A path on the node, or an http(s) URL.
+    pub source: String,
+    /// Expected sha256 (hex; empty: not checked).
+    pub sha256: String,
+    /// The node (empty: the only one).
+    pub node: String,
+    /// The dir pool (empty: default).
+    pub pool: String,
 }
 
 impl Controller {

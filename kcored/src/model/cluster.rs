@@ -1,5 +1,7 @@
 //! What the controller keeps of the cluster besides VMs: the certificates it issued.
 
+use super::storage::PoolView;
+
 /// A certificate the controller issued (or made for itself), as its list keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CertInfo {
@@ -32,24 +34,6 @@ pub struct NodeInfo {
     /// kvm or tcg.
     #[serde(default)]
     pub accel: String,
-}
-
-/// A storage pool of a node with its free space.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct PoolView {
-    pub name: String,
-    #[serde(default)]
-    pub node: String,
-    /// dir or lvm.
-    #[serde(rename = "type", default)]
-    pub kind: String,
-    /// The directory, or VG[/THINPOOL].
-    #[serde(default)]
-    pub source: String,
-    #[serde(default, deserialize_with = "super::vm::u64_lenient")]
-    pub total_bytes: u64,
-    #[serde(default, deserialize_with = "super::vm::u64_lenient")]
-    pub free_bytes: u64,
 }
 
 /// What the controller keeps of a node's last heartbeat (kept in the store, so a node that

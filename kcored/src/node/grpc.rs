@@ -20,7 +20,6 @@ use crate::caller::Caller;
 use crate::convert::request_from_pb;
 use crate::error::ApiError;
 use crate::hostpath::HostPaths;
-use crate::netdef::NetworkDef;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -489,7 +488,7 @@ impl NodeAgent for NodeAgentService {
         &self,
         req: Request<pb::Network>,
     ) -> Result<Response<pb::NetworkOnNode>, Status> {
-        let def = NetworkDef::from_pb(&req.into_inner())?;
+        let def = edge::network_def_from_pb(&req.into_inner())?;
         let status = self.node.networks().ensure(def).await?;
         Ok(Response::new(edge::network_status_to_pb(&status)))
     }
@@ -512,7 +511,7 @@ impl NodeAgent for NodeAgentService {
                 .networks()
                 .list()
                 .iter()
-                .map(edge::network_to_pb)
+                .map(edge::network_view_to_pb)
                 .collect(),
         }))
     }

@@ -82,13 +82,13 @@ impl NodeStorage {
         let mut out = Vec::new();
         for (name, (cfg, pool)) in &self.pools {
             let cap = pool.backend().capacity()?;
-            out.push(PoolView {
-                name: name.clone(),
-                node: self.node.clone(),
-                kind: cfg.kind.clone(),
-                total_bytes: cap.total_bytes,
-                free_bytes: cap.free_bytes,
-            });
+            out.push(PoolView::of(
+                name,
+                &self.node,
+                &cfg.kind,
+                cap.total_bytes,
+                cap.free_bytes,
+            ));
         }
         Ok(out)
     }

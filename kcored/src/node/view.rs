@@ -6,16 +6,14 @@
 //! the proto.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 
-use kcore_storage::{PoolKind, VolumeFormat};
 use kcore_types::{ImageName, MacAddr};
 use kcore_vmm::argv::Accel;
 use kcore_vmm::spec::{Disk, DiskFormat, NicModel, VmSpec};
 use kcore_vmm::timeline::Timeline;
 use kcore_vmm::vm::VmState;
 
-use crate::netdef::NetworkDef;
+pub use crate::model::{ImageView, NetworkStatus, NetworkView, PoolView, VolumeView};
 
 /// The node's view of one VM, with the sequence number of this view (it grows with every
 /// change of any VM on the node, so the controller can drop stale news).
@@ -109,65 +107,6 @@ pub struct VmBrief {
     pub id: String,
     pub name: String,
     pub state: VmState,
-}
-
-/// A pool of this node, with its capacity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolView {
-    pub name: String,
-    pub node: String,
-    pub kind: PoolKind,
-    pub total_bytes: u64,
-    pub free_bytes: u64,
-}
-
-/// An image in a dir pool of this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageView {
-    pub name: String,
-    pub node: String,
-    pub pool: String,
-    pub format: VolumeFormat,
-    pub virtual_size: u64,
-    pub actual_size: u64,
-    /// Lowercase hex; None for an image placed by hand without one.
-    pub sha256: Option<String>,
-}
-
-/// A volume of a pool of this node, with the VM whose disk it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeView {
-    pub name: String,
-    pub node: String,
-    pub pool: String,
-    pub vm: Option<String>,
-    pub format: VolumeFormat,
-    pub virtual_size: u64,
-    pub actual_size: u64,
-    /// The image (or file) it is an overlay of.
-    pub backing: Option<String>,
-    pub path: PathBuf,
-}
-
-/// A network of this node: the definition it keeps and how it stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkView {
-    pub def: NetworkDef,
-    pub status: NetworkStatus,
-}
-
-/// How a network stands on this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkStatus {
-    pub node: String,
-    /// The bridge (and for nat the address, dnsmasq and the NAT table) are in place.
-    pub ready: bool,
-    /// What is wrong when not ready.
-    pub message: String,
-    /// nat: the dnsmasq serving it.
-    pub dnsmasq_pid: Option<u32>,
-    /// nat: leases handed out.
-    pub leases: u32,
 }
 
 /// A disk to add to a VM. The node only looks the pool and volume up (a name that is not

@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use kcore_proto::v1 as pb;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use kcore_types::MacAddr;
@@ -96,12 +95,16 @@ const MIGRATIONS: &[&str] = &[
     // for placement.
     "ALTER TABLE vms ADD COLUMN vcpus INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE vms ADD COLUMN memory_mib INTEGER NOT NULL DEFAULT 0;",
+    // 13: each network's definition in the store's own schema (`NetworkDef` as JSON, no
+    // longer the proto's JSON; rewritten by `networks::migrate_networks`).
+    "",
 ];
 
 /// Data changes that go with a migration (its number, 1-based), in its transaction.
 fn data_migration(version: usize, conn: &Connection) -> rusqlite::Result<()> {
     match version {
         12 => migrate_specs(conn),
+        13 => networks::migrate_networks(conn),
         _ => Ok(()),
     }
 }
@@ -128,6 +131,7 @@ fn migrate_specs(conn: &Connection) -> rusqlite::Result<()> {
 
 mod checks;
 mod cluster;
+mod networks;
 
 pub use checks::StoreError;
 
@@ -447,61 +451,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn insert_network(&self, n: &pb::Network) -> ApiResult<()> {
-        let r = self.conn().execute(
-            "INSERT INTO networks (name, def, created_at) VALUES (?1, ?2, ?3)",
-            params![n.name, json(n)?, n.created_at],
-        );
-        match r {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(ApiError::AlreadyExists(format!(
-                    "a network named {:?} already exists",
-                    n.name
-                )))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    pub fn get_network(&self, name: &str) -> ApiResult<Option<pb::Network>> {
-        let def: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT def FROM networks WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        def.map(|d| {
-            serde_json::from_str(&d)
-                .map_err(|e| ApiError::Internal(format!("network {name} in the store: {e}")))
-        })
-        .transpose()
-    }
-
-    pub fn list_networks(&self) -> ApiResult<Vec<pb::Network>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT def FROM networks ORDER BY name")?;
-        let defs = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        defs.iter()
-            .map(|d| {
-                serde_json::from_str(d)
-                    .map_err(|e| ApiError::Internal(format!("network in the store: {e}")))
-            })
-            .collect()
-    }
-
-    pub fn delete_network(&self, name: &str) -> ApiResult<()> {
-        self.conn()
-            .execute("DELETE FROM networks WHERE name = ?1", params![name])?;
-        Ok(())
-    }
-
     /// A node's VM count, and the vCPUs and memory (MiB) of its VMs that run (or are about
     /// to): one SQL aggregate, as the scheduler asks on every create.
     pub fn allocation(&self, node: &str) -> ApiResult<(u32, u32, u32)> {
@@ -582,7 +531,7 @@ mod tests {
     use super::*;
 
     fn spec(vcpus: u32, memory_mib: u32) -> VmRequest {
-        crate::convert::request_from_pb(&pb::VmSpec {
+        crate::convert::request_from_pb(&kcore_proto::v1::VmSpec {
             vcpu: vcpus,
             memory_mb: memory_mib,
             kernel: "/k".into(),
@@ -700,24 +649,9 @@ mod tests {
     }
 
     #[test]
-    fn networks_and_nics_are_kept() {
+    fn nics_are_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(&dir.path().join("c.db")).expect("open");
-        let net = pb::Network {
-            name: "default".into(),
-            mode: pb::NetworkMode::Nat as i32,
-            subnet: "10.77.0.0/24".into(),
-            bridge: "kbr-default".into(),
-            ..Default::default()
-        };
-        s.insert_network(&net).expect("insert");
-        let e = s.insert_network(&net).expect_err("dup");
-        assert!(matches!(e, ApiError::AlreadyExists(_)), "{e}");
-        assert_eq!(s.get_network("default").expect("get"), Some(net.clone()));
-        assert_eq!(s.list_networks().expect("list"), vec![net]);
-        s.delete_network("default").expect("delete");
-        assert_eq!(s.get_network("default").expect("get"), None);
-
         let mut r = row("a");
         r.spec.nics = vec![NicRequest {
             network: "default".parse().expect("name"),

@@ -170,7 +170,7 @@ texts! {
     RAW_NOT_SECTORS = "storage/src/image.rs, check_image",
         format "not a disk image: a raw image must be a multiple of 512 bytes, this file has {len} bytes";
     NO_VOLUME_ANYWHERE = "kcored/src/controller/storage.rs, delete_volume",
-        format "no volume {} in pool {pool} on any ready node (kctl volume list)";
+        format "no volume {name} in pool {pool} on any ready node (kctl volume list)";
     VOLUME_IN_USE = "kcored/src/node/storage.rs, NodeStorage::delete_volume",
         format "volume {volume} in pool {pool} is a disk of VM {vm}: detach it first (kctl vm disk detach {vm} {volume})";
     VOLUME_USED = "kcored/src/node/storage.rs, NodeStorage::existing_disk",

@@ -1,5 +1,10 @@
-//! Translation between the proto API types and the domain types (the node's own views are
-//! converted at its edge, `node/convert.rs`).
+//! Translation between the proto API types and the domain types: what a create asks for,
+//! VMs, nodes, events, certificates here; pools, images, volumes and networks in
+//! [`listing`]. The node's own views are converted at its edge, `node/convert.rs`.
+
+mod listing;
+
+pub use listing::*;
 
 use std::time::SystemTime;
 
@@ -13,21 +18,13 @@ use crate::controller::store::VmRow;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
     Boot, CertInfo, CreateVm, DiskRequest, DiskView, Event, ImageDisk, KernelBoot, NicRequest,
-    NicView, NodeFacts, NodeInfo, NodeView, NodeVms, PoolView, Timeline, TimelinePhase, VmReport,
-    VmRequest, VmStatus,
+    NicView, NodeFacts, NodeInfo, NodeView, NodeVms, Timeline, TimelinePhase, VmReport, VmRequest,
+    VmStatus,
 };
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(t: SystemTime) -> String {
     DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// The names of the networks in place (ready) on a node.
-pub fn ready_networks(nets: Vec<pb::NodeNetwork>) -> Vec<String> {
-    nets.into_iter()
-        .filter(|n| n.status.as_ref().is_some_and(|s| s.ready))
-        .filter_map(|n| n.network.map(|d| d.name))
-        .collect()
 }
 
 pub fn now_rfc3339() -> String {
@@ -232,28 +229,6 @@ pub fn node_info_from_pb(i: &pb::NodeInfo) -> NodeInfo {
         version: i.version.clone(),
         qemu_version: i.qemu_version.clone(),
         accel: i.accel.clone(),
-    }
-}
-
-fn pool_from_pb(p: &pb::Pool) -> PoolView {
-    PoolView {
-        name: p.name.clone(),
-        node: p.node.clone(),
-        kind: p.r#type.clone(),
-        source: p.source.clone(),
-        total_bytes: p.total_bytes,
-        free_bytes: p.free_bytes,
-    }
-}
-
-fn pool_to_pb(p: &PoolView) -> pb::Pool {
-    pb::Pool {
-        name: p.name.clone(),
-        node: p.node.clone(),
-        r#type: p.kind.clone(),
-        source: p.source.clone(),
-        total_bytes: p.total_bytes,
-        free_bytes: p.free_bytes,
     }
 }
 
@@ -712,6 +687,54 @@ mod tests {
         assert_eq!(
             Caller::unix(4242, 4242, None).to_string(),
             "uid 4242 on the local socket"
+        );
+    }
+
+    /// The rule of the domain model, enforced: the proto crate is named only by the gRPC
+    /// layer (the handlers, the controller's client of its nodes, the node's client of
+    /// its controller, the server assembly) and the conversions; everything else takes
+    /// and returns `crate::model` types. Tests may build messages anywhere.
+    #[test]
+    fn the_proto_stays_in_the_grpc_layer() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let layer = [
+            "controller/grpc.rs",
+            "controller/join.rs",
+            "controller/node_client.rs",
+            "convert/listing.rs",
+            "convert/mod.rs",
+            "node/convert.rs",
+            "node/grpc.rs",
+            "node_tls.rs",
+            "server.rs",
+        ];
+        let (mut files, mut found) = (0, Vec::new());
+        let mut dirs = vec![src.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read the source directory") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let rel = path.strip_prefix(&src).expect("under src");
+                let rel = rel.to_string_lossy();
+                if !rel.ends_with(".rs") || layer.contains(&rel.as_ref()) {
+                    continue;
+                }
+                files += 1;
+                let text = std::fs::read_to_string(&path).expect("read a source file");
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                if code.contains("kcore_proto") {
+                    found.push(rel.into_owned());
+                }
+            }
+        }
+        assert!(files > 30, "{files} source files under {}?", src.display());
+        assert!(
+            found.is_empty(),
+            "kcore_proto outside the gRPC layer in {found:?}: take and return crate::model \
+             types and convert in convert/ (or node/convert.rs)"
         );
     }
 }
