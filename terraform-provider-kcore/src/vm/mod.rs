@@ -688,3 +688,71 @@ impl Resource for VmResource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names<T>(m: &std::collections::HashMap<String, T>) -> Vec<String> {
+        let mut v: Vec<String> = m.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The attribute names issue 12 lists (scripts depend on them), plus autostart and
+    /// timeouts.
+    #[test]
+    fn the_schema_has_the_issues_names() {
+        let block = vm_schema().block;
+        assert_eq!(
+            names(&block.attributes),
+            [
+                "autostart",
+                "cmdline",
+                "disk_size_gb",
+                "id",
+                "image",
+                "initrd",
+                "ipv4",
+                "kernel",
+                "machine",
+                "memory_mb",
+                "name",
+                "node",
+                "pid",
+                "ready_pattern",
+                "restart",
+                "running",
+                "status",
+                "vcpu",
+            ]
+        );
+        assert_eq!(
+            names(&block.blocks),
+            ["cloud_init", "disk", "nic", "timeouts", "wait_for"]
+        );
+        let inner = |name: &str| match &block.blocks[name] {
+            NestedBlock::List(b) | NestedBlock::Optional(b) => names(&b.attributes),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(inner("disk"), ["pool", "size_gb"]);
+        assert_eq!(inner("nic"), ["ipv4", "mac", "model", "network", "tap"]);
+        assert_eq!(
+            inner("cloud_init"),
+            ["meta_data", "network_config", "user_data"]
+        );
+        assert_eq!(inner("wait_for"), ["ipv4", "ready", "timeout"]);
+    }
+
+    #[test]
+    fn operation_timeouts() {
+        let mut st = VmState::default();
+        assert_eq!(op_timeout(&st, Op::Create), Ok(CREATE_TIMEOUT));
+        st.timeouts = Value::Value(vec![state::Timeouts {
+            delete: Value::Value("90s".into()),
+            ..Default::default()
+        }]);
+        assert_eq!(op_timeout(&st, Op::Delete), Ok(Duration::from_secs(90)));
+        assert_eq!(op_timeout(&st, Op::Update), Ok(UPDATE_TIMEOUT));
+    }
+}
