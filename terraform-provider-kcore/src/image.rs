@@ -275,16 +275,7 @@ impl Resource for ImageResource {
             node: s(&state.node),
             pool: s(&state.pool),
         };
-        match client.api().delete_image(request).await {
-            Ok(_) => Some(()),
-            Err(st) => {
-                let e = client.error(st);
-                if diag::is_not_found(&e) {
-                    return Some(());
-                }
-                diag::api(diags, format!("deleting image {name}"), &e);
-                None
-            }
-        }
+        let result = client.api().delete_image(request).await;
+        diag::deleted(diags, &client, format!("deleting image {name}"), result)
     }
 }

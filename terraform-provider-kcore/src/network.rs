@@ -250,21 +250,11 @@ impl Resource for NetworkResource {
     ) -> Option<()> {
         let client = self.0.client(diags)?;
         let name = s(&state.name);
-        match client
+        let result = client
             .api()
             .delete_network(pb::DeleteNetworkRequest { name: name.clone() })
-            .await
-        {
-            Ok(_) => Some(()),
-            Err(st) => {
-                let e = client.error(st);
-                if diag::is_not_found(&e) {
-                    return Some(());
-                }
-                diag::api(diags, format!("deleting network {name}"), &e);
-                None
-            }
-        }
+            .await;
+        diag::deleted(diags, &client, format!("deleting network {name}"), result)
     }
 
     async fn import<'a>(

@@ -230,16 +230,7 @@ impl Resource for VolumeResource {
             pool: s(&state.pool),
             node: s(&state.node),
         };
-        match client.api().delete_volume(request).await {
-            Ok(_) => Some(()),
-            Err(st) => {
-                let e = client.error(st);
-                if diag::is_not_found(&e) {
-                    return Some(());
-                }
-                diag::api(diags, format!("deleting volume {name}"), &e);
-                None
-            }
-        }
+        let result = client.api().delete_volume(request).await;
+        diag::deleted(diags, &client, format!("deleting volume {name}"), result)
     }
 }

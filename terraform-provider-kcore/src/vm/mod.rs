@@ -654,15 +654,7 @@ impl Resource for VmResource {
             keep_disks: false,
         });
         match tokio::time::timeout(limit, call).await {
-            Ok(Ok(_)) => Some(()),
-            Ok(Err(status)) => {
-                let e = client.error(status);
-                if diag::is_not_found(&e) {
-                    return Some(());
-                }
-                diag::api(diags, format!("deleting VM {name}"), &e);
-                None
-            }
+            Ok(result) => diag::deleted(diags, &client, format!("deleting VM {name}"), result),
             Err(_) => {
                 diags.root_error(
                     format!("deleting VM {name}"),
