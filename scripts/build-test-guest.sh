@@ -24,6 +24,9 @@ readonly WANTED_MODULES=(
     virtio_mmio failover net_failover virtio_net virtio_blk
     button evdev
 )
+# Loaded only when a disk labelled cidata (a cloud-init NoCloud seed, vfat) is found, so a
+# guest without one boots as fast as before.
+readonly CIDATA_MODULES=(fat vfat nls_cp437 nls_ascii nls_utf8)
 
 log() { printf 'build-test-guest: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -293,6 +296,12 @@ build() {
     done
     printf '%s\n' "${order[@]}" >"$root/lib/modules/load-order"
     log "modules (load order): ${order[*]}"
+    order=()
+    for name in "${CIDATA_MODULES[@]}"; do
+        add_mod "$name"
+    done
+    printf '%s\n' "${order[@]}" >"$root/lib/modules/cidata-order"
+    log "modules for a cidata seed: ${order[*]}"
 
     # --- ACPI power button handler (busybox acpid runs /etc/acpi/PWRF/00000080) ---
     cat >"$root/etc/acpi/PWRF/00000080" <<'EOF'
@@ -378,6 +387,35 @@ if [ -n "$root" ]; then
         echo "KCORE-ROOT-MOUNTED $root"
     else
         echo "KCORE-ROOT-FAILED $root"
+    fi
+fi
+
+# A cloud-init NoCloud seed (a disk labelled cidata, found by busybox findfs): mount it
+# read-only on /run/cidata and print what it holds, so tests can assert on it
+# (docs/test-guest.md).
+cidata=$(findfs LABEL=cidata 2>/dev/null || findfs LABEL=CIDATA 2>/dev/null || true)
+if [ -n "$cidata" ]; then
+    while read -r m; do
+        [ -f "/lib/modules/$m.ko" ] && insmod "/lib/modules/$m.ko" >/dev/null 2>&1
+    done </lib/modules/cidata-order
+    mkdir -p /run/cidata
+    if mount -t vfat -o ro "$cidata" /run/cidata 2>/dev/null; then
+        echo "KCORE-CIDATA $cidata"
+        for f in user-data meta-data network-config; do
+            [ -f "/run/cidata/$f" ] || continue
+            n=0
+            while { IFS= read -r line || [ -n "$line" ]; } && [ "$n" -lt 40 ]; do
+                echo "KCORE-CIDATA $f: $line"
+                n=$((n + 1))
+            done <"/run/cidata/$f"
+        done
+        h=$(sed -n 's/^local-hostname:[[:space:]]*//p' /run/cidata/meta-data 2>/dev/null | head -n1)
+        if [ -n "$h" ]; then
+            hostname "$h"
+            echo "KCORE-CIDATA-HOSTNAME $h"
+        fi
+    else
+        echo "KCORE-CIDATA-FAILED $cidata"
     fi
 fi
 

@@ -322,6 +322,7 @@ mod tests {
             "AttachNic",
             "DetachNic",
             "IssueCertificate",
+            "UpdateVM",
         ] {
             let p = format!("{API_PREFIX}{m}");
             assert!(authorize(&p, Role::Viewer).is_err(), "{p}");

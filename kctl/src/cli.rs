@@ -65,7 +65,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
     /// Create (and, unless --start=false, start) a VM.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List VMs.
     #[command(visible_alias = "ls")]
     List {
@@ -137,6 +137,10 @@ pub enum VmCommand {
         /// VM name.
         name: String,
     },
+    /// Change a VM: vCPUs and memory (while it is STOPPED), cloud-init data and autostart
+    /// (any time; a new cloud-init seed is what the guest sees from its next start).
+    #[command(visible_alias = "update")]
+    Set(SetArgs),
     /// Add, remove or grow a VM's disks (live when it runs).
     #[command(subcommand)]
     Disk(DiskCommand),
@@ -312,6 +316,83 @@ pub struct CreateArgs {
     /// Start the VM when its node boots.
     #[arg(long)]
     pub autostart: bool,
+    #[command(flatten)]
+    pub cloud_init: CloudInitArgs,
+}
+
+/// The cloud-init data of `vm create` and `vm set`: files for the VM's NoCloud seed (a
+/// read-only disk labelled cidata), or the shorthands --ssh-key and --hostname.
+#[derive(Debug, Args, Default)]
+pub struct CloudInitArgs {
+    /// cloud-init user-data: a #cloud-config YAML file, a #! script, or another cloud-init
+    /// format (the VM gets a NoCloud seed disk labelled cidata).
+    #[arg(long, value_name = "FILE", help_heading = "cloud-init")]
+    pub cloud_init_user_data: Option<PathBuf>,
+    /// cloud-init meta-data (YAML); instance-id and local-hostname default to the VM's id and
+    /// name.
+    #[arg(long, value_name = "FILE", help_heading = "cloud-init")]
+    pub cloud_init_meta_data: Option<PathBuf>,
+    /// cloud-init network-config (YAML, version 1 or 2).
+    #[arg(long, value_name = "FILE", help_heading = "cloud-init")]
+    pub cloud_init_network_config: Option<PathBuf>,
+    /// SSH public keys (a file, one key a line) for the guest's default user: kctl writes
+    /// the user-data, a #cloud-config with ssh_authorized_keys (put them in your own file
+    /// instead when you give --cloud-init-user-data).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "cloud_init_user_data",
+        help_heading = "cloud-init"
+    )]
+    pub ssh_key: Option<PathBuf>,
+    /// The guest's hostname: meta-data's local-hostname (default: the VM's name).
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "cloud_init_meta_data",
+        help_heading = "cloud-init"
+    )]
+    pub hostname: Option<String>,
+}
+
+/// `kctl vm set`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Each cloud-init option replaces that one file of the VM's seed and \
+keeps the others; --no-cloud-init removes the seed. The new seed is made at once and the \
+guest sees it from its next start (stop and start; a reboot keeps the running QEMU and its \
+seed). cloud-init runs its once-per-instance modules again only for a new instance-id: give \
+one in --cloud-init-meta-data for that."
+)]
+pub struct SetArgs {
+    /// VM name or id.
+    pub name: String,
+    /// Number of vCPUs (the VM must be STOPPED).
+    #[arg(long)]
+    pub vcpu: Option<u32>,
+    /// Memory in MiB (suffixes M/MiB, G/GiB are accepted too; the VM must be STOPPED).
+    #[arg(long, value_name = "MiB", value_parser = parse_mib)]
+    pub memory: Option<u32>,
+    /// Start the VM when its node boots.
+    #[arg(long, conflicts_with = "no_autostart")]
+    pub autostart: bool,
+    /// Do not start the VM when its node boots.
+    #[arg(long)]
+    pub no_autostart: bool,
+    /// Remove the VM's cloud-init data (no seed disk from its next start).
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "cloud_init_user_data",
+            "cloud_init_meta_data",
+            "cloud_init_network_config",
+            "ssh_key",
+            "hostname",
+        ]
+    )]
+    pub no_cloud_init: bool,
+    #[command(flatten)]
+    pub cloud_init: CloudInitArgs,
 }
 
 /// `kctl vm console`.
@@ -548,7 +629,7 @@ mod tests {
         let mut full = vec!["vm", "create", "web", "--vcpu", "2", "--memory", "512"];
         full.extend_from_slice(args);
         match parse(&full).expect("parses").command {
-            Command::Vm(VmCommand::Create(c)) => c,
+            Command::Vm(VmCommand::Create(c)) => *c,
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -6,6 +6,7 @@
 
 mod cert;
 mod cli;
+mod cloud_init;
 mod console;
 mod events;
 mod image;
@@ -127,6 +128,7 @@ async fn run(cli: Cli) -> Result<()> {
                 None => qmp::shell(&client, format, &args.name).await,
             },
             VmCommand::Timeline { name } => vm::timeline(&client, format, name).await,
+            VmCommand::Set(args) => vm::set(&client, format, args).await,
             VmCommand::Disk(command) => vm::disk(&client, format, command).await,
             VmCommand::Nic(command) => network::nic(&client, format, command).await,
         },

@@ -335,7 +335,7 @@ mod tests {
         let mut full = vec!["vm", "create", "web", "--vcpu", "2", "--memory", "512"];
         full.extend_from_slice(args);
         match parse(&full).expect("parses").command {
-            Command::Vm(VmCommand::Create(c)) => c,
+            Command::Vm(VmCommand::Create(c)) => *c,
             other => panic!("unexpected {other:?}"),
         }
     }

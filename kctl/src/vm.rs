@@ -1,14 +1,14 @@
-//! `kctl vm create|list|get|start|stop|reboot|pause|resume|delete|timeline`.
+//! `kctl vm create|list|get|set|start|stop|reboot|pause|resume|delete|timeline`.
 
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use kcore_proto::v1::{
     BootTimeline, CreateVmRequest, DeleteVmRequest, Firmware, GetVmRequest, ListVMsRequest,
     MachineType, PauseVmRequest, RebootVmRequest, RestartPolicy, ResumeVmRequest, StartVmRequest,
-    StopVmRequest, Vm, VmDisk, VmSpec,
+    StopVmRequest, UpdateVmRequest, Vm, VmDisk, VmSpec,
 };
 
-use crate::cli::CreateArgs;
+use crate::cli::{CreateArgs, SetArgs};
 use crate::endpoint::Client;
 use crate::output::{self, Format};
 
@@ -55,7 +55,7 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest> {
         root_pool: args.root_pool.clone().unwrap_or_default(),
         nics: args.nics.clone(),
         autostart: args.autostart,
-        cloud_init: None,
+        cloud_init: crate::cloud_init::for_create(&args.cloud_init)?,
     };
     Ok(CreateVmRequest {
         name: args.name.clone(),
@@ -186,6 +186,8 @@ pub fn describe(vm: &Vm) -> String {
         ("Cmdline", spec.cmdline.clone()),
         ("Ready pattern", spec.ready_pattern.clone()),
         ("Restart", output::restart_policy(spec.restart_policy)),
+        ("Autostart", if spec.autostart { "yes" } else { "" }.into()),
+        ("Cloud-init", cloud_init_summary(spec.cloud_init.as_ref())),
         ("Created", time_or_empty(&vm.created_at)),
         ("Updated", time_or_empty(&vm.updated_at)),
     ];
@@ -211,6 +213,72 @@ pub fn describe(vm: &Vm) -> String {
         None => text.push_str("\nBoot timeline: none yet\n"),
     }
     text
+}
+
+/// `user-data 120 B, meta-data 31 B (seed disk cidata)`, or empty (no row) without.
+pub fn cloud_init_summary(ci: Option<&kcore_proto::v1::CloudInit>) -> String {
+    let Some(ci) = ci else {
+        return String::new();
+    };
+    let files: Vec<String> = [
+        ("user-data", &ci.user_data),
+        ("meta-data", &ci.meta_data),
+        ("network-config", &ci.network_config),
+    ]
+    .iter()
+    .filter(|(_, text)| !text.trim().is_empty())
+    .map(|(name, text)| format!("{name} {}", output::bytes(text.len() as u64)))
+    .collect();
+    if files.is_empty() {
+        String::new()
+    } else {
+        format!("{} (seed disk cidata)", files.join(", "))
+    }
+}
+
+/// Builds the UpdateVM request of `vm set` (reading the VM's cloud-init files first when
+/// only some are replaced).
+pub async fn set_request(client: &Client, args: &SetArgs) -> Result<UpdateVmRequest> {
+    let given = crate::cloud_init::given(&args.cloud_init)?;
+    let cloud_init = if args.no_cloud_init {
+        Some(Default::default())
+    } else if given.is_empty() {
+        None
+    } else {
+        let vm = get_vm(client, args.name.clone()).await?;
+        let current = vm.spec.as_ref().and_then(|s| s.cloud_init.as_ref());
+        Some(crate::cloud_init::merged(current, given))
+    };
+    let autostart = match (args.autostart, args.no_autostart) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    if args.vcpu.is_none() && args.memory.is_none() && cloud_init.is_none() && autostart.is_none() {
+        bail!(
+            "nothing to change: give --vcpu, --memory, --autostart/--no-autostart, a cloud-init \
+             option or --no-cloud-init"
+        );
+    }
+    Ok(UpdateVmRequest {
+        name: args.name.clone(),
+        vcpu: args.vcpu,
+        memory_mb: args.memory,
+        cloud_init,
+        autostart,
+    })
+}
+
+/// `kctl vm set`.
+pub async fn set(client: &Client, format: Format, args: SetArgs) -> Result<()> {
+    let request = set_request(client, &args).await?;
+    let vm = client
+        .api()
+        .update_vm(request)
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    print_action(format, "Updated", &vm)
 }
 
 /// Appends a table to `text`, each line indented by two spaces.

@@ -247,6 +247,12 @@ fn viewer_reads_but_may_not_create() {
     );
     d.kctl(Some((&cert, &key)), &["vm", "delete", "v1"])
         .expect_err("vm delete as viewer", &["PermissionDenied"]);
+    // UpdateVM changes a VM: not a viewer's.
+    d.kctl(Some((&cert, &key)), &["vm", "set", "v1", "--autostart"])
+        .expect_err(
+            "vm set as viewer",
+            &["role viewer may not call UpdateVM", "PermissionDenied"],
+        );
 
     let (cert, key) = d.issue("node7", "node");
     d.kctl(Some((&cert, &key)), &["vm", "list"]).expect_err(

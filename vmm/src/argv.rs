@@ -48,6 +48,8 @@ pub struct LaunchConfig {
     pub disk_fds: Vec<DiskFds>,
     /// File descriptor number inside QEMU of the VM's UEFI variable store.
     pub uefi_vars_fd: Option<i32>,
+    /// File descriptor number inside QEMU of the seed image (`VmSpec::seed`), read-only.
+    pub seed_fd: Option<i32>,
 }
 
 /// The descriptors of one disk inside QEMU.
@@ -212,6 +214,23 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
         }
         push(&["-device", &dev]);
     }
+    if let Some(seed) = &spec.seed {
+        // Read-only, after the disks (so it does not move their guest names), with the
+        // serial `cidata` (/dev/disk/by-id/virtio-cidata in the guest).
+        let path = match cfg.seed_fd {
+            Some(fd) => sets.add(&mut a, fd, "seed"),
+            None => seed.to_string_lossy().into_owned(),
+        };
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+        push(&[
+            "-blockdev",
+            &format!("driver=file,filename={path},node-name=seed-file,read-only=on"),
+            "-blockdev",
+            "driver=raw,file=seed-file,node-name=seed,read-only=on",
+            "-device",
+            &format!("{blk},drive=seed,id=seed,serial=cidata"),
+        ]);
+    }
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
     // The daemon opened the taps; QEMU only gets their descriptors (no vhost: an
     // unprivileged QEMU cannot open /dev/vhost-net).
@@ -289,6 +308,7 @@ mod tests {
             nics: Vec::new(),
             qemu_uid: None,
             autostart: false,
+            seed: None,
         }
     }
 
@@ -304,6 +324,7 @@ mod tests {
             nic_fds: Vec::new(),
             disk_fds: Vec::new(),
             uefi_vars_fd: None,
+            seed_fd: None,
         }
     }
 
@@ -452,6 +473,46 @@ mod tests {
                 &"virtio-net-device,netdev=net0,mac=52:54:00:12:34:00,id=net0".to_string()
             )
         );
+    }
+
+    #[test]
+    fn a_seed_is_a_read_only_disk_after_the_others() {
+        use crate::spec::{Disk, DiskFormat};
+        let mut s = spec(MachineType::Q35);
+        s.disks = vec![Disk {
+            id: "disk0".into(),
+            path: "/var/lib/kcore/pools/default/volumes/web-1-disk1.qcow2".into(),
+            format: DiskFormat::Qcow2,
+            bootindex: None,
+            pool: "default".into(),
+            volume: "web-1-disk1".into(),
+            image: String::new(),
+            size_bytes: 1 << 30,
+            port: None,
+            backing: None,
+        }];
+        s.seed = Some("/var/lib/kcore/vms/x/cidata.img".into());
+        let mut c = cfg(Accel::Tcg);
+        c.disk_fds = vec![DiskFds {
+            file: 5,
+            backing: None,
+        }];
+        c.seed_fd = Some(6);
+        let argv = build_argv(&s, &c);
+        golden("q35-seed", &argv);
+        assert!(argv.iter().all(|a| !a.contains("cidata.img")), "{argv:?}");
+        let disk = argv
+            .iter()
+            .position(|a| a.starts_with("virtio-blk-pci,drive=disk0"))
+            .expect("disk0");
+        let seed = argv
+            .iter()
+            .position(|a| a == "virtio-blk-pci,drive=seed,id=seed,serial=cidata")
+            .expect("seed device");
+        assert!(disk < seed, "the seed comes after the disks");
+        s.machine = MachineType::Microvm;
+        let argv = build_argv(&s, &c);
+        assert!(argv.contains(&"virtio-blk-device,drive=seed,id=seed,serial=cidata".to_string()));
     }
 
     #[test]

@@ -253,6 +253,11 @@ pub struct VmSpec {
     /// Start the VM when the node boots.
     #[serde(default)]
     pub autostart: bool,
+    /// A small raw image the owner made for the guest to read (kcore's cloud-init NoCloud
+    /// seed), attached read-only as a virtio disk after the others, on the root bus. Like
+    /// the disks, QEMU gets it as a descriptor the owner opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<PathBuf>,
 }
 
 /// Default guest-ready pattern: a login prompt.
@@ -398,7 +403,7 @@ impl VmSpec {
             check_ready_pattern(p)?;
         }
         self.machine.check_device_count(
-            root_disks,
+            root_disks + usize::from(self.seed.is_some()),
             self.nics.iter().filter(|n| n.port.is_none()).count(),
         )?;
         self.validate_nics()
@@ -474,6 +479,7 @@ mod tests {
             nics: Vec::new(),
             qemu_uid: None,
             autostart: false,
+            seed: None,
         }
     }
     const HOST: HostLimits = HostLimits {

@@ -135,12 +135,14 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::UpdateVmRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
-        let name = req.into_inner().name;
-        // Being built (issue 12): refuse rather than pretend.
-        Err(ApiError::FailedPrecondition(format!(
-            "UpdateVM is not implemented yet (VM {name} is unchanged)"
-        ))
-        .into())
+        let r = req.into_inner();
+        let update = crate::convert::update_from_pb(&r);
+        // On its own task, as a create: a client that goes away does not cut it short.
+        let ctl = self.ctl.clone();
+        let vm = tokio::spawn(async move { ctl.update_vm(&r.name, update).await })
+            .await
+            .map_err(|e| ApiError::Internal(format!("update task failed: {e}")))??;
+        Ok(Response::new(vm_to_pb(&vm)))
     }
 
     async fn list_nodes(

@@ -13,6 +13,7 @@ pub mod reconcile;
 pub mod schedule;
 pub mod storage;
 pub mod store;
+mod update;
 pub mod vms;
 
 use std::collections::{HashMap, HashSet};

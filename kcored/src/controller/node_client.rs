@@ -15,12 +15,12 @@ use crate::caller::Caller;
 use crate::convert::{
     image_from_pb, network_def_to_pb, network_status_from_pb, network_view_from_pb,
     node_facts_from_pb, node_info_from_pb, node_vms_from_pb, pool_from_pb, progress_from_pb,
-    report_from_pb, request_to_pb, volume_from_pb,
+    report_from_pb, request_to_pb, update_to_pb, volume_from_pb,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
     ImageView, ImportProgress, NetworkDef, NetworkStatus, NetworkView, NicRequest, NodeFacts,
-    NodeInfo, NodeVms, PoolView, VmReport, VmRequest, VolumeView,
+    NodeInfo, NodeVms, PoolView, VmReport, VmRequest, VmUpdate, VolumeView,
 };
 
 /// A node's NodeAgent. Cheap to clone.
@@ -166,6 +166,16 @@ impl NodeClient {
             VmOp::Resume => self.0.resume_node_vm(r).await?,
         }
         .into_inner();
+        Ok(report_from_pb(&nv))
+    }
+
+    /// Change a VM in place (its vCPUs and memory only while it is stopped).
+    pub async fn update(&mut self, id: &str, u: &VmUpdate) -> ApiResult<VmReport> {
+        let nv = self
+            .0
+            .update_node_vm(update_to_pb(id, u))
+            .await?
+            .into_inner();
         Ok(report_from_pb(&nv))
     }
 

@@ -215,6 +215,18 @@ impl Controller {
             ))),
         }
     }
+
+    /// Before a stopped VM gets more vCPUs or memory (UpdateVM): its node must have room
+    /// for it at its new size, as a create placed there would (RESOURCE_EXHAUSTED).
+    pub fn check_room_to_resize(&self, node: &str, spec: &VmRequest) -> ApiResult<()> {
+        let c = self.candidate(self.nodes.get(node)?)?;
+        match capacity_misfit(spec, &c, self.tuning.cpu_overcommit) {
+            None => Ok(()),
+            Some(why) => Err(ApiError::ResourceExhausted(format!(
+                "node {node} has no room for the VM at its new size: {why}"
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@ use crate::caller::Caller;
 use crate::controller::store::VmRow;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
-    Boot, CertInfo, CreateVm, DiskRequest, DiskView, Event, ImageDisk, KernelBoot, NicRequest,
-    NicView, NodeFacts, NodeInfo, NodeView, NodeVms, Timeline, TimelinePhase, VmReport, VmRequest,
-    VmStatus,
+    Boot, CertInfo, CloudInit, CreateVm, DiskRequest, DiskView, Event, ImageDisk, KernelBoot,
+    NicRequest, NicView, NodeFacts, NodeInfo, NodeView, NodeVms, Timeline, TimelinePhase, VmReport,
+    VmRequest, VmStatus, VmUpdate,
 };
 
 /// RFC 3339 with milliseconds, UTC.
@@ -350,10 +350,6 @@ pub fn create_from_pb(r: pb::CreateVmRequest) -> ApiResult<CreateVm> {
 /// source and the disks in their shapes. Ranges are [`VmRequest::validate`]'s.
 pub fn request_from_pb(s: &pb::VmSpec) -> ApiResult<VmRequest> {
     let bad = |m: &str| Err(ApiError::InvalidArgument(m.to_string()));
-    if s.cloud_init.is_some() {
-        // Being built (issue 12): refuse rather than boot a VM without its configuration.
-        return bad("cloud_init is not supported yet");
-    }
     let kernel = if s.kernel.is_empty() {
         if !s.initrd.is_empty() {
             return bad("initrd given without a kernel");
@@ -424,7 +420,50 @@ pub fn request_from_pb(s: &pb::VmSpec) -> ApiResult<VmRequest> {
         nics: nics_from_pb(&s.nics)?,
         ready_pattern: opt_str(&s.ready_pattern),
         autostart: s.autostart,
+        // A message with every file empty is no cloud-init.
+        cloud_init: s
+            .cloud_init
+            .as_ref()
+            .map(cloud_init_from_pb)
+            .filter(|c| !c.is_empty()),
     })
+}
+
+fn cloud_init_from_pb(c: &pb::CloudInit) -> CloudInit {
+    CloudInit {
+        user_data: c.user_data.clone(),
+        meta_data: c.meta_data.clone(),
+        network_config: c.network_config.clone(),
+    }
+}
+
+fn cloud_init_to_pb(c: &CloudInit) -> pb::CloudInit {
+    pb::CloudInit {
+        user_data: c.user_data.clone(),
+        meta_data: c.meta_data.clone(),
+        network_config: c.network_config.clone(),
+    }
+}
+
+/// A change to a VM from the API's request (its `name` is the VM's name or id).
+pub fn update_from_pb(r: &pb::UpdateVmRequest) -> VmUpdate {
+    VmUpdate {
+        vcpus: r.vcpu,
+        memory_mib: r.memory_mb,
+        cloud_init: r.cloud_init.as_ref().map(cloud_init_from_pb),
+        autostart: r.autostart,
+    }
+}
+
+/// The API's request of a change to VM `name` (a node takes the VM's id).
+pub fn update_to_pb(name: &str, u: &VmUpdate) -> pb::UpdateVmRequest {
+    pb::UpdateVmRequest {
+        name: name.to_string(),
+        vcpu: u.vcpus,
+        memory_mb: u.memory_mib,
+        cloud_init: u.cloud_init.as_ref().map(cloud_init_to_pb),
+        autostart: u.autostart,
+    }
 }
 
 /// The API's spec of a request (the spec a VM was created from).
@@ -469,7 +508,7 @@ pub fn request_to_pb(r: &VmRequest) -> pb::VmSpec {
             .unwrap_or_default(),
         nics: nics_to_pb(&r.nics),
         autostart: r.autostart,
-        cloud_init: None,
+        cloud_init: r.cloud_init.as_ref().map(cloud_init_to_pb),
     }
 }
 
@@ -515,6 +554,7 @@ pub fn request_of_defined(s: &pb::VmSpec, disks: &[pb::VmDisk]) -> VmRequest {
         nics,
         ready_pattern: opt_str(&s.ready_pattern),
         autostart: s.autostart,
+        cloud_init: None,
     }
 }
 
@@ -602,9 +642,15 @@ mod tests {
                 model: "e1000".into(),
             }],
             autostart: true,
+            cloud_init: Some(pb::CloudInit {
+                user_data: "#cloud-config\n".into(),
+                meta_data: String::new(),
+                network_config: "version: 2\n".into(),
+            }),
             ..Default::default()
         };
         let r = request_from_pb(&pb_spec).expect("parses");
+        assert!(r.has_seed());
         assert!(matches!(r.boot, Boot::Both(..)), "{r:?}");
         assert_eq!(request_to_pb(&r), pb_spec);
         // Unspecified stays unspecified.
@@ -618,6 +664,20 @@ mod tests {
             request_to_pb(&request_from_pb(&bare).expect("parses")),
             bare
         );
+        // An empty CloudInit message is no cloud-init.
+        let empty = pb::VmSpec {
+            cloud_init: Some(pb::CloudInit::default()),
+            ..bare.clone()
+        };
+        assert_eq!(request_from_pb(&empty).expect("parses").cloud_init, None);
+        // An update keeps what it does not set; all-empty cloud-init removes the seed.
+        let u = pb::UpdateVmRequest {
+            name: "web".into(),
+            vcpu: Some(2),
+            cloud_init: Some(pb::CloudInit::default()),
+            ..Default::default()
+        };
+        assert_eq!(update_to_pb("web", &update_from_pb(&u)), u);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use kcore_vmm::spec::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::CloudInit;
 use crate::error::{ApiError, ApiResult};
 
 /// The largest data disk or boot disk a request may ask for, in GiB (the storage cap).
@@ -45,6 +46,9 @@ pub struct VmRequest {
     pub ready_pattern: Option<String>,
     #[serde(default)]
     pub autostart: bool,
+    /// cloud-init NoCloud data: the node gives the VM a read-only seed disk with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<CloudInit>,
 }
 
 /// A create: the VM's name, what it asks for, and how.
@@ -162,9 +166,14 @@ impl VmRequest {
         usize::from(self.boot.image().is_some()) + self.disks.len()
     }
 
+    /// Whether the VM gets a cloud-init seed disk.
+    pub fn has_seed(&self) -> bool {
+        self.cloud_init.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
     /// The one check of a request, before anything is made: resources (against `host`
     /// when known), the boot source, sizes, devices per machine type, firmware, command
-    /// line, ready pattern, NIC models, volumes and MACs given once.
+    /// line, ready pattern, NIC models, volumes and MACs given once, cloud-init data.
     pub fn validate(&self, host: Option<&HostLimits>) -> ApiResult<()> {
         let machine = self.machine();
         vspec::check_resources(self.vcpus, self.memory_mib, host)?;
@@ -210,7 +219,14 @@ impl VmRequest {
                 seen.push(key);
             }
         }
-        machine.check_device_count(self.disk_count(), self.nics.len())?;
+        if let Some(c) = &self.cloud_init {
+            c.validate()?;
+        }
+        // The cloud-init seed is a disk too.
+        machine.check_device_count(
+            self.disk_count() + usize::from(self.has_seed()),
+            self.nics.len(),
+        )?;
         vspec::check_firmware(machine, self.firmware.unwrap_or_default())?;
         if let Some(p) = &self.ready_pattern {
             vspec::check_ready_pattern(p)?;
@@ -268,8 +284,77 @@ impl VmRequest {
             nics: Vec::new(),
             qemu_uid: None,
             autostart: self.autostart,
+            seed: None,
         }
     }
+}
+
+/// A change to an existing VM (UpdateVM): each field None leaves that setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmUpdate {
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u32>,
+    /// New cloud-init data; with every file empty, the VM's seed goes.
+    pub cloud_init: Option<CloudInit>,
+    pub autostart: Option<bool>,
+}
+
+impl VmUpdate {
+    /// Whether it changes the vCPUs or the memory of `r` (which needs the VM stopped).
+    pub fn resizes(&self, vcpus: u32, memory_mib: u32) -> bool {
+        self.vcpus.is_some_and(|v| v != vcpus) || self.memory_mib.is_some_and(|m| m != memory_mib)
+    }
+
+    /// The cloud-init data `r` has after the update (None: no seed).
+    fn cloud_init_after(&self, r: &VmRequest) -> Option<CloudInit> {
+        match &self.cloud_init {
+            None => r.cloud_init.clone(),
+            Some(c) if c.is_empty() => None,
+            Some(c) => Some(c.clone()),
+        }
+    }
+
+    /// Make the change to `r`.
+    pub fn apply(&self, r: &mut VmRequest) {
+        r.cloud_init = self.cloud_init_after(r);
+        r.vcpus = self.vcpus.unwrap_or(r.vcpus);
+        r.memory_mib = self.memory_mib.unwrap_or(r.memory_mib);
+        r.autostart = self.autostart.unwrap_or(r.autostart);
+    }
+
+    /// What it changes in `r`, in words (empty: nothing).
+    pub fn changes(&self, r: &VmRequest) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(v) = self.vcpus.filter(|v| *v != r.vcpus) {
+            out.push(format!("vcpu {} -> {v}", r.vcpus));
+        }
+        if let Some(m) = self.memory_mib.filter(|m| *m != r.memory_mib) {
+            out.push(format!("memory {} -> {m} MiB", r.memory_mib));
+        }
+        let ci = self.cloud_init_after(r);
+        if ci != r.cloud_init {
+            out.push(match &ci {
+                Some(c) => format!(
+                    "cloud-init: {} (the seed is made again; the guest sees it from its next                      start)",
+                    c.summary()
+                ),
+                None => "cloud-init removed (no seed from the next start)".to_string(),
+            });
+        }
+        if let Some(a) = self.autostart.filter(|a| *a != r.autostart) {
+            out.push(format!("autostart {}", if a { "on" } else { "off" }));
+        }
+        out
+    }
+}
+
+/// The refusal of a vCPU or memory change while a VM is not STOPPED (the controller's and
+/// the node's).
+pub fn resize_needs_stop(name: &str, state: &str) -> ApiError {
+    ApiError::FailedPrecondition(format!(
+        "VM {name} is {state}: its vcpu and memory change only while it is STOPPED (kctl vm \
+         stop {name}, then kctl vm set again); nothing was changed"
+    ))
 }
 
 fn check_disk_size(what: &str, gib: u32) -> ApiResult<()> {
@@ -306,6 +391,7 @@ mod tests {
             nics: Vec::new(),
             ready_pattern: None,
             autostart: false,
+            cloud_init: None,
         }
     }
 
@@ -370,6 +456,85 @@ mod tests {
     }
 
     #[test]
+    fn cloud_init_is_part_of_the_one_check() {
+        let mut r = kernel_vm();
+        r.cloud_init = Some(CloudInit {
+            user_data: "#cloud-config\n a: [\n".into(),
+            ..Default::default()
+        });
+        assert!(
+            err(&r).contains("user-data is not valid YAML"),
+            "{}",
+            err(&r)
+        );
+        // The seed is a disk: it counts against the machine's room.
+        r.cloud_init = Some(CloudInit {
+            user_data: "#!/bin/sh\n".into(),
+            ..Default::default()
+        });
+        r.validate(None).expect("valid");
+        r.disks = (0..26)
+            .map(|_| DiskRequest::New {
+                pool: None,
+                size_gib: 1,
+            })
+            .collect();
+        assert!(err(&r).contains("27 devices"), "{}", err(&r));
+    }
+
+    #[test]
+    fn an_update_says_what_it_changes() {
+        let r = kernel_vm();
+        assert!(VmUpdate::default().changes(&r).is_empty());
+        let same = VmUpdate {
+            vcpus: Some(1),
+            memory_mib: Some(128),
+            autostart: Some(false),
+            ..Default::default()
+        };
+        assert!(same.changes(&r).is_empty(), "the same values are no change");
+        assert!(!same.resizes(r.vcpus, r.memory_mib));
+        let u = VmUpdate {
+            vcpus: Some(2),
+            memory_mib: Some(256),
+            cloud_init: Some(CloudInit {
+                user_data: "#!/bin/sh\n".into(),
+                ..Default::default()
+            }),
+            autostart: Some(true),
+        };
+        assert!(u.resizes(r.vcpus, r.memory_mib));
+        let c = u.changes(&r);
+        assert_eq!(c[0], "vcpu 1 -> 2");
+        assert_eq!(c[1], "memory 128 -> 256 MiB");
+        assert!(c[2].starts_with("cloud-init: user-data 10 B"), "{c:?}");
+        assert_eq!(c[3], "autostart on");
+        let mut after = r.clone();
+        u.apply(&mut after);
+        assert_eq!(
+            (after.vcpus, after.memory_mib, after.autostart),
+            (2, 256, true)
+        );
+        assert!(after.has_seed());
+        // Every file empty: the seed goes.
+        let remove = VmUpdate {
+            cloud_init: Some(CloudInit::default()),
+            ..Default::default()
+        };
+        assert_eq!(
+            remove.changes(&after),
+            ["cloud-init removed (no seed from the next start)"]
+        );
+        remove.apply(&mut after);
+        assert_eq!(after.cloud_init, None);
+        let e = resize_needs_stop("web", "RUNNING").to_string();
+        assert!(
+            e.starts_with("VM web is RUNNING: its vcpu and memory"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn host_limits_apply_when_known() {
         let host = HostLimits {
             cpus: 2,
@@ -403,6 +568,8 @@ mod tests {
         }];
         let json = serde_json::to_string(&r).expect("json");
         assert!(json.contains("\"both\""), "{json}");
+        // A row of a version before cloud-init reads as none, and none is not written.
+        assert!(!json.contains("cloud_init"), "{json}");
         assert_eq!(serde_json::from_str::<VmRequest>(&json).expect("parse"), r);
         assert_eq!(r.disk_count(), 2);
         assert_eq!(

@@ -416,6 +416,7 @@ mod tests {
             }],
             ready_pattern: Some("READY".into()),
             autostart: true,
+            cloud_init: None,
         };
         let mut spec = req.to_vm_spec("id-1", &name);
         spec.nics = vec![Nic {

@@ -2,9 +2,9 @@
 //!
 //! A define checks the whole request first (spec, NICs, disks: pools, images, sizes, free
 //! space, existing volumes), gives the VM its own QEMU uid, records its intent, makes its
-//! volumes, then stores `spec.json` and drops the intent: a failure at any step undoes the
-//! steps before it, and a daemon killed in between undoes it at its next start
-//! ([`super::intent`]).
+//! volumes (and its cloud-init seed), then stores `spec.json` and drops the intent: a
+//! failure at any step undoes the steps before it, and a daemon killed in between undoes it
+//! at its next start ([`super::intent`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use kcore_vmm::spec::Firmware;
 
 use super::intent::{self, Intent};
 use super::view::{VmEvent, VmView};
-use super::{Node, blocking, uids, write_spec};
+use super::{Node, blocking, seed, uids, write_spec};
 use crate::error::{ApiError, ApiResult};
 use crate::model::VmRequest;
 
@@ -110,6 +110,13 @@ impl Node {
             let (code, vars) = uefi_files(&dir).map_err(undo)?;
             spec.uefi_code = Some(code);
             spec.uefi_vars = Some(vars);
+        }
+        if let Some(ci) = req.cloud_init.as_ref().filter(|c| !c.is_empty()) {
+            let (ci, d, vid, vname) = (ci.clone(), dir.clone(), id.to_string(), name.to_string());
+            let path = blocking(move || seed::write(&d, &ci, &vid, &vname))
+                .await
+                .map_err(undo)?;
+            spec.seed = Some(path);
         }
         write_spec(&dir, &spec).map_err(|e| {
             undo(ApiError::Internal(format!(

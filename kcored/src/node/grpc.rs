@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert as edge;
 use super::{DEFAULT_STOP_TIMEOUT, Node};
 use crate::caller::Caller;
-use crate::convert::request_from_pb;
+use crate::convert::{request_from_pb, update_from_pb};
 use crate::error::ApiError;
 use crate::hostpath::HostPaths;
 
@@ -250,6 +250,17 @@ impl NodeAgent for NodeAgentService {
         let node = self.node.clone();
         run_to_end(async move { node.undefine(&r.id, r.force, r.keep_disks).await }).await?;
         Ok(Response::new(pb::UndefineVmResponse {}))
+    }
+
+    async fn update_node_vm(
+        &self,
+        req: Request<pb::UpdateVmRequest>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        let r = req.into_inner();
+        let update = update_from_pb(&r);
+        let node = self.node.clone();
+        let nv = run_to_end(async move { node.update_vm(&r.name, update).await }).await?;
+        Ok(Response::new(edge::vm_to_pb(&nv)))
     }
 
     type NodeConsoleStream = Stream2<pb::ConsoleOutput>;

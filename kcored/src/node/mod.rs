@@ -13,8 +13,10 @@ pub mod grpc;
 mod intent;
 pub mod network;
 mod nics;
+pub mod seed;
 pub mod storage;
 pub mod uids;
+mod update;
 pub mod view;
 
 use std::collections::HashMap;

@@ -15,4 +15,5 @@ mod pool;
 mod qmp;
 mod tls;
 mod vm;
+mod vm_set;
 mod volume;

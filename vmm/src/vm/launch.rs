@@ -1,6 +1,6 @@
 //! A start: check there is no QEMU of this VM already, open every file QEMU needs (disks,
-//! their backing images, the UEFI variable store) and the NICs' taps, bind the QMP and
-//! console sockets, spawn QEMU paused as the VM's own uid with all of them as descriptors,
+//! their backing images, the UEFI variable store, the seed) and the NICs' taps, bind the
+//! QMP and console sockets, spawn QEMU paused as the VM's own uid with all of them as descriptors,
 //! then the QMP handshake and `cont`. A failure kills what was spawned and explains itself
 //! with QEMU's own words.
 
@@ -38,6 +38,8 @@ struct OpenFiles {
     /// Per disk: the volume (read-write) and its backing image (read-only).
     disks: Vec<(OwnedFd, Option<OwnedFd>)>,
     uefi_vars: Option<OwnedFd>,
+    /// The seed image, read-only.
+    seed: Option<OwnedFd>,
 }
 
 fn open(path: &Path, write: bool) -> Result<OwnedFd, VmmError> {
@@ -63,7 +65,12 @@ fn open_files(spec: &VmSpec) -> Result<OpenFiles, VmmError> {
         Some(v) if spec.firmware == crate::spec::Firmware::Uefi => Some(open(v, true)?),
         _ => None,
     };
-    Ok(OpenFiles { disks, uefi_vars })
+    let seed = spec.seed.as_deref().map(|p| open(p, false)).transpose()?;
+    Ok(OpenFiles {
+        disks,
+        uefi_vars,
+        seed,
+    })
 }
 
 impl Vm {
@@ -122,6 +129,7 @@ impl Vm {
             })
             .collect();
         let uefi_vars_fd = files.uefi_vars.as_ref().map(&mut place);
+        let seed_fd = files.seed.as_ref().map(&mut place);
         let launch = LaunchConfig {
             qemu_binary: host.qemu_binary.clone(),
             accel: host.accel,
@@ -137,6 +145,7 @@ impl Vm {
             nic_fds: nic_numbers,
             disk_fds: disk_numbers,
             uefi_vars_fd,
+            seed_fd,
         };
         let argv = build_argv(spec, &launch);
         if let Err(e) = std::fs::write(paths.argv(), argv.join("\n") + "\n") {

@@ -159,6 +159,12 @@ impl Vm {
             .clone()
     }
 
+    /// Hold the VM's operation lock: no start, stop or other lifecycle operation runs until
+    /// the guard drops (for an owner that changes what a stopped VM starts with).
+    pub async fn lock_ops(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.ops.lock().await
+    }
+
     /// Change the spec (the owner persists it).
     pub fn update_spec(&self, f: impl FnOnce(&mut VmSpec)) -> VmSpec {
         let mut spec = self

@@ -416,6 +416,36 @@ impl Store {
         Ok(Some((before, row)))
     }
 
+    /// Change a VM's spec (UpdateVM) with `f`, in one transaction with reading it (so a NIC
+    /// change the node reports meanwhile is kept); the vcpus and memory columns follow.
+    pub fn update_spec(&self, id: &str, f: impl FnOnce(&mut VmRequest)) -> ApiResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some(mut row) = tx
+            .query_row(
+                &format!("SELECT {VM_COLUMNS} FROM vms WHERE id = ?1"),
+                params![id],
+                row_to_vm,
+            )
+            .optional()?
+        else {
+            return Err(ApiError::NotFound(format!("no VM with id {id}")));
+        };
+        f(&mut row.spec);
+        tx.execute(
+            "UPDATE vms SET spec = ?2, vcpus = ?3, memory_mib = ?4, updated_at = ?5 WHERE id = ?1",
+            params![
+                id,
+                json(&row.spec)?,
+                row.spec.vcpus,
+                row.spec.memory_mib,
+                now_rfc3339()
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The start a create asked for is done (or failed and will not be retried).
     pub fn clear_pending_start(&self, id: &str) -> ApiResult<()> {
         self.conn().execute(
@@ -615,6 +645,18 @@ mod tests {
         })
         .expect("insert c");
         assert_eq!(s.allocation("n1").expect("allocation"), (3, 2, 256));
+        // An update of the spec: the columns placement reads follow it.
+        s.update_spec("id-c", |spec| {
+            spec.vcpus = 3;
+            spec.memory_mib = 512;
+        })
+        .expect("update");
+        assert_eq!(s.allocation("n1").expect("allocation"), (3, 4, 640));
+        assert_eq!(s.get_vm("c").expect("get").expect("c").spec.vcpus, 3);
+        assert!(matches!(
+            s.update_spec("nope", |_| {}),
+            Err(ApiError::NotFound(_))
+        ));
         assert_eq!(s.allocation("other").expect("allocation"), (0, 0, 0));
         let stale = VmReport {
             seq: 9,

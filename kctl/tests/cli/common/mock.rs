@@ -27,6 +27,7 @@ pub struct Records {
     pub volume_deletes: Log<DeleteVolumeRequest>,
     pub qmp: Log<ExecQmpRequest>,
     pub watches: Log<WatchEventsRequest>,
+    pub updates: Log<UpdateVmRequest>,
 }
 
 fn record<T>(log: &Mutex<Vec<T>>, item: T) {
@@ -120,11 +121,9 @@ impl KcoreService for Mock {
     }
 
     async fn update_vm(&self, r: Request<UpdateVmRequest>) -> Answer<Vm> {
-        // kctl has no command for it yet; the daemon's answer until it is built.
-        Err(Status::failed_precondition(format!(
-            "UpdateVM is not implemented yet (VM {} is unchanged)",
-            r.into_inner().name
-        )))
+        let r = r.into_inner();
+        record(&self.records.updates, r.clone());
+        Ok(Response::new(self.world.update_vm(&r)?))
     }
 
     async fn list_nodes(&self, _: Request<ListNodesRequest>) -> Answer<ListNodesResponse> {

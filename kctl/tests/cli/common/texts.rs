@@ -92,6 +92,8 @@ texts! {
     VM_DELETE_ACTIVE = "kcored/src/controller/vms.rs, delete_vm",
         format "VM {} is {}: stop it first, or delete with force";
     VM_CREATED = "kcored/src/controller/vms.rs, create_vm", format "on node {node}";
+    RESIZE_NEEDS_STOP = "kcored/src/model/request.rs, resize_needs_stop",
+        format "VM {name} is {state}: its vcpu and memory change only while it is STOPPED (kctl vm stop {name}, then kctl vm set again); nothing was changed";
     WRONG_STATE = "vmm/src/error.rs, VmmError::WrongState", format "VM is {state}: cannot {op}";
     INVALID_SPEC = "vmm/src/error.rs, VmmError::InvalidSpec", format "invalid VM spec: {0}";
     NO_BOOT_SOURCE = "vmm/src/spec.rs, VmSpec::validate_planned",

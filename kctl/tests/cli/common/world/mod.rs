@@ -210,6 +210,11 @@ impl Default for World {
                 initrd: format!("{guest}/initrd.img"),
                 cmdline: "console=ttyS0 quiet".into(),
                 ready_pattern: "KCORE-GUEST-READY".into(),
+                cloud_init: Some(CloudInit {
+                    user_data: "#cloud-config\npackages: [postgresql]\n".into(),
+                    meta_data: String::new(),
+                    network_config: "version: 2\nethernets: {}\n".into(),
+                }),
                 ..Default::default()
             }),
             ..Default::default()

@@ -217,6 +217,41 @@ impl World {
         Ok(stopped)
     }
 
+    /// UpdateVM: the controller's checks (kcored/src/controller/update.rs), then the node's.
+    pub fn update_vm(&self, r: &UpdateVmRequest) -> Result<Vm, Status> {
+        let mut vm = self.vm(&r.name)?.clone();
+        let resizes =
+            r.vcpu.is_some_and(|v| v != vm.vcpu) || r.memory_mb.is_some_and(|m| m != vm.memory_mb);
+        if resizes && status_of(&vm) != VmStatus::Stopped {
+            return Err(Status::failed_precondition(RESIZE_NEEDS_STOP.fill(&[
+                &vm.name,
+                status_name(vm.status),
+                &vm.name,
+            ])));
+        }
+        self.ready_node(&vm.node)?;
+        let spec = vm.spec.get_or_insert_with(Default::default);
+        if let Some(v) = r.vcpu {
+            vm.vcpu = v;
+            spec.vcpu = v;
+        }
+        if let Some(m) = r.memory_mb {
+            vm.memory_mb = m;
+            spec.memory_mb = m;
+        }
+        if let Some(a) = r.autostart {
+            spec.autostart = a;
+        }
+        if let Some(c) = &r.cloud_init {
+            // Every file empty: the seed goes (kcored/src/model/request.rs, VmUpdate).
+            let empty = [&c.user_data, &c.meta_data, &c.network_config]
+                .iter()
+                .all(|t| t.trim().is_empty());
+            spec.cloud_init = (!empty).then(|| c.clone());
+        }
+        Ok(vm)
+    }
+
     /// `op`: "pause", "resume" or "reboot", as vmm names them in its refusal.
     pub fn simple_op(&self, name: &str, op: &str) -> Result<Vm, Status> {
         let vm = self.vm(name)?;
