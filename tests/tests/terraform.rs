@@ -9,8 +9,8 @@
 //! - destroy leaves no VM, network, volume, tap, bridge or dnsmasq;
 //! - bad configuration (unknown network, bad MAC, no boot source) fails with the server's
 //!   message and leaves nothing behind;
-//! - a memory (and cloud-init) change is planned as an in-place update and applied (this
-//!   one needs the server's UpdateVM and cloud-init: see the test).
+//! - a memory (and cloud-init) change is planned as an in-place update and applied: the
+//!   same VM, restarted, with the new memory, and the guest reads the new seed.
 
 use std::time::Duration;
 
@@ -351,9 +351,8 @@ fn terraform_bad_configuration_fails_with_the_servers_message_and_leaves_nothing
     }
 }
 
-/// Needs the server's UpdateVM and cloud-init (issue 12's server side): until they are
-/// in, the create with cloud_init is refused ("cloud_init is not supported yet") and this
-/// test fails.
+/// The create with cloud_init and the update through UpdateVM, on a running VM: stopped,
+/// updated, started again, the guest reading the new seed.
 #[test]
 fn terraform_memory_and_cloud_init_changes_are_in_place_updates() {
     let ns = NetNs::create();
@@ -386,6 +385,8 @@ resource "kcore_vm" "m" {{
     tf.config(&vm(128, "#cloud-config\\nhostname: one\\n"));
     tf.init();
     tf.apply().expect_ok("apply");
+    // The guest read its NoCloud seed.
+    d.wait_console("m", "KCORE-CIDATA user-data: hostname: one", 1, BOOT);
     let before = d.vm("m");
     let id = before["id"].clone();
     let pid = before["pid"].clone();
@@ -418,7 +419,8 @@ resource "kcore_vm" "m" {{
         after["spec"]["cloud_init"]["user_data"], "#cloud-config\nhostname: two\n",
         "{after}"
     );
-    d.wait_console("m", "KCORE-GUEST-READY", 2, BOOT);
+    // Started again with the new seed.
+    d.wait_console("m", "KCORE-CIDATA user-data: hostname: two", 1, BOOT);
     let r = tf.plan();
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     tf.run(&["destroy", "-auto-approve", "-no-color"])
