@@ -1,26 +1,9 @@
-//! CreateVolume end to end (grpcurl over the daemon's unix socket; kctl has no command for
-//! it): a new empty volume is listed without a VM, a VM takes it as a disk by name, and a
-//! second create of the name, a size of 0, a bad name or an unknown pool are refused with
-//! the server's message before anything is made.
+//! CreateVolume end to end (`kctl volume create` against a real daemon): a new empty volume
+//! is listed without a VM, a VM takes it as a disk by name, and a second create of the
+//! name, a size of 0, a bad name or an unknown pool are refused with the server's message
+//! before anything is made.
 
-use std::process::Command;
-
-use kcore_tests::{Daemon, Run, guest};
-
-fn grpcurl(d: &Daemon, method: &str, body: &str) -> Run {
-    let out = Command::new(kcore_tests::grpcurl())
-        .args(["-plaintext", "-authority", "localhost", "-unix", "-d", body])
-        .arg(d.socket())
-        .arg(format!("kcore.v1.KcoreService/{method}"))
-        .output()
-        .expect("run grpcurl");
-    Run {
-        ok: out.status.success(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use kcore_tests::{Daemon, guest};
 
 fn volumes(d: &Daemon) -> Vec<serde_json::Value> {
     d.kctl(&["-o", "json", "volume", "list"])
@@ -34,45 +17,46 @@ fn volumes(d: &Daemon) -> Vec<serde_json::Value> {
 #[test]
 fn create_volume_makes_an_empty_volume_a_vm_can_take() {
     let d = Daemon::start();
-    let v = grpcurl(
-        &d,
-        "CreateVolume",
-        r#"{"name":"data1","pool":"default","size_gb":2}"#,
-    )
-    .expect_ok("CreateVolume")
-    .json();
+    let v = d
+        .kctl(&[
+            "-o", "json", "volume", "create", "data1", "--size", "2", "--pool", "default",
+        ])
+        .expect_ok("volume create")
+        .json();
     assert_eq!(v["name"], "data1", "{v}");
     assert_eq!(v["node"], "node1", "{v}");
     assert_eq!(v["pool"], "default", "{v}");
     assert_eq!(v["format"], "qcow2", "{v}");
-    assert_eq!(v["virtualSize"], (2u64 << 30).to_string(), "{v}");
+    assert_eq!(v["virtual_size"], (2u64 << 30).to_string(), "{v}");
     let listed = volumes(&d);
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["name"], "data1");
     assert_eq!(listed[0]["vm"], "", "no VM uses it yet: {listed:?}");
 
-    for (body, needles) in [
+    for (args, needles) in [
         (
-            r#"{"name":"data1","size_gb":1}"#,
-            &["already exists", "AlreadyExists"][..],
+            &["data1", "--size", "1"][..],
+            &["volume data1 already exists", "AlreadyExists"][..],
         ),
         (
-            r#"{"name":"data2","size_gb":0}"#,
-            &["at least 1 GiB", "InvalidArgument"][..],
+            &["data2", "--size", "0"][..],
+            &[
+                "a new volume needs a size of at least 1 GiB",
+                "InvalidArgument",
+            ][..],
         ),
+        (&["Bad_Name", "--size", "1"][..], &["InvalidArgument"][..]),
         (
-            r#"{"name":"Bad_Name","size_gb":1}"#,
-            &["InvalidArgument"][..],
-        ),
-        (
-            r#"{"name":"data3","pool":"nope","size_gb":1}"#,
-            &["nope"][..],
+            &["data3", "--pool", "nope", "--size", "1"][..],
+            &["nope", "NotFound"][..],
         ),
     ] {
-        let r = grpcurl(&d, "CreateVolume", body);
-        assert!(!r.ok, "{body} was accepted: {}", r.stdout);
+        let mut a = vec!["volume", "create"];
+        a.extend_from_slice(args);
+        let r = d.kctl(&a);
+        assert!(!r.ok, "{args:?} was accepted: {}", r.stdout);
         for n in needles {
-            assert!(r.stderr.contains(n), "{body}: {n:?} not in {}", r.stderr);
+            assert!(r.stderr.contains(n), "{args:?}: {n:?} not in {}", r.stderr);
         }
     }
     assert_eq!(volumes(&d).len(), 1, "a refused create made nothing");

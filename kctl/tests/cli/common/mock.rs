@@ -293,9 +293,8 @@ impl KcoreService for Mock {
         Ok(Response::new(self.world.resize_disk(&r.into_inner())?))
     }
 
-    async fn create_volume(&self, _: Request<CreateVolumeRequest>) -> Answer<Volume> {
-        // kctl has no command for it (the Terraform provider's kcore_volume uses it).
-        Err(Status::unimplemented("kctl does not call CreateVolume"))
+    async fn create_volume(&self, r: Request<CreateVolumeRequest>) -> Answer<Volume> {
+        Ok(Response::new(self.world.create_volume(&r.into_inner())?))
     }
 
     async fn delete_volume(&self, r: Request<DeleteVolumeRequest>) -> Answer<DeleteVolumeResponse> {
