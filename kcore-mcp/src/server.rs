@@ -17,7 +17,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Map, Value};
 
-use crate::access::Access;
+use crate::access::{Access, Ceiling};
 use crate::error::ToolError;
 use crate::registry::{CLIENT_NAME, Ctx, Kcore, SHORT, ToolDef};
 use crate::tools::lines_of;
@@ -74,8 +74,9 @@ impl KcoreMcp {
             }),
             None => def.run(self.ctx.clone(), args.clone()).await,
         };
-        if def.meta.access != Access::Read {
-            audit(def, &args, &outcome);
+        let mutating = def.meta.access != Access::Read;
+        if mutating {
+            audit(def, &policy.ceiling, &args, &outcome);
         }
         Some(match outcome {
             Ok(done) => {
@@ -84,7 +85,9 @@ impl KcoreMcp {
                 r
             }
             Err(e) => {
-                tracing::info!(tool = name, error = %e.outcome(), "tool failed");
+                if !mutating {
+                    tracing::info!(tool = name, error = %e.outcome(), "tool failed");
+                }
                 e.to_result()
             }
         })
@@ -136,9 +139,11 @@ impl KcoreMcp {
 }
 
 /// The audit line of a call to a tool that changes something: the tool, its arguments
-/// (cloud-init data shown only by size: it can carry secrets) and how it ended.
+/// (cloud-init data shown only by size: it can carry secrets), who kcore-mcp calls kcore
+/// as, and how it ended (refusals by kcore-mcp itself included).
 fn audit(
     def: &ToolDef,
+    caller: &Ceiling,
     args: &Map<String, Value>,
     outcome: &Result<crate::registry::Done<Value>, ToolError>,
 ) {
@@ -160,6 +165,7 @@ fn audit(
         tool = def.meta.name,
         access = def.meta.access.as_str(),
         arguments = %arguments,
+        caller = %caller,
         outcome = %outcome,
         "audit"
     );

@@ -391,6 +391,7 @@ fn over_stdio_on_the_local_socket() {
     assert!(
         audit[0].contains("tool=\"create_vm\"")
             && audit[0].contains("\"name\":\"web\"")
+            && audit[0].contains("caller=the local socket")
             && audit[0].contains("outcome=ok"),
         "{}",
         audit[0]
@@ -576,7 +577,9 @@ fn over_http_with_client_certificates() {
         .collect();
     assert_eq!(audit.len(), 2, "{log}");
     assert!(
-        audit[0].contains("tool=\"create_vm\"") && audit[0].contains("outcome=ok"),
+        audit[0].contains("tool=\"create_vm\"")
+            && audit[0].contains("(role admin)")
+            && audit[0].contains("outcome=ok"),
         "{log}"
     );
 }
