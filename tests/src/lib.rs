@@ -733,3 +733,26 @@ pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     l.local_addr().expect("local addr").port()
 }
+
+/// Wait for `child` (spawned with its stdout and stderr piped) to end, reading its output
+/// meanwhile (so a large output cannot block it); after `limit` it is killed and the test
+/// fails, naming `what`.
+pub fn wait_bounded(child: Child, limit: Duration, what: &str) -> Run {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => Run::from(out.expect("the child's output")),
+        Err(_) => {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            panic!("{what} ran over {limit:?}");
+        }
+    }
+}

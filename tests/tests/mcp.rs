@@ -69,30 +69,12 @@ fn session(plan: Value) -> Session {
             .write_all(plan.to_string().as_bytes())
             .expect("write the plan");
     }
-    // Read its output while it runs (a listing is larger than a pipe holds).
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(Duration::from_secs(180)) {
-        Ok(out) => out.expect("output"),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("the MCP session ran over 3 minutes");
-        }
-    };
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "the MCP session failed:\n{stderr}{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let out: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+    // Its output is read while it runs: a listing is larger than a pipe holds.
+    let out = kcore_tests::wait_bounded(child, Duration::from_secs(180), "the MCP session");
+    let stderr = out.stderr;
+    assert!(out.ok, "the MCP session failed:\n{stderr}{}", out.stdout);
+    let out: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", out.stdout));
     assert_eq!(out["mcp"], "2.3.0", "the SDK scripts/fetch-mcp.sh installs");
     assert_eq!(out["server"]["name"], "kcore-mcp", "{}", out["server"]);
     Session { out, stderr }

@@ -37,33 +37,13 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Run `cmd` to its end (at most 3 minutes), reading its output meanwhile.
+/// Run `cmd` to its end (at most 3 minutes).
 fn run(mut cmd: Command) -> Run {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(Duration::from_secs(180)) {
-        Ok(out) => out.expect("output"),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("{cmd:?} ran over 3 minutes");
-        }
-    };
-    Run {
-        ok: out.status.success(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    kcore_tests::wait_bounded(child, Duration::from_secs(180), &format!("{cmd:?}"))
 }
 
 /// The package built and installed into `<dir>/site` from a copy of the repository's
