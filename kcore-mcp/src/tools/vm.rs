@@ -307,7 +307,7 @@ pub fn tools() -> Vec<ToolDef> {
                 open_world: false,
                 methods: &["StartVM"],
             },
-            start,
+            |ctx, a: VmName| op(ctx, a.name, Op::Start),
         ),
         tool(
             Meta {
@@ -351,7 +351,7 @@ pub fn tools() -> Vec<ToolDef> {
                 open_world: false,
                 methods: &["RebootVM"],
             },
-            reboot,
+            |ctx, a: VmName| op(ctx, a.name, Op::Reboot),
         ),
         tool(
             Meta {
@@ -363,7 +363,7 @@ pub fn tools() -> Vec<ToolDef> {
                 open_world: false,
                 methods: &["PauseVM"],
             },
-            pause,
+            |ctx, a: VmName| op(ctx, a.name, Op::Pause),
         ),
         tool(
             Meta {
@@ -375,7 +375,7 @@ pub fn tools() -> Vec<ToolDef> {
                 open_world: false,
                 methods: &["ResumeVM"],
             },
-            resume,
+            |ctx, a: VmName| op(ctx, a.name, Op::Resume),
         ),
         tool(
             Meta {
@@ -648,54 +648,6 @@ async fn get_vm(ctx: Ctx, a: VmName) -> Result<Done<VmDetail>, ToolError> {
     Ok(detail(&get(&ctx, &a.name).await?))
 }
 
-async fn start(ctx: Ctx, a: VmName) -> Result<Done<VmDetail>, ToolError> {
-    let client = ctx.client().await?;
-    let req = pb::StartVmRequest {
-        name: a.name,
-        no_wait: false,
-    };
-    let vm = client
-        .api()
-        .start_vm(ctx.req(req, LONG))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner();
-    Ok(detail(&vm))
-}
-
-async fn reboot(ctx: Ctx, a: VmName) -> Result<Done<VmDetail>, ToolError> {
-    let client = ctx.client().await?;
-    let vm = client
-        .api()
-        .reboot_vm(ctx.req(pb::RebootVmRequest { name: a.name }, SHORT))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner();
-    Ok(detail(&vm))
-}
-
-async fn pause(ctx: Ctx, a: VmName) -> Result<Done<VmDetail>, ToolError> {
-    let client = ctx.client().await?;
-    let vm = client
-        .api()
-        .pause_vm(ctx.req(pb::PauseVmRequest { name: a.name }, SHORT))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner();
-    Ok(detail(&vm))
-}
-
-async fn resume(ctx: Ctx, a: VmName) -> Result<Done<VmDetail>, ToolError> {
-    let client = ctx.client().await?;
-    let vm = client
-        .api()
-        .resume_vm(ctx.req(pb::ResumeVmRequest { name: a.name }, SHORT))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner();
-    Ok(detail(&vm))
-}
-
 async fn delete(ctx: Ctx, a: DeleteArgs) -> Result<Done<Deleted>, ToolError> {
     let client = ctx.client().await?;
     let req = pb::DeleteVmRequest {
@@ -712,4 +664,41 @@ async fn delete(ctx: Ctx, a: DeleteArgs) -> Result<Done<Deleted>, ToolError> {
         summary: format!("deleted VM {}", a.name),
         data: Deleted { deleted: a.name },
     })
+}
+
+/// The calls that take a VM's name and return the VM.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Start,
+    Reboot,
+    Pause,
+    Resume,
+}
+
+async fn op(ctx: Ctx, name: String, op: Op) -> Result<Done<VmDetail>, ToolError> {
+    let client = ctx.client().await?;
+    let mut api = client.api();
+    let reply = match op {
+        Op::Start => {
+            let req = pb::StartVmRequest {
+                name,
+                no_wait: false,
+            };
+            api.start_vm(ctx.req(req, LONG)).await
+        }
+        Op::Reboot => {
+            api.reboot_vm(ctx.req(pb::RebootVmRequest { name }, SHORT))
+                .await
+        }
+        Op::Pause => {
+            api.pause_vm(ctx.req(pb::PauseVmRequest { name }, SHORT))
+                .await
+        }
+        Op::Resume => {
+            api.resume_vm(ctx.req(pb::ResumeVmRequest { name }, SHORT))
+                .await
+        }
+    };
+    let vm = reply.map_err(|s| client.error(s))?.into_inner();
+    Ok(detail(&vm))
 }
