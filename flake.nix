@@ -26,6 +26,8 @@
       packages.${system} = rec {
         kcored = build "kcored" [ "kcored" ];
         kctl = build "kctl" [ "kctl" ];
+        # The MCP server for AI agents (docs/mcp.md).
+        kcore-mcp = build "kcore-mcp" [ "kcore-mcp" ];
         # Both binaries: what the NixOS module installs.
         kcore = build "kcore" [
           "kcored"

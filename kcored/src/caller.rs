@@ -8,9 +8,10 @@
 //! mutual TLS, the caller is the client certificate the TLS layer verified: its CN and its
 //! role (OU).
 //!
-//! Events name the caller (QMP passthrough is recorded with it), and the controller passes
-//! it to nodes as `kcore.v1.Caller`, so a node reads only the host paths the caller may
-//! (see `node/hostpath.rs`).
+//! The event of every change made through the API names the caller ([`Requester`]: the
+//! caller, and the client program when the client names itself in the `kcore-client`
+//! metadata), and the controller passes the caller to nodes as `kcore.v1.Caller`, so a node
+//! reads only the host paths the caller may (see `hostpath.rs`).
 
 use std::ffi::CString;
 use std::fmt;
@@ -98,9 +99,94 @@ impl fmt::Display for Caller {
     }
 }
 
+/// The request metadata a client may name itself with (e.g. `kcore-mcp/0.1.0`).
+pub const CLIENT_METADATA: &str = "kcore-client";
+
+/// The longest client name kept; longer ones are cut.
+const CLIENT_MAX: usize = 64;
+
+/// Who asked for a change, as its event names them: the caller the transport authenticated
+/// and, when the client says which program it is (metadata `kcore-client`), that name. The
+/// name is the client's own claim: it says how a change was made, never who may make it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    pub caller: Caller,
+    /// The client program, as it named itself (printable ASCII, at most 64 characters).
+    pub client: Option<String>,
+}
+
+impl Requester {
+    /// The requester of `req`: its caller and the client it names.
+    pub fn of<T>(req: &tonic::Request<T>) -> Requester {
+        let client = req
+            .metadata()
+            .get(CLIENT_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(client_name);
+        Requester {
+            caller: Caller::of(req),
+            client,
+        }
+    }
+}
+
+impl fmt::Display for Requester {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.caller)?;
+        match &self.client {
+            Some(client) => write!(f, " via {client}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A client's name as events show it: printable ASCII only (anything else becomes `?`),
+/// at most [`CLIENT_MAX`] characters; `None` when nothing is left.
+fn client_name(raw: &str) -> Option<String> {
+    let name: String = raw
+        .trim()
+        .chars()
+        .take(CLIENT_MAX)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_requester_names_the_client_it_says_it_is() {
+        let mut req = tonic::Request::new(());
+        req.metadata_mut().insert(
+            CLIENT_METADATA,
+            tonic::metadata::MetadataValue::from_static("kcore-mcp/0.1.0"),
+        );
+        let r = Requester::of(&req);
+        assert_eq!(r.client.as_deref(), Some("kcore-mcp/0.1.0"));
+        assert_eq!(r.caller, Caller::Unknown);
+        assert_eq!(r.to_string(), "an unidentified caller via kcore-mcp/0.1.0");
+        let plain = Requester::of(&tonic::Request::new(()));
+        assert_eq!(plain.to_string(), "an unidentified caller");
+    }
+
+    #[test]
+    fn client_names_are_printable_and_bounded() {
+        assert_eq!(client_name("  "), None);
+        assert_eq!(client_name("a\tb").as_deref(), Some("a?b"));
+        assert_eq!(client_name("a\u{7f}b").as_deref(), Some("a?b"));
+        assert_eq!(
+            client_name(&"x".repeat(100)).map(|s| s.len()),
+            Some(CLIENT_MAX)
+        );
+    }
 
     #[test]
     fn root_is_named_and_has_its_groups() {

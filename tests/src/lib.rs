@@ -704,3 +704,55 @@ pub fn grpcio_python() -> PathBuf {
     assert!(p.is_file(), "no {}", p.display());
     p
 }
+
+/// The python of a virtualenv with the official MCP SDK from PyPI (`mcp`), made once in
+/// `$KCORE_TOOLS_DIR/mcp-venv` (default /var/cache/kcore/tools) by `scripts/fetch-mcp.sh`
+/// (which `scripts/deps.sh --tests` runs too).
+pub fn mcp_python() -> PathBuf {
+    let dir =
+        std::env::var("KCORE_TOOLS_DIR").unwrap_or_else(|_| "/var/cache/kcore/tools".to_string());
+    let venv = Path::new(&dir).join("mcp-venv");
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/fetch-mcp.sh"))
+        .arg(&venv)
+        .output()
+        .expect("run scripts/fetch-mcp.sh");
+    assert!(
+        out.status.success(),
+        "scripts/fetch-mcp.sh failed: it needs Debian's python3 with venv (apt-get install \
+         python3-venv) and PyPI access, and {dir} writable (or set KCORE_TOOLS_DIR):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = venv.join("bin/python3");
+    assert!(p.is_file(), "no {}", p.display());
+    p
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Wait for `child` (spawned with its stdout and stderr piped) to end, reading its output
+/// meanwhile (so a large output cannot block it); after `limit` it is killed and the test
+/// fails, naming `what`.
+pub fn wait_bounded(child: Child, limit: Duration, what: &str) -> Run {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => Run::from(out.expect("the child's output")),
+        Err(_) => {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            panic!("{what} ran over {limit:?}");
+        }
+    }
+}

@@ -5,6 +5,7 @@
 use std::sync::PoisonError;
 
 use super::Controller;
+use crate::caller::Requester;
 use crate::error::{ApiError, ApiResult};
 use crate::model::CertInfo;
 
@@ -33,11 +34,12 @@ impl Controller {
         Ok(())
     }
 
-    /// Revoke the certificates of `name` (all roles but the controller's own) or the one
-    /// with `serial`. `caller` is the serial of the certificate asking, which may not
-    /// revoke itself.
+    /// Revoke, for `by`, the certificates of `name` (all roles but the controller's own) or
+    /// the one with `serial`. `caller` is the serial of the certificate asking, which may
+    /// not revoke itself.
     pub fn revoke(
         &self,
+        by: &Requester,
         name: &str,
         serial: &str,
         caller: Option<&str>,
@@ -88,7 +90,7 @@ impl Controller {
                 "cert.revoked",
                 None,
                 format!(
-                    "revoked the {} certificate of {} ({})",
+                    "revoked the {} certificate of {} ({}) by {by}",
                     c.role, c.name, c.serial
                 ),
             );
@@ -98,7 +100,7 @@ impl Controller {
 
     /// Take a node without VMs out of the cluster: forget it, refuse its registration from
     /// now on (until it joins again) and revoke its certificates; returns those revoked.
-    pub fn remove_node(&self, name: &str) -> ApiResult<Vec<CertInfo>> {
+    pub fn remove_node(&self, by: &Requester, name: &str) -> ApiResult<Vec<CertInfo>> {
         let link = self.nodes.get(name)?;
         if link.address.starts_with("unix://") {
             return Err(ApiError::FailedPrecondition(format!(
@@ -126,7 +128,7 @@ impl Controller {
         self.emit_node(
             "node.removed",
             name,
-            format!("removed; {} certificate(s) revoked", revoked.len()),
+            format!("removed by {by}; {} certificate(s) revoked", revoked.len()),
         );
         Ok(revoked)
     }

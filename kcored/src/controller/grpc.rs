@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Controller;
 use super::node_client::{Stop, VmOp};
 use super::storage::{DiskOp, ImportRequest};
-use crate::caller::Caller;
+use crate::caller::Requester;
 use crate::convert::{
     cert_to_pb, cluster_network_to_pb, event_to_pb, image_to_pb, network_request_from_pb,
     node_to_pb, pool_to_pb, progress_to_pb, vm_to_pb, volume_to_pb,
@@ -69,9 +69,9 @@ impl KcoreService for KcoreApi {
     ) -> Result<Response<pb::Vm>, Status> {
         // On its own task: a client that goes away (Ctrl-C) does not cut the create short.
         let ctl = self.ctl.clone();
-        let caller = Caller::of(&req);
+        let by = Requester::of(&req);
         let create = crate::convert::create_from_pb(req.into_inner())?;
-        let vm = tokio::spawn(async move { ctl.create_vm(&caller, create).await })
+        let vm = tokio::spawn(async move { ctl.create_vm(&by, create).await })
             .await
             .map_err(|e| ApiError::Internal(format!("create task failed: {e}")))??;
         Ok(Response::new(vm_to_pb(&vm)))
@@ -81,26 +81,31 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::DeleteVmRequest>,
     ) -> Result<Response<pb::DeleteVmResponse>, Status> {
+        let by = Requester::of(&req);
         let r = req.into_inner();
-        self.ctl.delete_vm(&r.name, r.force, r.keep_disks).await?;
+        self.ctl
+            .delete_vm(&by, &r.name, r.force, r.keep_disks)
+            .await?;
         Ok(Response::new(pb::DeleteVmResponse {}))
     }
 
     async fn start_vm(&self, req: Request<pb::StartVmRequest>) -> Result<Response<pb::Vm>, Status> {
+        let by = Requester::of(&req);
         let r = req.into_inner();
         Ok(Response::new(vm_to_pb(
-            &self.ctl.start_vm(&r.name, r.no_wait).await?,
+            &self.ctl.start_vm(&by, &r.name, r.no_wait).await?,
         )))
     }
 
     async fn stop_vm(&self, req: Request<pb::StopVmRequest>) -> Result<Response<pb::Vm>, Status> {
+        let by = Requester::of(&req);
         let r = req.into_inner();
         let stop = Stop {
             force: r.force,
             timeout_secs: r.timeout_secs,
         };
         Ok(Response::new(vm_to_pb(
-            &self.ctl.stop_vm(&r.name, stop, !r.no_wait).await?,
+            &self.ctl.stop_vm(&by, &r.name, stop, !r.no_wait).await?,
         )))
     }
 
@@ -108,16 +113,18 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::RebootVmRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
+        let by = Requester::of(&req);
         let name = req.into_inner().name;
         Ok(Response::new(vm_to_pb(
-            &self.ctl.simple_op(&name, VmOp::Reboot).await?,
+            &self.ctl.simple_op(&by, &name, VmOp::Reboot).await?,
         )))
     }
 
     async fn pause_vm(&self, req: Request<pb::PauseVmRequest>) -> Result<Response<pb::Vm>, Status> {
+        let by = Requester::of(&req);
         let name = req.into_inner().name;
         Ok(Response::new(vm_to_pb(
-            &self.ctl.simple_op(&name, VmOp::Pause).await?,
+            &self.ctl.simple_op(&by, &name, VmOp::Pause).await?,
         )))
     }
 
@@ -125,9 +132,10 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::ResumeVmRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
+        let by = Requester::of(&req);
         let name = req.into_inner().name;
         Ok(Response::new(vm_to_pb(
-            &self.ctl.simple_op(&name, VmOp::Resume).await?,
+            &self.ctl.simple_op(&by, &name, VmOp::Resume).await?,
         )))
     }
 
@@ -135,11 +143,12 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::UpdateVmRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
+        let by = Requester::of(&req);
         let r = req.into_inner();
         let update = crate::convert::update_from_pb(&r);
         // On its own task, as a create: a client that goes away does not cut it short.
         let ctl = self.ctl.clone();
-        let vm = tokio::spawn(async move { ctl.update_vm(&r.name, update).await })
+        let vm = tokio::spawn(async move { ctl.update_vm(&by, &r.name, update).await })
             .await
             .map_err(|e| ApiError::Internal(format!("update task failed: {e}")))??;
         Ok(Response::new(vm_to_pb(&vm)))
@@ -167,9 +176,10 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::CordonNodeRequest>,
     ) -> Result<Response<pb::Node>, Status> {
+        let by = Requester::of(&req);
         let r = req.into_inner();
         Ok(Response::new(node_to_pb(
-            &self.ctl.cordon(&r.name, r.cordon)?,
+            &self.ctl.cordon(&by, &r.name, r.cordon)?,
         )))
     }
 
@@ -177,10 +187,11 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeResponse>, Status> {
+        let by = Requester::of(&req);
         let r = req.into_inner();
         // DrainNode keeps "0: the default" for its timeout.
         let timeout = (r.timeout_secs != 0).then_some(r.timeout_secs);
-        let (node, stopped) = self.ctl.drain(&r.name, r.force, timeout).await?;
+        let (node, stopped) = self.ctl.drain(&by, &r.name, r.force, timeout).await?;
         Ok(Response::new(pb::DrainNodeResponse {
             node: Some(node_to_pb(&node)),
             stopped,
@@ -251,7 +262,7 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::ImportImageRequest>,
     ) -> Result<Response<Self::ImportImageStream>, Status> {
-        let caller = Caller::of(&req);
+        let caller = Requester::of(&req);
         let r = req.into_inner();
         let req = ImportRequest {
             name: ImageName::parse(&r.name).map_err(ApiError::from)?,
@@ -280,8 +291,11 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::DeleteImageRequest>,
     ) -> Result<Response<pb::DeleteImageResponse>, Status> {
+        let by = Requester::of(&req);
         let r = req.into_inner();
-        self.ctl.delete_image(&r.name, &r.pool, &r.node).await?;
+        self.ctl
+            .delete_image(&by, &r.name, &r.pool, &r.node)
+            .await?;
         Ok(Response::new(pb::DeleteImageResponse {}))
     }
 
@@ -299,10 +313,11 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::CreateVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
+        let by = Requester::of(&req);
         let r = req.into_inner();
         let v = self
             .ctl
-            .create_volume(&r.name, &r.pool, r.size_gb, &r.node)
+            .create_volume(&by, &r.name, &r.pool, r.size_gb, &r.node)
             .await?;
         Ok(Response::new(volume_to_pb(&v)))
     }
@@ -311,8 +326,11 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::DeleteVolumeRequest>,
     ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
+        let by = Requester::of(&req);
         let r = req.into_inner();
-        self.ctl.delete_volume(&r.name, &r.pool, &r.node).await?;
+        self.ctl
+            .delete_volume(&by, &r.name, &r.pool, &r.node)
+            .await?;
         Ok(Response::new(pb::DeleteVolumeResponse {}))
     }
 
@@ -320,6 +338,7 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::AttachDiskRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
+        let by = Requester::of(&req);
         Ok(Response::new(vm_to_pb(&{
             let r = req.into_inner();
             let op = DiskOp::Attach {
@@ -327,7 +346,7 @@ impl KcoreService for KcoreApi {
                 size_gb: r.size_gb,
                 volume: r.volume,
             };
-            self.ctl.disk_op(&r.vm, op).await?
+            self.ctl.disk_op(&by, &r.vm, op).await?
         })))
     }
 
@@ -335,13 +354,14 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::DetachDiskRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
+        let by = Requester::of(&req);
         Ok(Response::new(vm_to_pb(&{
             let r = req.into_inner();
             let op = DiskOp::Detach {
                 disk: r.disk,
                 keep: r.keep,
             };
-            self.ctl.disk_op(&r.vm, op).await?
+            self.ctl.disk_op(&by, &r.vm, op).await?
         })))
     }
 
@@ -349,13 +369,14 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::ResizeDiskRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
+        let by = Requester::of(&req);
         Ok(Response::new(vm_to_pb(&{
             let r = req.into_inner();
             let op = DiskOp::Resize {
                 disk: r.disk,
                 size_gb: r.size_gb,
             };
-            self.ctl.disk_op(&r.vm, op).await?
+            self.ctl.disk_op(&by, &r.vm, op).await?
         })))
     }
 
@@ -363,7 +384,7 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::ExecQmpRequest>,
     ) -> Result<Response<pb::ExecQmpResponse>, Status> {
-        let caller = Caller::of(&req);
+        let caller = Requester::of(&req);
         let r = req.into_inner();
         let reply_json = self.ctl.exec_qmp(&caller, &r.vm, r.command_json).await?;
         Ok(Response::new(pb::ExecQmpResponse { reply_json }))
@@ -373,8 +394,9 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::CreateNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
+        let by = Requester::of(&req);
         let def = network_request_from_pb(&req.into_inner())?;
-        let net = self.ctl.create_network(def).await?;
+        let net = self.ctl.create_network(&by, def).await?;
         Ok(Response::new(cluster_network_to_pb(&net)))
     }
 
@@ -400,7 +422,8 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::DeleteNetworkRequest>,
     ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
-        self.ctl.delete_network(&req.into_inner().name).await?;
+        let by = Requester::of(&req);
+        self.ctl.delete_network(&by, &req.into_inner().name).await?;
         Ok(Response::new(pb::DeleteNetworkResponse {}))
     }
 
@@ -408,6 +431,7 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::AttachNicRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
+        let by = Requester::of(&req);
         Ok(Response::new(vm_to_pb(&{
             let r = req.into_inner();
             let nic = crate::convert::nic_from_pb(&pb::NicRequest {
@@ -415,7 +439,7 @@ impl KcoreService for KcoreApi {
                 mac: r.mac,
                 model: r.model,
             })?;
-            self.ctl.attach_nic(&r.vm, nic).await?
+            self.ctl.attach_nic(&by, &r.vm, nic).await?
         })))
     }
 
@@ -423,9 +447,10 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::DetachNicRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
+        let by = Requester::of(&req);
         Ok(Response::new(vm_to_pb(&{
             let r = req.into_inner();
-            self.ctl.detach_nic(&r.vm, &r.nic).await?
+            self.ctl.detach_nic(&by, &r.vm, &r.nic).await?
         })))
     }
 
@@ -433,10 +458,11 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::IssueCertificateRequest>,
     ) -> Result<Response<pb::IssuedCertificate>, Status> {
+        let by = Requester::of(&req);
         let r = req.into_inner();
         let issued = self
             .ctl
-            .issue_certificate(self.pki_dir.clone(), &r.name, &r.role)
+            .issue_certificate(&by, self.pki_dir.clone(), &r.name, &r.role)
             .await?;
         Ok(Response::new(pb::IssuedCertificate {
             cert_pem: issued.cert_pem,
@@ -449,8 +475,10 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::JoinToken>, Status> {
+        let by = Requester::of(&req);
         Ok(Response::new(super::join::create_token(
             &self.ctl,
+            &by,
             req.into_inner().ttl_seconds,
         )?))
     }
@@ -459,9 +487,9 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::RegisterNodeRequest>,
     ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
-        let caller = Caller::of(&req);
+        let by = Requester::of(&req);
         let r = req.into_inner();
-        self.ctl.register(&caller, &r.name, &r.address).await?;
+        self.ctl.register(&by, &r.name, &r.address).await?;
         Ok(Response::new(pb::RegisterNodeResponse {}))
     }
 
@@ -469,11 +497,11 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::RenewNodeCertificateRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
-        let caller = Caller::of(&req);
+        let by = Requester::of(&req);
         let r = req.into_inner();
         let resp = self
             .ctl
-            .renew_node_certificate(&caller, self.pki_dir.clone(), &r.csr_pem)
+            .renew_node_certificate(&by, self.pki_dir.clone(), &r.csr_pem)
             .await?;
         Ok(Response::new(pb::JoinResponse {
             cert_pem: resp.cert_pem,
@@ -503,8 +531,11 @@ impl KcoreService for KcoreApi {
         let caller = req
             .peer_certs()
             .and_then(|c| c.first().and_then(|leaf| crate::auth::serial_of_cert(leaf)));
+        let by = Requester::of(&req);
         let r = req.into_inner();
-        let revoked = self.ctl.revoke(&r.name, &r.serial, caller.as_deref())?;
+        let revoked = self
+            .ctl
+            .revoke(&by, &r.name, &r.serial, caller.as_deref())?;
         Ok(Response::new(pb::ListCertificatesResponse {
             certificates: revoked.iter().map(cert_to_pb).collect(),
         }))
@@ -514,7 +545,8 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
-        let revoked = self.ctl.remove_node(&req.into_inner().name)?;
+        let by = Requester::of(&req);
+        let revoked = self.ctl.remove_node(&by, &req.into_inner().name)?;
         Ok(Response::new(pb::RemoveNodeResponse {
             revoked: revoked.iter().map(cert_to_pb).collect(),
         }))

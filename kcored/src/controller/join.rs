@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::Controller;
 use super::store::TokenRefusal;
+use crate::caller::Requester;
 use crate::error::{ApiError, ApiResult};
 use crate::model::Issued;
 
@@ -26,8 +27,8 @@ fn sha256_hex(token: &str) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
 }
 
-/// Make and store a new token valid for `ttl_secs` (0: the default).
-pub fn create_token(ctl: &Controller, ttl_secs: u32) -> ApiResult<pb::JoinToken> {
+/// Make and store a new token valid for `ttl_secs` (0: the default), for `by`.
+pub fn create_token(ctl: &Controller, by: &Requester, ttl_secs: u32) -> ApiResult<pb::JoinToken> {
     let ttl = if ttl_secs == 0 {
         DEFAULT_TTL_SECS
     } else {
@@ -44,7 +45,7 @@ pub fn create_token(ctl: &Controller, ttl_secs: u32) -> ApiResult<pb::JoinToken>
     ctl.emit(
         "node.join_token",
         None,
-        format!("join token created, valid for {ttl} s"),
+        format!("join token created by {by}, valid for {ttl} s"),
     );
     Ok(pb::JoinToken {
         token,
@@ -166,6 +167,14 @@ pub async fn sign_for_node(
 mod tests {
     use super::*;
     use crate::auth::{Role, role_of_cert};
+    use crate::caller::Caller;
+
+    fn nobody() -> Requester {
+        Requester {
+            caller: Caller::Unknown,
+            client: None,
+        }
+    }
 
     fn csr() -> String {
         let key = rcgen::KeyPair::generate().expect("key");
@@ -184,7 +193,7 @@ mod tests {
         let store = super::super::store::Store::open(&dir.path().join("c.db")).expect("db");
         let ctl = Controller::new(store, Default::default());
         let api = JoinApi::new(ctl.clone(), pki.dir.clone());
-        let t = create_token(&ctl, 0).expect("token");
+        let t = create_token(&ctl, &nobody(), 0).expect("token");
         assert_eq!(t.token.len(), 64);
         let join = |token: &str, name: &str| {
             api.join(Request::new(pb::JoinRequest {
@@ -207,7 +216,7 @@ mod tests {
         ctl.store
             .upsert_node("n1", "127.0.0.1:1")
             .expect("register");
-        let t2 = create_token(&ctl, 0).expect("token");
+        let t2 = create_token(&ctl, &nobody(), 0).expect("token");
         let e = join(&t2.token, "n1").await.expect_err("taken name");
         assert_eq!(e.code(), tonic::Code::AlreadyExists);
         let e = join(&t.token, "n2").await.expect_err("reused");

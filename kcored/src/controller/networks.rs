@@ -10,6 +10,7 @@ use kcore_netstack::MacAddr;
 use super::Controller;
 use super::node_client::NodeClient;
 use super::store::VmRow;
+use crate::caller::Requester;
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{ClusterNetwork, NetworkDef, NetworkMode, NetworkStatus, NicRequest};
@@ -32,9 +33,13 @@ fn combine(mut errors: Vec<(String, ApiError)>) -> ApiError {
 }
 
 impl Controller {
-    /// Create a network (checked by [`NetworkDef::new`]) on every ready node; it is kept
-    /// unless every node failed (each undid its own attempt).
-    pub async fn create_network(&self, mut def: NetworkDef) -> ApiResult<ClusterNetwork> {
+    /// Create a network (checked by [`NetworkDef::new`]) on every ready node, for `by`; it
+    /// is kept unless every node failed (each undid its own attempt).
+    pub async fn create_network(
+        &self,
+        by: &Requester,
+        mut def: NetworkDef,
+    ) -> ApiResult<ClusterNetwork> {
         def.created_at = now_rfc3339();
         let _g = self.net_lock.lock().await;
         if self.store.get_network(&def.name)?.is_some() {
@@ -85,7 +90,7 @@ impl Controller {
             "network.created",
             None,
             format!(
-                "{} ({}) on {} node(s){}",
+                "{} ({}) on {} node(s){} by {by}",
                 net.def.name,
                 mode_name(net.def.mode),
                 net.nodes.iter().filter(|n| n.ready).count(),
@@ -151,9 +156,9 @@ impl Controller {
             .ok_or_else(|| ApiError::NotFound(format!("no network named {name:?}")))
     }
 
-    /// Delete a network no VM uses, from every node it is on, then from the store. A node
-    /// that is not ready drops it when it comes back.
-    pub async fn delete_network(&self, name: &str) -> ApiResult<()> {
+    /// Delete a network no VM uses, for `by`, from every node it is on, then from the
+    /// store. A node that is not ready drops it when it comes back.
+    pub async fn delete_network(&self, by: &Requester, name: &str) -> ApiResult<()> {
         let _g = self.net_lock.lock().await;
         if self.store.get_network(name)?.is_none() {
             return Err(ApiError::NotFound(format!("no network named {name:?}")));
@@ -183,7 +188,7 @@ impl Controller {
             return Err(combine(errors));
         }
         self.store.delete_network(name)?;
-        self.emit("network.deleted", None, name.to_string());
+        self.emit("network.deleted", None, format!("{name} by {by}"));
         Ok(())
     }
 
@@ -256,8 +261,8 @@ impl Controller {
         Ok(())
     }
 
-    /// Add a NIC to a VM (hot-plugged when it runs).
-    pub async fn attach_nic(&self, vm: &str, nic: NicRequest) -> ApiResult<VmRow> {
+    /// Add a NIC to a VM (hot-plugged when it runs), for `by`.
+    pub async fn attach_nic(&self, by: &Requester, vm: &str, nic: NicRequest) -> ApiResult<VmRow> {
         let row = self.get_row(vm)?;
         let mut client = self.nodes.client(&row.node)?;
         let _g = self.place_lock.lock().await;
@@ -271,13 +276,13 @@ impl Controller {
         self.emit(
             "vm.nic",
             Some(&row),
-            format!("attached a NIC {mac} on network {}", nic.network),
+            format!("attached a NIC {mac} on network {} by {by}", nic.network),
         );
         Ok(row)
     }
 
-    /// Remove a NIC from a VM (unplugged when it runs).
-    pub async fn detach_nic(&self, vm: &str, nic: &str) -> ApiResult<VmRow> {
+    /// Remove a NIC from a VM (unplugged when it runs), for `by`.
+    pub async fn detach_nic(&self, by: &Requester, vm: &str, nic: &str) -> ApiResult<VmRow> {
         let row = self.get_row(vm)?;
         let nv = self
             .nodes
@@ -286,7 +291,7 @@ impl Controller {
             .await?;
         self.apply_node_vm(&nv)?;
         let row = self.get_row(&row.id)?;
-        self.emit("vm.nic", Some(&row), format!("detached NIC {nic}"));
+        self.emit("vm.nic", Some(&row), format!("detached NIC {nic} by {by}"));
         Ok(row)
     }
 }

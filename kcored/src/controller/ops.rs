@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::Controller;
 use super::node_client::Stop;
 use crate::auth::Role;
-use crate::caller::Caller;
+use crate::caller::{Caller, Requester};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{Event, Issued, NodeView, VmStatus};
 
@@ -41,8 +41,8 @@ impl Controller {
         Ok(nodes)
     }
 
-    /// Cordon (no new VMs placed there) or uncordon a node.
-    pub fn cordon(&self, name: &str, on: bool) -> ApiResult<NodeView> {
+    /// Cordon (no new VMs placed there) or uncordon a node, for `by`.
+    pub fn cordon(&self, by: &Requester, name: &str, on: bool) -> ApiResult<NodeView> {
         let link = self.nodes.get(name)?;
         self.store.set_cordoned(name, on)?;
         let kind = if on {
@@ -50,13 +50,15 @@ impl Controller {
         } else {
             "node.uncordoned"
         };
-        self.emit(kind, None, name.to_string());
+        self.emit(kind, None, format!("{name} by {by}"));
         self.node_view(&link)
     }
 
-    /// Cordon a node and stop the VMs that run on it; returns the node and the VMs stopped.
+    /// Cordon a node and stop the VMs that run on it, for `by`; returns the node and the
+    /// VMs stopped.
     pub async fn drain(
         self: &std::sync::Arc<Self>,
+        by: &Requester,
         name: &str,
         force: bool,
         timeout_secs: Option<u32>,
@@ -67,6 +69,7 @@ impl Controller {
         for vm in self.store.list_vms(Some(name))? {
             if matches!(vm.status, VmStatus::Running | VmStatus::Paused) {
                 self.stop_vm(
+                    by,
                     &vm.name,
                     Stop {
                         force,
@@ -81,7 +84,7 @@ impl Controller {
         self.emit(
             "node.drained",
             None,
-            format!("{name}: stopped {}", stopped.len()),
+            format!("{name}: stopped {} by {by}", stopped.len()),
         );
         Ok((self.node_view(&link)?, stopped))
     }
@@ -136,9 +139,11 @@ impl Controller {
         Ok(rx)
     }
 
-    /// A client certificate (admin or viewer) signed by the cluster CA in `pki_dir`.
+    /// A client certificate (admin or viewer) signed by the cluster CA in `pki_dir`, for
+    /// `by`.
     pub async fn issue_certificate(
         &self,
+        by: &Requester,
         pki_dir: Option<PathBuf>,
         name: &str,
         role: &str,
@@ -164,7 +169,7 @@ impl Controller {
         self.emit(
             "cert.issued",
             None,
-            format!("issued a {role} certificate for {name}"),
+            format!("issued a {role} certificate for {name} by {by}"),
         );
         Ok(Issued {
             cert_pem,
@@ -177,11 +182,11 @@ impl Controller {
     /// and not once it was removed; admins may register any.
     pub async fn register(
         self: &std::sync::Arc<Self>,
-        caller: &Caller,
+        by: &Requester,
         name: &str,
         address: &str,
     ) -> ApiResult<()> {
-        if let Caller::Certificate { name: cn, role } = caller
+        if let Caller::Certificate { name: cn, role } = &by.caller
             && role.as_str() == Role::Node.as_str()
         {
             if cn != name {
@@ -195,17 +200,22 @@ impl Controller {
                 )));
             }
         }
-        self.register_node(name, address).await
+        let known = self.nodes.get(name).is_ok_and(|l| l.address == address);
+        self.register_node(name, address).await?;
+        if !known {
+            self.emit_node("node.registered", name, format!("at {address} by {by}"));
+        }
+        Ok(())
     }
 
     /// A new certificate for the node that asks (by its current one), from its CSR.
     pub async fn renew_node_certificate(
         &self,
-        caller: &Caller,
+        by: &Requester,
         pki_dir: Option<PathBuf>,
         csr_pem: &str,
     ) -> ApiResult<Issued> {
-        let name = match caller {
+        let name = match &by.caller {
             Caller::Certificate { name, role } if role.as_str() == Role::Node.as_str() => {
                 name.clone()
             }
@@ -227,12 +237,16 @@ impl Controller {
         // Removed while this was signed: the new certificate goes the way of the old ones.
         if self.nodes.get(&name).is_err() {
             if let Ok(info) = crate::pki::cert_info(resp.cert_pem.as_bytes()) {
-                self.revoke("", &info.serial, None)?;
+                self.revoke(by, "", &info.serial, None)?;
             }
             return Err(gone());
         }
         tracing::info!(node = %name, "renewed a node certificate");
-        self.emit_node("node.cert_renewed", &name, "issued a new node certificate");
+        self.emit_node(
+            "node.cert_renewed",
+            &name,
+            format!("issued a new node certificate for {by}"),
+        );
         Ok(resp)
     }
 }

@@ -7,7 +7,7 @@ use super::Controller;
 pub use super::node_client::{DiskOp, ProgressStream};
 use super::nodes::NodeLink;
 use super::store::VmRow;
-use crate::caller::Caller;
+use crate::caller::Requester;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{ImageView, PoolView, VolumeView};
 
@@ -67,9 +67,10 @@ impl Controller {
     }
 
     /// A new empty volume `name` of `size_gb` GiB in `pool` (empty: default) on `node`
-    /// (empty: the only node).
+    /// (empty: the only node), for `by`.
     pub async fn create_volume(
         &self,
+        by: &Requester,
         name: &str,
         pool: &str,
         size_gb: u32,
@@ -86,14 +87,20 @@ impl Controller {
         self.emit_node(
             "volume.created",
             &l.name,
-            format!("{} in pool {} ({size_gb} GiB)", v.name, v.pool),
+            format!("{} in pool {} ({size_gb} GiB) by {by}", v.name, v.pool),
         );
         Ok(v)
     }
 
-    /// Delete volume `name` of `pool` (empty: default) no VM uses, on `node` (empty: the
-    /// one node that has it).
-    pub async fn delete_volume(&self, name: &str, pool: &str, node: &str) -> ApiResult<()> {
+    /// Delete, for `by`, volume `name` of `pool` (empty: default) no VM uses, on `node`
+    /// (empty: the one node that has it).
+    pub async fn delete_volume(
+        &self,
+        by: &Requester,
+        name: &str,
+        pool: &str,
+        node: &str,
+    ) -> ApiResult<()> {
         kcore_storage::validate_name("volume", name)?;
         let pool = if pool.is_empty() { "default" } else { pool };
         let node = if node.is_empty() {
@@ -123,14 +130,18 @@ impl Controller {
         };
         let mut l = self.one_node(&node)?;
         l.client.delete_volume(&node, name, pool).await?;
-        self.emit_node("volume.deleted", &node, format!("{name} in pool {pool}"));
+        self.emit_node(
+            "volume.deleted",
+            &node,
+            format!("{name} in pool {pool} by {by}"),
+        );
         Ok(())
     }
 
     /// Import an image on its node for `caller`, who must be able to read a source path.
     pub async fn import_image(
         &self,
-        caller: &Caller,
+        caller: &Requester,
         req: &ImportRequest,
     ) -> ApiResult<ProgressStream> {
         if req.source.is_empty() {
@@ -144,7 +155,7 @@ impl Controller {
         let stream = l
             .client
             .import_image(
-                caller,
+                &caller.caller,
                 req.name.as_str(),
                 &req.source,
                 &req.sha256,
@@ -159,11 +170,22 @@ impl Controller {
         Ok(stream)
     }
 
-    /// Delete image `name` of `pool` (empty: default) on `node` (empty: the only node).
-    pub async fn delete_image(&self, name: &str, pool: &str, node: &str) -> ApiResult<()> {
+    /// Delete, for `by`, image `name` of `pool` (empty: default) on `node` (empty: the
+    /// only node).
+    pub async fn delete_image(
+        &self,
+        by: &Requester,
+        name: &str,
+        pool: &str,
+        node: &str,
+    ) -> ApiResult<()> {
         let mut l = self.one_node(node)?;
         l.client.delete_image(name, pool).await?;
-        self.emit("image.deleted", None, format!("{name} on {}", l.name));
+        self.emit(
+            "image.deleted",
+            None,
+            format!("{name} on {} by {by}", l.name),
+        );
         Ok(())
     }
 }
@@ -183,8 +205,8 @@ pub struct ImportRequest {
 }
 
 impl Controller {
-    /// Attach, detach or resize a VM's disk on its node.
-    pub async fn disk_op(&self, vm: &str, op: DiskOp) -> ApiResult<VmRow> {
+    /// Attach, detach or resize a VM's disk on its node, for `by`.
+    pub async fn disk_op(&self, by: &Requester, vm: &str, op: DiskOp) -> ApiResult<VmRow> {
         let row = self.get_row(vm)?;
         let what = match &op {
             DiskOp::Attach {
@@ -204,7 +226,7 @@ impl Controller {
         let nv = self.nodes.client(&row.node)?.disk(&row.id, &op).await?;
         self.apply_node_vm(&nv)?;
         let row = self.get_row(&row.id)?;
-        self.emit("vm.disk", Some(&row), what);
+        self.emit("vm.disk", Some(&row), format!("{what} by {by}"));
         Ok(row)
     }
 }

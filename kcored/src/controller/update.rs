@@ -5,13 +5,15 @@
 
 use super::Controller;
 use super::store::VmRow;
+use crate::caller::Requester;
 use crate::error::ApiResult;
 use crate::model::request::resize_needs_stop;
 use crate::model::{VmStatus, VmUpdate};
 
 impl Controller {
-    /// Change VM `name` (name or id) as `u` says; an event (`vm.updated`) says what changed.
-    pub async fn update_vm(&self, name: &str, u: VmUpdate) -> ApiResult<VmRow> {
+    /// Change VM `name` (name or id) as `u` says, for `by`; an event (`vm.updated`) says
+    /// what changed and who asked.
+    pub async fn update_vm(&self, by: &Requester, name: &str, u: VmUpdate) -> ApiResult<VmRow> {
         let row = self.get_row(name)?;
         let changes = u.changes(&row.spec);
         if changes.is_empty() {
@@ -33,7 +35,11 @@ impl Controller {
         self.store.update_spec(&row.id, |s| u.apply(s))?;
         self.apply_node_vm(&nv)?;
         let row = self.get_row(&row.id)?;
-        self.emit("vm.updated", Some(&row), changes.join("; "));
+        self.emit(
+            "vm.updated",
+            Some(&row),
+            format!("{}; by {by}", changes.join("; ")),
+        );
         Ok(row)
     }
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use super::Controller;
 pub use super::node_client::{Stop, VmOp};
 use super::store::VmRow;
-use crate::caller::Caller;
+use crate::caller::Requester;
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{CreateVm, DiskRequest, VmRequest, VmStatus};
@@ -19,10 +19,10 @@ impl Controller {
             .ok_or_else(|| ApiError::NotFound(format!("no VM named {name:?}")))
     }
 
-    /// Create (and by default start) a VM for `caller` (the node reads the kernel and initrd
-    /// only if they may). The whole request is checked before anything is placed or made;
-    /// on any later failure, everything done so far is undone.
-    pub async fn create_vm(self: &Arc<Self>, caller: &Caller, c: CreateVm) -> ApiResult<VmRow> {
+    /// Create (and by default start) a VM for `by` (the node reads the kernel and initrd
+    /// only if its caller may). The whole request is checked before anything is placed or
+    /// made; on any later failure, everything done so far is undone.
+    pub async fn create_vm(self: &Arc<Self>, by: &Requester, c: CreateVm) -> ApiResult<VmRow> {
         let requested_at = SystemTime::now();
         let CreateVm {
             name,
@@ -75,7 +75,7 @@ impl Controller {
         let busy = self.busy(&row.id);
         self.store.insert_vm(&row)?;
         drop(place_guard);
-        let defined = client.define(&row.id, &row.name, &spec, caller).await;
+        let defined = client.define(&row.id, &row.name, &spec, &by.caller).await;
         let nv = match defined {
             Ok(r) => r,
             Err(e) => {
@@ -83,7 +83,7 @@ impl Controller {
                 return Err(e);
             }
         };
-        self.emit("vm.created", Some(&row), format!("on node {node}"));
+        self.emit("vm.created", Some(&row), format!("on node {node} by {by}"));
         self.apply_node_vm(&nv)?;
         if !start {
             return self.get_row(&row.id);
@@ -136,7 +136,13 @@ impl Controller {
         }
     }
 
-    pub async fn start_vm(self: &Arc<Self>, name: &str, no_wait: bool) -> ApiResult<VmRow> {
+    /// Start a stopped (or crashed, or failed) VM for `by`; `vm.start` names them.
+    pub async fn start_vm(
+        self: &Arc<Self>,
+        by: &Requester,
+        name: &str,
+        no_wait: bool,
+    ) -> ApiResult<VmRow> {
         let requested_at = SystemTime::now();
         let row = self.get_row(name)?;
         if !matches!(
@@ -165,15 +171,30 @@ impl Controller {
                     tracing::warn!(vm = %id, error = %e, "background start failed");
                 }
             });
+            self.emit("vm.start", Some(&row), format!("by {by} (not waiting)"));
             return Ok(row);
         }
         self.start_on_node(&row.id, requested_at, false).await?;
-        self.get_row(&row.id)
+        let row = self.get_row(&row.id)?;
+        self.emit("vm.start", Some(&row), format!("by {by}"));
+        Ok(row)
     }
 
-    pub async fn stop_vm(self: &Arc<Self>, name: &str, how: Stop, wait: bool) -> ApiResult<VmRow> {
+    /// Stop a VM for `by` as `how` says; `vm.stop` names them.
+    pub async fn stop_vm(
+        self: &Arc<Self>,
+        by: &Requester,
+        name: &str,
+        how: Stop,
+        wait: bool,
+    ) -> ApiResult<VmRow> {
         let row = self.get_row(name)?;
         let mut client = self.nodes.client(&row.node)?;
+        let manner = match (how.force, how.timeout_secs) {
+            (true, _) => " (force)".to_string(),
+            (false, Some(t)) => format!(" (timeout {t} s)"),
+            (false, None) => String::new(),
+        };
         if !wait {
             let me = self.clone();
             let id = row.id.clone();
@@ -185,22 +206,34 @@ impl Controller {
                     Err(e) => tracing::warn!(error = %e, "background stop failed"),
                 }
             });
+            self.emit(
+                "vm.stop",
+                Some(&row),
+                format!("by {by}{manner} (not waiting)"),
+            );
             return Ok(row);
         }
         let nv = client.stop(&row.id, how).await?;
         self.apply_node_vm(&nv)?;
-        self.get_row(&row.id)
+        let row = self.get_row(&row.id)?;
+        self.emit("vm.stop", Some(&row), format!("by {by}{manner}"));
+        Ok(row)
     }
 
-    /// Reboot, pause or resume: a node call that returns the node's view.
-    pub async fn simple_op(&self, name: &str, op: VmOp) -> ApiResult<VmRow> {
+    /// Reboot, pause or resume for `by`: a node call that returns the node's view; the
+    /// event (`vm.reboot`, `vm.pause`, `vm.resume`) names them.
+    pub async fn simple_op(&self, by: &Requester, name: &str, op: VmOp) -> ApiResult<VmRow> {
         let row = self.get_row(name)?;
         let nv = self.nodes.client(&row.node)?.op(&row.id, op).await?;
         self.apply_node_vm(&nv)?;
-        if op == VmOp::Reboot {
-            self.emit("vm.reboot", Some(&row), "reset");
-        }
-        self.get_row(&row.id)
+        let row = self.get_row(&row.id)?;
+        let (kind, message) = match op {
+            VmOp::Reboot => ("vm.reboot", format!("reset by {by}")),
+            VmOp::Pause => ("vm.pause", format!("by {by}")),
+            VmOp::Resume => ("vm.resume", format!("by {by}")),
+        };
+        self.emit(kind, Some(&row), message);
+        Ok(row)
     }
 
     /// QMP passthrough: send one command to the VM's QEMU. Every command that may have
@@ -209,7 +242,7 @@ impl Controller {
     /// `query-*` marks the VM tainted until its next start.
     pub async fn exec_qmp(
         &self,
-        caller: &Caller,
+        caller: &Requester,
         vm: &str,
         command_json: String,
     ) -> ApiResult<String> {
@@ -250,7 +283,14 @@ impl Controller {
         reply
     }
 
-    pub async fn delete_vm(&self, name: &str, force: bool, keep_disks: bool) -> ApiResult<()> {
+    /// Delete a VM for `by` (`vm.deleted` names them).
+    pub async fn delete_vm(
+        &self,
+        by: &Requester,
+        name: &str,
+        force: bool,
+        keep_disks: bool,
+    ) -> ApiResult<()> {
         let row = self.get_row(name)?;
         if !force
             && matches!(
@@ -271,7 +311,13 @@ impl Controller {
             Err(e) => return Err(e),
         }
         self.store.delete_vm(&row.id)?;
-        self.emit("vm.deleted", Some(&row), "");
+        let how = match (force, keep_disks) {
+            (false, false) => "",
+            (true, false) => " (force)",
+            (false, true) => " (disks kept)",
+            (true, true) => " (force, disks kept)",
+        };
+        self.emit("vm.deleted", Some(&row), format!("by {by}{how}"));
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ fn events_table_and_json_lines() {
         lines[1],
         format!(
             "2025-01-10 12:00:00.002  vm.created    web               CREATING   {}",
-            VM_CREATED.fill(&["node-1"])
+            VM_CREATED.fill(&["node-1", &LOCAL_CALLER.fill(&["1000", "alice"])])
         )
     );
     assert_eq!(

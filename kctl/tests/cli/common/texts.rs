@@ -91,7 +91,8 @@ texts! {
     VM_CANNOT_START = "kcored/src/controller/vms.rs, start_vm", format "VM {} is {}: cannot start";
     VM_DELETE_ACTIVE = "kcored/src/controller/vms.rs, delete_vm",
         format "VM {} is {}: stop it first, or delete with force";
-    VM_CREATED = "kcored/src/controller/vms.rs, create_vm", format "on node {node}";
+    VM_CREATED = "kcored/src/controller/vms.rs, create_vm", format "on node {node} by {by}";
+    LOCAL_CALLER = "kcored/src/caller.rs, Caller::fmt", format "uid {uid} ({u}) on the local socket";
     RESIZE_NEEDS_STOP = "kcored/src/model/request.rs, resize_needs_stop",
         format "VM {name} is {state}: its vcpu and memory change only while it is STOPPED (kctl vm stop {name}, then kctl vm set again); nothing was changed";
     WRONG_STATE = "vmm/src/error.rs, VmmError::WrongState", format "VM is {state}: cannot {op}";

@@ -14,7 +14,9 @@ use tonic::Status;
 
 pub use storage::{BIG_URL, TINY_URL, ZEROS_1M_SHA};
 
-use super::texts::{GUEST_POWERED_OFF, HEARTBEAT_RECEIVED, NODE_UNREACHABLE, VM_CREATED};
+use super::texts::{
+    GUEST_POWERED_OFF, HEARTBEAT_RECEIVED, LOCAL_CALLER, NODE_UNREACHABLE, VM_CREATED,
+};
 
 pub const GIB: u64 = 1 << 30;
 pub const MIB: u64 = 1 << 20;
@@ -250,7 +252,7 @@ impl Default for World {
                 "vm.created",
                 Some(&web),
                 VmStatus::Creating,
-                &VM_CREATED.fill(&[NODE]),
+                &VM_CREATED.fill(&[NODE, &LOCAL_CALLER.fill(&["1000", "alice"])]),
             ),
             event(3, created, "vm.status", Some(&web), VmStatus::Stopped, ""),
             event(
