@@ -111,7 +111,7 @@ async fn follow(client: &Client, vm: String) -> Result<()> {
             msg = inbound.message() => match msg {
                 Ok(Some(out)) => output::write_stdout(&out.data)?,
                 Ok(None) => break,
-                Err(status) => return Err(client.error(status)),
+                Err(status) => return Err(client.error(status).into()),
             },
             _ = interrupt.recv() => break,
         }
@@ -186,7 +186,7 @@ async fn attach(client: &Client, vm: String) -> Result<()> {
                 }
                 Err(status) => {
                     drop(raw);
-                    return Err(client.error(status));
+                    return Err(client.error(status).into());
                 }
             },
             event = stdin_rx.recv(), if stdin_open => match event {

@@ -81,7 +81,7 @@ pub async fn run(client: &Client, format: Format, args: EventsArgs) -> Result<()
                     Format::Json | Format::Yaml => output::print_stream_item(format, &event)?,
                 },
                 Ok(None) => break,
-                Err(status) => return Err(client.error(status)),
+                Err(status) => return Err(client.error(status).into()),
             },
             _ = interrupt.recv() => break,
         }

@@ -69,7 +69,7 @@ pub async fn import(client: &Client, format: Format, request: ImportImageRequest
                 None => progress.update(message.done_bytes, message.total_bytes),
             },
             Ok(None) => bail!("the server ended the import of {name} without the image"),
-            Err(status) => return Err(client.error(status)),
+            Err(status) => return Err(client.error(status).into()),
         }
     };
     drop(progress);

@@ -8,8 +8,6 @@ mod cert;
 mod cli;
 mod cloud_init;
 mod console;
-mod endpoint;
-mod error;
 mod events;
 mod image;
 mod network;
@@ -27,6 +25,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser};
+use kcore_client::endpoint;
 
 use cli::{
     CertCommand, Cli, Command, ImageCommand, NodeCommand, PoolCommand, VmCommand, VolumeCommand,

@@ -9,18 +9,21 @@
 //! For `https`, the CA certificate and the client certificate and key come from
 //! `$KCORE_CA_CERT`, `$KCORE_CLIENT_CERT` and `$KCORE_CLIENT_KEY`, else from `ca_cert`,
 //! `client_cert` and `client_key` in the config file (relative paths there are relative to
-//! the file's directory).
+//! the file's directory). A client that takes them from elsewhere (the Terraform provider's
+//! configuration) puts them in [`Resolved::tls`] before [`connect`]; each is a file or the
+//! PEM text itself ([`Pem`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
 use hyper_util::rt::TokioIo;
 use kcore_proto::v1::kcore_service_client::KcoreServiceClient;
 use serde::Deserialize;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
-use crate::error::{self, Transport, TransportError};
+use crate::error::{self, ClientError, Transport, TransportError};
+
+type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// The controller's local socket, used when it exists and nothing else was given (unless
 /// `$KCORE_SOCKET` names another).
@@ -88,15 +91,58 @@ pub enum Source {
     Config(PathBuf),
 }
 
-/// Certificate paths for mutual TLS.
+/// A PEM certificate or key: a file to read, or the text itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pem {
+    /// A file holding the PEM text.
+    File(PathBuf),
+    /// The PEM text (`-----BEGIN ...`).
+    Inline(String),
+}
+
+impl Pem {
+    /// The PEM text itself when `value` holds a `-----BEGIN` line, else a file path.
+    pub fn parse(value: &str) -> Pem {
+        if value.contains("-----BEGIN ") {
+            Pem::Inline(value.to_string())
+        } else {
+            Pem::File(PathBuf::from(value))
+        }
+    }
+
+    fn read(&self, what: &'static str) -> Result<Vec<u8>> {
+        match self {
+            Pem::File(path) => std::fs::read(path).map_err(|source| ClientError::ReadPem {
+                what,
+                path: path.clone(),
+                source,
+            }),
+            Pem::Inline(text) => Ok(text.as_bytes().to_vec()),
+        }
+    }
+}
+
+impl From<PathBuf> for Pem {
+    fn from(path: PathBuf) -> Pem {
+        Pem::File(path)
+    }
+}
+
+impl From<&str> for Pem {
+    fn from(path: &str) -> Pem {
+        Pem::File(PathBuf::from(path))
+    }
+}
+
+/// Certificates and key for mutual TLS.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     /// CA certificate.
-    pub ca_cert: Option<PathBuf>,
+    pub ca_cert: Option<Pem>,
     /// Client certificate.
-    pub client_cert: Option<PathBuf>,
+    pub client_cert: Option<Pem>,
     /// Client key.
-    pub client_key: Option<PathBuf>,
+    pub client_key: Option<Pem>,
 }
 
 /// A resolved endpoint.
@@ -163,7 +209,7 @@ pub fn resolve(
             Source::LocalSocket,
         )
     } else {
-        let none = || anyhow!(no_endpoint(local_socket));
+        let none = || ClientError::NoEndpoint(no_endpoint(local_socket));
         let path = config_path.ok_or_else(none)?;
         let file = load_config(path)?.unwrap_or_default();
         let endpoint = file
@@ -185,10 +231,11 @@ pub fn resolve(
         }
         let file = config.unwrap_or_default();
         let base = config_path.and_then(Path::parent);
-        let pick = |var: &str, from_file: Option<PathBuf>| -> Option<PathBuf> {
+        let pick = |var: &str, from_file: Option<PathBuf>| -> Option<Pem> {
             env(var)
                 .map(|v| expand_home(Path::new(&v), &env))
                 .or_else(|| from_file.map(|p| relative_to(&expand_home(&p, &env), base)))
+                .map(Pem::File)
         };
         tls = TlsFiles {
             ca_cert: pick("KCORE_CA_CERT", file.ca_cert),
@@ -209,9 +256,17 @@ fn load_config(path: &Path) -> Result<Option<ConfigFile>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(source) => {
+            return Err(ClientError::ReadConfig {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
-    let file = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let file = toml::from_str(&text).map_err(|source| ClientError::ParseConfig {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })?;
     Ok(Some(file))
 }
 
@@ -236,7 +291,9 @@ pub fn parse_target(raw: &str) -> Result<Target> {
         .or_else(|| raw.strip_prefix("unix:"))
     {
         if rest.is_empty() {
-            bail!("invalid endpoint {raw:?}: no socket path (use unix:///path/to/kcore.sock)");
+            return Err(ClientError::Endpoint(format!(
+                "invalid endpoint {raw:?}: no socket path (use unix:///path/to/kcore.sock)"
+            )));
         }
         return Ok(Target::Unix(PathBuf::from(rest)));
     }
@@ -244,13 +301,14 @@ pub fn parse_target(raw: &str) -> Result<Target> {
         return Ok(Target::Unix(PathBuf::from(raw)));
     }
     if raw.starts_with("https://") || raw.starts_with("http://") {
-        let uri: Uri = raw
-            .parse()
-            .with_context(|| format!("invalid endpoint {raw:?}"))?;
+        let uri: Uri = raw.parse().map_err(|source| ClientError::InvalidUri {
+            raw: raw.to_string(),
+            source,
+        })?;
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| anyhow!("invalid endpoint {raw:?}: no host"))?;
+            .ok_or_else(|| ClientError::Endpoint(format!("invalid endpoint {raw:?}: no host")))?;
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -264,7 +322,9 @@ pub fn parse_target(raw: &str) -> Result<Target> {
             Target::Http(raw.to_string())
         });
     }
-    bail!("unsupported endpoint {raw:?}: use unix:///path/to/kcore.sock or https://host:port")
+    Err(ClientError::Endpoint(format!(
+        "unsupported endpoint {raw:?}: use unix:///path/to/kcore.sock or https://host:port"
+    )))
 }
 
 /// A connected API client that knows its endpoint, to explain transport errors.
@@ -281,8 +341,13 @@ impl Client {
     }
 
     /// Maps an RPC status to an error naming the endpoint when the transport failed.
-    pub fn error(&self, status: tonic::Status) -> anyhow::Error {
+    pub fn error(&self, status: tonic::Status) -> ClientError {
         error::from_status(status, &self.endpoint.raw, self.endpoint.transport())
+    }
+
+    /// The endpoint this client talks to.
+    pub fn endpoint(&self) -> &Resolved {
+        &self.endpoint
     }
 }
 
@@ -306,24 +371,22 @@ pub async fn connect(endpoint: Resolved) -> Result<Client> {
                     }
                 }))
                 .await
-                .map_err(|e| transport_error(error::chain(&e)))?
+                .map_err(|e| ClientError::from(transport_error(error::chain(&e))))?
         }
-        Target::Http(uri) => Endpoint::from_shared(uri.clone())
-            .with_context(|| format!("invalid endpoint {uri:?}"))?
+        Target::Http(uri) => endpoint_of(uri)?
             .connect_timeout(Duration::from_secs(10))
             .connect()
             .await
             .map_err(|e| transport_error(error::chain(&e)))?,
         Target::Https { uri, host } => {
             let tls = tls_config(&endpoint.tls, host)?;
-            Endpoint::from_shared(uri.clone())
-                .with_context(|| format!("invalid endpoint {uri:?}"))?
+            endpoint_of(uri)?
                 .tls_config(tls)
-                .context("configuring TLS")?
+                .map_err(|e| ClientError::TlsConfig(error::chain(&e)))?
                 .connect_timeout(Duration::from_secs(10))
                 .connect()
                 .await
-                .map_err(|e| transport_error(error::chain(&e)))?
+                .map_err(|e| ClientError::from(transport_error(error::chain(&e))))?
         }
     };
     Ok(Client {
@@ -332,33 +395,43 @@ pub async fn connect(endpoint: Resolved) -> Result<Client> {
     })
 }
 
+fn endpoint_of(uri: &str) -> Result<Endpoint> {
+    Endpoint::from_shared(uri.to_string()).map_err(|e| {
+        ClientError::Endpoint(format!("invalid endpoint {uri:?}: {}", error::chain(&e)))
+    })
+}
+
 fn tls_config(files: &TlsFiles, host: &str) -> Result<ClientTlsConfig> {
-    let read = |path: &Path, what: &str| {
-        std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
-    };
-    let ca = files.ca_cert.as_deref().ok_or_else(|| {
-        anyhow!(
+    let ca = files.ca_cert.as_ref().ok_or_else(|| {
+        ClientError::Tls(
             "an https endpoint needs the cluster CA certificate: set KCORE_CA_CERT or ca_cert \
              in ~/.config/kcore/config.toml"
+                .to_string(),
         )
     })?;
     let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(ca, "CA certificate")?))
+        .ca_certificate(Certificate::from_pem(ca.read("CA certificate")?))
         .domain_name(host.to_string());
     match (&files.client_cert, &files.client_key) {
         (Some(cert), Some(key)) => {
             tls = tls.identity(Identity::from_pem(
-                read(cert, "client certificate")?,
-                read(key, "client key")?,
+                cert.read("client certificate")?,
+                key.read("client key")?,
             ));
         }
         (None, None) => {}
         (Some(_), None) => {
-            bail!("a client certificate was given without its key (KCORE_CLIENT_KEY / client_key)")
+            return Err(ClientError::Tls(
+                "a client certificate was given without its key (KCORE_CLIENT_KEY / client_key)"
+                    .to_string(),
+            ));
         }
-        (None, Some(_)) => bail!(
-            "a client key was given without its certificate (KCORE_CLIENT_CERT / client_cert)"
-        ),
+        (None, Some(_)) => {
+            return Err(ClientError::Tls(
+                "a client key was given without its certificate (KCORE_CLIENT_CERT / client_cert)"
+                    .to_string(),
+            ));
+        }
     }
     Ok(tls)
 }
@@ -491,7 +564,7 @@ mod tests {
                 host: "kc.example".into()
             }
         );
-        assert_eq!(r.tls.ca_cert, Some(f.dir.path().join("ca.pem")));
+        assert_eq!(r.tls.ca_cert, Some(f.dir.path().join("ca.pem").into()));
         assert_eq!(r.tls.client_cert, Some("/etc/kcore/me.pem".into()));
         assert_eq!(r.tls.client_key, Some("/home/op/me.key".into()));
 
@@ -509,7 +582,7 @@ mod tests {
             }
         );
         assert_eq!(r.tls.client_cert, Some("/env/cert.pem".into()));
-        assert_eq!(r.tls.ca_cert, Some(f.dir.path().join("ca.pem")));
+        assert_eq!(r.tls.ca_cert, Some(f.dir.path().join("ca.pem").into()));
     }
 
     #[test]
@@ -534,6 +607,29 @@ mod tests {
         assert!(parse_target("unix://").is_err());
         assert!(parse_target("kc.example:7443").is_err());
         assert!(parse_target("https://").is_err());
+    }
+
+    #[test]
+    fn pem_text_or_file() {
+        assert_eq!(
+            Pem::parse("/etc/kcore/ca.crt"),
+            Pem::File("/etc/kcore/ca.crt".into())
+        );
+        let text = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        assert_eq!(Pem::parse(text), Pem::Inline(text.to_string()));
+        assert_eq!(
+            Pem::Inline("x".into())
+                .read("CA certificate")
+                .expect("inline"),
+            b"x".to_vec()
+        );
+        let err = Pem::File("/nonexistent/ca.crt".into())
+            .read("CA certificate")
+            .expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            "reading the CA certificate /nonexistent/ca.crt"
+        );
     }
 
     #[test]

@@ -7,8 +7,80 @@
 
 use std::error::Error as _;
 use std::fmt;
+use std::path::PathBuf;
 
 use tonic::{Code, Status};
+
+/// Everything that can go wrong finding, reaching or calling kcore.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing said where kcore is.
+    #[error("{0}")]
+    NoEndpoint(String),
+    /// An endpoint string that is not one of the accepted forms.
+    #[error("{0}")]
+    Endpoint(String),
+    /// An endpoint that is not a URI.
+    #[error("invalid endpoint {raw:?}")]
+    InvalidUri {
+        /// The endpoint as given.
+        raw: String,
+        /// Why it does not parse.
+        #[source]
+        source: tonic::codegen::http::uri::InvalidUri,
+    },
+    /// The config file exists but cannot be read.
+    #[error("reading {}", path.display())]
+    ReadConfig {
+        /// The config file.
+        path: PathBuf,
+        /// The read error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML of the expected shape.
+    #[error("parsing {}", path.display())]
+    ParseConfig {
+        /// The config file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A certificate or key file cannot be read.
+    #[error("reading the {what} {}", path.display())]
+    ReadPem {
+        /// Which one (CA certificate, client certificate, client key).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The read error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS material is incomplete.
+    #[error("{0}")]
+    Tls(String),
+    /// tonic refused the TLS configuration.
+    #[error("configuring TLS: {0}")]
+    TlsConfig(String),
+    /// The endpoint could not be reached, or the connection failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The server answered with an error status.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl ClientError {
+    /// The gRPC code the server answered with, for an [`ClientError::Api`] error.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::Api(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
 
 /// An error status returned by the kcore API.
 #[derive(Debug)]
@@ -100,7 +172,7 @@ pub fn is_transport(status: &Status) -> bool {
 }
 
 /// Maps a status from an RPC to an [`ApiError`] or a [`TransportError`].
-pub fn from_status(status: Status, endpoint: &str, transport: Transport) -> anyhow::Error {
+pub fn from_status(status: Status, endpoint: &str, transport: Transport) -> ClientError {
     // kcored's TLS port accepts connections without a client certificate (for nodes that
     // join) and refuses their calls: explain that like a refused handshake.
     let no_cert = transport == Transport::Tls { client_cert: false }
