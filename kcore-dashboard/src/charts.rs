@@ -114,10 +114,20 @@ pub fn line_chart(
             }
             div.chart-scale {
                 span { (fmt_value(top)) " " (unit) }
-                span { "last hour" }
+                span { (span_words(to - from)) }
             }
             @if points.is_empty() { p.muted { "no samples yet" } }
         }
+    }
+}
+
+/// "last 12 min", "last hour".
+fn span_words(ms: i64) -> String {
+    let min = (ms as f64 / 60_000.0).round() as i64;
+    if min >= 59 {
+        "last hour".to_string()
+    } else {
+        format!("last {} min", min.max(1))
     }
 }
 

@@ -178,6 +178,7 @@ pub fn event_item(e: &pb::Event) -> Markup {
             " "
             span.kind { (e.kind) }
             @if !e.vm_name.is_empty() { " " a href=(format!("/vms/{}", e.vm_name)) { (e.vm_name) } }
+            @if e.status != 0 { " " (status_badge(e.status)) }
             @if !e.node.is_empty() { " " span.muted { "on " (e.node) } }
             @if !e.message.is_empty() { " — " (e.message) }
         }

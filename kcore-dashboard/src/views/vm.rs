@@ -58,15 +58,16 @@ fn spec_table(v: &pb::Vm, now: chrono::DateTime<chrono::Utc>) -> Markup {
     }
 }
 
-/// The chart series of the history: CPU percent and RSS in MiB.
+/// The chart series: CPU percent (of the history's samples: the call's own sample is
+/// too close to the last one to say much) and RSS in MiB (with the call's sample).
 fn series(s: &pb::VmStats) -> (Vec<(i64, f64)>, Vec<(i64, f64)>) {
+    let cpu = s.history.iter().map(|p| (p.at_unix_ms, p.cpu_percent)).collect();
     let mut all: Vec<&pb::VmStatsSample> = s.history.iter().collect();
     if let Some(c) = &s.current
         && all.last().is_none_or(|l| l.at_unix_ms < c.at_unix_ms)
     {
         all.push(c);
     }
-    let cpu = all.iter().map(|p| (p.at_unix_ms, p.cpu_percent)).collect();
     let mem = all
         .iter()
         .map(|p| (p.at_unix_ms, p.rss_bytes as f64 / 1048576.0))
@@ -79,7 +80,9 @@ fn usage(stats: &Result<pb::VmStats, String>, now_ms: i64) -> Markup {
         Err(e) => html! { p.muted #stats-error { "No figures from the node: " (e) } },
         Ok(s) => {
             let (cpu, mem) = series(s);
-            let window = (now_ms - 3_600_000, now_ms);
+            // The hour, or less while the history is shorter (at least 5 minutes).
+            let oldest = s.history.first().map_or(now_ms, |p| p.at_unix_ms);
+            let window = (oldest.min(now_ms - 300_000).max(now_ms - 3_600_000), now_ms);
             let gap = ((s.interval_seconds * 2500.0) as i64).max(2000);
             html! {
                 div.charts data-samples=(s.history.len()) {
