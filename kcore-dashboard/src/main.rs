@@ -19,7 +19,11 @@ use clap::Parser;
 use kcore_client::endpoint;
 
 #[derive(Parser, Debug)]
-#[command(name = "kcore-dashboard", version, about = "Read-only web dashboard of a kcore cluster")]
+#[command(
+    name = "kcore-dashboard",
+    version,
+    about = "Read-only web dashboard of a kcore cluster"
+)]
 struct Cli {
     /// Where to serve the dashboard (plain HTTP: keep it on loopback, or put a TLS proxy
     /// with authentication in front of it).
@@ -49,7 +53,11 @@ async fn main() -> anyhow::Result<()> {
         config_path.as_deref(),
     )?;
     let api = api::Api::new(resolved);
-    tracing::info!(endpoint = api.endpoint(), identity = api.identity(), "kcore API");
+    tracing::info!(
+        endpoint = api.endpoint(),
+        identity = api.identity(),
+        "kcore API"
+    );
     let state = Arc::new(app::AppState { api });
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await

@@ -302,7 +302,9 @@ async fn serve_controller(
 ) -> anyhow::Result<Serving> {
     ctl.metrics.register(m.registry());
     m.registry()
-        .register_collector(Box::new(metrics::cluster::ClusterCollector::new(ctl.clone())));
+        .register_collector(Box::new(metrics::cluster::ClusterCollector::new(
+            ctl.clone(),
+        )));
     let mut sans = listen.tls_sans.clone();
     if let Some(addr) = listen.listen.filter(|a| !a.ip().is_unspecified()) {
         sans.push(addr.ip().to_string());

@@ -50,12 +50,7 @@ pub fn known_rpc_paths() -> std::collections::HashSet<String> {
         for file in set.file {
             for svc in &file.service {
                 for m in &svc.method {
-                    paths.insert(format!(
-                        "/{}.{}/{}",
-                        file.package(),
-                        svc.name(),
-                        m.name()
-                    ));
+                    paths.insert(format!("/{}.{}/{}", file.package(), svc.name(), m.name()));
                 }
             }
         }

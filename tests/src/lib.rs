@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod cluster;
+pub mod dashboard;
 
 /// The cached test guest: kernel and initrd.
 #[derive(Debug, Clone)]
@@ -26,7 +27,7 @@ pub struct TestGuest {
     pub initrd: PathBuf,
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")
@@ -88,7 +89,7 @@ pub fn boot_disk() -> &'static PathBuf {
     })
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
@@ -262,6 +263,11 @@ impl Daemon {
     /// nftables tables are all the namespace's. kctl reaches it over the unix socket.
     pub fn start_in_netns(ns: &NetNs) -> Daemon {
         Self::start_full(&[], Some(ns.name.clone()))
+    }
+
+    /// [`Daemon::start_in_netns`] with extra `kcored all-in-one` arguments.
+    pub fn start_in_netns_with(ns: &NetNs, extra: &[&str]) -> Daemon {
+        Self::start_full(extra, Some(ns.name.clone()))
     }
 
     /// Start a daemon with extra `kcored all-in-one` arguments (e.g. `--pool`).

@@ -122,9 +122,8 @@ struct RawCounters {
 
 /// Parse a `query-blockstats` reply (its `return` list).
 pub fn parse_blockstats(reply: &serde_json::Value) -> Result<Vec<BlockStats>, VmmError> {
-    let raw: Vec<RawBlockStats> = Vec::deserialize(reply).map_err(|e| {
-        VmmError::QmpProtocol(format!("unexpected query-blockstats reply: {e}"))
-    })?;
+    let raw: Vec<RawBlockStats> = Vec::deserialize(reply)
+        .map_err(|e| VmmError::QmpProtocol(format!("unexpected query-blockstats reply: {e}")))?;
     Ok(raw
         .into_iter()
         .map(|r| BlockStats {
@@ -165,7 +164,10 @@ mod tests {
         assert_eq!(parse_stat_ticks(line), Some(325));
         assert_eq!(parse_stat_ticks("garbage"), None);
         assert_eq!(parse_stat_ticks("1 (x) S 1 2"), None);
-        assert_eq!(parse_statm_resident("9000 1200 300 1 0 800 0\n"), Some(1200));
+        assert_eq!(
+            parse_statm_resident("9000 1200 300 1 0 800 0\n"),
+            Some(1200)
+        );
         assert_eq!(parse_statm_resident(""), None);
     }
 

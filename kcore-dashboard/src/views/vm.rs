@@ -61,7 +61,11 @@ fn spec_table(v: &pb::Vm, now: chrono::DateTime<chrono::Utc>) -> Markup {
 /// The chart series: CPU percent (of the history's samples: the call's own sample is
 /// too close to the last one to say much) and RSS in MiB (with the call's sample).
 fn series(s: &pb::VmStats) -> (Vec<(i64, f64)>, Vec<(i64, f64)>) {
-    let cpu = s.history.iter().map(|p| (p.at_unix_ms, p.cpu_percent)).collect();
+    let cpu = s
+        .history
+        .iter()
+        .map(|p| (p.at_unix_ms, p.cpu_percent))
+        .collect();
     let mut all: Vec<&pb::VmStatsSample> = s.history.iter().collect();
     if let Some(c) = &s.current
         && all.last().is_none_or(|l| l.at_unix_ms < c.at_unix_ms)
@@ -112,7 +116,10 @@ pub fn render(d: &Detail, now: chrono::DateTime<chrono::Utc>) -> Markup {
         .map(|t| {
             t.phases
                 .iter()
-                .map(|p| Phase { name: p.name.clone(), offset_ms: p.offset_ms })
+                .map(|p| Phase {
+                    name: p.name.clone(),
+                    offset_ms: p.offset_ms,
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -184,11 +191,23 @@ mod tests {
         let vm = pb::Vm {
             name: "web".into(),
             status: pb::VmStatus::Running as i32,
-            nics: vec![pb::VmNic { id: "net0".into(), ip: "10.77.0.5".into(), ..Default::default() }],
+            nics: vec![pb::VmNic {
+                id: "net0".into(),
+                ip: "10.77.0.5".into(),
+                ..Default::default()
+            }],
             timeline: Some(pb::BootTimeline {
                 phases: vec![
-                    pb::BootPhase { name: "request_received".into(), offset_ms: 0.0, at: String::new() },
-                    pb::BootPhase { name: "vcpus_running".into(), offset_ms: 40.0, at: String::new() },
+                    pb::BootPhase {
+                        name: "request_received".into(),
+                        offset_ms: 0.0,
+                        at: String::new(),
+                    },
+                    pb::BootPhase {
+                        name: "vcpus_running".into(),
+                        offset_ms: 40.0,
+                        at: String::new(),
+                    },
                 ],
             }),
             ..Default::default()
@@ -198,11 +217,21 @@ mod tests {
         let stats = pb::VmStats {
             interval_seconds: 1.0,
             history: (0..5)
-                .map(|i| pb::VmStatsSample { at_unix_ms: ms - 5000 + i * 1000, cpu_percent: 10.0, rss_bytes: 50 << 20, ..Default::default() })
+                .map(|i| pb::VmStatsSample {
+                    at_unix_ms: ms - 5000 + i * 1000,
+                    cpu_percent: 10.0,
+                    rss_bytes: 50 << 20,
+                    ..Default::default()
+                })
                 .collect(),
             ..Default::default()
         };
-        let d = Detail { vm, stats: Ok(stats), console: Ok(b"hello <b>\n".to_vec()), events: vec![] };
+        let d = Detail {
+            vm,
+            stats: Ok(stats),
+            console: Ok(b"hello <b>\n".to_vec()),
+            events: vec![],
+        };
         let html = render(&d, now).into_string();
         assert!(html.contains(r#"data-phase="vcpus_running""#), "{html}");
         assert!(html.contains("10.77.0.5"));

@@ -44,7 +44,11 @@ pub fn select<'a>(vms: &'a [pb::Vm], q: &ListQuery) -> Vec<&'a pb::Vm> {
         .filter(|v| q.state.is_empty() || status_name(v.status).eq_ignore_ascii_case(&q.state))
         .collect();
     match q.sort.as_str() {
-        "status" => out.sort_by(|a, b| status_name(a.status).cmp(status_name(b.status)).then(a.name.cmp(&b.name))),
+        "status" => out.sort_by(|a, b| {
+            status_name(a.status)
+                .cmp(status_name(b.status))
+                .then(a.name.cmp(&b.name))
+        }),
         "node" => out.sort_by(|a, b| a.node.cmp(&b.node).then(a.name.cmp(&b.name))),
         "vcpu" => out.sort_by(|a, b| a.vcpu.cmp(&b.vcpu).then(a.name.cmp(&b.name))),
         "memory" => out.sort_by(|a, b| a.memory_mb.cmp(&b.memory_mb).then(a.name.cmp(&b.name))),
@@ -60,8 +64,16 @@ pub fn select<'a>(vms: &'a [pb::Vm], q: &ListQuery) -> Vec<&'a pb::Vm> {
 }
 
 fn sort_link(q: &ListQuery, col: &str) -> String {
-    let current = if q.sort.is_empty() { "name" } else { q.sort.as_str() };
-    let order = if current == col && q.order != "desc" { "desc" } else { "asc" };
+    let current = if q.sort.is_empty() {
+        "name"
+    } else {
+        q.sort.as_str()
+    };
+    let order = if current == col && q.order != "desc" {
+        "desc"
+    } else {
+        "asc"
+    };
     let mut s = format!("/vms?sort={col}&order={order}");
     if !q.node.is_empty() {
         s.push_str(&format!("&node={}", q.node));
@@ -72,7 +84,12 @@ fn sort_link(q: &ListQuery, col: &str) -> String {
     s
 }
 
-pub fn render(vms: &[pb::Vm], nodes: &[pb::Node], q: &ListQuery, now: chrono::DateTime<chrono::Utc>) -> Markup {
+pub fn render(
+    vms: &[pb::Vm],
+    nodes: &[pb::Node],
+    q: &ListQuery,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Markup {
     let shown = select(vms, q);
     html! {
         h1 { "VMs" }
@@ -143,11 +160,24 @@ mod tests {
             vm("a", "n2", pb::VmStatus::Stopped, 128),
             vm("c", "n1", pb::VmStatus::Running, 256),
         ];
-        let names = |q: &ListQuery| select(&vms, q).iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+        let names = |q: &ListQuery| {
+            select(&vms, q)
+                .iter()
+                .map(|v| v.name.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(&ListQuery::default()), ["a", "b", "c"]);
-        let q = ListQuery { node: "n1".into(), sort: "memory".into(), order: "desc".into(), ..Default::default() };
+        let q = ListQuery {
+            node: "n1".into(),
+            sort: "memory".into(),
+            order: "desc".into(),
+            ..Default::default()
+        };
         assert_eq!(names(&q), ["b", "c"]);
-        let q = ListQuery { state: "stopped".into(), ..Default::default() };
+        let q = ListQuery {
+            state: "stopped".into(),
+            ..Default::default()
+        };
         assert_eq!(names(&q), ["a"]);
     }
 }

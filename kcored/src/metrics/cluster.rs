@@ -72,13 +72,39 @@ impl Collector for ClusterCollector {
                 .collect::<Vec<_>>()
         };
         let figures: [(&str, &str, &dyn Fn(&crate::model::NodeView) -> f64); 7] = [
-            ("kcore_node_ready", "1 when the node is Ready, 0 when NotReady", &|n| f64::from(u8::from(n.ready))),
-            ("kcore_node_cordoned", "1 when no new VMs are placed on the node", &|n| f64::from(u8::from(n.cordoned))),
-            ("kcore_node_cpus", "cpus the node offers to VMs", &|n| f64::from(n.info.cpus)),
-            ("kcore_node_memory_bytes", "Memory the node offers to VMs", &|n| f64::from(n.info.memory_mb) * 1048576.0),
-            ("kcore_node_allocated_vcpus", "vCPUs of the node's VMs that run", &|n| f64::from(n.allocated_vcpu)),
-            ("kcore_node_allocated_memory_bytes", "Memory of the node's VMs that run", &|n| f64::from(n.allocated_memory_mb) * 1048576.0),
-            ("kcore_node_vm_count", "VMs on the node that run (counted in the allocation)", &|n| f64::from(n.vm_count)),
+            (
+                "kcore_node_ready",
+                "1 when the node is Ready, 0 when NotReady",
+                &|n| f64::from(u8::from(n.ready)),
+            ),
+            (
+                "kcore_node_cordoned",
+                "1 when no new VMs are placed on the node",
+                &|n| f64::from(u8::from(n.cordoned)),
+            ),
+            ("kcore_node_cpus", "cpus the node offers to VMs", &|n| {
+                f64::from(n.info.cpus)
+            }),
+            (
+                "kcore_node_memory_bytes",
+                "Memory the node offers to VMs",
+                &|n| f64::from(n.info.memory_mb) * 1048576.0,
+            ),
+            (
+                "kcore_node_allocated_vcpus",
+                "vCPUs of the node's VMs that run",
+                &|n| f64::from(n.allocated_vcpu),
+            ),
+            (
+                "kcore_node_allocated_memory_bytes",
+                "Memory of the node's VMs that run",
+                &|n| f64::from(n.allocated_memory_mb) * 1048576.0,
+            ),
+            (
+                "kcore_node_vm_count",
+                "VMs on the node that run (counted in the allocation)",
+                &|n| f64::from(n.vm_count),
+            ),
         ];
         for (name, help, f) in figures {
             encode_rows(&mut enc, name, help, MetricType::Gauge, per_node(f))?;
@@ -90,7 +116,12 @@ impl Collector for ClusterCollector {
             MetricType::Gauge,
             nodes
                 .iter()
-                .filter_map(|n| Some((node(&n.name), ConstGauge::new(age_seconds(&n.last_heartbeat)?))))
+                .filter_map(|n| {
+                    Some((
+                        node(&n.name),
+                        ConstGauge::new(age_seconds(&n.last_heartbeat)?),
+                    ))
+                })
                 .collect(),
         )?;
         let mut names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();

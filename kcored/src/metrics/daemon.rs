@@ -47,8 +47,8 @@ struct QmpLabels {
 
 fn qmp_histogram() -> Histogram {
     Histogram::new([
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-        2.5, 5.0, 30.0,
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 30.0,
     ])
 }
 
@@ -239,8 +239,16 @@ mod tests {
         m.register(&mut r);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &r).expect("encode");
-        assert!(text.contains(r#"command="query-status",outcome="ok""#), "{text}");
-        assert!(text.contains(r#"kcore_qmp_command_duration_seconds_count{command="other",outcome="error"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"command="query-status",outcome="ok""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"kcore_qmp_command_duration_seconds_count{command="other",outcome="error"} 2"#
+            ),
+            "{text}"
+        );
         assert!(!text.contains("x-made-up"), "{text}");
     }
 }

@@ -87,11 +87,7 @@ impl Metrics {
                     .unwrap_or(0.0),
             ),
         );
-        Metrics {
-            registry,
-            rpc,
-            qmp,
-        }
+        Metrics { registry, rpc, qmp }
     }
 
     pub fn registry(&mut self) -> &mut Registry {
@@ -148,12 +144,16 @@ async fn scrape(registry: Arc<Registry>, headers: HeaderMap) -> Response {
             };
             ([(header::CONTENT_TYPE, ctype)], text).into_response()
         }
-        Ok(Ok(Err(e))) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding failed: {e}\n")).into_response()
-        }
-        Ok(Err(e)) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("scrape failed: {e}\n")).into_response()
-        }
+        Ok(Ok(Err(e))) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding failed: {e}\n"),
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("scrape failed: {e}\n"),
+        )
+            .into_response(),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("scrape took over {} s\n", SCRAPE_TIMEOUT.as_secs()),

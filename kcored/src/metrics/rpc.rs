@@ -43,8 +43,8 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn rpc_histogram() -> Histogram {
     Histogram::new([
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        30.0, 60.0,
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        60.0,
     ])
 }
 
@@ -238,7 +238,10 @@ where
                 inner: body,
                 pending: Some(pending),
             };
-            Ok(http::Response::from_parts(parts, tonic::body::Body::new(body)))
+            Ok(http::Response::from_parts(
+                parts,
+                tonic::body::Body::new(body),
+            ))
         })
     }
 }
@@ -304,7 +307,10 @@ mod tests {
     fn unknown_paths_do_not_make_series() {
         let m = RpcMetrics::new(["/kcore.v1.KcoreService/ListVMs".to_string()].into());
         let l = m.labels("/kcore.v1.KcoreService/ListVMs");
-        assert_eq!((l.grpc_service.as_str(), l.grpc_method.as_str()), ("kcore.v1.KcoreService", "ListVMs"));
+        assert_eq!(
+            (l.grpc_service.as_str(), l.grpc_method.as_str()),
+            ("kcore.v1.KcoreService", "ListVMs")
+        );
         let l = m.labels("/kcore.v1.KcoreService/Nope");
         assert_eq!(l.grpc_method, "unknown");
         m.finish(&l, "Unimplemented", Instant::now());

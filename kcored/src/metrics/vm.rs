@@ -69,7 +69,12 @@ impl Collector for VmCollector {
             "A VM this node has (value 1), with its id",
             MetricType::Gauge,
             vms.iter()
-                .map(|v| (with(vm_labels(&node, v), &[("id", &v.id)]), ConstGauge::new(1i64)))
+                .map(|v| {
+                    (
+                        with(vm_labels(&node, v), &[("id", &v.id)]),
+                        ConstGauge::new(1i64),
+                    )
+                })
                 .collect(),
         )?;
         encode_rows(
@@ -141,11 +146,31 @@ impl Collector for VmCollector {
         )?;
         type DiskField = fn(&crate::model::DiskCounters) -> u64;
         let disk_families: [(&str, &str, DiskField); 5] = [
-            ("kcore_vm_disk_read_bytes", "Bytes the guest read from the disk", |d| d.read_bytes),
-            ("kcore_vm_disk_written_bytes", "Bytes the guest wrote to the disk", |d| d.written_bytes),
-            ("kcore_vm_disk_read_operations", "Read requests of the guest on the disk", |d| d.read_ops),
-            ("kcore_vm_disk_write_operations", "Write requests of the guest on the disk", |d| d.write_ops),
-            ("kcore_vm_disk_flush_operations", "Flush requests of the guest on the disk", |d| d.flush_ops),
+            (
+                "kcore_vm_disk_read_bytes",
+                "Bytes the guest read from the disk",
+                |d| d.read_bytes,
+            ),
+            (
+                "kcore_vm_disk_written_bytes",
+                "Bytes the guest wrote to the disk",
+                |d| d.written_bytes,
+            ),
+            (
+                "kcore_vm_disk_read_operations",
+                "Read requests of the guest on the disk",
+                |d| d.read_ops,
+            ),
+            (
+                "kcore_vm_disk_write_operations",
+                "Write requests of the guest on the disk",
+                |d| d.write_ops,
+            ),
+            (
+                "kcore_vm_disk_flush_operations",
+                "Flush requests of the guest on the disk",
+                |d| d.flush_ops,
+            ),
         ];
         for (name, help, field) in disk_families {
             let rows = vms
@@ -167,10 +192,26 @@ impl Collector for VmCollector {
         }
         type NicField = fn(&crate::model::NicCounters) -> u64;
         let nic_families: [(&str, &str, NicField); 4] = [
-            ("kcore_vm_network_receive_bytes", "Bytes the guest received", |n| n.rx_bytes),
-            ("kcore_vm_network_transmit_bytes", "Bytes the guest sent", |n| n.tx_bytes),
-            ("kcore_vm_network_receive_packets", "Packets the guest received", |n| n.rx_packets),
-            ("kcore_vm_network_transmit_packets", "Packets the guest sent", |n| n.tx_packets),
+            (
+                "kcore_vm_network_receive_bytes",
+                "Bytes the guest received",
+                |n| n.rx_bytes,
+            ),
+            (
+                "kcore_vm_network_transmit_bytes",
+                "Bytes the guest sent",
+                |n| n.tx_bytes,
+            ),
+            (
+                "kcore_vm_network_receive_packets",
+                "Packets the guest received",
+                |n| n.rx_packets,
+            ),
+            (
+                "kcore_vm_network_transmit_packets",
+                "Packets the guest sent",
+                |n| n.tx_packets,
+            ),
         ];
         for (name, help, field) in nic_families {
             let rows = vms
@@ -190,4 +231,3 @@ impl Collector for VmCollector {
         Ok(())
     }
 }
-

@@ -365,7 +365,10 @@ mod tests {
             );
         }
         let (all, last) = k.history("a", i64::MIN);
-        assert_eq!(all.iter().map(|s| s.at_unix_ms).collect::<Vec<_>>(), [2000, 3000, 4000]);
+        assert_eq!(
+            all.iter().map(|s| s.at_unix_ms).collect::<Vec<_>>(),
+            [2000, 3000, 4000]
+        );
         assert!((all[2].cpu_percent - 100.0).abs() < 1e-9);
         assert_eq!(last.map(|s| s.at_unix_ms), Some(4000));
         assert_eq!(k.history("a", 3500).0.len(), 1);
