@@ -233,11 +233,10 @@ async fn nodes(State(s): Shared) -> Response {
 }
 
 async fn networks(State(s): Shared) -> Response {
-    let r =
-        async {
-            let (nets, vms) = tokio::try_join!(
-                async {
-                    Ok::<_, DashError>(
+    let r = async {
+        let (nets, vms) = tokio::try_join!(
+            async {
+                Ok::<_, DashError>(
                         s.api
                             .call(|mut c| async move {
                                 c.list_networks(pb::ListNetworksRequest {}).await
@@ -245,17 +244,17 @@ async fn networks(State(s): Shared) -> Response {
                             .await?
                             .networks,
                     )
-                },
-                list_vms(&s.api)
-            )?;
-            Ok((
-                "Networks".to_string(),
-                "/networks",
-                true,
-                views::network::render(&nets, &vms),
-            ))
-        }
-        .await;
+            },
+            list_vms(&s.api)
+        )?;
+        Ok((
+            "Networks".to_string(),
+            "/networks",
+            true,
+            views::network::render(&nets, &vms),
+        ))
+    }
+    .await;
     respond(&s, r)
 }
 
@@ -326,9 +325,7 @@ fn async_stream(s: Arc<AppState>) -> impl Stream<Item = Result<SseEvent, Infalli
                         });
                         SseEvent::default().event("kcore").data(data.to_string())
                     }
-                    Err(st) => SseEvent::default()
-                        .event("error")
-                        .data(st.message().to_string()),
+                    Err(st) => SseEvent::default().event("error").data(st.message()),
                 })
             })
             .boxed(),

@@ -60,7 +60,10 @@ fn spec_table(v: &pb::Vm, now: chrono::DateTime<chrono::Utc>) -> Markup {
 
 /// The chart series: CPU percent (of the history's samples: the call's own sample is
 /// too close to the last one to say much) and RSS in MiB (with the call's sample).
-fn series(s: &pb::VmStats) -> (Vec<(i64, f64)>, Vec<(i64, f64)>) {
+/// Points of a chart: (unix ms, value).
+type Series = Vec<(i64, f64)>;
+
+fn series(s: &pb::VmStats) -> (Series, Series) {
     let cpu = s
         .history
         .iter()

@@ -71,7 +71,8 @@ impl Collector for ClusterCollector {
                 .map(|n| (node(&n.name), ConstGauge::new(f(n))))
                 .collect::<Vec<_>>()
         };
-        let figures: [(&str, &str, &dyn Fn(&crate::model::NodeView) -> f64); 7] = [
+        type Figure<'a> = (&'a str, &'a str, &'a dyn Fn(&crate::model::NodeView) -> f64);
+        let figures: [Figure<'_>; 7] = [
             (
                 "kcore_node_ready",
                 "1 when the node is Ready, 0 when NotReady",

@@ -60,9 +60,12 @@ impl QmpOutcome {
     }
 }
 
+/// What a [`QmpObserver`] calls: command name, how long it took, how it ended.
+pub type QmpObserverFn = dyn Fn(&str, Duration, QmpOutcome) + Send + Sync;
+
 /// A hook called after every QMP command with its name, duration and outcome.
 #[derive(Clone)]
-pub struct QmpObserver(pub Arc<dyn Fn(&str, Duration, QmpOutcome) + Send + Sync>);
+pub struct QmpObserver(pub Arc<QmpObserverFn>);
 
 impl std::fmt::Debug for QmpObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
