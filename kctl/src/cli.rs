@@ -601,6 +601,21 @@ pub enum VolumeCommand {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Create an empty volume no VM uses yet (qcow2 in a dir pool, raw in an lvm pool),
+    /// to attach later with `kctl vm disk attach VM --volume NAME`.
+    Create {
+        /// The volume's name.
+        name: String,
+        /// Its size in GiB.
+        #[arg(long, value_name = "GIB")]
+        size: u32,
+        /// The pool to make it in.
+        #[arg(long, default_value = "default")]
+        pool: String,
+        /// The node to make it on (needed when there are several).
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Delete a volume no VM uses (refused while one does).
     #[command(visible_alias = "rm")]
     Delete {

@@ -162,6 +162,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Volume(VolumeCommand::List { node }) => {
             storage::list_volumes(&client, format, node).await
         }
+        Command::Volume(VolumeCommand::Create {
+            name,
+            size,
+            pool,
+            node,
+        }) => storage::create_volume(&client, format, name, size, pool, node).await,
         Command::Volume(VolumeCommand::Delete { name, pool, node }) => {
             storage::delete_volume(&client, name, pool, node).await
         }

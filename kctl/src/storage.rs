@@ -1,7 +1,9 @@
-//! `kctl pool list` and `kctl volume list`: the storage the nodes have.
+//! `kctl pool list` and `kctl volume list|create|delete`: the storage the nodes have.
 
 use anyhow::Result;
-use kcore_proto::v1::{DeleteVolumeRequest, ListPoolsRequest, ListVolumesRequest, Pool, Volume};
+use kcore_proto::v1::{
+    CreateVolumeRequest, DeleteVolumeRequest, ListPoolsRequest, ListVolumesRequest, Pool, Volume,
+};
 
 use crate::endpoint::Client;
 use crate::output::{self, Format};
@@ -62,6 +64,39 @@ pub async fn list_volumes(client: &Client, format: Format, node: Option<String>)
         return output::print_structured(format, &response);
     }
     output::print_table(&volumes_table(&response.volumes))
+}
+
+/// `kctl volume create`.
+pub async fn create_volume(
+    client: &Client,
+    format: Format,
+    name: String,
+    size_gb: u32,
+    pool: String,
+    node: Option<String>,
+) -> Result<()> {
+    let volume = client
+        .api()
+        .create_volume(CreateVolumeRequest {
+            name,
+            pool,
+            size_gb,
+            node: node.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    if format != Format::Table {
+        return output::print_structured(format, &volume);
+    }
+    println!(
+        "Created volume {} (pool {}, {}) on {}",
+        volume.name,
+        volume.pool,
+        output::bytes(volume.virtual_size),
+        volume.node
+    );
+    Ok(())
 }
 
 /// `kctl volume delete`.

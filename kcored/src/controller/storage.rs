@@ -66,6 +66,31 @@ impl Controller {
         Ok(out)
     }
 
+    /// A new empty volume `name` of `size_gb` GiB in `pool` (empty: default) on `node`
+    /// (empty: the only node).
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        pool: &str,
+        size_gb: u32,
+        node: &str,
+    ) -> ApiResult<VolumeView> {
+        kcore_storage::validate_name("volume", name)?;
+        if size_gb == 0 {
+            return Err(ApiError::InvalidArgument(
+                "a new volume needs a size of at least 1 GiB".into(),
+            ));
+        }
+        let mut l = self.one_node(node)?;
+        let v = l.client.create_volume(name, pool, size_gb).await?;
+        self.emit_node(
+            "volume.created",
+            &l.name,
+            format!("{} in pool {} ({size_gb} GiB)", v.name, v.pool),
+        );
+        Ok(v)
+    }
+
     /// Delete volume `name` of `pool` (empty: default) no VM uses, on `node` (empty: the
     /// one node that has it).
     pub async fn delete_volume(&self, name: &str, pool: &str, node: &str) -> ApiResult<()> {

@@ -193,6 +193,17 @@ impl Node {
         Ok(())
     }
 
+    /// A new empty volume for no VM yet.
+    pub async fn create_volume(
+        &self,
+        pool: String,
+        volume: String,
+        size_gb: u32,
+    ) -> ApiResult<super::VolumeView> {
+        let storage = self.storage.clone();
+        blocking(move || storage.create_volume(&pool, &volume, size_gb)).await
+    }
+
     /// Delete a volume that no VM here uses.
     pub async fn delete_volume(&self, pool: String, volume: String) -> ApiResult<()> {
         let in_use = self.volumes_in_use();

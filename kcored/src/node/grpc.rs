@@ -417,6 +417,17 @@ impl NodeAgent for NodeAgentService {
         }))
     }
 
+    async fn create_node_volume(
+        &self,
+        req: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let r = req.into_inner();
+        let node = self.node.clone();
+        let v =
+            run_to_end(async move { node.create_volume(r.pool, r.name, r.size_gb).await }).await?;
+        Ok(Response::new(edge::volume_to_pb(&v)))
+    }
+
     async fn delete_node_volume(
         &self,
         req: Request<pb::DeleteVolumeRequest>,

@@ -389,6 +389,38 @@ impl NodeStorage {
         self.disk(&info, pool, &image, 0)
     }
 
+    /// A new empty volume no VM uses (qcow2 in dir pools, raw in lvm), `size_gb` GiB,
+    /// under the pool-space rule.
+    pub fn create_volume(&self, pool: &str, volume: &str, size_gb: u32) -> ApiResult<VolumeView> {
+        kcore_storage::validate_name("volume", volume)?;
+        if size_gb == 0 {
+            return Err(ApiError::InvalidArgument(
+                "a new volume needs a size of at least 1 GiB".into(),
+            ));
+        }
+        let pool_name = pool_or_default(pool);
+        let size = u64::from(size_gb) * GIB;
+        kcore_storage::check_size(size)?;
+        self.check_room(pool_name, size)?;
+        let pool = self.pool(pool_name)?;
+        let format = match pool {
+            Pool::Dir(_) => VolumeFormat::Qcow2,
+            Pool::Lvm(_) => VolumeFormat::Raw,
+        };
+        let v = pool.backend().create_volume(volume, size, format)?;
+        Ok(VolumeView {
+            vm: None,
+            name: v.name,
+            node: self.node.clone(),
+            pool: pool_name.to_string(),
+            format: v.format,
+            virtual_size: v.virtual_size,
+            actual_size: v.actual_size,
+            backing: v.backing,
+            path: v.path,
+        })
+    }
+
     /// Grow a volume no QEMU has open.
     pub fn resize_volume(&self, pool: &str, volume: &str, size: u64) -> ApiResult<()> {
         self.pool(pool)?.backend().resize(volume, size)?;

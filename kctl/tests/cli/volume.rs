@@ -61,3 +61,40 @@ fn volume_delete() {
         ]
     );
 }
+
+#[test]
+fn volume_create() {
+    let server = Server::unix();
+    let out = ok(&server.kctl(&["volume", "create", "scratch", "--size", "4"]));
+    assert_eq!(
+        out,
+        "Created volume scratch (pool default, 4.0 GiB) on node-1\n"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&server.kctl(&[
+        "volume",
+        "create",
+        "fast-scratch",
+        "--size",
+        "2",
+        "--pool",
+        "fast",
+        "-o",
+        "json",
+    ])))
+    .expect("json");
+    assert_eq!(json["path"], "/dev/vg0/kcore-fast-scratch");
+    assert_eq!(json["format"], "raw");
+    let err = failed(&server.kctl(&["volume", "create", "web-root", "--size", "1"]));
+    assert_eq!(
+        err,
+        format!(
+            "Error: {} (AlreadyExists)\n",
+            ALREADY_EXISTS.fill(&["volume", "web-root"])
+        )
+    );
+    let err = failed(&server.kctl(&["volume", "create", "zero", "--size", "0"]));
+    assert_eq!(
+        err,
+        format!("Error: {} (InvalidArgument)\n", NEW_VOLUME_SIZE.fill(&[]))
+    );
+}

@@ -293,6 +293,10 @@ impl KcoreService for Mock {
         Ok(Response::new(self.world.resize_disk(&r.into_inner())?))
     }
 
+    async fn create_volume(&self, r: Request<CreateVolumeRequest>) -> Answer<Volume> {
+        Ok(Response::new(self.world.create_volume(&r.into_inner())?))
+    }
+
     async fn delete_volume(&self, r: Request<DeleteVolumeRequest>) -> Answer<DeleteVolumeResponse> {
         let r = r.into_inner();
         record(&self.records.volume_deletes, r.clone());

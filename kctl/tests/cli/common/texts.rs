@@ -171,6 +171,9 @@ texts! {
         format "not a disk image: a raw image must be at least one 512-byte sector, this file has {len} bytes";
     RAW_NOT_SECTORS = "storage/src/image.rs, check_image",
         format "not a disk image: a raw image must be a multiple of 512 bytes, this file has {len} bytes";
+    NEW_VOLUME_SIZE = "kcored/src/controller/storage.rs, create_volume",
+        literal "a new volume needs a size of at least 1 GiB";
+    ALREADY_EXISTS = "storage/src/error.rs, StorageError::AlreadyExists", format "{kind} {name} already exists";
     NO_VOLUME_ANYWHERE = "kcored/src/controller/storage.rs, delete_volume",
         format "no volume {name} in pool {pool} on any ready node (kctl volume list)";
     VOLUME_IN_USE = "kcored/src/node/storage.rs, NodeStorage::delete_volume",

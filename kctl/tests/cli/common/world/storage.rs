@@ -256,6 +256,47 @@ impl World {
             .collect())
     }
 
+    /// A new empty volume, as the node makes it (qcow2 in a dir pool, raw in lvm).
+    pub fn create_volume(&self, r: &CreateVolumeRequest) -> Result<Volume, Status> {
+        if r.size_gb == 0 {
+            return Err(Status::invalid_argument(NEW_VOLUME_SIZE.fill(&[])));
+        }
+        let node = self.one_node(&r.node)?;
+        let pool_name = if r.pool.is_empty() {
+            "default"
+        } else {
+            &r.pool
+        };
+        let pool = self.pool(pool_name)?;
+        if self
+            .volumes
+            .iter()
+            .any(|v| v.name == r.name && v.pool == pool_name && v.node == node)
+        {
+            return Err(Status::already_exists(
+                ALREADY_EXISTS.fill(&["volume", &r.name]),
+            ));
+        }
+        let (format, path) = if pool.r#type == "lvm" {
+            let vg = pool.source.split('/').next().unwrap_or_default();
+            ("raw", format!("/dev/{vg}/kcore-{}", r.name))
+        } else {
+            ("qcow2", format!("{}/volumes/{}.qcow2", pool.source, r.name))
+        };
+        let size = u64::from(r.size_gb) << 30;
+        Ok(Volume {
+            name: r.name.clone(),
+            node,
+            pool: pool_name.to_string(),
+            vm: String::new(),
+            format: format.into(),
+            virtual_size: size,
+            actual_size: if format == "raw" { size } else { 200 << 10 },
+            backing: String::new(),
+            path,
+        })
+    }
+
     pub fn delete_volume(&self, r: &DeleteVolumeRequest) -> Result<(), Status> {
         let pool = if r.pool.is_empty() {
             "default"
