@@ -356,3 +356,71 @@ async fn not_found(State(s): Shared, req: Request) -> Response {
         ))),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// A dashboard whose kcored is nowhere.
+    fn away() -> Router {
+        let r = kcore_client::resolve(
+            Some("unix:///nonexistent/kcore.sock"),
+            &|_| None,
+            std::path::Path::new("/nonexistent"),
+            None,
+        )
+        .expect("resolve");
+        router(Arc::new(AppState { api: Api::new(r) }))
+    }
+
+    async fn send(method: &str, path: &str) -> (StatusCode, HeaderValue, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let resp = away().oneshot(req).await.expect("response");
+        let allow = resp
+            .headers()
+            .get(header::ALLOW)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static(""));
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, allow, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn every_other_method_is_405_on_every_path() {
+        for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+            for path in [
+                "/",
+                "/vms",
+                "/vms/web",
+                "/events/stream",
+                "/static/dashboard.js",
+                "/x/y",
+            ] {
+                let (status, allow, _) = send(method, path).await;
+                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert_eq!(allow, "GET, HEAD");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn assets_need_no_kcored_and_pages_say_it_is_away() {
+        let (status, _, css) = send("GET", "/static/dashboard.css").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(css.contains("@media"));
+        let (status, _, page) = send("GET", "/vms").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{page}");
+        assert!(page.contains("kcored cannot be reached"), "{page}");
+        assert!(page.contains("/nonexistent/kcore.sock"), "{page}");
+        let (status, _, _) = send("GET", "/no/such/page").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}
