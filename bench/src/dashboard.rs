@@ -7,6 +7,9 @@
 //! warm-up fetch, and the median, p90 and worst times are printed. The VM list page is
 //! checked to hold every VM. The figure includes everything a browser waits for: the
 //! dashboard's ListVMs and ListNodes calls to kcored, rendering, and the transfer.
+//! When Debian's `chromium` is installed, the VM list and a small page (the nodes) are
+//! also loaded `--browser-runs` times by headless chromium (`--dump-dom`, process start
+//! to the DOM after load): the difference is what a browser adds for the 1,000 rows.
 //!
 //! Run: `scripts/bench-dashboard.sh` (release build).
 
@@ -47,6 +50,35 @@ struct Args {
     /// kcored (default: next to this binary; kcore-dashboard too).
     #[arg(long)]
     kcored: Option<PathBuf>,
+    /// Loads of each page by headless chromium (0: none; skipped without chromium).
+    #[arg(long, default_value_t = 5)]
+    browser_runs: usize,
+}
+
+/// Wall time of headless chromium loading `url` to its DOM, ms; checks `needle` is in it.
+fn chromium_load(url: &str, profile: &std::path::Path, needle: &str) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .context("run chromium")?;
+    let ms = ms_since(t);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !dom.contains(needle) {
+        bail!("chromium {url}: {} (no {needle:?} in the DOM)", out.status);
+    }
+    Ok(ms)
 }
 
 /// GET `path` from 127.0.0.1:`port`; the status code and the body's length.
@@ -199,6 +231,35 @@ async fn main() -> anyhow::Result<()> {
             max,
             size / 1024
         );
+    }
+    let have_chromium = Command::new("chromium")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if args.browser_runs > 0 && have_chromium {
+        let profile = dir.path().join("chromium");
+        let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+        // Warm-up: the first start of chromium reads its files from disk.
+        chromium_load(&url("/nodes"), &profile, "data-node=")?;
+        let last = format!("data-vm=\"vm-{:04}\"", args.vms - 1);
+        let mut list = Vec::new();
+        let mut small = Vec::new();
+        for _ in 0..args.browser_runs {
+            list.push(chromium_load(&url("/vms"), &profile, &last)?);
+            small.push(chromium_load(&url("/nodes"), &profile, "data-node=")?);
+        }
+        let (l, s) = (median(&mut list), median(&mut small));
+        println!(
+            "headless chromium, start to DOM after load ({} runs, median ms): /vms {l:.0}, \
+             /nodes {s:.0}: the {} rows add {:.0} ms",
+            args.browser_runs,
+            args.vms,
+            l - s
+        );
+    } else if args.browser_runs > 0 {
+        println!("(no chromium: the browser figures are skipped; apt-get install chromium)");
     }
     drop(daemon);
     Ok(())
