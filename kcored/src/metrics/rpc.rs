@@ -1,6 +1,7 @@
 //! RPC figures of the gRPC servers: a tower layer on each of them (the API on the unix
 //! socket and on TLS, NodeAgent on its socket and on TLS) counts every call by service,
-//! method and gRPC code, and times it from its request to the end of its response body
+//! method and gRPC code, and times it (by the same labels) from its request to the end of
+//! its response body
 //! (a stream's whole life). The code comes from `grpc-status`: in the headers of a
 //! trailers-only response (errors, refusals by the auth layer), else in the trailers; a
 //! response dropped before its end (the client went away) is `Cancelled`.
@@ -52,7 +53,7 @@ fn rpc_histogram() -> Histogram {
 #[derive(Debug, Clone)]
 pub struct RpcMetrics {
     handled: Family<CodeLabels, Counter>,
-    seconds: HistogramFamily<MethodLabels>,
+    seconds: HistogramFamily<CodeLabels>,
     known: Arc<HashSet<String>>,
 }
 
@@ -75,7 +76,7 @@ impl RpcMetrics {
         r.register(
             "kcore_grpc_server_handling_seconds",
             "Time from a gRPC call's request to the end of its response (streams: their \
-             whole life), by service and method",
+             whole life), by service, method and code",
             self.seconds.clone(),
         );
     }
@@ -100,15 +101,14 @@ impl RpcMetrics {
 
     /// Count a finished call.
     fn finish(&self, m: &MethodLabels, code: &str, started: Instant) {
-        self.handled
-            .get_or_create(&CodeLabels {
-                grpc_service: m.grpc_service.clone(),
-                grpc_method: m.grpc_method.clone(),
-                grpc_code: code.to_string(),
-            })
-            .inc();
+        let labels = CodeLabels {
+            grpc_service: m.grpc_service.clone(),
+            grpc_method: m.grpc_method.clone(),
+            grpc_code: code.to_string(),
+        };
+        self.handled.get_or_create(&labels).inc();
         self.seconds
-            .get_or_create(m)
+            .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());
     }
 
