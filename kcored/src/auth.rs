@@ -43,6 +43,7 @@ pub const READ_METHODS: &[&str] = &[
     "ListVolumes",
     "ListNetworks",
     "GetNetwork",
+    "GetVMStats",
 ];
 
 /// Methods of `kcore.v1.KcoreService` a node may call.

@@ -28,6 +28,8 @@ pub enum Role {
         #[command(flatten)]
         dirs: Dirs,
         #[command(flatten)]
+        metrics: MetricsArgs,
+        #[command(flatten)]
         node: NodeArgs,
         #[command(flatten)]
         listen: ListenArgs,
@@ -40,6 +42,8 @@ pub enum Role {
         #[command(flatten)]
         dirs: Dirs,
         #[command(flatten)]
+        metrics: MetricsArgs,
+        #[command(flatten)]
         node: NodeArgs,
         #[command(flatten)]
         join: JoinArgs,
@@ -49,6 +53,8 @@ pub enum Role {
     Controller {
         #[command(flatten)]
         dirs: Dirs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
         /// A node agent's socket: unix:///run/kcore/node.sock (repeatable).
         #[arg(long = "node")]
         nodes: Vec<String>,
@@ -110,6 +116,15 @@ impl TuningArgs {
             node_cert_lifetime: Duration::from_secs(self.node_cert_lifetime),
         })
     }
+}
+
+/// The opt-in Prometheus exposition.
+#[derive(Args, Debug, Clone, Default)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100); off unless
+    /// given. Plain HTTP: bind it to an address only your scraper reaches.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -215,4 +230,8 @@ pub struct NodeArgs {
     /// itself. Without one, TLS clients may import from http(s) URLs only.
     #[arg(long = "import-dir", value_name = "DIR")]
     pub import_dirs: Vec<PathBuf>,
+    /// Seconds between samples of every VM's resource use (CPU, memory, disks, NICs); the
+    /// node keeps the last hour of them in memory for GetVMStats.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub stats_interval: f64,
 }

@@ -11,6 +11,7 @@ mod convert;
 mod dirs;
 mod error;
 mod hostpath;
+mod metrics;
 mod model;
 mod netdef;
 mod node;
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Dirs, ListenArgs, NodeArgs, Role};
+use cli::{Cli, Dirs, ListenArgs, MetricsArgs, NodeArgs, Role};
 use kcore_proto::v1::node_agent_server::NodeAgentServer;
 use kcore_vmm::host::{self, HostConfig};
 use node::grpc::NodeAgentService;
@@ -58,19 +59,35 @@ async fn main() -> anyhow::Result<()> {
         Role::AllInOne { node, .. } | Role::Node { node, .. } => node.pools.clone(),
         Role::Controller { .. } => Vec::new(),
     };
+    if let Role::AllInOne { node, .. } | Role::Node { node, .. } = &cli.role {
+        stats_interval(node.stats_interval)?;
+    }
     // Before anything in them is read or changed: one daemon per data dir and run dir.
     let _locks = dirs::take(&dirs.data_dir, &dirs.run_dir, &pools)?;
+    let role = match &cli.role {
+        Role::AllInOne { .. } => "all-in-one",
+        Role::Node { .. } => "node",
+        Role::Controller { .. } => "controller",
+    };
+    let mut m = metrics::Metrics::new(role, server::known_rpc_paths());
     match cli.role {
         Role::AllInOne {
             dirs,
+            metrics,
             node,
             listen,
             tuning,
-        } => all_in_one(dirs, node, listen, tuning.tuning()?).await,
-        Role::Node { dirs, node, join } => {
+        } => all_in_one(dirs, node, listen, tuning.tuning()?, m, metrics).await,
+        Role::Node {
+            dirs,
+            metrics,
+            node,
+            join,
+        } => {
             let Some(controller) = join.controller.clone() else {
-                let n = start_node(&dirs, node).await?;
-                let serve = serve_node(&dirs, n).await?;
+                let n = start_node(&dirs, node, &mut m).await?;
+                let serve = serve_node(&dirs, n, &m).await?;
+                serve_metrics(m, &metrics).await?;
                 return wait_for_signal(serve).await;
             };
             let name = node_name(node.node_name.clone())?;
@@ -85,8 +102,8 @@ async fn main() -> anyhow::Result<()> {
                 join.ca_cert.as_deref(),
             )
             .await?;
-            let n = start_node(&dirs, node).await?;
-            let unix = serve_node(&dirs, n.clone()).await?;
+            let n = start_node(&dirs, node, &mut m).await?;
+            let unix = serve_node(&dirs, n.clone(), &m).await?;
             let listen = join
                 .listen
                 .context("--listen is required with --controller")?;
@@ -97,7 +114,9 @@ async fn main() -> anyhow::Result<()> {
                 }
                 None => listen.to_string(),
             };
-            let (tcp, mut tcp_failed) = node_tls::NodeTlsServer::start(listen, &pki_dir, n).await?;
+            let (tcp, mut tcp_failed) =
+                node_tls::NodeTlsServer::start(listen, &pki_dir, n, m.rpc.clone()).await?;
+            serve_metrics(m, &metrics).await?;
             tokio::spawn(node_tls::renew_loop(controller.clone(), tcp));
             tokio::spawn(node_tls::register_loop(
                 controller, pki_dir, name, advertise,
@@ -109,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Role::Controller {
             dirs,
+            metrics,
             nodes,
             listen,
             tuning,
@@ -127,9 +147,27 @@ async fn main() -> anyhow::Result<()> {
                 let ch = server::dial_unix(path.into()).await?;
                 ctl.add_node(n.clone(), ch).await?;
             }
-            let serve = serve_controller(&dirs, ctl, &listen).await?;
+            let serve = serve_controller(&dirs, ctl, &listen, &mut m).await?;
+            serve_metrics(m, &metrics).await?;
             wait_for_signal(serve).await
         }
+    }
+}
+
+/// `--stats-interval`, checked.
+fn stats_interval(secs: f64) -> anyhow::Result<Duration> {
+    if secs.is_finite() && (0.2..=600.0).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        anyhow::bail!("--stats-interval {secs}: give 0.2 to 600 seconds")
+    }
+}
+
+/// Serve `/metrics` when `--metrics-listen` was given.
+async fn serve_metrics(m: metrics::Metrics, args: &MetricsArgs) -> anyhow::Result<()> {
+    match args.metrics_listen {
+        Some(addr) => m.serve(addr).await,
+        None => Ok(()),
     }
 }
 
@@ -150,7 +188,11 @@ fn find_binary(name: &std::path::Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Start the node agent: its VMs, and the service answering NodeAgent calls.
-async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<NodeAgentService> {
+async fn start_node(
+    dirs: &Dirs,
+    a: NodeArgs,
+    m: &mut metrics::Metrics,
+) -> anyhow::Result<NodeAgentService> {
     let qemu_binary = find_binary(&a.qemu_binary)?;
     let run_as = if a.qemu_user == "root" {
         None
@@ -182,6 +224,7 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<NodeAgentService
         tsc_khz: host::host_tsc_khz(),
         run_root: dirs.run_dir.join("vms"),
         qmp_greeting_timeout: Duration::from_secs(30),
+        qmp_observer: Some(m.qmp.observer()),
     };
     let name = node_name(a.node_name)?;
     let paths = hostpath::HostPaths::new(&name, &a.import_dirs)?;
@@ -200,9 +243,13 @@ async fn start_node(dirs: &Dirs, a: NodeArgs) -> anyhow::Result<NodeAgentService
         },
         qemu_version: host::qemu_version(&qemu_binary)?,
         qemu_uids,
+        stats_interval: stats_interval(a.stats_interval)?,
     };
     tracing::info!(accel = accel.as_str(), qemu = %cfg.qemu_version, "starting node");
-    Ok(NodeAgentService::new(node::Node::start(cfg).await?, paths))
+    let node = node::Node::start(cfg).await?;
+    m.registry()
+        .register_collector(Box::new(metrics::vm::VmCollector::new(node.clone())));
+    Ok(NodeAgentService::new(node, paths))
 }
 
 /// The node's name: --node-name, else the host name.
@@ -217,12 +264,17 @@ fn node_name(given: Option<String>) -> anyhow::Result<String> {
 
 type Serving = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
 
-async fn serve_node(dirs: &Dirs, n: NodeAgentService) -> anyhow::Result<Serving> {
+async fn serve_node(
+    dirs: &Dirs,
+    n: NodeAgentService,
+    m: &metrics::Metrics,
+) -> anyhow::Result<Serving> {
     let path = dirs.run_dir.join("node.sock");
     let incoming = server::bind_unix(&path, 0o600).await?;
     let svc = NodeAgentServer::new(n);
     Ok(tokio::spawn(
         Server::builder()
+            .layer(m.rpc.layer())
             .add_service(svc)
             .serve_with_incoming(incoming),
     ))
@@ -246,7 +298,13 @@ async fn serve_controller(
     dirs: &Dirs,
     ctl: Arc<controller::Controller>,
     listen: &ListenArgs,
+    m: &mut metrics::Metrics,
 ) -> anyhow::Result<Serving> {
+    ctl.metrics.register(m.registry());
+    m.registry()
+        .register_collector(Box::new(metrics::cluster::ClusterCollector::new(
+            ctl.clone(),
+        )));
     let mut sans = listen.tls_sans.clone();
     if let Some(addr) = listen.listen.filter(|a| !a.ip().is_unspecified()) {
         sans.push(addr.ip().to_string());
@@ -280,7 +338,7 @@ async fn serve_controller(
     );
     let routes = server::api_routes(ctl.clone(), pki.dir.clone()).await?;
     let tcp = match listen.listen {
-        Some(addr) => Some(serve_tls(addr, &pki, &ctl, routes.clone()).await?),
+        Some(addr) => Some(serve_tls(addr, &pki, &ctl, routes.clone(), &m.rpc).await?),
         None => None,
     };
     let path = dirs.run_dir.join("kcore.sock");
@@ -288,6 +346,7 @@ async fn serve_controller(
     server::chgrp_if_exists(&path, "kcore");
     tracing::info!(socket = %path.display(), "serving KcoreService");
     let unix = Server::builder()
+        .layer(m.rpc.layer())
         .add_routes(routes)
         .serve_with_incoming(incoming);
     Ok(tokio::spawn(async move {
@@ -309,6 +368,7 @@ async fn serve_tls(
     pki: &pki::Pki,
     ctl: &Arc<controller::Controller>,
     routes: tonic::service::Routes,
+    rpc: &metrics::rpc::RpcMetrics,
 ) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>> + use<>> {
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(
@@ -340,6 +400,8 @@ async fn serve_tls(
     Ok(Server::builder()
         .tls_config(tls)
         .context("--listen: TLS configuration")?
+        // Outermost, so calls the auth layer refuses are counted too.
+        .layer(rpc.layer())
         .layer(auth::AuthLayer {
             policy: auth::Policy::Api,
             revoked: ctl.revoked.clone(),
@@ -354,16 +416,19 @@ async fn all_in_one(
     node_args: NodeArgs,
     listen: ListenArgs,
     tuning: controller::Tuning,
+    mut m: metrics::Metrics,
+    metrics: MetricsArgs,
 ) -> anyhow::Result<()> {
     // The store first: a controller.db this build cannot serve stops the daemon before the
     // node makes anything (sockets, run dirs, networks).
     let ctl = open_controller(&dirs, tuning)?;
-    let n = start_node(&dirs, node_args).await?;
-    let node_serving = serve_node(&dirs, n).await?;
+    let n = start_node(&dirs, node_args, &mut m).await?;
+    let node_serving = serve_node(&dirs, n, &m).await?;
     let ch = server::dial_unix(dirs.run_dir.join("node.sock")).await?;
     let address = format!("unix://{}", dirs.run_dir.join("node.sock").display());
     ctl.add_node(address, ch).await?;
-    let api_serving = serve_controller(&dirs, ctl, &listen).await?;
+    let api_serving = serve_controller(&dirs, ctl, &listen, &mut m).await?;
+    serve_metrics(m, &metrics).await?;
     tokio::select! {
         r = wait_for_signal(api_serving) => r,
         r = node_serving => {

@@ -28,6 +28,7 @@ pub struct NodeTlsServer {
     addr: SocketAddr,
     pki_dir: PathBuf,
     service: node::grpc::NodeAgentService,
+    rpc: crate::metrics::rpc::RpcMetrics,
     stop_current: tokio::sync::Mutex<Option<oneshot::Sender<()>>>,
     failed: mpsc::UnboundedSender<anyhow::Error>,
 }
@@ -38,6 +39,7 @@ impl NodeTlsServer {
         addr: SocketAddr,
         pki_dir: &Path,
         service: node::grpc::NodeAgentService,
+        rpc: crate::metrics::rpc::RpcMetrics,
     ) -> anyhow::Result<(Arc<NodeTlsServer>, mpsc::UnboundedReceiver<anyhow::Error>)> {
         // SO_REUSEPORT would let a second daemon share the port unnoticed: probe first.
         drop(
@@ -49,6 +51,7 @@ impl NodeTlsServer {
             addr,
             pki_dir: pki_dir.to_path_buf(),
             service,
+            rpc,
             stop_current: tokio::sync::Mutex::new(None),
             failed,
         });
@@ -86,6 +89,7 @@ impl NodeTlsServer {
         let server = Server::builder()
             .tls_config(tls)
             .context("--listen: TLS configuration")?
+            .layer(self.rpc.layer())
             .layer(auth::AuthLayer {
                 policy: auth::Policy::NodeAgent,
                 // Only the controller's certificate is accepted here; the revocation list

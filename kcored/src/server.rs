@@ -34,6 +34,35 @@ pub async fn api_routes(ctl: Arc<Controller>, pki_dir: PathBuf) -> anyhow::Resul
         .add_service(refl_v1alpha))
 }
 
+/// Every gRPC path (`/package.Service/Method`) the daemon's servers answer: KcoreService,
+/// JoinService, NodeAgent, health and reflection. The RPC metrics label only these.
+pub fn known_rpc_paths() -> std::collections::HashSet<String> {
+    use prost::Message;
+    let mut paths = std::collections::HashSet::new();
+    for set in [
+        kcore_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ] {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+            tracing::warn!("cannot decode a descriptor set: RPC metrics label fewer methods");
+            continue;
+        };
+        for file in set.file {
+            for svc in &file.service {
+                for m in &svc.method {
+                    paths.insert(format!("/{}.{}/{}", file.package(), svc.name(), m.name()));
+                }
+            }
+        }
+    }
+    for v in ["v1", "v1alpha"] {
+        paths.insert(format!(
+            "/grpc.reflection.{v}.ServerReflection/ServerReflectionInfo"
+        ));
+    }
+    paths
+}
+
 /// Bind a unix socket at `path` with `mode`, refusing if a live server already answers
 /// there, and replacing a stale socket file. Each accepted connection is a [`UdsH2`], so
 /// any gRPC client works with its default options, whatever it sends as `:authority`.

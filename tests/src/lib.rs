@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod cluster;
+pub mod dashboard;
 pub mod terraform;
 
 /// The cached test guest: kernel and initrd.
@@ -29,7 +30,7 @@ pub struct TestGuest {
     pub initrd: PathBuf,
 }
 
-pub(crate) fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")
@@ -91,7 +92,7 @@ pub fn boot_disk() -> &'static PathBuf {
     })
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
@@ -266,6 +267,11 @@ impl Daemon {
     /// nftables tables are all the namespace's. kctl reaches it over the unix socket.
     pub fn start_in_netns(ns: &NetNs) -> Daemon {
         Self::start_full(&[], Some(ns.name.clone()))
+    }
+
+    /// [`Daemon::start_in_netns`] with extra `kcored all-in-one` arguments.
+    pub fn start_in_netns_with(ns: &NetNs, extra: &[&str]) -> Daemon {
+        Self::start_full(extra, Some(ns.name.clone()))
     }
 
     /// Start a daemon with extra `kcored all-in-one` arguments (e.g. `--pool`).

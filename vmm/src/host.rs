@@ -24,6 +24,8 @@ pub struct HostConfig {
     /// `<run-dir>/vms`.
     pub run_root: PathBuf,
     pub qmp_greeting_timeout: Duration,
+    /// Told of every QMP command of every VM (the daemon's latency metrics).
+    pub qmp_observer: Option<crate::qmp::QmpObserver>,
 }
 
 /// The accelerator the user asked for.

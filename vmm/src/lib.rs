@@ -13,6 +13,7 @@ pub mod process;
 pub mod qmp;
 pub mod spec;
 pub mod timeline;
+pub mod usage;
 pub mod vm;
 
 pub use error::VmmError;

@@ -551,4 +551,13 @@ impl KcoreService for KcoreApi {
             revoked: revoked.iter().map(cert_to_pb).collect(),
         }))
     }
+
+    async fn get_vm_stats(
+        &self,
+        req: Request<pb::GetVmStatsRequest>,
+    ) -> Result<Response<pb::VmStats>, Status> {
+        let r = req.into_inner();
+        let stats = self.ctl.vm_stats(&r.name, r.since_seconds).await?;
+        Ok(Response::new(crate::convert::vm_stats_to_pb(&stats)))
+    }
 }

@@ -73,6 +73,8 @@ pub struct Controller {
     /// How to dial registered nodes' NodeAgent over TCP: the cluster CA and the
     /// controller's client certificate. Set once the PKI is ready.
     pub node_tls: std::sync::OnceLock<tonic::transport::ClientTlsConfig>,
+    /// Heartbeat and reconciliation figures.
+    pub metrics: crate::metrics::daemon::ControllerMetrics,
 }
 
 impl Controller {
@@ -89,6 +91,7 @@ impl Controller {
             tuning,
             revoked: crate::auth::Revoked::default(),
             node_tls: std::sync::OnceLock::new(),
+            metrics: Default::default(),
         })
     }
 

@@ -15,12 +15,12 @@ use crate::caller::Caller;
 use crate::convert::{
     image_from_pb, network_def_to_pb, network_status_from_pb, network_view_from_pb,
     node_facts_from_pb, node_info_from_pb, node_vms_from_pb, pool_from_pb, progress_from_pb,
-    report_from_pb, request_to_pb, update_to_pb, volume_from_pb,
+    report_from_pb, request_to_pb, update_to_pb, vm_stats_from_pb, volume_from_pb,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
     ImageView, ImportProgress, NetworkDef, NetworkStatus, NetworkView, NicRequest, NodeFacts,
-    NodeInfo, NodeVms, PoolView, VmReport, VmRequest, VmUpdate, VolumeView,
+    NodeInfo, NodeVms, PoolView, VmReport, VmRequest, VmStats, VmUpdate, VolumeView,
 };
 
 /// A node's NodeAgent. Cheap to clone.
@@ -265,6 +265,19 @@ impl NodeClient {
             .await?
             .into_inner()
             .reply_json)
+    }
+
+    /// What VM `id` uses: now, and the history of the last `since_seconds` (0: all).
+    pub async fn vm_stats(&mut self, id: &str, since_seconds: u32) -> ApiResult<VmStats> {
+        let s = self
+            .0
+            .get_node_vm_stats(pb::GetVmStatsRequest {
+                name: id.to_string(),
+                since_seconds,
+            })
+            .await?
+            .into_inner();
+        Ok(vm_stats_from_pb(&s))
     }
 
     /// Every VM of the node, with what it runs (for adoption).

@@ -275,6 +275,7 @@ impl Controller {
                         }
                         match got {
                             Ok(Ok(Some(NodeNews::Heartbeat(hb)))) => {
+                                self.metrics.heartbeat(&name);
                                 if let Some(hb) = hb {
                                     let (facts, vms) = *hb;
                                     let at = now_rfc3339();
@@ -329,6 +330,7 @@ impl Controller {
             self.nodes.update(&name, |l| l.ready = false);
             if was_ready {
                 was_ready = false;
+                self.metrics.not_ready(&name);
                 tracing::warn!(node = %name, reason = %why, "node not ready");
                 self.emit_node("node.not_ready", &name, why.clone());
             }

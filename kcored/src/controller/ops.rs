@@ -12,12 +12,27 @@ use super::node_client::Stop;
 use crate::auth::Role;
 use crate::caller::{Caller, Requester};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{Event, Issued, NodeView, VmStatus};
+use crate::model::{Event, Issued, NodeView, VmStats, VmStatus};
 
 /// Events sent when `WatchEvents` asks for no history and does not follow.
 const DEFAULT_HISTORY: u32 = 50;
 
 impl Controller {
+    /// What a VM uses (its node samples it): now, and the last `since_seconds` of history
+    /// (0: the hour the node keeps). The VM is named as the store names it.
+    pub async fn vm_stats(&self, vm: &str, since_seconds: u32) -> ApiResult<VmStats> {
+        let row = self.get_row(vm)?;
+        let mut client = self.nodes.client(&row.node)?;
+        let ask = client.vm_stats(&row.id, since_seconds);
+        let mut stats = tokio::time::timeout(std::time::Duration::from_secs(10), ask)
+            .await
+            .map_err(|_| {
+                ApiError::Unavailable(format!("node {} did not answer in 10 s", row.node))
+            })??;
+        stats.vm = row.name;
+        Ok(stats)
+    }
+
     /// Every node: those followed, then those registered and not reached since this start
     /// (NOT_READY), by name.
     pub fn list_nodes(&self) -> ApiResult<Vec<NodeView>> {

@@ -20,6 +20,7 @@ use super::node_client::NodeClient;
 use super::store::VmRow;
 use crate::convert::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::daemon::ReconcileAction;
 use crate::model::{NodeVms, VmStatus};
 
 /// How long a CREATING row may wait for its node to show the VM: covers a DefineVM still
@@ -41,9 +42,11 @@ impl Controller {
     /// Reconcile `node`'s VMs against its heartbeat. Errors are logged: the next
     /// heartbeat tries again.
     pub(super) fn reconcile(self: &Arc<Self>, node: &str, client: &NodeClient, hb: &NodeVms) {
+        let started = std::time::Instant::now();
         if let Err(e) = self.try_reconcile(node, client, hb) {
             tracing::warn!(node, error = %e, "reconciliation failed");
         }
+        self.metrics.reconciled(node, started.elapsed());
     }
 
     fn try_reconcile(
@@ -67,6 +70,7 @@ impl Controller {
                 None if row.status == VmStatus::Creating => {
                     if !hb.defining.contains(&row.id) && older_than(&row.created_at, CREATE_GRACE) {
                         self.store.delete_vm(&row.id)?;
+                        self.metrics.action(node, ReconcileAction::Removed);
                         tracing::info!(vm = %row.name, node, "interrupted create removed");
                         self.emit(
                             "vm.deleted",
@@ -79,6 +83,7 @@ impl Controller {
                     let reason = lost_reason(node);
                     if row.status != VmStatus::Error || row.status_reason != reason {
                         self.store.set_status(&row.id, VmStatus::Error, &reason)?;
+                        self.metrics.action(node, ReconcileAction::Lost);
                         let r = VmRow {
                             status: VmStatus::Error,
                             ..row.clone()
@@ -125,6 +130,7 @@ impl Controller {
         match status {
             VmStatus::Stopped => {
                 tracing::info!(vm = %row.name, "starting a VM whose create was interrupted");
+                self.metrics.action(&row.node, ReconcileAction::Started);
                 self.emit(
                     "vm.status",
                     Some(row),
@@ -177,6 +183,7 @@ impl Controller {
             };
             match self.store.insert_vm(&row) {
                 Ok(()) => {
+                    self.metrics.action(node, ReconcileAction::Adopted);
                     tracing::info!(vm = %row.name, node, "adopted a VM the store did not have");
                     self.emit(
                         "vm.adopted",
@@ -186,6 +193,7 @@ impl Controller {
                 }
                 Err(ApiError::AlreadyExists(_)) => {
                     if self.report_once(&nv.id) {
+                        self.metrics.action(node, ReconcileAction::Orphan);
                         tracing::warn!(vm = %nv.name, id = %nv.id, node, "orphan VM");
                         self.emit(
                             "vm.orphan",

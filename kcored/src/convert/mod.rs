@@ -3,8 +3,10 @@
 //! [`listing`]. The node's own views are converted at its edge, `node/convert.rs`.
 
 mod listing;
+mod stats;
 
 pub use listing::*;
+pub use stats::{vm_stats_from_pb, vm_stats_to_pb};
 
 use std::time::SystemTime;
 
@@ -763,6 +765,7 @@ mod tests {
             "controller/node_client.rs",
             "convert/listing.rs",
             "convert/mod.rs",
+            "convert/stats.rs",
             "node/convert.rs",
             "node/grpc.rs",
             "node_tls.rs",

@@ -6,12 +6,14 @@
 //! - [`vm`]: what the controller knows of a VM and what nodes report ([`VmStatus`],
 //!   [`VmReport`], [`Timeline`], disks and NICs as nodes made them) and its events;
 //! - [`cluster`]: nodes, their facts and certificates;
-//! - [`storage`]: pools, images, volumes; [`network`]: networks on nodes and the cluster.
+//! - [`storage`]: pools, images, volumes; [`network`]: networks on nodes and the cluster;
+//! - [`stats`]: what a VM uses (CPU, memory, disks, NICs), now and over the last hour.
 
 pub mod cloud_init;
 pub mod cluster;
 pub mod network;
 pub mod request;
+pub mod stats;
 pub mod storage;
 pub mod vm;
 
@@ -21,5 +23,6 @@ pub use network::{ClusterNetwork, NetworkDef, NetworkMode, NetworkStatus, Networ
 pub use request::{
     Boot, CreateVm, DiskRequest, ImageDisk, KernelBoot, NicRequest, VmRequest, VmUpdate,
 };
+pub use stats::{DiskCounters, NicCounters, StatsSample, VmStats};
 pub use storage::{ImageView, ImportProgress, PoolView, VolumeView};
 pub use vm::{DiskView, Event, NicView, NodeVms, Timeline, TimelinePhase, VmReport, VmStatus};

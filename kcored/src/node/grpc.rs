@@ -545,4 +545,14 @@ impl NodeAgent for NodeAgentService {
         let nv = self.node.detach_nic(&r.vm, &r.nic).await?;
         Ok(Response::new(edge::vm_to_pb(&nv)))
     }
+
+    async fn get_node_vm_stats(
+        &self,
+        req: Request<pb::GetVmStatsRequest>,
+    ) -> Result<Response<pb::VmStats>, Status> {
+        let r = req.into_inner();
+        let since = (r.since_seconds > 0).then(|| Duration::from_secs(u64::from(r.since_seconds)));
+        let stats = self.node.vm_stats(&r.name, since)?;
+        Ok(Response::new(crate::convert::vm_stats_to_pb(&stats)))
+    }
 }

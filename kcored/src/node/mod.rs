@@ -14,6 +14,7 @@ mod intent;
 pub mod network;
 mod nics;
 pub mod seed;
+pub mod stats;
 pub mod storage;
 pub mod uids;
 mod update;
@@ -49,6 +50,8 @@ pub struct NodeConfig {
     pub pools: Vec<kcore_storage::PoolConfig>,
     /// The uids VMs' QEMUs run as, one each (None: all as the QEMU user).
     pub qemu_uids: Option<uids::UidRange>,
+    /// How often every VM's resource use is sampled (`--stats-interval`).
+    pub stats_interval: Duration,
 }
 
 /// How old the pool capacity in a heartbeat may be.
@@ -68,6 +71,8 @@ pub struct Node {
     /// so heartbeats read it at most every [`POOL_CAPACITY_TTL`].
     pool_capacity: std::sync::Mutex<Option<(std::time::Instant, Vec<PoolView>)>>,
     seq: AtomicU64,
+    /// Resource-use samples of the VMs.
+    stats: stats::StatsKeeper,
     events: broadcast::Sender<VmEvent>,
     notify_tx: mpsc::UnboundedSender<String>,
 }
@@ -108,6 +113,7 @@ impl Node {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         let node = Arc::new(Node {
+            stats: stats::StatsKeeper::new(cfg.stats_interval),
             cfg,
             storage,
             net,
@@ -136,6 +142,7 @@ impl Node {
         node.reconcile_taps().await;
         node.spawn_lease_watch();
         node.autostart_once_per_boot();
+        node.spawn_sampler();
         tracing::info!(node = %node.cfg.name, vms = node.read_vms().len(), "node ready");
         Ok(node)
     }

@@ -21,8 +21,10 @@ use rtnetlink::packet_route::link::{
 use crate::{MacAddr, NetError};
 
 mod bridge;
+pub mod counters;
 mod names;
 
+pub use counters::{LinkCounters, read_counters};
 pub use names::{
     ALIAS_PREFIX, BRIDGE_PREFIX, MAX_IFNAME_LEN, MTU_RANGE, Mark, TAP_PREFIX, derive_name,
     validate_ifname,

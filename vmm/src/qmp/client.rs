@@ -16,7 +16,7 @@ use tokio::task::AbortHandle;
 
 use super::reader::{CommandId, LineRead, Pending, Shared, read_line_bounded, read_loop, too_long};
 use super::transcript::{Direction, Transcript};
-use super::types::{QmpEvent, QmpGreeting, QmpOptions, parse_greeting};
+use super::types::{QmpEvent, QmpGreeting, QmpObserver, QmpOptions, QmpOutcome, parse_greeting};
 use crate::VmmError;
 
 /// A connected, negotiated QMP client. Cheap to clone (all clones share one connection);
@@ -37,6 +37,7 @@ struct Inner {
     /// The socket path, for error messages.
     peer: PathBuf,
     reader_task: AbortHandle,
+    observer: Option<QmpObserver>,
 }
 
 impl Drop for Inner {
@@ -128,6 +129,7 @@ impl QmpClient {
                 greeting,
                 peer,
                 reader_task: reader_task.abort_handle(),
+                observer: opts.observer,
             }),
         };
         client.execute("qmp_capabilities", None).await?;
@@ -232,8 +234,32 @@ impl QmpClient {
         Ok(reply)
     }
 
-    /// Send `request` (with a fresh `id`) and wait for the reply object.
+    /// Send `request` (with a fresh `id`) and wait for the reply object; the observer, if
+    /// any, is told how long it took and how it ended.
     async fn round_trip(
+        &self,
+        command: &str,
+        request: Map<String, Value>,
+        timeout: Duration,
+        fd: Option<RawFd>,
+    ) -> Result<Value, VmmError> {
+        let Some(observer) = &self.inner.observer else {
+            return self.exchange(command, request, timeout, fd).await;
+        };
+        let started = std::time::Instant::now();
+        let result = self.exchange(command, request, timeout, fd).await;
+        let outcome = match &result {
+            Ok(Value::Object(reply)) if reply.contains_key("error") => QmpOutcome::Error,
+            Ok(_) => QmpOutcome::Ok,
+            Err(VmmError::QmpTimeout { .. }) => QmpOutcome::Timeout,
+            Err(VmmError::QmpClosed) => QmpOutcome::Closed,
+            Err(_) => QmpOutcome::Error,
+        };
+        (observer.0)(command, started.elapsed(), outcome);
+        result
+    }
+
+    async fn exchange(
         &self,
         command: &str,
         mut request: Map<String, Value>,

@@ -52,6 +52,6 @@ mod tests;
 
 pub use client::QmpClient;
 pub use types::{
-    DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_LINE, QemuVersion, QmpEvent, QmpGreeting, QmpOptions,
-    QmpStatus, QmpTimestamp,
+    DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_LINE, QemuVersion, QmpEvent, QmpGreeting, QmpObserver,
+    QmpOptions, QmpOutcome, QmpStatus, QmpTimestamp,
 };

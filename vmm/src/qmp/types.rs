@@ -2,6 +2,7 @@
 //! typed replies of the few commands the daemon uses.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -30,6 +31,46 @@ pub struct QmpOptions {
     /// dropped and counted ([`QmpClient::dropped_events`](super::QmpClient::dropped_events)):
     /// the reader never waits, so replies keep flowing. Default [`DEFAULT_EVENT_CAPACITY`].
     pub event_capacity: usize,
+    /// Told of every command: its name, how long it took and how it ended (the daemon's
+    /// QMP latency metrics). None: nobody listens.
+    pub observer: Option<QmpObserver>,
+}
+
+/// How a QMP command ended, for a [`QmpObserver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QmpOutcome {
+    /// QEMU answered with `return`.
+    Ok,
+    /// QEMU answered with `error`, or the exchange failed otherwise.
+    Error,
+    /// No answer in time.
+    Timeout,
+    /// The connection was gone.
+    Closed,
+}
+
+impl QmpOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QmpOutcome::Ok => "ok",
+            QmpOutcome::Error => "error",
+            QmpOutcome::Timeout => "timeout",
+            QmpOutcome::Closed => "closed",
+        }
+    }
+}
+
+/// What a [`QmpObserver`] calls: command name, how long it took, how it ended.
+pub type QmpObserverFn = dyn Fn(&str, Duration, QmpOutcome) + Send + Sync;
+
+/// A hook called after every QMP command with its name, duration and outcome.
+#[derive(Clone)]
+pub struct QmpObserver(pub Arc<QmpObserverFn>);
+
+impl std::fmt::Debug for QmpObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QmpObserver")
+    }
 }
 
 /// The default [`QmpOptions::max_line`]: 16 MiB, far above QEMU's largest replies
@@ -45,9 +86,10 @@ impl Default for QmpOptions {
             greeting_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(5),
             transcript: None,
-            transcript_skip: vec!["query-status".to_owned()],
+            transcript_skip: vec!["query-status".to_owned(), "query-blockstats".to_owned()],
             max_line: DEFAULT_MAX_LINE,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            observer: None,
         }
     }
 }

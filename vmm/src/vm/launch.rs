@@ -206,6 +206,7 @@ impl Vm {
         let opts = QmpOptions {
             greeting_timeout: self.inner.host.qmp_greeting_timeout,
             transcript: Some(paths.transcript()),
+            observer: self.inner.host.qmp_observer.clone(),
             ..QmpOptions::default()
         };
         let (qmp, events) = QmpClient::connect(qmp_conn, opts).await?;

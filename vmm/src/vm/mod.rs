@@ -98,6 +98,8 @@ struct Inner {
     events_done: Mutex<Option<watch::Receiver<bool>>>,
     /// Restart attempts since the VM last ran stably (the backoff exponent).
     restarts: AtomicU32,
+    /// Starts by the restart policy since this daemon began supervising the VM.
+    restarts_total: AtomicU64,
     /// Bumped by every operator action (start, stop, delete): a pending restart or QMP
     /// retry scheduled before it gives up.
     generation: AtomicU64,
@@ -140,6 +142,7 @@ impl Vm {
                 shutdown: Mutex::new(None),
                 events_done: Mutex::new(None),
                 restarts: AtomicU32::new(0),
+                restarts_total: AtomicU64::new(0),
                 generation: AtomicU64::new(0),
                 retired: AtomicBool::new(false),
                 nic_opener: Mutex::new(None),
@@ -190,6 +193,18 @@ impl Vm {
     }
     pub fn console(&self) -> &Console {
         &self.inner.console
+    }
+
+    /// How many times the restart policy started this VM again since this daemon began
+    /// supervising it (attempts that failed included).
+    pub fn restarts_total(&self) -> u64 {
+        self.inner.restarts_total.load(Ordering::Relaxed)
+    }
+
+    /// CPU time and RSS of this VM's QEMU, while it has one.
+    pub fn usage(&self) -> Option<crate::usage::ProcessUsage> {
+        let pid = lock(&self.inner.runtime).as_ref().map(|r| r.pid)?;
+        crate::usage::process_usage(pid).ok()
     }
 
     /// The user this VM's QEMU runs as: the node's QEMU user with this VM's own uid.

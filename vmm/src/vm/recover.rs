@@ -98,6 +98,7 @@ impl Vm {
         let opts = QmpOptions {
             greeting_timeout: REATTACH_GREETING,
             transcript: Some(paths.transcript()),
+            observer: self.inner.host.qmp_observer.clone(),
             ..QmpOptions::default()
         };
         let (qmp, events) = QmpClient::connect_path(paths.qmp(), opts).await?;

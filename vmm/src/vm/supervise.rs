@@ -112,6 +112,7 @@ impl Vm {
                     return;
                 }
                 tracing::info!(vm = %me.inner.name, attempt = attempt + 1, "restart policy: starting");
+                me.inner.restarts_total.fetch_add(1, Ordering::Relaxed);
                 match me.start_locked(SystemTime::now()).await {
                     Ok(()) => return,
                     Err(e) => {

@@ -396,4 +396,9 @@ impl KcoreService for Mock {
     ) -> Answer<JoinResponse> {
         Err(Status::permission_denied(ONLY_NODES_RENEW.fill(&[])))
     }
+
+    /// kctl does not show stats; the dashboard's tests run against the real daemon.
+    async fn get_vm_stats(&self, _: Request<GetVmStatsRequest>) -> Answer<VmStats> {
+        Err(Status::unimplemented("GetVMStats"))
+    }
 }

@@ -32,6 +32,7 @@ pub const VIEWER_METHODS: &[&str] = &[
     "ListVolumes",
     "ListNetworks",
     "GetNetwork",
+    "GetVMStats",
 ];
 
 /// A running mock, alive until dropped.
