@@ -51,6 +51,7 @@ pub const VIEWER_METHODS: &[&str] = &[
     "ListVolumes",
     "ListNetworks",
     "GetNetwork",
+    "GetVMStats",
 ];
 
 /// What the identity kcore-mcp calls kcore with may do there.

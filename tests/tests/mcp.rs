@@ -18,6 +18,7 @@ const READ: &[&str] = &[
     "get_vm",
     "wait_vm_ready",
     "console_tail",
+    "vm_stats",
     "list_nodes",
     "recent_events",
     "list_networks",
@@ -156,7 +157,7 @@ fn guest_vm(name: &str) -> Value {
 }
 
 /// The steps of a VM's life through MCP: list, create, wait until ready, console tail (tool
-/// and resource), delete, list again. Indexes: see `check_life`.
+/// and resource), get, resource use, delete, list again. Indexes: see `check_life`.
 fn life_steps(vm: &str) -> Vec<Value> {
     vec![
         call("list_vms", json!({})),
@@ -165,6 +166,7 @@ fn life_steps(vm: &str) -> Vec<Value> {
         call("console_tail", json!({"name": vm, "lines": 20})),
         json!({"op": "read_resource", "uri": format!("kcore://vm/{vm}/console")}),
         call("get_vm", json!({"name": vm})),
+        call("vm_stats", json!({"name": vm, "since_secs": 600})),
         call("delete_vm", json!({"name": vm, "force": true})),
         call("list_vms", json!({})),
     ]
@@ -196,8 +198,19 @@ fn check_life(s: &Session, at: usize, vm: &str) {
         .unwrap_or_else(|| panic!("no console resource: {}", s.result(at + 4)));
     assert!(console.contains("KCORE-GUEST-READY"), "{console}");
     assert_eq!(ok(s.result(at + 5))["status"], "RUNNING");
-    assert_eq!(ok(s.result(at + 6))["deleted"], vm);
-    assert_eq!(ok(s.result(at + 7))["vms"], json!([]));
+    // The guest booted: its QEMU burnt CPU and holds memory.
+    let stats = ok(s.result(at + 6));
+    assert_eq!(stats["vm"], vm, "{stats}");
+    assert!(
+        stats["current"]["cpu_seconds"].as_f64() > Some(0.0),
+        "{stats}"
+    );
+    assert!(
+        stats["current"]["rss_bytes"].as_u64() > Some(1 << 20),
+        "{stats}"
+    );
+    assert_eq!(ok(s.result(at + 7))["deleted"], vm);
+    assert_eq!(ok(s.result(at + 8))["vms"], json!([]));
 }
 
 #[test]
@@ -303,30 +316,30 @@ fn over_stdio_on_the_local_socket() {
 
     // Bad input: kcored's own message and code; the schema's refusal before any call.
     tool_error(
-        s.result(9),
+        s.result(10),
         "INVALID_ARGUMENT",
         &["invalid VM name \"Bad_Name\""],
     );
     tool_error(
-        s.result(10),
+        s.result(11),
         "INVALID_ARGUMENT",
         &["invalid arguments", "expected u32"],
     );
     tool_error(
-        s.result(11),
+        s.result(12),
         "INVALID_ARGUMENT",
         &["unknown field `colour`"],
     );
-    tool_error(s.result(12), "NOT_FOUND", &["no VM named \"gone\""]);
+    tool_error(s.result(13), "NOT_FOUND", &["no VM named \"gone\""]);
     assert!(
-        s.result(13)["exception"]
+        s.result(14)["exception"]
             .as_str()
             .is_some_and(|e| e.contains("no tool named \"no_such_tool\"")),
         "{}",
-        s.result(13)
+        s.result(14)
     );
-    tool_error(s.result(14), "INVALID_ARGUMENT", &["only query-*"]);
-    let nodes = ok(s.result(15));
+    tool_error(s.result(15), "INVALID_ARGUMENT", &["only query-*"]);
+    let nodes = ok(s.result(16));
     assert_eq!(nodes["nodes"][0]["name"], "node1", "{nodes}");
     assert_eq!(nodes["nodes"][0]["state"], "READY", "{nodes}");
 
@@ -335,7 +348,7 @@ fn over_stdio_on_the_local_socket() {
         "by uid 0 (root) on the local socket via kcore-mcp/{}",
         env!("CARGO_PKG_VERSION")
     );
-    let events = ok(s.result(16))["events"]
+    let events = ok(s.result(17))["events"]
         .as_array()
         .expect("events")
         .clone();
@@ -356,11 +369,11 @@ fn over_stdio_on_the_local_socket() {
         kctl_events.contains(&format!("on node node1 {via}")),
         "{kctl_events}"
     );
-    let prompt = &s.result(17)["messages"][0]["content"]["text"];
+    let prompt = &s.result(18)["messages"][0]["content"]["text"];
     assert!(
         prompt.as_str().is_some_and(|p| p.contains("console_tail")),
         "{}",
-        s.result(17)
+        s.result(18)
     );
 
     // One audit line per call of a tool that changes something, with its outcome.
@@ -535,7 +548,7 @@ fn over_http_with_client_certificates() {
     let s = admin.session(Value::Array(steps));
     assert_eq!(names(s.result(0)), set(&[READ, WRITE, DESTRUCTIVE]));
     check_life(&s, 1, "agent-vm");
-    let events = ok(s.result(9))["events"]
+    let events = ok(s.result(10))["events"]
         .as_array()
         .expect("events")
         .clone();
