@@ -15,6 +15,18 @@ use kcore_netstack::tap::{self, TapSpec};
 use kcore_netstack::tool;
 use kcore_netstack::{BridgeSpec, Ipv4Cidr, MacAddr, Mark, NetError, Netlink};
 
+/// Wait until a link is gone: the kernel unregisters a tap as its last reference drops,
+/// which under load can finish a moment after the close or TUNSETPERSIST that ended it.
+async fn wait_gone(nl: &Netlink, name: &str) {
+    for _ in 0..100 {
+        if nl.get(name).await.expect("get").is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name} still exists 2 s after its last reference went");
+}
+
 fn bridge_spec(name: &str, owner: &str, mtu: Option<u32>) -> BridgeSpec {
     BridgeSpec {
         name: name.to_string(),
@@ -244,7 +256,7 @@ fn bridge_tap_and_uplink_lifecycle() {
         assert!(nl.get("ktap-test2").await.expect("get").is_some());
         assert!(!ip_details(&ns, "ktap-test2").contains("vnet_hdr on"));
         tap::set_persist("ktap-test2", false).expect("clear persist");
-        assert!(nl.get("ktap-test2").await.expect("get").is_none());
+        wait_gone(&nl, "ktap-test2").await;
 
         // The listing has exactly kcore's links.
         let mut marked: Vec<String> = nl
@@ -259,9 +271,10 @@ fn bridge_tap_and_uplink_lifecycle() {
         let all = nl.list().await.expect("list all");
         assert!(all.iter().any(|l| l.name == "lo"));
 
-        // A non-persistent tap goes away with its descriptor.
+        // A non-persistent tap goes away with its descriptor (the kernel unregisters it as
+        // the last reference drops, which under load can finish a moment after close).
         drop(fd);
-        assert!(nl.get("ktap-test0").await.expect("get").is_none());
+        wait_gone(&nl, "ktap-test0").await;
 
         // Delete everything of kcore's: nothing marked remains, the rest is untouched.
         nl.create_tap(
