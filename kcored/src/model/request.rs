@@ -285,6 +285,8 @@ impl VmRequest {
             qemu_uid: None,
             autostart: self.autostart,
             seed: None,
+            vmgenid: None,
+            restore: None,
         }
     }
 }
