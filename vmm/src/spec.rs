@@ -263,8 +263,9 @@ pub struct VmSpec {
     /// Given only where the firmware handles the device: see [`crate::argv`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vmgenid: Option<String>,
-    /// The next start restores this memory snapshot (a template's) instead of booting;
-    /// the owner clears it once the VM ran, so later starts boot the guest from its disks.
+    /// A clone: the template whose memory snapshot it started from (its disks read through
+    /// the template's frozen base). Only a start with `pending` set restores; the owner
+    /// clears it before that start, so later starts boot the guest from its disks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreFrom>,
 }
@@ -278,6 +279,13 @@ pub struct RestoreFrom {
     pub memory: PathBuf,
     /// The device state (a migration stream without RAM).
     pub devices: PathBuf,
+    /// The next start restores (the clone's first).
+    #[serde(default)]
+    pub pending: bool,
+    /// The clone is ready when its console matches its ready pattern; else as soon as its
+    /// vCPUs run (the template was taken of a ready guest).
+    #[serde(default)]
+    pub await_ready_pattern: bool,
 }
 
 /// Default guest-ready pattern: a login prompt.
