@@ -32,6 +32,6 @@ pub use image::{ImageInfo, ImageStore, import, normalize_sha256};
 pub use lvm::{LvmBackend, LvmConfig};
 pub use name::validate as validate_name;
 pub use pool::{Pool, PoolConfig, PoolKind};
-pub use runner::{Output, Runner, SystemRunner};
 pub use qemu_img::flatten_to_qcow2;
+pub use runner::{Output, Runner, SystemRunner};
 pub use source::Source;

@@ -85,7 +85,13 @@ fn clones_continue_the_guest_with_their_own_disks_nics_and_survive_kill9() {
     let ns = NetNs::create();
     let mut d = Daemon::start_in_netns(&ns);
     d.kctl(&[
-        "network", "create", "nat1", "--mode", "nat", "--subnet", "10.79.0.0/24",
+        "network",
+        "create",
+        "nat1",
+        "--mode",
+        "nat",
+        "--subnet",
+        "10.79.0.0/24",
     ])
     .expect_ok("network create");
 
@@ -101,7 +107,15 @@ fn clones_continue_the_guest_with_their_own_disks_nics_and_survive_kill9() {
     let before = wait_tick_above(&d, "gold", 2);
 
     let t = d
-        .kctl(&["-o", "json", "template", "create", "tpl", "--from-vm", "gold"])
+        .kctl(&[
+            "-o",
+            "json",
+            "template",
+            "create",
+            "tpl",
+            "--from-vm",
+            "gold",
+        ])
         .expect_ok("template create")
         .json();
     assert_eq!(t["memory_mb"], 128, "{t}");
@@ -141,7 +155,15 @@ fn clones_continue_the_guest_with_their_own_disks_nics_and_survive_kill9() {
     let qemus_before = d.qemu_pids().len();
     let a = d
         .kctl(&[
-            "-o", "json", "vm", "create", "ca", "--template", "tpl", "--nic", "nat1",
+            "-o",
+            "json",
+            "vm",
+            "create",
+            "ca",
+            "--template",
+            "tpl",
+            "--nic",
+            "nat1",
         ])
         .expect_ok("clone a")
         .json();
@@ -167,7 +189,10 @@ fn clones_continue_the_guest_with_their_own_disks_nics_and_survive_kill9() {
         assert!(p.iter().any(|x| x == want), "{want} missing: {p:?}");
     }
     assert!(phases(&b).iter().any(|x| x == "state_loaded"), "{b}");
-    let tl = d.kctl(&["vm", "timeline", "ca"]).expect_ok("timeline").stdout;
+    let tl = d
+        .kctl(&["vm", "timeline", "ca"])
+        .expect_ok("timeline")
+        .stdout;
     assert!(tl.contains("state_loaded"), "{tl}");
     for c in ["ca", "cb"] {
         let first = wait_tick_above(&d, c, 0);
@@ -210,7 +235,10 @@ fn clones_continue_the_guest_with_their_own_disks_nics_and_survive_kill9() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let ip = loop {
         let v = d.vm("ca");
-        if let Some(ip) = v["nics"][0]["ip"].as_str().filter(|s| s.starts_with("10.79.0.")) {
+        if let Some(ip) = v["nics"][0]["ip"]
+            .as_str()
+            .filter(|s| s.starts_with("10.79.0."))
+        {
             break ip.to_string();
         }
         assert!(Instant::now() < deadline, "no lease for ca: {v}");
@@ -219,7 +247,10 @@ fn clones_continue_the_guest_with_their_own_disks_nics_and_survive_kill9() {
     assert!(ns.ping(&ip), "the clone's NIC is on the network ({ip})");
     // A VM with NICs is not taken as a template.
     d.kctl(&["template", "create", "t2", "--from-vm", "ca"])
-        .expect_err("NICs", &["FailedPrecondition", "has NICs", "detach them first"]);
+        .expect_err(
+            "NICs",
+            &["FailedPrecondition", "has NICs", "detach them first"],
+        );
 
     // Its clones keep the template.
     let t = d
@@ -240,7 +271,12 @@ fn clones_continue_the_guest_with_their_own_disks_nics_and_survive_kill9() {
     let a2 = d.wait_status("ca", "VM_STATUS_RUNNING", Duration::from_secs(30));
     assert_eq!(a2["pid"].as_u64(), Some(u64::from(pid_a)), "{a2}");
     assert!(alive(pid_a));
-    d.type_until("ca", "echo ALIVE-$((2*3))", "ALIVE-6", Duration::from_secs(3));
+    d.type_until(
+        "ca",
+        "echo ALIVE-$((2*3))",
+        "ALIVE-6",
+        Duration::from_secs(3),
+    );
     disk_reads(&d, "ca", "AAAA");
     // A new clone after the restart: the template's memory is read again (and checked).
     d.kctl(&["vm", "create", "cc", "--template", "tpl"])
@@ -255,9 +291,11 @@ fn clones_continue_the_guest_with_their_own_disks_nics_and_survive_kill9() {
     assert!(!phases(&cc).iter().any(|x| x == "restore_started"), "{cc}");
 
     for c in ["ca", "cb", "cc"] {
-        d.kctl(&["vm", "delete", c, "--force"]).expect_ok("delete clone");
+        d.kctl(&["vm", "delete", c, "--force"])
+            .expect_ok("delete clone");
     }
-    d.kctl(&["template", "delete", "tpl"]).expect_ok("delete template");
+    d.kctl(&["template", "delete", "tpl"])
+        .expect_ok("delete template");
     assert!(!template_dir(&d, "tpl").exists());
     d.kctl(&["template", "get", "tpl"])
         .expect_err("gone", &["NotFound", "no template tpl"]);
@@ -269,10 +307,15 @@ fn bad_templates_and_clones_are_refused_and_leave_nothing() {
     // Not from a stopped VM, nor an unknown one.
     d.create_guest_run("off", None, "kcore.echo=off", &["--start=false"])
         .expect_ok("create stopped");
-    d.kctl(&["template", "create", "t", "--from-vm", "off"]).expect_err(
-        "stopped source",
-        &["FailedPrecondition", "STOPPED", "a template is taken from a RUNNING VM"],
-    );
+    d.kctl(&["template", "create", "t", "--from-vm", "off"])
+        .expect_err(
+            "stopped source",
+            &[
+                "FailedPrecondition",
+                "STOPPED",
+                "a template is taken from a RUNNING VM",
+            ],
+        );
     d.kctl(&["template", "create", "t", "--from-vm", "nope"])
         .expect_err("unknown VM", &["NotFound"]);
     d.kctl(&["template", "create", "Bad_Name", "--from-vm", "off"])
@@ -283,13 +326,22 @@ fn bad_templates_and_clones_are_refused_and_leave_nothing() {
 
     d.create_guest("src", "kcore.echo=off", &[]);
     d.wait_console("src", "KCORE-GUEST-SHELL", 1, BOOT);
-    d.kctl(&["template", "create", "t", "--from-vm", "src", "--stop-source"])
-        .expect_ok("template with --stop-source");
+    d.kctl(&[
+        "template",
+        "create",
+        "t",
+        "--from-vm",
+        "src",
+        "--stop-source",
+    ])
+    .expect_ok("template with --stop-source");
     assert_eq!(d.vm("src")["status"], "VM_STATUS_STOPPED");
 
     let qemus = d.qemu_pids().len();
     let vms = |d: &Daemon| {
-        d.kctl(&["-o", "json", "vm", "list"]).expect_ok("list").json()["vms"]
+        d.kctl(&["-o", "json", "vm", "list"])
+            .expect_ok("list")
+            .json()["vms"]
             .as_array()
             .map(Vec::len)
             .unwrap_or(0)
@@ -297,20 +349,32 @@ fn bad_templates_and_clones_are_refused_and_leave_nothing() {
     let count = vms(&d);
     d.kctl(&["vm", "create", "c", "--template", "t", "--memory", "256"])
         .expect_err("other memory", &["InvalidArgument", "memory", "128"]);
-    d.kctl(&["vm", "create", "c", "--template", "t", "--vcpu", "1", "--memory", "128"])
-        .expect_ok("same memory, said")
-        .stdout;
-    d.kctl(&["vm", "delete", "c", "--force"]).expect_ok("delete");
+    d.kctl(&[
+        "vm",
+        "create",
+        "c",
+        "--template",
+        "t",
+        "--vcpu",
+        "1",
+        "--memory",
+        "128",
+    ])
+    .expect_ok("same memory, said")
+    .stdout;
+    d.kctl(&["vm", "delete", "c", "--force"])
+        .expect_ok("delete");
 
     // Tampered files: a clear error, no QEMU and no VM left.
     let dir = d.data_dir().join("templates").join("t");
     let dev = dir.join("devices.mig");
     let good = std::fs::read(&dev).expect("devices.mig");
     std::fs::write(&dev, &good[..good.len() / 2]).expect("truncate");
-    d.kctl(&["vm", "create", "c", "--template", "t"]).expect_err(
-        "truncated device state",
-        &["FailedPrecondition", "template t is damaged", "devices.mig"],
-    );
+    d.kctl(&["vm", "create", "c", "--template", "t"])
+        .expect_err(
+            "truncated device state",
+            &["FailedPrecondition", "template t is damaged", "devices.mig"],
+        );
     // Garbage that matches a rewritten template.json: QEMU refuses to load it.
     let mut bad = good.clone();
     for b in bad.iter_mut().skip(64).take(256) {
@@ -356,5 +420,6 @@ fn bad_templates_and_clones_are_refused_and_leave_nothing() {
         "a refused clone left a VM directory"
     );
     // A damaged template can still be deleted.
-    d.kctl(&["template", "delete", "t"]).expect_ok("delete damaged");
+    d.kctl(&["template", "delete", "t"])
+        .expect_ok("delete damaged");
 }

@@ -426,7 +426,8 @@ mod tests {
         let argv = build_argv(&s, &c);
         assert!(!argv.iter().any(|a| a.starts_with("vmgenid")), "{argv:?}");
         assert!(
-            argv.iter().any(|a| a.ends_with("mem-path=/proc/self/fd/7,share=on")),
+            argv.iter()
+                .any(|a| a.ends_with("mem-path=/proc/self/fd/7,share=on")),
             "{argv:?}"
         );
     }

@@ -21,8 +21,7 @@ use crate::convert::{
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
     ImageView, ImportProgress, NetworkDef, NetworkStatus, NetworkView, NicRequest, NodeFacts,
-    NodeInfo, NodeVms, PoolView, TemplateView, VmReport, VmRequest, VmStats, VmUpdate,
-    VolumeView,
+    NodeInfo, NodeVms, PoolView, TemplateView, VmReport, VmRequest, VmStats, VmUpdate, VolumeView,
 };
 
 /// A node's NodeAgent. Cheap to clone.
@@ -359,7 +358,11 @@ impl NodeClient {
             .0
             .list_node_templates(pb::ListTemplatesRequest::default())
             .await?;
-        Ok(r.into_inner().templates.iter().map(template_from_pb).collect())
+        Ok(r.into_inner()
+            .templates
+            .iter()
+            .map(template_from_pb)
+            .collect())
     }
 
     pub async fn delete_template(&mut self, name: &str) -> ApiResult<()> {

@@ -69,11 +69,7 @@ impl Controller {
         let t = self.get_template(name).await?;
         let mut client = self.nodes.client(&t.node)?;
         client.delete_template(&t.name).await?;
-        self.emit_node(
-            "template.deleted",
-            &t.node,
-            format!("{} by {by}", t.name),
-        );
+        self.emit_node("template.deleted", &t.node, format!("{} by {by}", t.name));
         Ok(())
     }
 

@@ -32,9 +32,7 @@ impl Controller {
             wait,
         } = c;
         // A clone goes where its template is, with its vCPUs and memory.
-        let wanted = self
-            .resolve_template(&mut spec, wanted.as_deref())
-            .await?;
+        let wanted = self.resolve_template(&mut spec, wanted.as_deref()).await?;
         spec.validate(None)?;
         if self.store.get_vm(&name)?.is_some() {
             return Err(ApiError::AlreadyExists(format!(

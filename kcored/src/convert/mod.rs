@@ -782,6 +782,7 @@ mod tests {
             "convert/listing.rs",
             "convert/mod.rs",
             "convert/stats.rs",
+            "convert/template.rs",
             "node/convert.rs",
             "node/grpc.rs",
             "node_tls.rs",

@@ -24,35 +24,35 @@ pub(super) async fn plug_nic(
     nic: &Nic,
     tap: OwnedFd,
 ) -> Result<(), VmmError> {
-        let id = &nic.id;
-        qmp.execute_with_fd("getfd", Some(json!({ "fdname": id })), tap.as_fd())
-            .await?;
-        drop(tap);
-        let steps = async {
-            qmp.execute(
-                "netdev_add",
-                Some(json!({ "type": "tap", "id": id, "fd": id, "vhost": false })),
-            )
-            .await?;
-            let mut dev = json!({
-                "driver": nic.model.device(machine),
-                "netdev": id,
-                "mac": nic.mac.to_string(),
-                "id": id,
-            });
-            if let Some(port) = &nic.port {
-                dev["bus"] = json!(port);
-            }
-            qmp.execute_with_timeout("device_add", Some(dev), Duration::from_secs(30))
-                .await?;
-            Ok::<(), VmmError>(())
-        };
-        if let Err(e) = steps.await {
-            // Undo what got in; netdev_add took the fd if it succeeded.
-            let _ = qmp.execute("netdev_del", Some(json!({ "id": id }))).await;
-            let _ = qmp.execute("closefd", Some(json!({ "fdname": id }))).await;
-            return Err(e);
+    let id = &nic.id;
+    qmp.execute_with_fd("getfd", Some(json!({ "fdname": id })), tap.as_fd())
+        .await?;
+    drop(tap);
+    let steps = async {
+        qmp.execute(
+            "netdev_add",
+            Some(json!({ "type": "tap", "id": id, "fd": id, "vhost": false })),
+        )
+        .await?;
+        let mut dev = json!({
+            "driver": nic.model.device(machine),
+            "netdev": id,
+            "mac": nic.mac.to_string(),
+            "id": id,
+        });
+        if let Some(port) = &nic.port {
+            dev["bus"] = json!(port);
         }
+        qmp.execute_with_timeout("device_add", Some(dev), Duration::from_secs(30))
+            .await?;
+        Ok::<(), VmmError>(())
+    };
+    if let Err(e) = steps.await {
+        // Undo what got in; netdev_add took the fd if it succeeded.
+        let _ = qmp.execute("netdev_del", Some(json!({ "id": id }))).await;
+        let _ = qmp.execute("closefd", Some(json!({ "fdname": id }))).await;
+        return Err(e);
+    }
     Ok(())
 }
 

@@ -57,7 +57,10 @@ impl Node {
             id: id.to_string(),
             name: name.to_string(),
             qemu_uid: None,
-            vmgenid: base.vmgenid.as_ref().map(|_| uuid::Uuid::new_v4().to_string()),
+            vmgenid: base
+                .vmgenid
+                .as_ref()
+                .map(|_| uuid::Uuid::new_v4().to_string()),
             ready_pattern: req.ready_pattern.clone().or(base.ready_pattern.clone()),
             restart_policy: req.restart.unwrap_or_default(),
             autostart: req.autostart,

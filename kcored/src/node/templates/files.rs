@@ -88,9 +88,8 @@ pub fn new_memfd(name: &str, size: u64) -> ApiResult<OwnedFd> {
     let cname = std::ffi::CString::new(format!("kcore-template-{name}"))
         .map_err(|e| ApiError::Internal(format!("memfd name: {e}")))?;
     // SAFETY: a valid NUL-terminated name and flags; the result is checked.
-    let fd = unsafe {
-        libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-    };
+    let fd =
+        unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(ApiError::Internal(format!(
             "memfd_create: {}",
@@ -170,10 +169,7 @@ pub fn save_memory(memfd: &OwnedFd, size: u64, path: &Path) -> ApiResult<FileSum
 /// The template's memory in a new sealed memfd, checked against `want`.
 pub fn load_memory(name: &str, path: &Path, want: &FileSum) -> ApiResult<OwnedFd> {
     let from = File::open(path).map_err(|e| damaged(name, format!("{MEMORY}: {e}")))?;
-    let len = from
-        .metadata()
-        .map_err(|e| io_err("stat", path, e))?
-        .len();
+    let len = from.metadata().map_err(|e| io_err("stat", path, e))?.len();
     if len != want.size {
         return Err(damaged(
             name,
@@ -228,7 +224,11 @@ pub fn load_meta(name: &str, dir: &Path) -> ApiResult<TemplateMeta> {
         Ok(m) => {
             return Err(damaged(
                 name,
-                format!("{MEMORY} is {} bytes, {} expected", m.len(), meta.memory.size),
+                format!(
+                    "{MEMORY} is {} bytes, {} expected",
+                    m.len(),
+                    meta.memory.size
+                ),
             ));
         }
         Err(e) => return Err(damaged(name, format!("{MEMORY}: {e}"))),
@@ -275,10 +275,15 @@ mod tests {
         let mut buf = [0u8; 5];
         g.read_exact_at(&mut buf, CHUNK as u64 + 7).expect("read");
         assert_eq!(&buf, b"hello");
-        assert!(g.write_all_at(b"x", 0).is_err(), "a sealed memfd took a write");
+        assert!(
+            g.write_all_at(b"x", 0).is_err(),
+            "a sealed memfd took a write"
+        );
         let mut bad = sum.clone();
         bad.sha256 = "00".into();
-        let e = load_memory("t", &path, &bad).expect_err("tampered").to_string();
+        let e = load_memory("t", &path, &bad)
+            .expect_err("tampered")
+            .to_string();
         assert!(e.contains("template t is damaged"), "{e}");
     }
 }

@@ -302,7 +302,8 @@ impl Node {
             memory,
             devices,
         };
-        let data = serde_json::to_vec_pretty(&meta).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let data =
+            serde_json::to_vec_pretty(&meta).map_err(|e| ApiError::Internal(e.to_string()))?;
         crate::atomic_file::atomic_write(&tmp.join(META), &data, 0o600)
             .map_err(|e| io_err("write", &tmp.join(META), e))?;
         std::fs::rename(tmp, &dir).map_err(|e| io_err("rename", tmp, e))?;
@@ -335,9 +336,18 @@ impl Node {
             .disks
             .iter()
             .zip(&helper.disks)
-            .map(|(s, h)| (s.path.clone(), h.path.clone(), Some(volume_format(s.format))))
+            .map(|(s, h)| {
+                (
+                    s.path.clone(),
+                    h.path.clone(),
+                    Some(volume_format(s.format)),
+                )
+            })
             .collect();
-        for (from, to) in [(&spec.seed, &helper.seed), (&spec.uefi_vars, &helper.uefi_vars)] {
+        for (from, to) in [
+            (&spec.seed, &helper.seed),
+            (&spec.uefi_vars, &helper.uefi_vars),
+        ] {
             if let (Some(f), Some(t)) = (from, to) {
                 copies.push((f.clone(), t.clone(), None));
             }
@@ -396,11 +406,7 @@ impl Node {
         let mut v: Vec<String> = self
             .read_vms()
             .values()
-            .filter(|vm| {
-                vm.spec()
-                    .restore
-                    .is_some_and(|r| r.template == name)
-            })
+            .filter(|vm| vm.spec().restore.is_some_and(|r| r.template == name))
             .map(|vm| vm.name().to_string())
             .collect();
         v.sort();
