@@ -360,8 +360,7 @@ fn bad_templates_and_clones_are_refused_and_leave_nothing() {
         "--memory",
         "128",
     ])
-    .expect_ok("same memory, said")
-    .stdout;
+    .expect_ok("same memory, said");
     d.kctl(&["vm", "delete", "c", "--force"])
         .expect_ok("delete");
 
