@@ -48,6 +48,9 @@ pub struct Templates {
     making: Mutex<HashSet<String>>,
 }
 
+/// In a template being made: the uuid of its helper QEMU.
+const HELPER: &str = "helper.uuid";
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -61,11 +64,18 @@ impl Templates {
         let root = data_dir.join("templates");
         std::fs::create_dir_all(&root)?;
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))?;
-        // A template whose making was cut short by a daemon crash.
+        // A template whose making was cut short by a daemon crash: its helper QEMU (if
+        // it still runs) and its directory go.
         for e in std::fs::read_dir(&root)?.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
             if n.starts_with('.') && n.ends_with(".new") {
                 tracing::warn!(dir = %e.path().display(), "removing a template the daemon did not finish");
+                if let Ok(id) = std::fs::read_to_string(e.path().join(HELPER))
+                    && let Some(pid) = kcore_vmm::process::find_qemu(id.trim())
+                {
+                    tracing::warn!(pid, "killing the helper QEMU of an unfinished template");
+                    let _ = kcore_vmm::process::kill_pid(pid, nix::sys::signal::Signal::SIGKILL);
+                }
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
@@ -243,6 +253,7 @@ impl Node {
             .map_err(|e| io_err("chmod", tmp, e))?;
         let id = uuid::Uuid::new_v4().to_string();
         let helper_spec = template_spec(spec, &id, name, tmp);
+        std::fs::write(tmp.join(HELPER), &id).map_err(|e| io_err("write", &tmp.join(HELPER), e))?;
 
         // 1-3: the source's state and disks, while it is paused.
         vm.pause().await?;
@@ -281,6 +292,7 @@ impl Node {
             let m = files::save_memory(&fd, size, &t.join(MEMORY))?;
             let d = files::sum_file(&t.join(DEVICES))?;
             let _ = std::fs::remove_file(t.join("full.mig"));
+            let _ = std::fs::remove_file(t.join(HELPER));
             Ok((m, d, fd))
         })
         .await?;
