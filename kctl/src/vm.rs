@@ -182,6 +182,7 @@ pub fn describe(vm: &Vm) -> String {
         ("Machine", output::machine(spec.machine)),
         ("Firmware", output::firmware(spec.firmware)),
         ("Image", spec.image.clone()),
+        ("Template", spec.template.clone()),
         ("Kernel", spec.kernel.clone()),
         ("Initrd", spec.initrd.clone()),
         ("Cmdline", spec.cmdline.clone()),

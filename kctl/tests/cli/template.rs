@@ -94,6 +94,8 @@ fn vm_create_from_a_template() {
     // kctl sends no vCPUs or memory: the template's are the clone's.
     assert_eq!(json["spec"]["template"], "web-tpl");
     assert_eq!(json["memory_mb"], 512);
+    let out = ok(&server.kctl(&["vm", "create", "c1b", "--template", "web-tpl"]));
+    assert!(out.contains("c1b"), "{out}");
     let err = failed(&server.kctl(&["vm", "create", "c2", "--template", "nope"]));
     assert_eq!(
         err,

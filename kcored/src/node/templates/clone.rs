@@ -217,3 +217,39 @@ fn qcow2_size(path: &Path) -> ApiResult<u64> {
     size.copy_from_slice(&h[24..32]);
     Ok(u64::from_be_bytes(size))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(machine: &str, disk_ports: &[Option<&str>], nics: usize) -> VmSpec {
+        let disks: Vec<_> = disk_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| serde_json::json!({"id": format!("disk{i}"), "path": "/x", "format": "qcow2", "port": p}))
+            .collect();
+        let nics: Vec<_> = (0..nics)
+            .map(|i| serde_json::json!({"id": format!("net{i}"), "mac": format!("52:54:00:00:00:0{i}")}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "id": "c", "name": "c", "vcpus": 1, "memory_mib": 128, "machine": machine,
+            "disks": disks, "nics": nics,
+        }))
+        .expect("a spec")
+    }
+
+    #[test]
+    fn clone_nics_take_the_hotplug_ports_the_disks_left() {
+        let mut s = spec("q35", &[None, Some("hp0")], 2);
+        place_nics(&mut s).expect("room");
+        let ports: Vec<_> = s.nics.iter().map(|n| n.port.as_deref()).collect();
+        assert_eq!(ports, [Some("hp1"), Some("hp2")]);
+        let mut s = spec("q35", &[Some("hp1")], 4);
+        let e = place_nics(&mut s).expect_err("no room").to_string();
+        assert!(e.contains("4 NICs do not fit"), "{e}");
+        // pc hot-plugs onto its root bus.
+        let mut s = spec("pc", &[], 3);
+        place_nics(&mut s).expect("pc");
+        assert!(s.nics.iter().all(|n| n.port.is_none()));
+    }
+}
