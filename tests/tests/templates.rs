@@ -349,6 +349,35 @@ fn bad_templates_and_clones_are_refused_and_leave_nothing() {
     let count = vms(&d);
     d.kctl(&["vm", "create", "c", "--template", "t", "--memory", "256"])
         .expect_err("other memory", &["InvalidArgument", "memory", "128"]);
+    // A clone runs on its template's node, or nowhere.
+    d.kctl(&[
+        "vm",
+        "create",
+        "c",
+        "--template",
+        "t",
+        "--node",
+        "elsewhere",
+    ])
+    .expect_err(
+        "another node",
+        &[
+            "InvalidArgument",
+            "template t is on node node1",
+            "not on node elsewhere",
+        ],
+    );
+    d.kctl(&["node", "cordon", "node1"]).expect_ok("cordon");
+    d.kctl(&["vm", "create", "c", "--template", "t"])
+        .expect_err(
+            "template's node cordoned",
+            &[
+                "FailedPrecondition",
+                "a clone runs on its template's node node1",
+                "cordoned",
+            ],
+        );
+    d.kctl(&["node", "uncordon", "node1"]).expect_ok("uncordon");
     d.kctl(&[
         "vm",
         "create",

@@ -58,11 +58,18 @@ impl Controller {
             }
             r => r,
         }
-        .map_err(|e| match (&template_node, e) {
-            (Some(n), ApiError::ResourceExhausted(why)) => ApiError::ResourceExhausted(format!(
-                "a clone runs on its template's node {n}, which cannot take it: {why}"
-            )),
-            (_, e) => e,
+        .map_err(|e| match &template_node {
+            Some(n) => {
+                let why = |w: String| {
+                    format!("a clone runs on its template's node {n}, which cannot take it: {w}")
+                };
+                match e {
+                    ApiError::ResourceExhausted(w) => ApiError::ResourceExhausted(why(w)),
+                    ApiError::FailedPrecondition(w) => ApiError::FailedPrecondition(why(w)),
+                    e => e,
+                }
+            }
+            None => e,
         })?;
         let mut client = self.nodes.client(&node)?;
         let now = now_rfc3339();
