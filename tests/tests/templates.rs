@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kcore_tests::{Daemon, NetNs, alive};
+use kcore_tests::cluster::{Kcored, start_node, wait_until};
+use kcore_tests::{Daemon, NetNs, alive, guest};
 use serde_json::Value;
 
 const BOOT: Duration = Duration::from_secs(90);
@@ -297,6 +298,10 @@ fn clones_continue_the_guest_with_their_own_disks_nics_and_survive_kill9() {
     d.kctl(&["template", "delete", "tpl"])
         .expect_ok("delete template");
     assert!(!template_dir(&d, "tpl").exists());
+    let ev = d.kctl(&["events"]).expect_ok("events").stdout;
+    for kind in ["template.created", "template.deleted"] {
+        assert!(ev.contains(kind), "no {kind}: {ev}");
+    }
     d.kctl(&["template", "get", "tpl"])
         .expect_err("gone", &["NotFound", "no template tpl"]);
 }
@@ -450,4 +455,96 @@ fn bad_templates_and_clones_are_refused_and_leave_nothing() {
     // A damaged template can still be deleted.
     d.kctl(&["template", "delete", "t"])
         .expect_ok("delete damaged");
+}
+
+#[test]
+fn in_a_cluster_a_clone_goes_to_its_templates_node() {
+    let ctl = Kcored::start(&[
+        "controller",
+        "--heartbeat-interval",
+        "0.5",
+        "--node-timeout",
+        "2",
+    ]);
+    let nodes: Vec<Kcored> = ["n1", "n2"]
+        .iter()
+        .map(|n| {
+            start_node(
+                &ctl,
+                n,
+                &ctl.join_token(),
+                &["--cpus", "2", "--memory", "2048"],
+            )
+        })
+        .collect();
+    wait_until(
+        60,
+        "two READY nodes",
+        || ctl.ready_nodes() == ["n1", "n2"],
+        || ctl.log(),
+    );
+    let g = guest();
+    ctl.admin(&[
+        "vm",
+        "create",
+        "gold",
+        "--vcpu",
+        "1",
+        "--memory",
+        "128",
+        "--node",
+        "n2",
+        "--kernel",
+        g.kernel.to_str().expect("utf-8"),
+        "--initrd",
+        g.initrd.to_str().expect("utf-8"),
+        "--cmdline",
+        "console=ttyS0 quiet kcore.echo=off",
+        "--ready-pattern",
+        "KCORE-GUEST-READY",
+    ])
+    .expect_ok("gold on n2");
+    wait_until(
+        BOOT.as_secs(),
+        "gold ready",
+        || {
+            ctl.admin(&["vm", "timeline", "gold"])
+                .stdout
+                .contains("guest_ready")
+        },
+        || nodes[1].log(),
+    );
+    let t = ctl
+        .admin(&["-o", "json", "template", "create", "t", "--from-vm", "gold"])
+        .expect_ok("template")
+        .json();
+    assert_eq!(t["node"], "n2", "{t}");
+    assert!(nodes[1].dir.path().join("data/templates/t").is_dir());
+    assert!(!nodes[0].dir.path().join("data/templates/t").exists());
+    // Placement would spread VMs; a clone goes where its template is.
+    for c in ["c1", "c2"] {
+        let v = ctl
+            .admin(&["-o", "json", "vm", "create", c, "--template", "t"])
+            .expect_ok("clone")
+            .json();
+        assert_eq!(v["node"], "n2", "{v}");
+        assert_eq!(v["status"], "VM_STATUS_RUNNING", "{v}");
+    }
+    ctl.admin(&["vm", "create", "c3", "--template", "t", "--node", "n1"])
+        .expect_err(
+            "clone elsewhere",
+            &[
+                "InvalidArgument",
+                "template t is on node n2",
+                "not on node n1",
+            ],
+        );
+    let list = ctl
+        .admin(&["-o", "json", "template", "list", "--node", "n1"])
+        .expect_ok("n1's templates")
+        .json();
+    assert!(
+        list["templates"].as_array().is_none_or(Vec::is_empty),
+        "{list}"
+    );
 }
