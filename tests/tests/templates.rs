@@ -308,7 +308,9 @@ fn clones_continue_the_guest_with_their_own_disks_nics_and_survive_kill9() {
 
 #[test]
 fn bad_templates_and_clones_are_refused_and_leave_nothing() {
-    let d = Daemon::start();
+    // SeaBIOS instead of qboot for direct kernel boot: the VMs get a vmgenid device (qboot
+    // hangs on it), and a clone a new generation id.
+    let d = Daemon::start_with(&["--kernel-boot-bios", ""]);
     // Not from a stopped VM, nor an unknown one.
     d.create_guest_run("off", None, "kcore.echo=off", &["--start=false"])
         .expect_ok("create stopped");
@@ -383,18 +385,41 @@ fn bad_templates_and_clones_are_refused_and_leave_nothing() {
             ],
         );
     d.kctl(&["node", "uncordon", "node1"]).expect_ok("uncordon");
-    d.kctl(&[
-        "vm",
-        "create",
-        "c",
-        "--template",
-        "t",
-        "--vcpu",
-        "1",
-        "--memory",
-        "128",
-    ])
-    .expect_ok("same memory, said");
+    let c = d
+        .kctl(&[
+            "-o",
+            "json",
+            "vm",
+            "create",
+            "c",
+            "--template",
+            "t",
+            "--vcpu",
+            "1",
+            "--memory",
+            "128",
+        ])
+        .expect_ok("same memory, said")
+        .json();
+    let argv = |vm: &Value| {
+        let id = vm["id"].as_str().expect("id");
+        std::fs::read_to_string(d.run_dir().join("vms").join(id).join("qemu.argv"))
+            .expect("qemu.argv")
+    };
+    let guid = |argv: &str| {
+        argv.lines()
+            .find_map(|l| l.strip_prefix("vmgenid,guid="))
+            .map(|g| g.split(',').next().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("no vmgenid in {argv}"))
+    };
+    let src = d.vm("src");
+    let clone_argv = argv(&c);
+    assert_ne!(
+        guid(&argv(&src)),
+        guid(&clone_argv),
+        "a clone's generation id is new"
+    );
+    assert!(clone_argv.contains("\n-incoming\ndefer\n"), "{clone_argv}");
     d.kctl(&["vm", "delete", "c", "--force"])
         .expect_ok("delete");
 
