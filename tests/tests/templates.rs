@@ -310,7 +310,7 @@ fn clones_continue_the_guest_with_their_own_disks_nics_and_survive_kill9() {
 fn bad_templates_and_clones_are_refused_and_leave_nothing() {
     // SeaBIOS instead of qboot for direct kernel boot: the VMs get a vmgenid device (qboot
     // hangs on it), and a clone a new generation id.
-    let d = Daemon::start_with(&["--kernel-boot-bios", ""]);
+    let mut d = Daemon::start_with(&["--kernel-boot-bios", ""]);
     // Not from a stopped VM, nor an unknown one.
     d.create_guest_run("off", None, "kcore.echo=off", &["--start=false"])
         .expect_ok("create stopped");
@@ -421,6 +421,24 @@ fn bad_templates_and_clones_are_refused_and_leave_nothing() {
     );
     assert!(clone_argv.contains("\n-incoming\ndefer\n"), "{clone_argv}");
     d.kctl(&["vm", "delete", "c", "--force"])
+        .expect_ok("delete");
+    // A clone defined but never started restores at its first start, autostart included.
+    d.kctl(&[
+        "vm",
+        "create",
+        "auto",
+        "--template",
+        "t",
+        "--start=false",
+        "--autostart",
+    ])
+    .expect_ok("define a clone");
+    d.kill9();
+    std::fs::remove_file(d.run_dir().join("autostarted")).expect("the autostart marker");
+    d.restart();
+    let v = d.wait_status("auto", "VM_STATUS_RUNNING", Duration::from_secs(30));
+    assert!(phases(&v).iter().any(|p| p == "state_loaded"), "{v}");
+    d.kctl(&["vm", "delete", "auto", "--force"])
         .expect_ok("delete");
 
     // Tampered files: a clear error, no QEMU and no VM left.
