@@ -44,6 +44,8 @@ pub const READ_METHODS: &[&str] = &[
     "ListNetworks",
     "GetNetwork",
     "GetVMStats",
+    "ListTemplates",
+    "GetTemplate",
 ];
 
 /// Methods of `kcore.v1.KcoreService` a node may call.

@@ -111,7 +111,7 @@ impl ApiError {
                 VmmError::Network(_) | VmmError::NicOpen(_) => Code::FailedPrecondition,
                 VmmError::WrongState { .. } => Code::FailedPrecondition,
                 VmmError::NotFound(_) => Code::NotFound,
-                VmmError::QemuStart(_) => Code::FailedPrecondition,
+                VmmError::QemuStart(_) | VmmError::Migration(_) => Code::FailedPrecondition,
                 VmmError::AlreadyRunning { .. } => Code::FailedPrecondition,
                 VmmError::QmpTimeout { .. } => Code::DeadlineExceeded,
                 VmmError::QmpClosed => Code::Unavailable,

@@ -50,6 +50,9 @@ pub enum Command {
     /// Networks VMs' NICs join (nat, or a host bridge).
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Memory-snapshot templates VMs start from (`vm create --template`).
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// Client certificates of the cluster PKI (admin only).
     #[command(subcommand)]
     Cert(CertCommand),
@@ -252,12 +255,18 @@ external kernel); the server rejects a VM with neither."
 pub struct CreateArgs {
     /// VM name: [a-z0-9][a-z0-9-]{0,62}.
     pub name: String,
-    /// Number of vCPUs (the server checks it against the node).
-    #[arg(long)]
-    pub vcpu: u32,
-    /// Memory in MiB (suffixes M/MiB, G/GiB are accepted too: 2G).
-    #[arg(long, value_name = "MiB", value_parser = parse_mib)]
-    pub memory: u32,
+    /// Number of vCPUs (the server checks it against the node; with --template: the
+    /// template's, which is the default).
+    #[arg(long, required_unless_present = "template")]
+    pub vcpu: Option<u32>,
+    /// Memory in MiB (suffixes M/MiB, G/GiB are accepted too: 2G; with --template: the
+    /// template's, which is the default).
+    #[arg(long, value_name = "MiB", value_parser = parse_mib, required_unless_present = "template")]
+    pub memory: Option<u32>,
+    /// Start from this memory-snapshot template instead of booting (on its node; its
+    /// machine, disks and memory; NICs of its own, hot-plugged): see `kctl template`.
+    #[arg(long, value_name = "TEMPLATE", conflicts_with_all = ["image", "kernel", "disks", "machine", "firmware"])]
+    pub template: Option<String>,
     /// Place the VM on this node (default: the scheduler picks).
     #[arg(long)]
     pub node: Option<String>,
@@ -627,6 +636,41 @@ pub enum VolumeCommand {
         /// The node it is on (needed only when several nodes have a volume of that name).
         #[arg(long)]
         node: Option<String>,
+    },
+}
+
+/// `kctl template ...`.
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Take a template of a RUNNING, ready VM without NICs: its memory, device state and a
+    /// frozen copy of its disks, on its node. The VM pauses meanwhile, then runs on.
+    Create {
+        /// The template's name: [a-z0-9][a-z0-9-]{0,62}.
+        name: String,
+        /// The VM to take it of.
+        #[arg(long, value_name = "VM")]
+        from_vm: String,
+        /// Stop the VM once its state is saved instead of letting it run on.
+        #[arg(long)]
+        stop_source: bool,
+    },
+    /// List templates.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only templates on this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Show one template, with its clones.
+    Get {
+        /// The template's name.
+        name: String,
+    },
+    /// Delete a template (refused while VMs cloned from it exist).
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// The template's name.
+        name: String,
     },
 }
 

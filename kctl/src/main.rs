@@ -19,6 +19,7 @@ mod parse_props;
 mod progress;
 mod qmp;
 mod storage;
+mod template;
 mod vm;
 
 use std::process::ExitCode;
@@ -28,7 +29,8 @@ use clap::{CommandFactory, Parser};
 use kcore_client::endpoint;
 
 use cli::{
-    CertCommand, Cli, Command, ImageCommand, NodeCommand, PoolCommand, VmCommand, VolumeCommand,
+    CertCommand, Cli, Command, ImageCommand, NodeCommand, PoolCommand, TemplateCommand, VmCommand,
+    VolumeCommand,
 };
 use network::NetworkCommand;
 
@@ -171,6 +173,16 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Volume(VolumeCommand::Delete { name, pool, node }) => {
             storage::delete_volume(&client, name, pool, node).await
         }
+        Command::Template(command) => match command {
+            TemplateCommand::Create {
+                name,
+                from_vm,
+                stop_source,
+            } => template::create(&client, format, name, from_vm, stop_source).await,
+            TemplateCommand::List { node } => template::list(&client, format, node).await,
+            TemplateCommand::Get { name } => template::get(&client, format, name).await,
+            TemplateCommand::Delete { name } => template::delete(&client, name).await,
+        },
         Command::Network(command) => match command {
             NetworkCommand::Create(args) => network::create(&client, format, args).await,
             NetworkCommand::List => network::list(&client, format).await,

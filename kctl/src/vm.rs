@@ -26,8 +26,9 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest> {
             .with_context(|| format!("--ready-pattern {pattern:?} is not a valid regex"))?;
     }
     let spec = VmSpec {
-        vcpu: args.vcpu,
-        memory_mb: args.memory,
+        vcpu: args.vcpu.unwrap_or(0),
+        memory_mb: args.memory.unwrap_or(0),
+        template: args.template.clone().unwrap_or_default(),
         machine: args
             .machine
             .map_or(MachineType::Unspecified, MachineType::from) as i32,
@@ -181,6 +182,7 @@ pub fn describe(vm: &Vm) -> String {
         ("Machine", output::machine(spec.machine)),
         ("Firmware", output::firmware(spec.firmware)),
         ("Image", spec.image.clone()),
+        ("Template", spec.template.clone()),
         ("Kernel", spec.kernel.clone()),
         ("Initrd", spec.initrd.clone()),
         ("Cmdline", spec.cmdline.clone()),

@@ -128,3 +128,26 @@ pub fn convert_into_device(
     ])?;
     Ok(())
 }
+
+/// `qemu-img convert -U -f FMT -O qcow2 SRC DEST`: a standalone qcow2 copy of a disk (its
+/// backing chain read through and flattened into it); `-U` reads a disk a paused QEMU still
+/// has open (the caller makes sure nothing writes it meanwhile).
+pub fn flatten_to_qcow2(
+    runner: &dyn Runner,
+    src: &Path,
+    src_format: VolumeFormat,
+    dest: &Path,
+) -> Result<(), StorageError> {
+    runner.run(&[
+        "qemu-img".to_string(),
+        "convert".into(),
+        "-U".into(),
+        "-f".into(),
+        src_format.as_str().into(),
+        "-O".into(),
+        "qcow2".into(),
+        path_arg(src),
+        path_arg(dest),
+    ])?;
+    Ok(())
+}

@@ -16,7 +16,7 @@ mod mac;
 mod names;
 
 pub use mac::{KCORE_OUI, MacAddr};
-pub use names::{ImageName, NetworkName, NodeName, PoolName, VmName, VolumeName};
+pub use names::{ImageName, NetworkName, NodeName, PoolName, TemplateName, VmName, VolumeName};
 
 /// Why a name or an address was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -173,6 +173,13 @@ name_type!(
     "image",
     path_component
 );
+name_type!(
+    /// A template's name, unique in the cluster: `[a-z0-9][a-z0-9-]{0,62}` (its directory
+    /// on its node).
+    TemplateName,
+    "template",
+    dns_label
+);
 
 #[cfg(test)]
 mod tests {

@@ -50,6 +50,31 @@ pub struct LaunchConfig {
     pub uefi_vars_fd: Option<i32>,
     /// File descriptor number inside QEMU of the seed image (`VmSpec::seed`), read-only.
     pub seed_fd: Option<i32>,
+    /// Guest RAM in a file the daemon opened (a template's memory), instead of anonymous
+    /// memory: see [`MemoryFd`].
+    pub memory: Option<MemoryFd>,
+    /// `-incoming defer`: QEMU waits for `migrate-incoming` (a restore) instead of booting.
+    pub incoming: bool,
+}
+
+/// Guest RAM backed by a file the daemon hands over as descriptor `fd`. QEMU 7.2's
+/// `memory-backend-file` opens `mem-path` itself (plain `open`, not `/dev/fdset`), so the
+/// path is the descriptor's `/proc/self/fd/N`. `shared`: `share=on` (writes reach the file,
+/// for making a template); else `share=off`, a private copy-on-write mapping (a clone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryFd {
+    pub fd: i32,
+    pub shared: bool,
+}
+
+/// The id of a machine's RAM block when QEMU makes it from `-m` alone: a file backend given
+/// to `-machine memory-backend=` must have this id, or a migration stream of a VM started
+/// with `-m` names a RAM block the restoring QEMU does not have.
+pub fn default_ram_id(machine: MachineType) -> &'static str {
+    match machine {
+        MachineType::Microvm => "microvm.ram",
+        MachineType::Q35 | MachineType::Pc => "pc.ram",
+    }
 }
 
 /// The descriptors of one disk inside QEMU.
@@ -97,6 +122,19 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
     let mut machine = machine_arg(spec.machine, cfg.accel);
     if uefi.is_some() {
         machine.push_str(",pflash0=pflash0,pflash1=pflash1");
+    }
+    if let Some(m) = cfg.memory {
+        let id = default_ram_id(spec.machine);
+        machine.push_str(&format!(",memory-backend={id}"));
+        push(&[
+            "-object",
+            &format!(
+                "memory-backend-file,id={id},size={}M,mem-path=/proc/self/fd/{},share={}",
+                spec.memory_mib,
+                m.fd,
+                if m.shared { "on" } else { "off" }
+            ),
+        ]);
     }
     push(&["-machine", &machine]);
     if cfg.accel == Accel::Kvm {
@@ -232,6 +270,14 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
         ]);
     }
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+    // qboot (a `-bios` for direct kernel boot) hangs on the table-loader command vmgenid
+    // needs (measured with QEMU 7.2): only SeaBIOS and OVMF get the device.
+    if let Some(g) = &spec.vmgenid
+        && spec.machine != MachineType::Microvm
+        && cfg.bios.is_none()
+    {
+        push(&["-device", &format!("vmgenid,guid={g},id=vmgenid0")]);
+    }
     // The daemon opened the taps; QEMU only gets their descriptors (no vhost: an
     // unprivileged QEMU cannot open /dev/vhost-net).
     for (n, fd) in spec.nics.iter().zip(&cfg.nic_fds) {
@@ -257,6 +303,9 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
         if !cmdline.is_empty() {
             push(&["-append", &cmdline]);
         }
+    }
+    if cfg.incoming {
+        push(&["-incoming", "defer"]);
     }
     if cfg.sandbox {
         push(&["-sandbox", SANDBOX]);
@@ -309,6 +358,8 @@ mod tests {
             qemu_uid: None,
             autostart: false,
             seed: None,
+            vmgenid: None,
+            restore: None,
         }
     }
 
@@ -325,6 +376,8 @@ mod tests {
             disk_fds: Vec::new(),
             uefi_vars_fd: None,
             seed_fd: None,
+            memory: None,
+            incoming: false,
         }
     }
 
@@ -349,6 +402,33 @@ mod tests {
         golden(
             "q35-tcg",
             &build_argv(&spec(MachineType::Q35), &cfg(Accel::Tcg)),
+        );
+    }
+
+    #[test]
+    fn a_clone_maps_its_template_privately_and_waits_for_its_state() {
+        let mut s = spec(MachineType::Q35);
+        s.vmgenid = Some("6c1b1ad3-43c5-4a9e-8f33-7f3f7c2c1a10".into());
+        let mut c = cfg(Accel::Tcg);
+        c.memory = Some(MemoryFd {
+            fd: 7,
+            shared: false,
+        });
+        c.incoming = true;
+        let argv = build_argv(&s, &c);
+        golden("q35-clone", &argv);
+        // qboot gets no vmgenid (it hangs on the device's table-loader command).
+        c.bios = Some("/usr/share/qemu/qboot.rom".into());
+        c.memory = Some(MemoryFd {
+            fd: 7,
+            shared: true,
+        });
+        let argv = build_argv(&s, &c);
+        assert!(!argv.iter().any(|a| a.starts_with("vmgenid")), "{argv:?}");
+        assert!(
+            argv.iter()
+                .any(|a| a.ends_with("mem-path=/proc/self/fd/7,share=on")),
+            "{argv:?}"
         );
     }
 

@@ -69,6 +69,10 @@ pub enum VmmError {
     #[error("a QEMU of this VM is still running (pid {pid}): not starting a second one")]
     AlreadyRunning { pid: u32 },
 
+    /// A migration (a memory snapshot saved or restored) failed; QEMU's own reason.
+    #[error("migration failed: {0}")]
+    Migration(String),
+
     /// No QEMU with that id is known.
     #[error("no such VM {0}")]
     NotFound(String),

@@ -258,6 +258,34 @@ pub struct VmSpec {
     /// the disks, QEMU gets it as a descriptor the owner opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<PathBuf>,
+    /// The VM generation id QEMU's `vmgenid` device shows the guest (a uuid): a clone
+    /// gets a new one, so the guest knows it was copied (Linux >= 5.18 reseeds its RNG).
+    /// Given only where the firmware handles the device: see [`crate::argv`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmgenid: Option<String>,
+    /// A clone: the template whose memory snapshot it started from (its disks read through
+    /// the template's frozen base). Only a start with `pending` set restores; the owner
+    /// clears it before that start, so later starts boot the guest from its disks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreFrom>,
+}
+
+/// Where a clone's first start comes from: a template's files on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreFrom {
+    /// The template's name (the owner's label).
+    pub template: String,
+    /// The guest's memory, mapped copy-on-write (QEMU gets a descriptor, never the path).
+    pub memory: PathBuf,
+    /// The device state (a migration stream without RAM).
+    pub devices: PathBuf,
+    /// The next start restores (the clone's first).
+    #[serde(default)]
+    pub pending: bool,
+    /// The clone is ready when its console matches its ready pattern; else as soon as its
+    /// vCPUs run (the template was taken of a ready guest).
+    #[serde(default)]
+    pub await_ready_pattern: bool,
 }
 
 /// Default guest-ready pattern: a login prompt.
@@ -480,6 +508,8 @@ mod tests {
             qemu_uid: None,
             autostart: false,
             seed: None,
+            vmgenid: None,
+            restore: None,
         }
     }
     const HOST: HostLimits = HostLimits {

@@ -16,6 +16,10 @@ pub enum Phase {
     NetworkReady,
     QemuExec,
     QmpReady,
+    /// A clone: QEMU was asked to load its template's device state.
+    RestoreStarted,
+    /// A clone: the device state is loaded (its memory is the template's, mapped).
+    StateLoaded,
     VcpusRunning,
     FirstConsoleByte,
     GuestReady,
@@ -28,6 +32,8 @@ impl Phase {
             Phase::NetworkReady => "network_ready",
             Phase::QemuExec => "qemu_exec",
             Phase::QmpReady => "qmp_ready",
+            Phase::RestoreStarted => "restore_started",
+            Phase::StateLoaded => "state_loaded",
             Phase::VcpusRunning => "vcpus_running",
             Phase::FirstConsoleByte => "first_console_byte",
             Phase::GuestReady => "guest_ready",

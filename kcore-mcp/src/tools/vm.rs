@@ -757,6 +757,7 @@ async fn create(ctx: Ctx, a: CreateArgs) -> Result<Done<VmDetail>, ToolError> {
             .collect(),
         firmware: firmware as i32,
         root_pool: String::new(),
+        template: String::new(),
         nics: a
             .networks
             .unwrap_or_default()

@@ -16,7 +16,7 @@ use super::storage::{DiskOp, ImportRequest};
 use crate::caller::Requester;
 use crate::convert::{
     cert_to_pb, cluster_network_to_pb, event_to_pb, image_to_pb, network_request_from_pb,
-    node_to_pb, pool_to_pb, progress_to_pb, vm_to_pb, volume_to_pb,
+    node_to_pb, pool_to_pb, progress_to_pb, template_to_pb, vm_to_pb, volume_to_pb,
 };
 use crate::error::ApiError;
 use kcore_types::ImageName;
@@ -320,6 +320,48 @@ impl KcoreService for KcoreApi {
             .create_volume(&by, &r.name, &r.pool, r.size_gb, &r.node)
             .await?;
         Ok(Response::new(volume_to_pb(&v)))
+    }
+
+    async fn create_template(
+        &self,
+        req: Request<pb::CreateTemplateRequest>,
+    ) -> Result<Response<pb::Template>, Status> {
+        let by = Requester::of(&req);
+        let r = req.into_inner();
+        let t = self
+            .ctl
+            .create_template(&by, &r.name, &r.from_vm, r.stop_source)
+            .await?;
+        Ok(Response::new(template_to_pb(&t)))
+    }
+
+    async fn list_templates(
+        &self,
+        req: Request<pb::ListTemplatesRequest>,
+    ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
+        let templates = self.ctl.list_templates(&req.into_inner().node).await?;
+        Ok(Response::new(pb::ListTemplatesResponse {
+            templates: templates.iter().map(template_to_pb).collect(),
+        }))
+    }
+
+    async fn get_template(
+        &self,
+        req: Request<pb::GetTemplateRequest>,
+    ) -> Result<Response<pb::Template>, Status> {
+        let t = self.ctl.get_template(&req.into_inner().name).await?;
+        Ok(Response::new(template_to_pb(&t)))
+    }
+
+    async fn delete_template(
+        &self,
+        req: Request<pb::DeleteTemplateRequest>,
+    ) -> Result<Response<pb::DeleteTemplateResponse>, Status> {
+        let by = Requester::of(&req);
+        self.ctl
+            .delete_template(&by, &req.into_inner().name)
+            .await?;
+        Ok(Response::new(pb::DeleteTemplateResponse {}))
     }
 
     async fn delete_volume(

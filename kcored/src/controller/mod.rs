@@ -13,6 +13,7 @@ pub mod reconcile;
 pub mod schedule;
 pub mod storage;
 pub mod store;
+pub mod templates;
 mod update;
 pub mod vms;
 

@@ -15,12 +15,13 @@ use crate::caller::Caller;
 use crate::convert::{
     image_from_pb, network_def_to_pb, network_status_from_pb, network_view_from_pb,
     node_facts_from_pb, node_info_from_pb, node_vms_from_pb, pool_from_pb, progress_from_pb,
-    report_from_pb, request_to_pb, update_to_pb, vm_stats_from_pb, volume_from_pb,
+    report_from_pb, request_to_pb, template_from_pb, update_to_pb, vm_stats_from_pb,
+    volume_from_pb,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
     ImageView, ImportProgress, NetworkDef, NetworkStatus, NetworkView, NicRequest, NodeFacts,
-    NodeInfo, NodeVms, PoolView, VmReport, VmRequest, VmStats, VmUpdate, VolumeView,
+    NodeInfo, NodeVms, PoolView, TemplateView, VmReport, VmRequest, VmStats, VmUpdate, VolumeView,
 };
 
 /// A node's NodeAgent. Cheap to clone.
@@ -334,7 +335,45 @@ impl NodeClient {
         r.into_inner().volumes.iter().map(volume_from_pb).collect()
     }
 
-    /// Delete volume `name` of `pool` (which no VM may use).
+    /// Take template `name` of VM `vm` (its id) on the node.
+    pub async fn create_template(
+        &mut self,
+        name: &str,
+        vm: &str,
+        stop_source: bool,
+    ) -> ApiResult<TemplateView> {
+        let r = self
+            .0
+            .create_node_template(pb::CreateNodeTemplateRequest {
+                name: name.to_string(),
+                vm: vm.to_string(),
+                stop_source,
+            })
+            .await?;
+        Ok(template_from_pb(&r.into_inner()))
+    }
+
+    pub async fn list_templates(&mut self) -> ApiResult<Vec<TemplateView>> {
+        let r = self
+            .0
+            .list_node_templates(pb::ListTemplatesRequest::default())
+            .await?;
+        Ok(r.into_inner()
+            .templates
+            .iter()
+            .map(template_from_pb)
+            .collect())
+    }
+
+    pub async fn delete_template(&mut self, name: &str) -> ApiResult<()> {
+        self.0
+            .delete_node_template(pb::DeleteTemplateRequest {
+                name: name.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
     /// A new empty volume `name` of `size_gb` GiB in `pool` (empty: default).
     pub async fn create_volume(
         &mut self,

@@ -13,7 +13,7 @@ use crate::model::{ImageView, PoolView, VolumeView};
 
 impl Controller {
     /// The nodes a listing covers: the one asked for, or every ready node.
-    fn nodes_for(&self, node: &str) -> ApiResult<Vec<NodeLink>> {
+    pub(super) fn nodes_for(&self, node: &str) -> ApiResult<Vec<NodeLink>> {
         if node.is_empty() {
             Ok(self.nodes.all().into_iter().filter(|l| l.ready).collect())
         } else {

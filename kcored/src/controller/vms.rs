@@ -31,6 +31,8 @@ impl Controller {
             start,
             wait,
         } = c;
+        // A clone goes where its template is, with its vCPUs and memory.
+        let wanted = self.resolve_template(&mut spec, wanted.as_deref()).await?;
         spec.validate(None)?;
         if self.store.get_vm(&name)?.is_some() {
             return Err(ApiError::AlreadyExists(format!(
@@ -39,6 +41,9 @@ impl Controller {
             )));
         }
         // Existing volumes pin the VM to the node that has them.
+        let template_node = matches!(spec.boot, crate::model::Boot::Template(_))
+            .then(|| wanted.clone())
+            .flatten();
         let wanted = self
             .node_of_volumes(wanted.as_deref().unwrap_or(""), &spec)
             .await?;
@@ -49,10 +54,23 @@ impl Controller {
             // The last heartbeat may predate a network or an image made just now.
             Err(ApiError::ResourceExhausted(_) | ApiError::NotFound(_)) => {
                 self.refresh_node_facts().await;
-                self.schedule(&wanted, &spec)?
+                self.schedule(&wanted, &spec)
             }
-            r => r?,
-        };
+            r => r,
+        }
+        .map_err(|e| match &template_node {
+            Some(n) => {
+                let why = |w: String| {
+                    format!("a clone runs on its template's node {n}, which cannot take it: {w}")
+                };
+                match e {
+                    ApiError::ResourceExhausted(w) => ApiError::ResourceExhausted(why(w)),
+                    ApiError::FailedPrecondition(w) => ApiError::FailedPrecondition(why(w)),
+                    e => e,
+                }
+            }
+            None => e,
+        })?;
         let mut client = self.nodes.client(&node)?;
         let now = now_rfc3339();
         let row = VmRow {

@@ -4,9 +4,11 @@
 
 mod listing;
 mod stats;
+mod template;
 
 pub use listing::*;
 pub use stats::{vm_stats_from_pb, vm_stats_to_pb};
+pub use template::{template_from_pb, template_to_pb};
 
 use std::time::SystemTime;
 
@@ -383,6 +385,15 @@ pub fn request_from_pb(s: &pb::VmSpec) -> ApiResult<VmRequest> {
         })
     };
     let boot = match (kernel, image) {
+        _ if !s.template.is_empty() => {
+            if !s.kernel.is_empty() || !s.image.is_empty() || !s.disks.is_empty() {
+                return bad(
+                    "a clone of a template boots nothing of its own: give no kernel, image or \
+                     disks with --template",
+                );
+            }
+            Boot::Template(kcore_types::TemplateName::parse(&s.template)?)
+        }
         (Some(k), Some(i)) => Boot::Both(k, i),
         (Some(k), None) => Boot::Kernel(k),
         (None, i) => Boot::Disk(i),
@@ -486,6 +497,10 @@ pub fn request_to_pb(r: &VmRequest) -> pb::VmSpec {
         ready_pattern: r.ready_pattern.clone().unwrap_or_default(),
         restart_policy: restart_to_pb(r.restart) as i32,
         image: i.map(|i| i.image.to_string()).unwrap_or_default(),
+        template: match &r.boot {
+            crate::model::Boot::Template(t) => t.to_string(),
+            _ => String::new(),
+        },
         disk_size_gb: i.and_then(|i| i.size_gib).unwrap_or(0),
         disks: r
             .disks
@@ -540,9 +555,10 @@ pub fn request_of_defined(s: &pb::VmSpec, disks: &[pb::VmDisk]) -> VmRequest {
         machine: machine_from_pb(s.machine),
         firmware: firmware_from_pb(s.firmware),
         restart: restart_from_pb(s.restart_policy),
-        boot: match kernel {
-            Some(k) => Boot::Kernel(k),
-            None => Boot::Disk(None),
+        boot: match (kernel, kcore_types::TemplateName::parse(&s.template)) {
+            (_, Ok(t)) => Boot::Template(t),
+            (Some(k), _) => Boot::Kernel(k),
+            (None, _) => Boot::Disk(None),
         },
         disks: disks
             .iter()
@@ -766,6 +782,7 @@ mod tests {
             "convert/listing.rs",
             "convert/mod.rs",
             "convert/stats.rs",
+            "convert/template.rs",
             "node/convert.rs",
             "node/grpc.rs",
             "node_tls.rs",

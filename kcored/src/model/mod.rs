@@ -7,6 +7,7 @@
 //!   [`VmReport`], [`Timeline`], disks and NICs as nodes made them) and its events;
 //! - [`cluster`]: nodes, their facts and certificates;
 //! - [`storage`]: pools, images, volumes; [`network`]: networks on nodes and the cluster;
+//! - [`template`]: memory-snapshot templates ([`TemplateView`]);
 //! - [`stats`]: what a VM uses (CPU, memory, disks, NICs), now and over the last hour.
 
 pub mod cloud_init;
@@ -15,6 +16,7 @@ pub mod network;
 pub mod request;
 pub mod stats;
 pub mod storage;
+pub mod template;
 pub mod vm;
 
 pub use cloud_init::CloudInit;
@@ -25,4 +27,5 @@ pub use request::{
 };
 pub use stats::{DiskCounters, NicCounters, StatsSample, VmStats};
 pub use storage::{ImageView, ImportProgress, PoolView, VolumeView};
+pub use template::TemplateView;
 pub use vm::{DiskView, Event, NicView, NodeVms, Timeline, TimelinePhase, VmReport, VmStatus};

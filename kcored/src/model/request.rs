@@ -75,6 +75,9 @@ pub enum Boot {
     Disk(Option<ImageDisk>),
     /// A kernel, with a root disk cloned from an image (vda).
     Both(KernelBoot, ImageDisk),
+    /// No boot: a clone of a memory-snapshot template continues where the template's
+    /// guest stood (its disks are overlays of the template's).
+    Template(kcore_types::TemplateName),
 }
 
 /// A direct kernel boot: paths on the node.
@@ -143,7 +146,7 @@ impl Boot {
     pub fn kernel(&self) -> Option<&KernelBoot> {
         match self {
             Boot::Kernel(k) | Boot::Both(k, _) => Some(k),
-            Boot::Disk(_) => None,
+            Boot::Disk(_) | Boot::Template(_) => None,
         }
     }
 
@@ -151,7 +154,7 @@ impl Boot {
         match self {
             Boot::Disk(i) => i.as_ref(),
             Boot::Both(_, i) => Some(i),
-            Boot::Kernel(_) => None,
+            Boot::Kernel(_) | Boot::Template(_) => None,
         }
     }
 }
@@ -285,6 +288,8 @@ impl VmRequest {
             qemu_uid: None,
             autostart: self.autostart,
             seed: None,
+            vmgenid: None,
+            restore: None,
         }
     }
 }

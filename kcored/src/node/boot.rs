@@ -115,8 +115,10 @@ impl Node {
             .collect();
         for vm in vms {
             tracing::info!(vm = %vm.name(), "autostart");
+            // Through the node's start: a clone never started yet restores its template.
+            let node = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = vm.start(SystemTime::now()).await {
+                if let Err(e) = node.start_vm(vm.id(), SystemTime::now()).await {
                     tracing::warn!(vm = %vm.name(), error = %e, "autostart failed");
                 }
             });

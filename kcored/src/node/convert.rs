@@ -15,7 +15,7 @@ use super::view::{
 use crate::convert::rfc3339;
 pub use crate::convert::{
     image_to_pb, network_def_from_pb, network_status_to_pb, network_view_to_pb, pool_to_pb,
-    volume_to_pb,
+    template_to_pb, volume_to_pb,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::model::NicRequest;
@@ -89,6 +89,11 @@ pub fn spec_to_pb(s: &VmSpec) -> pb::VmSpec {
             })
             .collect(),
         autostart: s.autostart,
+        template: s
+            .restore
+            .as_ref()
+            .map(|r| r.template.clone())
+            .unwrap_or_default(),
         ..Default::default()
     }
 }

@@ -62,7 +62,15 @@ impl Node {
         // Everything is checked before anything is made: the request with this host's
         // limits (the node defends itself), its NICs, its disks.
         req.validate(Some(&self.cfg.limits))?;
+        if let crate::model::Boot::Template(t) = &req.boot {
+            return self.define_clone(id, name, req, t.as_str(), uid).await;
+        }
         let mut spec = req.to_vm_spec(id, name);
+        if spec.machine != kcore_vmm::spec::MachineType::Microvm {
+            // A generation id the guest sees (when its firmware takes the device): a
+            // template's clones get new ones.
+            spec.vmgenid = Some(uuid::Uuid::new_v4().to_string());
+        }
         spec.nics = self.nics_of(id, &req.nics)?;
         let storage = self.storage.clone();
         let in_use = self.volumes_in_use();

@@ -407,6 +407,38 @@ impl NodeAgent for NodeAgentService {
         Ok(Response::new(pb::DeleteImageResponse {}))
     }
 
+    async fn create_node_template(
+        &self,
+        req: Request<pb::CreateNodeTemplateRequest>,
+    ) -> Result<Response<pb::Template>, Status> {
+        let r = req.into_inner();
+        let name = kcore_types::TemplateName::parse(&r.name).map_err(ApiError::from)?;
+        let node = self.node.clone();
+        let t = run_to_end(async move { node.create_template(name, &r.vm, r.stop_source).await })
+            .await?;
+        Ok(Response::new(edge::template_to_pb(&t)))
+    }
+
+    async fn list_node_templates(
+        &self,
+        _: Request<pb::ListTemplatesRequest>,
+    ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
+        let templates = self.node.list_templates()?;
+        Ok(Response::new(pb::ListTemplatesResponse {
+            templates: templates.iter().map(edge::template_to_pb).collect(),
+        }))
+    }
+
+    async fn delete_node_template(
+        &self,
+        req: Request<pb::DeleteTemplateRequest>,
+    ) -> Result<Response<pb::DeleteTemplateResponse>, Status> {
+        let name =
+            kcore_types::TemplateName::parse(&req.into_inner().name).map_err(ApiError::from)?;
+        self.node.delete_template(&name)?;
+        Ok(Response::new(pb::DeleteTemplateResponse {}))
+    }
+
     async fn list_node_volumes(
         &self,
         _: Request<pb::ListVolumesRequest>,

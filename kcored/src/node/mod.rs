@@ -16,6 +16,7 @@ mod nics;
 pub mod seed;
 pub mod stats;
 pub mod storage;
+pub mod templates;
 pub mod uids;
 mod update;
 pub mod view;
@@ -62,6 +63,7 @@ pub struct Node {
     cfg: NodeConfig,
     storage: Arc<storage::NodeStorage>,
     net: Arc<network::NodeNetworks>,
+    templates: Arc<templates::Templates>,
     vms: RwLock<HashMap<String, Vm>>,
     /// Ids of the VMs being defined now (reported in heartbeats).
     defining: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -112,8 +114,10 @@ impl Node {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
+        let templates = Arc::new(templates::Templates::open(&cfg.data_dir)?);
         let node = Arc::new(Node {
             stats: stats::StatsKeeper::new(cfg.stats_interval),
+            templates,
             cfg,
             storage,
             net,
@@ -342,7 +346,10 @@ impl Node {
 
     pub async fn start_vm(&self, id: &str, requested_at: SystemTime) -> ApiResult<VmView> {
         let vm = self.vm(id)?;
-        vm.start(requested_at).await?;
+        match vm.spec().restore.filter(|r| r.pending) {
+            Some(from) => self.start_clone(&vm, requested_at, &from).await?,
+            None => vm.start(requested_at).await?,
+        }
         Ok(self.snapshot(&vm))
     }
 

@@ -13,6 +13,7 @@ mod network;
 mod node;
 mod pool;
 mod qmp;
+mod template;
 mod tls;
 mod vm;
 mod vm_set;

@@ -172,6 +172,7 @@ pub fn create_request(state: &VmState) -> Result<pb::CreateVmRequest, String> {
         disks,
         firmware: pb::Firmware::Unspecified as i32,
         root_pool: String::new(),
+        template: String::new(),
         nics,
         autostart: matches!(state.autostart, Value::Value(true)),
         cloud_init: cloud_init_pb(state),

@@ -16,9 +16,10 @@ use nix::sys::signal::Signal;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 
+use super::snapshot::Restore;
 use super::{KILL_WAIT, Runtime, Vm, VmState, lock, nics};
 use crate::VmmError;
-use crate::argv::{DiskFds, LaunchConfig, build_argv};
+use crate::argv::{DiskFds, LaunchConfig, MemoryFd, build_argv};
 use crate::console::{BootWatch, Milestone};
 use crate::host::check_readable;
 use crate::paths::VmPaths;
@@ -74,7 +75,7 @@ fn open_files(spec: &VmSpec) -> Result<OpenFiles, VmmError> {
 }
 
 impl Vm {
-    pub(super) async fn launch(&self) -> Result<(), VmmError> {
+    pub(super) async fn launch(&self, restore: Option<Restore>) -> Result<(), VmmError> {
         let spec = &self.spec();
         let host = &self.inner.host;
         let paths = &self.inner.paths;
@@ -130,6 +131,10 @@ impl Vm {
             .collect();
         let uefi_vars_fd = files.uefi_vars.as_ref().map(&mut place);
         let seed_fd = files.seed.as_ref().map(&mut place);
+        let memory = restore.as_ref().map(|r| MemoryFd {
+            fd: place(&r.memory),
+            shared: r.shared,
+        });
         let launch = LaunchConfig {
             qemu_binary: host.qemu_binary.clone(),
             accel: host.accel,
@@ -146,14 +151,34 @@ impl Vm {
             disk_fds: disk_numbers,
             uefi_vars_fd,
             seed_fd,
+            memory,
+            incoming: restore.is_some(),
         };
-        let argv = build_argv(spec, &launch);
+        // A restore starts without NICs: the saved device state has none (a template is
+        // taken without them), and they are hot-plugged once it is loaded.
+        let argv = match &restore {
+            Some(_) => build_argv(
+                &crate::spec::VmSpec {
+                    nics: Vec::new(),
+                    ..spec.clone()
+                },
+                &launch,
+            ),
+            None => build_argv(spec, &launch),
+        };
         if let Err(e) = std::fs::write(paths.argv(), argv.join("\n") + "\n") {
             tracing::debug!(error = %e, "cannot write qemu.argv");
         }
         let pid = process::spawn_detached(&argv, &log, &fds, run_as.as_ref())?;
         // QEMU holds the taps and files now: ours would keep a tap alive after QEMU exits.
-        drop(nic_fds);
+        // (A restore keeps the taps to hot-plug them after the state is loaded.)
+        let (nic_fds, restore) = match restore {
+            Some(r) => (nic_fds, Some(r.after_spawn())),
+            None => {
+                drop(nic_fds);
+                (Vec::new(), None)
+            }
+        };
         drop(files);
         self.record(Phase::QemuExec, SystemTime::now());
         let pidfd = match PidFd::open(pid) {
@@ -177,7 +202,14 @@ impl Vm {
         self.spawn_exit_watch(pidfd.clone(), exit_tx);
 
         let result = self
-            .handshake(pid, &pidfd, console_conn, qmp_conn, pattern, exit_rx)
+            .handshake(
+                pid,
+                &pidfd,
+                (console_conn, qmp_conn),
+                pattern,
+                exit_rx,
+                restore.map(|r| (r, nic_fds)),
+            )
             .await;
         if let Err(e) = result {
             return Err(self.abort_launch(&pidfd, e).await);
@@ -189,15 +221,16 @@ impl Vm {
         &self,
         pid: u32,
         pidfd: &Arc<PidFd>,
-        console_conn: std::io::Result<UnixStream>,
-        qmp_conn: std::io::Result<UnixStream>,
+        (console_conn, qmp_conn): (std::io::Result<UnixStream>, std::io::Result<UnixStream>),
         pattern: regex::Regex,
         exited: watch::Receiver<bool>,
+        restore: Option<(super::snapshot::Loading, Vec<OwnedFd>)>,
     ) -> Result<(), VmmError> {
         let paths = &self.inner.paths;
         let console_conn = console_conn.map_err(|e| VmmError::io("connect", paths.console(), e))?;
         let qmp_conn = qmp_conn.map_err(|e| VmmError::io("connect", paths.qmp(), e))?;
         let me = self.clone();
+        let ready_at_resume = restore.as_ref().is_some_and(|(r, _)| r.ready_at_resume);
         self.inner.console.set_boot_watch(Some(BootWatch {
             pattern,
             notify: Box::new(move |m, at| me.console_milestone(m, at)),
@@ -212,8 +245,30 @@ impl Vm {
         let (qmp, events) = QmpClient::connect(qmp_conn, opts).await?;
         self.record(Phase::QmpReady, SystemTime::now());
         self.spawn_event_loop(events);
+        let resume = match restore {
+            Some((r, taps)) => self.load_state(&qmp, r, taps).await?,
+            None => true,
+        };
+        if !resume {
+            // A template in the making: loaded, left paused for its devices to be saved.
+            *lock(&self.inner.runtime) = Some(Runtime {
+                pid,
+                qmp: Some(qmp),
+                pidfd: pidfd.clone(),
+                exited: exited.clone(),
+                started: Instant::now(),
+            });
+            self.set_status(VmState::Paused, "");
+            return Ok(());
+        }
         qmp.cont().await?;
-        self.record(Phase::VcpusRunning, SystemTime::now());
+        let now = SystemTime::now();
+        self.record(Phase::VcpusRunning, now);
+        if ready_at_resume {
+            // The template was taken of a ready guest: running again is being ready.
+            self.record(Phase::GuestReady, now);
+            self.save_timeline();
+        }
         *lock(&self.inner.runtime) = Some(Runtime {
             pid,
             qmp: Some(qmp),

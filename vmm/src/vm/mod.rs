@@ -6,7 +6,8 @@
 //! - `recover`: finding a QEMU again after a daemon restart;
 //! - [`exit`]: the decisions those make, as pure functions (what an exit means, whether
 //!   and when to restart, what a recovered process is);
-//! - `hotplug`, `nics`: disks and NICs of a running VM.
+//! - `hotplug`, `nics`: disks and NICs of a running VM;
+//! - [`snapshot`]: saving a paused VM's state, and starting from a saved one (templates).
 //!
 //! Lifecycle operations are serialized per VM; each says which states allow it and fails
 //! with [`VmmError::WrongState`] otherwise. Every change of status or timeline calls the
@@ -33,11 +34,13 @@ mod hotplug;
 mod launch;
 mod nics;
 mod recover;
+pub mod snapshot;
 pub mod state;
 mod supervise;
 
 pub use exit::ShutdownCause;
 pub use nics::NicOpener;
+pub use snapshot::Restore;
 pub use state::{StopMode, VmState, VmStatus};
 
 /// After `quit`, how long QEMU gets to exit before SIGKILL.
@@ -279,10 +282,14 @@ impl Vm {
         let _ops = self.inner.ops.lock().await;
         self.operator_acts();
         self.inner.restarts.store(0, Ordering::SeqCst);
-        self.start_locked(requested_at).await
+        self.start_locked(requested_at, None).await
     }
 
-    async fn start_locked(&self, requested_at: SystemTime) -> Result<(), VmmError> {
+    async fn start_locked(
+        &self,
+        requested_at: SystemTime,
+        restore: Option<snapshot::Restore>,
+    ) -> Result<(), VmmError> {
         if !self.status().state.can_start() {
             return Err(self.wrong_state("start"));
         }
@@ -290,7 +297,7 @@ impl Vm {
         self.inner.stop_requested.store(false, Ordering::SeqCst);
         *lock(&self.inner.shutdown) = None;
         self.set_status(VmState::Starting, "");
-        match self.launch().await {
+        match self.launch(restore).await {
             Ok(()) => {
                 self.save_timeline();
                 Ok(())

@@ -16,6 +16,46 @@ use super::Vm;
 use crate::VmmError;
 use crate::spec::{MachineType, Nic, VmSpec};
 
+/// Plug `nic` into a QEMU that gets `tap` (`getfd`, `netdev_add`, `device_add`), undoing
+/// what got in when a step fails.
+pub(super) async fn plug_nic(
+    qmp: &crate::qmp::QmpClient,
+    machine: MachineType,
+    nic: &Nic,
+    tap: OwnedFd,
+) -> Result<(), VmmError> {
+    let id = &nic.id;
+    qmp.execute_with_fd("getfd", Some(json!({ "fdname": id })), tap.as_fd())
+        .await?;
+    drop(tap);
+    let steps = async {
+        qmp.execute(
+            "netdev_add",
+            Some(json!({ "type": "tap", "id": id, "fd": id, "vhost": false })),
+        )
+        .await?;
+        let mut dev = json!({
+            "driver": nic.model.device(machine),
+            "netdev": id,
+            "mac": nic.mac.to_string(),
+            "id": id,
+        });
+        if let Some(port) = &nic.port {
+            dev["bus"] = json!(port);
+        }
+        qmp.execute_with_timeout("device_add", Some(dev), Duration::from_secs(30))
+            .await?;
+        Ok::<(), VmmError>(())
+    };
+    if let Err(e) = steps.await {
+        // Undo what got in; netdev_add took the fd if it succeeded.
+        let _ = qmp.execute("netdev_del", Some(json!({ "id": id }))).await;
+        let _ = qmp.execute("closefd", Some(json!({ "fdname": id }))).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Opens the taps of a spec's NICs for a start, one descriptor per NIC in `spec.nics`
 /// order. Called for every launch (restart policy included), never while holding the tap
 /// open afterwards: QEMU's copy keeps the tap alive.
@@ -65,36 +105,8 @@ impl Vm {
     pub async fn attach_nic(&self, nic: &Nic, tap: OwnedFd) -> Result<(), VmmError> {
         let _ops = self.inner.ops.lock().await;
         let machine = self.hotplug_allowed("attach a NIC")?;
-        let qmp = self.qmp()?;
+        plug_nic(&self.qmp()?, machine, nic, tap).await?;
         let id = &nic.id;
-        qmp.execute_with_fd("getfd", Some(json!({ "fdname": id })), tap.as_fd())
-            .await?;
-        drop(tap);
-        let steps = async {
-            qmp.execute(
-                "netdev_add",
-                Some(json!({ "type": "tap", "id": id, "fd": id, "vhost": false })),
-            )
-            .await?;
-            let mut dev = json!({
-                "driver": nic.model.device(machine),
-                "netdev": id,
-                "mac": nic.mac.to_string(),
-                "id": id,
-            });
-            if let Some(port) = &nic.port {
-                dev["bus"] = json!(port);
-            }
-            qmp.execute_with_timeout("device_add", Some(dev), Duration::from_secs(30))
-                .await?;
-            Ok::<(), VmmError>(())
-        };
-        if let Err(e) = steps.await {
-            // Undo what got in; netdev_add took the fd if it succeeded.
-            let _ = qmp.execute("netdev_del", Some(json!({ "id": id }))).await;
-            let _ = qmp.execute("closefd", Some(json!({ "fdname": id }))).await;
-            return Err(e);
-        }
         tracing::info!(vm = %self.inner.name, nic = %id, mac = %nic.mac, "NIC attached");
         Ok(())
     }

@@ -113,7 +113,7 @@ impl Vm {
                 }
                 tracing::info!(vm = %me.inner.name, attempt = attempt + 1, "restart policy: starting");
                 me.inner.restarts_total.fetch_add(1, Ordering::Relaxed);
-                match me.start_locked(SystemTime::now()).await {
+                match me.start_locked(SystemTime::now(), None).await {
                     Ok(()) => return,
                     Err(e) => {
                         let next = exit::backoff(attempt + 1);

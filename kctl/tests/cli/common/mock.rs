@@ -401,4 +401,31 @@ impl KcoreService for Mock {
     async fn get_vm_stats(&self, _: Request<GetVmStatsRequest>) -> Answer<VmStats> {
         Err(Status::unimplemented("GetVMStats"))
     }
+
+    async fn create_template(&self, r: Request<CreateTemplateRequest>) -> Answer<Template> {
+        Ok(Response::new(self.world.create_template(&r.into_inner())?))
+    }
+
+    async fn list_templates(
+        &self,
+        r: Request<ListTemplatesRequest>,
+    ) -> Answer<ListTemplatesResponse> {
+        Ok(Response::new(ListTemplatesResponse {
+            templates: self.world.list_templates(&r.into_inner().node),
+        }))
+    }
+
+    async fn get_template(&self, r: Request<GetTemplateRequest>) -> Answer<Template> {
+        Ok(Response::new(
+            self.world.get_template(&r.into_inner().name)?,
+        ))
+    }
+
+    async fn delete_template(
+        &self,
+        r: Request<DeleteTemplateRequest>,
+    ) -> Answer<DeleteTemplateResponse> {
+        self.world.delete_template(&r.into_inner().name)?;
+        Ok(Response::new(DeleteTemplateResponse {}))
+    }
 }

@@ -33,6 +33,8 @@ pub const VIEWER_METHODS: &[&str] = &[
     "ListNetworks",
     "GetNetwork",
     "GetVMStats",
+    "ListTemplates",
+    "GetTemplate",
 ];
 
 /// A running mock, alive until dropped.

@@ -197,6 +197,15 @@ texts! {
         format "uplink {uplink:?} does not exist on node {}";
     NO_NIC = "kcored/src/node/nics.rs, find_nic", format "no NIC {which:?} on this VM (NICs: {})";
     NIC_ENTRY = "kcored/src/node/nics.rs, find_nic", format "{} {} on {}";
+    // Templates
+    NO_TEMPLATE = "kcored/src/controller/templates.rs, get_template",
+        format "no template {name} on any ready node (kctl template list)";
+    TEMPLATE_EXISTS = "kcored/src/controller/templates.rs, create_template",
+        format "template {name} exists (on node {})";
+    TEMPLATE_NOT_RUNNING = "kcored/src/node/templates/mod.rs, check_source",
+        format "VM {} is {state}: a template is taken from a RUNNING VM";
+    TEMPLATE_HAS_CLONES = "kcored/src/node/templates/mod.rs, delete_template",
+        format "template {name} has clones on node {}: {}; delete them first (their disks read through its frozen base)";
 }
 
 /// The repository's root (kctl's parent).

@@ -7,6 +7,7 @@
 
 mod cluster;
 mod storage;
+mod templates;
 mod vms;
 
 use kcore_proto::v1::*;
@@ -41,6 +42,7 @@ pub struct World {
     pub networks: Vec<Network>,
     pub events: Vec<Event>,
     pub certs: Vec<CertificateInfo>,
+    pub templates: Vec<Template>,
 }
 
 pub fn phase(name: &str, offset_ms: f64) -> BootPhase {
@@ -273,6 +275,7 @@ impl Default for World {
             ),
         ];
         World {
+            templates: templates::default_templates(),
             nodes: vec![Node {
                 name: NODE.into(),
                 // An all-in-one controller reaches its node on the node's unix socket.

@@ -76,7 +76,18 @@ impl World {
                 ));
             }
         }
-        if spec.kernel.is_empty() && spec.image.is_empty() && spec.disks.is_empty() {
+        // A clone takes its template's vCPUs and memory
+        // (kcored/src/controller/templates.rs, resolve_template).
+        if !spec.template.is_empty() {
+            let t = self.get_template(&spec.template)?;
+            spec.vcpu = t.vcpu;
+            spec.memory_mb = t.memory_mb;
+        }
+        if spec.kernel.is_empty()
+            && spec.image.is_empty()
+            && spec.disks.is_empty()
+            && spec.template.is_empty()
+        {
             return Err(Status::invalid_argument(
                 INVALID_SPEC.fill(&[&NO_BOOT_SOURCE.fill(&[])]),
             ));
