@@ -3,8 +3,9 @@
 //! a size-capped file in the VM's run dir so it survives a daemon restart), fans live output
 //! out to any number of attached clients, and forwards their keystrokes.
 //!
-//! It also watches the output for the boot timeline: the first byte, and the first output
-//! that matches the VM's ready pattern.
+//! It also watches the output for the boot timeline: the first byte, the guest's kernel and
+//! init starting ([`crate::bootlog`]), and the first output that matches the VM's ready
+//! pattern.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -20,6 +21,7 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::broadcast;
 
 use crate::VmmError;
+use crate::bootlog::{GuestMark, GuestPhases};
 
 /// Bytes of console output kept in memory per VM.
 pub const LOG_CAPACITY: usize = 256 * 1024;
@@ -32,6 +34,9 @@ const MAX_LINE: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Milestone {
     FirstByte,
+    /// The guest's kernel started (may be reported again, earlier).
+    KernelStarted,
+    InitStarted,
     GuestReady,
 }
 
@@ -53,6 +58,7 @@ struct WatchState {
     watch: BootWatch,
     seen_first: bool,
     line: Vec<u8>,
+    guest: GuestPhases,
 }
 
 /// The console multiplexer of one VM. Cheap to clone.
@@ -101,6 +107,7 @@ impl Console {
             watch,
             seen_first: false,
             line: Vec::new(),
+            guest: GuestPhases::default(),
         });
         *self
             .inner
@@ -185,11 +192,15 @@ impl Console {
         let mut matched = false;
         for &b in data {
             if b == b'\n' {
-                if st
-                    .watch
-                    .pattern
-                    .is_match(&String::from_utf8_lossy(&st.line))
-                {
+                let line = String::from_utf8_lossy(&st.line);
+                for (mark, at) in st.guest.line(&line, now) {
+                    let m = match mark {
+                        GuestMark::KernelStarted => Milestone::KernelStarted,
+                        GuestMark::InitStarted => Milestone::InitStarted,
+                    };
+                    (st.watch.notify)(m, at);
+                }
+                if st.watch.pattern.is_match(&line) {
                     matched = true;
                     break;
                 }
@@ -327,6 +338,7 @@ mod tests {
                 Milestone::GuestReady => {
                     r2.fetch_add(1, Ordering::SeqCst);
                 }
+                Milestone::KernelStarted | Milestone::InitStarted => {}
             }),
         }));
         let task = con.connect(a).await;

@@ -32,6 +32,7 @@ impl Controller {
             wait,
         } = c;
         spec.validate(None)?;
+        spec.settle_machine();
         if self.store.get_vm(&name)?.is_some() {
             return Err(ApiError::AlreadyExists(format!(
                 "a VM named {:?} already exists",

@@ -89,6 +89,10 @@ pub fn spec_to_pb(s: &VmSpec) -> pb::VmSpec {
             })
             .collect(),
         autostart: s.autostart,
+        profile: match s.profile {
+            kcore_vmm::spec::Profile::Standard => pb::Profile::Standard,
+            kcore_vmm::spec::Profile::Fast => pb::Profile::Fast,
+        } as i32,
         ..Default::default()
     }
 }
@@ -401,6 +405,7 @@ mod tests {
             vcpus: 2,
             memory_mib: 256,
             machine: Some(MachineType::Q35),
+            profile: None,
             firmware: Some(Firmware::Bios),
             restart: Some(RestartPolicy::OnFailure),
             boot: Boot::Kernel(KernelBoot {
