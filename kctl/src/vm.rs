@@ -5,8 +5,7 @@ use chrono::Utc;
 use kcore_proto::v1::{
     BootTimeline, CreateVmRequest, DeleteVmRequest, Firmware, GetVmRequest, ListVMsRequest,
     MachineType, PauseVmRequest, Profile, RebootVmRequest, RestartPolicy, ResumeVmRequest,
-    StartVmRequest,
-    StopVmRequest, UpdateVmRequest, Vm, VmDisk, VmSpec,
+    StartVmRequest, StopVmRequest, UpdateVmRequest, Vm, VmDisk, VmSpec,
 };
 
 use crate::cli::{CreateArgs, SetArgs};

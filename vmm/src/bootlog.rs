@@ -122,7 +122,10 @@ mod tests {
             vec![(GuestMark::KernelStarted, ms(100))]
         );
         // Held back until the console came up: stamped 0, arrives late, says nothing new.
-        assert!(g.line("[    0.000000] Linux version 6.1.0", ms(1000)).is_empty());
+        assert!(
+            g.line("[    0.000000] Linux version 6.1.0", ms(1000))
+                .is_empty()
+        );
         // A live line whose stamp points before the stub line moves the start earlier.
         assert_eq!(
             g.line("[    1.000000] Serial: 8250/16550 driver", ms(1050)),
@@ -135,7 +138,10 @@ mod tests {
         );
         // Once init ran nothing moves.
         assert!(g.line("[    9.000000] x", ms(2600)).is_empty());
-        assert!(g.line("[    3.0] systemd[1]: systemd 252", ms(2700)).is_empty());
+        assert!(
+            g.line("[    3.0] systemd[1]: systemd 252", ms(2700))
+                .is_empty()
+        );
     }
 
     #[test]
@@ -150,12 +156,18 @@ mod tests {
             "[    1.2] systemd[1]: systemd 252.39-1~deb12u1 running in system mode",
             t0 + Duration::from_secs(2),
         );
-        assert_eq!(m, vec![(GuestMark::InitStarted, t0 + Duration::from_secs(2))]);
+        assert_eq!(
+            m,
+            vec![(GuestMark::InitStarted, t0 + Duration::from_secs(2))]
+        );
         let mut g = GuestPhases::default();
         g.line("[    0.5] x", t0 + Duration::from_secs(1));
         assert_eq!(
-            g.line("[    1.0] Run /sbin/init as init process", t0 + Duration::from_secs(2))
-                .len(),
+            g.line(
+                "[    1.0] Run /sbin/init as init process",
+                t0 + Duration::from_secs(2)
+            )
+            .len(),
             1
         );
     }

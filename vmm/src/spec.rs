@@ -672,12 +672,19 @@ mod tests {
         assert_eq!(Standard.machine(None, false), MachineType::Q35);
         assert_eq!(Fast.machine(None, false), MachineType::Microvm);
         assert_eq!(Fast.machine(None, true), MachineType::Pc, "e1000 needs PCI");
-        assert_eq!(Fast.machine(Some(MachineType::Q35), false), MachineType::Q35);
+        assert_eq!(
+            Fast.machine(Some(MachineType::Q35), false),
+            MachineType::Q35
+        );
         assert!(check_profile(Fast, true, Firmware::Bios).is_ok());
         assert!(check_profile(Standard, false, Firmware::Uefi).is_ok());
-        let e = check_profile(Fast, true, Firmware::Uefi).expect_err("uefi").to_string();
+        let e = check_profile(Fast, true, Firmware::Uefi)
+            .expect_err("uefi")
+            .to_string();
         assert!(e.contains("profile fast has no UEFI"), "{e}");
-        let e = check_profile(Fast, false, Firmware::Bios).expect_err("disk").to_string();
+        let e = check_profile(Fast, false, Firmware::Bios)
+            .expect_err("disk")
+            .to_string();
         assert!(e.contains("profile fast needs a direct kernel boot"), "{e}");
         let mut s = spec();
         s.kernel = Some(std::env::current_exe().expect("current exe"));

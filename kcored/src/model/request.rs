@@ -444,7 +444,11 @@ mod tests {
         assert_eq!(r.machine(), MachineType::Pc);
         // ... unless microvm was asked for: then the NIC is what is wrong.
         r.machine = Some(MachineType::Microvm);
-        assert!(err(&r).contains("e1000 needs machine q35 or pc"), "{}", err(&r));
+        assert!(
+            err(&r).contains("e1000 needs machine q35 or pc"),
+            "{}",
+            err(&r)
+        );
         // UEFI is refused by the profile, not blamed on the machine it would pick.
         let mut r = kernel_vm();
         r.profile = Some(Profile::Fast);
@@ -466,7 +470,10 @@ mod tests {
         let mut r = kernel_vm();
         r.settle_machine();
         assert_eq!(r.machine, None);
-        assert_eq!(r.to_vm_spec("id", &"web".parse().expect("a name")).machine, MachineType::Q35);
+        assert_eq!(
+            r.to_vm_spec("id", &"web".parse().expect("a name")).machine,
+            MachineType::Q35
+        );
     }
 
     #[test]
