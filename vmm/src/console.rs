@@ -27,6 +27,10 @@ use crate::bootlog::{GuestMark, GuestPhases};
 pub const LOG_CAPACITY: usize = 256 * 1024;
 /// The on-disk mirror is rotated (to `.1`) past this size.
 const FILE_CAPACITY: u64 = 1024 * 1024;
+/// Bytes read from the console socket at once.
+const READ_CHUNK: usize = 4096;
+/// Chunks of live output kept for attached clients that fall behind (1 MiB at most).
+const LIVE_CHUNKS: usize = 256;
 /// Longest partial line kept for pattern matching.
 const MAX_LINE: usize = 4096;
 
@@ -84,12 +88,15 @@ struct Inner {
 impl Console {
     /// A console whose log is mirrored to `file` (loaded back from it if it exists).
     pub fn new(file: Option<PathBuf>) -> Self {
-        let mut ring = VecDeque::with_capacity(LOG_CAPACITY.min(64 * 1024));
+        // Grows with the output (most guests print a few KiB), up to LOG_CAPACITY.
+        let mut ring = VecDeque::new();
         if let Some(data) = file.as_ref().and_then(|f| std::fs::read(f).ok()) {
             let start = data.len().saturating_sub(LOG_CAPACITY);
             ring.extend(&data[start..]);
         }
-        let (live, _) = broadcast::channel(1024);
+        // Chunks of up to READ_CHUNK bytes for attached clients; each slot costs memory
+        // from the start, so not more than a slow client needs to catch up.
+        let (live, _) = broadcast::channel(LIVE_CHUNKS);
         Console {
             inner: Arc::new(Inner {
                 ring: Mutex::new(ring),
@@ -124,7 +131,7 @@ impl Console {
         let me = self.clone();
         tokio::spawn(async move {
             let mut file = me.open_file();
-            let mut buf = vec![0u8; 16 * 1024];
+            let mut buf = vec![0u8; READ_CHUNK];
             loop {
                 match rd.read(&mut buf).await {
                     Ok(0) => break,

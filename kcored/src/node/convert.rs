@@ -405,7 +405,7 @@ mod tests {
             vcpus: 2,
             memory_mib: 256,
             machine: Some(MachineType::Q35),
-            profile: None,
+            profile: Some(kcore_vmm::spec::Profile::Standard),
             firmware: Some(Firmware::Bios),
             restart: Some(RestartPolicy::OnFailure),
             boot: Boot::Kernel(KernelBoot {
