@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# kcored's memory: RSS of an all-in-one daemon idle, and with N small VMs running (the test
+# kcored's memory: RSS of an all-in-one daemon idle, with 1 and N small VMs running (the test
 # guest, direct kernel boot, 128 MiB, TCG), from /proc/PID/status (VmRSS, RssAnon,
 # RssFile) and /proc/PID/smaps_rollup (Pss). Only kcored is measured: QEMU's memory is the
 # guests'. scripts/bench-startup.sh calls this for its daemon line.
@@ -72,39 +72,56 @@ sample() {
     echo "$(field status VmRSS) $(field status RssAnon) $(field status RssFile) $(field smaps_rollup Pss) $(field status Threads)"
 }
 
-read -r idle_rss idle_anon idle_file idle_pss idle_thr < <(sample)
-for i in $(seq 1 "$vms"); do
-    "$kctl" vm create "rss-$i" --vcpu 1 --memory 128 --kernel "$guest/vmlinuz" \
+create() {
+    "$kctl" vm create "rss-$1" --vcpu 1 --memory 128 --kernel "$guest/vmlinuz" \
         --initrd "$guest/initrd.img" --cmdline "console=ttyS0 quiet panic=-1" \
         --ready-pattern KCORE-GUEST-READY >/dev/null
-done
-# Let the guests boot (their console output is what the daemon keeps per VM).
-deadline=$((SECONDS + ready_timeout))
-while :; do
-    n=0
-    for i in $(seq 1 "$vms"); do
-        "$kctl" -o json vm timeline "rss-$i" | grep -q guest_ready && n=$((n + 1))
+}
+# Wait until guests 1..$1 are ready (their console output is what the daemon keeps per VM).
+wait_ready() {
+    local deadline=$((SECONDS + ready_timeout)) n i
+    while :; do
+        n=0
+        for i in $(seq 1 "$1"); do
+            "$kctl" -o json vm timeline "rss-$i" | grep -q guest_ready && n=$((n + 1))
+        done
+        [ "$n" -ge "$1" ] && return 0
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "bench-rss: only $n of $1 guests ready after ${ready_timeout}s" >&2
+            exit 1
+        fi
+        sleep 1
     done
-    [ "$n" -ge "$vms" ] && break
-    if [ "$SECONDS" -ge "$deadline" ]; then
-        echo "bench-rss: only $n of $vms guests ready after ${ready_timeout}s" >&2
-        exit 1
-    fi
-    sleep 1
-done
-read -r vms_rss vms_anon vms_file vms_pss vms_thr < <(sample)
+}
+
+read -r idle_rss idle_anon idle_file idle_pss idle_thr < <(sample)
+one_rss=$idle_rss one_anon=$idle_anon one_file=$idle_file one_pss=$idle_pss one_thr=$idle_thr
+vms_rss=$idle_rss vms_anon=$idle_anon vms_file=$idle_file vms_pss=$idle_pss vms_thr=$idle_thr
 per_vm=0
-[ "$vms" -gt 0 ] && per_vm=$(( (vms_rss - idle_rss) / vms ))
+if [ "$vms" -ge 1 ]; then
+    # The first VM also maps the daemon's start path (code shared by every VM): the cost
+    # of one more VM is measured from the first to the last.
+    create 1
+    wait_ready 1
+    read -r one_rss one_anon one_file one_pss one_thr < <(sample)
+    for i in $(seq 2 "$vms"); do create "$i"; done
+    wait_ready "$vms"
+    read -r vms_rss vms_anon vms_file vms_pss vms_thr < <(sample)
+    [ "$vms" -ge 2 ] && per_vm=$(( (vms_rss - one_rss) / (vms - 1) ))
+fi
 
 if [ "$json" = 1 ]; then
     printf '{"idle_kib":{"rss":%s,"anon":%s,"file":%s,"pss":%s,"threads":%s},' \
         "$idle_rss" "$idle_anon" "$idle_file" "$idle_pss" "$idle_thr"
+    printf '"one_vm_kib":{"rss":%s,"anon":%s,"file":%s,"pss":%s,"threads":%s},' \
+        "$one_rss" "$one_anon" "$one_file" "$one_pss" "$one_thr"
     printf '"vms":%s,"with_vms_kib":{"rss":%s,"anon":%s,"file":%s,"pss":%s,"threads":%s},' \
         "$vms" "$vms_rss" "$vms_anon" "$vms_file" "$vms_pss" "$vms_thr"
     printf '"per_vm_kib":%s}\n' "$per_vm"
 else
     printf '%-22s %9s %9s %9s %9s %8s\n' "kcored all-in-one" "RSS KiB" "anon KiB" "file KiB" "PSS KiB" threads
     printf '%-22s %9s %9s %9s %9s %8s\n' idle "$idle_rss" "$idle_anon" "$idle_file" "$idle_pss" "$idle_thr"
+    printf '%-22s %9s %9s %9s %9s %8s\n' "with 1 VM" "$one_rss" "$one_anon" "$one_file" "$one_pss" "$one_thr"
     printf '%-22s %9s %9s %9s %9s %8s\n' "with $vms VMs" "$vms_rss" "$vms_anon" "$vms_file" "$vms_pss" "$vms_thr"
-    printf '%-22s %9s\n' "per VM" "$per_vm"
+    printf '%-22s %9s   (RSS from 1 to %s VMs, per VM)\n' "per VM" "$per_vm" "$vms"
 fi
