@@ -86,7 +86,11 @@ async fn run() -> anyhow::Result<()> {
         tokio::time::sleep(memory::STARTUP_GRACE).await;
         let r = tokio::task::spawn_blocking(memory::release_startup_pages).await;
         if let Ok(r) = r {
-            tracing::debug!(mappings = r.mappings, kib = r.rss_kib, "released start-up pages");
+            tracing::debug!(
+                mappings = r.mappings,
+                kib = r.rss_kib,
+                "released start-up pages"
+            );
         }
     });
     match cli.role {

@@ -61,7 +61,9 @@ pub fn release_startup_pages() -> Released {
                 // page of the file: MADV_DONTNEED only drops the page table entries, and the
                 // next access maps the same bytes back from the page cache. No Rust object
                 // lives in it (it is code and read-only data).
-                let r = unsafe { libc::madvise(m.start as *mut libc::c_void, m.len, libc::MADV_DONTNEED) };
+                let r = unsafe {
+                    libc::madvise(m.start as *mut libc::c_void, m.len, libc::MADV_DONTNEED)
+                };
                 if r == 0 {
                     done.mappings += 1;
                     done.rss_kib += m.rss_kib;
@@ -99,10 +101,8 @@ fn releasable(smaps: &str, exe: &std::path::Path) -> Vec<Mapping> {
         let mut f = line.split_whitespace();
         let first = f.next().unwrap_or("");
         if let Some((a, b)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) = (
-                usize::from_str_radix(a, 16),
-                usize::from_str_radix(b, 16),
-            )
+            && let (Ok(start), Ok(end)) =
+                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
         {
             finish(current.take(), &mut out);
             let perms = f.next().unwrap_or("");
@@ -190,7 +190,12 @@ Anonymous:           400 kB
         let before = std::fs::read_to_string("/proc/self/status").expect("status");
         let r = release_startup_pages();
         let after = std::fs::read_to_string("/proc/self/status").expect("status");
-        let file = |s: &str| s.lines().find(|l| l.starts_with("RssFile")).unwrap_or("").to_string();
+        let file = |s: &str| {
+            s.lines()
+                .find(|l| l.starts_with("RssFile"))
+                .unwrap_or("")
+                .to_string()
+        };
         eprintln!("before {} after {} {r:?}", file(&before), file(&after));
         assert!(r.mappings >= 1, "{r:?}\n{before}");
         // Code and read-only data come back on use.

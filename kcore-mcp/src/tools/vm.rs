@@ -569,6 +569,8 @@ async fn create(ctx: Ctx, a: CreateArgs) -> Result<Done<VmDetail>, ToolError> {
         vcpu: a.vcpu,
         memory_mb: a.memory_mb,
         machine: machine as i32,
+        // No profile argument yet: the API's default (standard).
+        profile: pb::Profile::Unspecified as i32,
         kernel: a.kernel.unwrap_or_default(),
         initrd: a.initrd.unwrap_or_default(),
         cmdline: a.cmdline.unwrap_or_default(),
