@@ -40,14 +40,14 @@ bash scripts/build-test-guest.sh --offline "$guest" >/dev/null
 work=$(mktemp -d /tmp/kcore-bench-rss.XXXXXX)
 pid=
 cleanup() {
+    set +e
     if [ -n "$pid" ]; then
-        KCORE_SOCKET=$work/run/kcore.sock "$kctl" -o json vm list 2>/dev/null |
-            grep -o '"name": *"rss-[0-9]*"' | grep -o 'rss-[0-9]*' |
-            while read -r n; do
-                KCORE_SOCKET=$work/run/kcore.sock "$kctl" vm delete "$n" --force >/dev/null 2>&1 || true
-            done
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        for n in $(KCORE_SOCKET=$work/run/kcore.sock "$kctl" -o json vm list 2>/dev/null |
+            grep -o '"name": *"rss-[0-9]*"' | grep -o 'rss-[0-9]*'); do
+            KCORE_SOCKET=$work/run/kcore.sock "$kctl" vm delete "$n" --force >/dev/null 2>&1
+        done
+        kill "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
     fi
     rm -rf "$work"
 }
