@@ -52,6 +52,8 @@ pub const VIEWER_METHODS: &[&str] = &[
     "ListNetworks",
     "GetNetwork",
     "GetVMStats",
+    "ListTemplates",
+    "GetTemplate",
 ];
 
 /// What the identity kcore-mcp calls kcore with may do there.

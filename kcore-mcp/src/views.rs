@@ -44,7 +44,8 @@ pub struct VmSummary {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct BootPhase {
     /// request_received, network_ready, qemu_exec, qmp_ready, vcpus_running,
-    /// first_console_byte or guest_ready.
+    /// first_console_byte, kernel_started, init_started (the guest's, when its kernel
+    /// prints) or guest_ready.
     pub name: String,
     /// Milliseconds after the request.
     pub offset_ms: f64,

@@ -11,6 +11,7 @@ mod convert;
 mod dirs;
 mod error;
 mod hostpath;
+mod memory;
 mod metrics;
 mod model;
 mod netdef;
@@ -36,8 +37,18 @@ use node::grpc::NodeAgentService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before any thread exists (see memory.rs).
+    memory::tune_allocator();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(memory::worker_threads())
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -70,6 +81,18 @@ async fn main() -> anyhow::Result<()> {
         Role::Controller { .. } => "controller",
     };
     let mut m = metrics::Metrics::new(role, server::known_rpc_paths());
+    // Start-up code and data run once: let them go once the daemon is serving.
+    tokio::spawn(async {
+        tokio::time::sleep(memory::STARTUP_GRACE).await;
+        let r = tokio::task::spawn_blocking(memory::release_startup_pages).await;
+        if let Ok(r) = r {
+            tracing::debug!(
+                mappings = r.mappings,
+                kib = r.rss_kib,
+                "released start-up pages"
+            );
+        }
+    });
     match cli.role {
         Role::AllInOne {
             dirs,

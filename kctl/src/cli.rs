@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use kcore_proto::v1::{DiskRequest, MachineType, NicRequest, RestartPolicy};
+use kcore_proto::v1::{DiskRequest, MachineType, NicRequest, Profile, RestartPolicy};
 
 use crate::network::{NetworkCommand, NicCommand, parse_nic};
 use crate::output::Format;
@@ -173,6 +173,24 @@ impl From<Machine> for MachineType {
     }
 }
 
+/// Profiles accepted by `--profile`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// Compatibility first (default).
+    Standard,
+    /// The fastest boot of a direct kernel boot.
+    Fast,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Self {
+        match p {
+            ProfileArg::Standard => Profile::Standard,
+            ProfileArg::Fast => Profile::Fast,
+        }
+    }
+}
+
 /// Restart policies accepted by `--restart`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Restart {
@@ -299,9 +317,14 @@ pub struct CreateArgs {
     /// Kernel command line.
     #[arg(long, value_name = "STR", requires = "kernel")]
     pub cmdline: Option<String>,
-    /// Machine type.
+    /// Machine type (default: the profile's).
     #[arg(long, value_enum)]
     pub machine: Option<Machine>,
+    /// standard (q35, hotplug, UEFI possible) or fast (microvm, or pc for an e1000 NIC,
+    /// without the devices a directly booted guest does not use; needs --kernel; no
+    /// hotplug, no UEFI). See docs/profiles.md.
+    #[arg(long, value_enum)]
+    pub profile: Option<ProfileArg>,
     /// Start the VM after defining it (--start=false leaves it STOPPED).
     #[arg(
         long,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use comfy_table::{CellAlignment, Table, presets};
-use kcore_proto::v1::{Firmware, MachineType, NodeState, RestartPolicy, VmStatus};
+use kcore_proto::v1::{Firmware, MachineType, NodeState, Profile, RestartPolicy, VmStatus};
 use serde::Serialize;
 
 /// How results are printed.
@@ -162,6 +162,14 @@ pub fn firmware(firmware: i32) -> String {
         Ok(Firmware::Unspecified) => "bios".to_string(),
         Ok(f) => strip(f.as_str_name(), "FIRMWARE_").to_lowercase(),
         Err(_) => format!("unknown({firmware})"),
+    }
+}
+
+pub fn profile(profile: i32) -> String {
+    match Profile::try_from(profile) {
+        Ok(Profile::Unspecified) => "standard".to_string(),
+        Ok(p) => strip(p.as_str_name(), "PROFILE_").to_lowercase(),
+        Err(_) => format!("unknown({profile})"),
     }
 }
 

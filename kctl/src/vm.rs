@@ -4,8 +4,8 @@ use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use kcore_proto::v1::{
     BootTimeline, CreateVmRequest, DeleteVmRequest, Firmware, GetVmRequest, ListVMsRequest,
-    MachineType, PauseVmRequest, RebootVmRequest, RestartPolicy, ResumeVmRequest, StartVmRequest,
-    StopVmRequest, UpdateVmRequest, Vm, VmDisk, VmSpec,
+    MachineType, PauseVmRequest, Profile, RebootVmRequest, RestartPolicy, ResumeVmRequest,
+    StartVmRequest, StopVmRequest, UpdateVmRequest, Vm, VmDisk, VmSpec,
 };
 
 use crate::cli::{CreateArgs, SetArgs};
@@ -32,6 +32,7 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest> {
         machine: args
             .machine
             .map_or(MachineType::Unspecified, MachineType::from) as i32,
+        profile: args.profile.map_or(Profile::Unspecified, Profile::from) as i32,
         kernel: args
             .kernel
             .as_deref()
@@ -180,6 +181,7 @@ pub fn describe(vm: &Vm) -> String {
             },
         ),
         ("Machine", output::machine(spec.machine)),
+        ("Profile", output::profile(spec.profile)),
         ("Firmware", output::firmware(spec.firmware)),
         ("Image", spec.image.clone()),
         ("Template", spec.template.clone()),
@@ -211,6 +213,9 @@ pub fn describe(vm: &Vm) -> String {
         Some(timeline) => {
             text.push_str("\nBoot timeline:\n");
             indent_into(&mut text, &timeline_table(timeline));
+            for line in guest_stages(timeline).lines() {
+                text.push_str(&format!("  {line}\n"));
+            }
         }
         None => text.push_str("\nBoot timeline: none yet\n"),
     }
@@ -333,6 +338,34 @@ pub fn timeline_table(timeline: &BootTimeline) -> comfy_table::Table {
     table
 }
 
+/// The guest's boot in three stages, from the phases its console showed (see
+/// docs/architecture.md, boot timeline): firmware (vCPUs running -> kernel started), kernel
+/// (-> init started), userspace (-> guest ready). Empty when the guest printed none of them.
+pub fn guest_stages(timeline: &BootTimeline) -> String {
+    let at = |name: &str| {
+        timeline
+            .phases
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.offset_ms)
+    };
+    let stages = [
+        ("firmware", "vcpus_running", "kernel_started"),
+        ("kernel", "kernel_started", "init_started"),
+        ("userspace", "init_started", "guest_ready"),
+    ];
+    let mut out = String::new();
+    for (stage, from, to) in stages {
+        if let (Some(a), Some(b)) = (at(from), at(to)) {
+            out.push_str(&format!(
+                "{stage:<10}{:>10} ms  ({from} -> {to})\n",
+                output::ms(b - a)
+            ));
+        }
+    }
+    out
+}
+
 /// `kctl vm timeline`.
 pub async fn timeline(client: &Client, format: Format, name: String) -> Result<()> {
     let vm = get_vm(client, name).await?;
@@ -346,7 +379,12 @@ pub async fn timeline(client: &Client, format: Format, name: String) -> Result<(
             vm.name
         );
     }
-    output::print_table(&timeline_table(&timeline))
+    output::print_table(&timeline_table(&timeline))?;
+    let stages = guest_stages(&timeline);
+    if !stages.is_empty() {
+        output::write_stdout(format!("\nGuest boot:\n{stages}").as_bytes())?;
+    }
+    Ok(())
 }
 
 /// `kctl vm start`.
@@ -651,6 +689,33 @@ mod tests {
         assert_eq!(lines[1], "request_received      0.0           -");
         assert_eq!(lines[2], "qemu_exec             3.2        +3.2");
         assert_eq!(lines[3], "vcpus_running        48.0       +44.8");
+    }
+
+    #[test]
+    fn guest_stages_split_the_boot() {
+        use kcore_proto::v1::BootPhase;
+        let phase = |name: &str, offset_ms: f64| BootPhase {
+            name: name.into(),
+            offset_ms,
+            at: String::new(),
+        };
+        let mut t = BootTimeline {
+            phases: vec![
+                phase("request_received", 0.0),
+                phase("vcpus_running", 48.0),
+                phase("first_console_byte", 200.0),
+                phase("guest_ready", 2000.0),
+            ],
+        };
+        assert_eq!(guest_stages(&t), "", "a quiet kernel shows no stages");
+        t.phases.insert(2, phase("kernel_started", 148.0));
+        t.phases.insert(4, phase("init_started", 1700.5));
+        assert_eq!(
+            guest_stages(&t),
+            "firmware       100.0 ms  (vcpus_running -> kernel_started)\n\
+             kernel        1552.5 ms  (kernel_started -> init_started)\n\
+             userspace      299.5 ms  (init_started -> guest_ready)\n"
+        );
     }
 
     #[test]

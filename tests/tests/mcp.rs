@@ -24,6 +24,7 @@ const READ: &[&str] = &[
     "list_networks",
     "list_pools",
     "list_images",
+    "list_templates",
     "list_volumes",
     "qmp_query",
 ];
@@ -284,6 +285,7 @@ fn over_stdio_on_the_local_socket() {
         call("list_nodes", json!({})),
         call("recent_events", json!({"vm": "web", "limit": 50})),
         json!({"op": "get_prompt", "name": "troubleshoot_vm", "args": {"name": "web"}}),
+        call("list_templates", json!({})),
     ]);
     let s = session(stdio(
         &["--allow-write", "--allow-destructive"],
@@ -375,6 +377,8 @@ fn over_stdio_on_the_local_socket() {
         "{}",
         s.result(18)
     );
+    let templates = ok(s.result(19));
+    assert_eq!(templates["templates"], json!([]), "{templates}");
 
     // One audit line per call of a tool that changes something, with its outcome.
     let audit: Vec<&str> = s

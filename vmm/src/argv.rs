@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::spec::{Firmware, MachineType, VmSpec};
+use crate::spec::{Firmware, MachineType, Profile, VmSpec};
 
 /// The accelerator QEMU runs the guest with (already resolved from `auto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
         (Firmware::Uefi, Some(code), Some(vars)) => Some((code, vars)),
         _ => None,
     };
-    let mut machine = machine_arg(spec.machine, cfg.accel);
+    let mut machine = machine_arg(spec.machine, spec.profile, cfg.accel);
     if uefi.is_some() {
         machine.push_str(",pflash0=pflash0,pflash1=pflash1");
     }
@@ -184,8 +184,9 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
         a.extend(["-bios".to_string(), bios.to_string_lossy().into_owned()]);
     }
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
-    if spec.machine == MachineType::Q35 {
-        // q35's root bus takes no hotplug: spare PCIe root ports do.
+    if spec.machine == MachineType::Q35 && spec.profile == Profile::Standard {
+        // q35's root bus takes no hotplug: spare PCIe root ports do (not in the fast
+        // profile: four PCI bridges the guest enumerates at every boot).
         for i in 0..HOTPLUG_PORTS {
             push(&[
                 "-device",
@@ -314,8 +315,27 @@ pub fn build_argv(spec: &VmSpec, cfg: &LaunchConfig) -> Vec<String> {
     a
 }
 
-fn machine_arg(machine: MachineType, accel: Accel) -> String {
-    format!("{},accel={}", machine.qemu_name(), accel.as_str())
+/// What the fast profile turns off, per machine: devices a guest booted directly from a
+/// kernel, with a serial console and virtio devices, does not use. microvm keeps its
+/// PIT, PIC, RTC and ACPI: without the PIT a kernel can hang calibrating its APIC timer
+/// under TCG, without the RTC it waits ~2 s for a clock, without ACPI there is no power
+/// button (`stop` could only quit).
+pub fn fast_machine_options(machine: MachineType) -> &'static str {
+    match machine {
+        // No option ROMs: its firmware (qboot) loads the kernel itself.
+        MachineType::Microvm => ",x-option-roms=off",
+        // No SATA controller, SMBus, SMM, VMware port or PS/2 controller.
+        MachineType::Q35 => ",sata=off,smbus=off,smm=off,vmport=off,i8042=off",
+        MachineType::Pc => ",smbus=off,smm=off,vmport=off,i8042=off",
+    }
+}
+
+fn machine_arg(machine: MachineType, profile: Profile, accel: Accel) -> String {
+    let extra = match profile {
+        Profile::Standard => "",
+        Profile::Fast => fast_machine_options(machine),
+    };
+    format!("{},accel={}{extra}", machine.qemu_name(), accel.as_str())
 }
 
 fn kernel_cmdline(spec: &VmSpec, cfg: &LaunchConfig) -> String {
@@ -343,6 +363,7 @@ mod tests {
             id: "0b1e3c9e-5a8e-4c2e-9f59-6a4f1d2b7c10".into(),
             name: "web-1".into(),
             machine,
+            profile: crate::spec::Profile::Standard,
             vcpus: 2,
             memory_mib: 512,
             kernel: Some("/var/lib/kcore/images/vmlinuz".into()),
@@ -593,6 +614,26 @@ mod tests {
         s.machine = MachineType::Microvm;
         let argv = build_argv(&s, &c);
         assert!(argv.contains(&"virtio-blk-device,drive=seed,id=seed,serial=cidata".to_string()));
+    }
+
+    #[test]
+    fn fast_profile_drops_what_the_guest_does_not_use() {
+        let mut s = spec(MachineType::Microvm);
+        s.profile = Profile::Fast;
+        let argv = build_argv(&s, &cfg(Accel::Tcg));
+        golden("microvm-fast", &argv);
+        assert!(argv.contains(&"console=ttyS0 quiet tsc_early_khz=2500000".to_string()));
+        let mut c = cfg(Accel::Tcg);
+        c.bios = Some("/usr/share/qemu/qboot.rom".into());
+        s.machine = MachineType::Q35;
+        let argv = build_argv(&s, &c);
+        golden("q35-fast", &argv);
+        assert!(
+            !argv.iter().any(|a| a.starts_with("pcie-root-port")),
+            "no hotplug ports: {argv:?}"
+        );
+        s.machine = MachineType::Pc;
+        golden("pc-fast", &build_argv(&s, &c));
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! a size-capped file in the VM's run dir so it survives a daemon restart), fans live output
 //! out to any number of attached clients, and forwards their keystrokes.
 //!
-//! It also watches the output for the boot timeline: the first byte, and the first output
-//! that matches the VM's ready pattern.
+//! It also watches the output for the boot timeline: the first byte, the guest's kernel and
+//! init starting ([`crate::bootlog`]), and the first output that matches the VM's ready
+//! pattern.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -20,11 +21,16 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::broadcast;
 
 use crate::VmmError;
+use crate::bootlog::{GuestMark, GuestPhases};
 
 /// Bytes of console output kept in memory per VM.
 pub const LOG_CAPACITY: usize = 256 * 1024;
 /// The on-disk mirror is rotated (to `.1`) past this size.
 const FILE_CAPACITY: u64 = 1024 * 1024;
+/// Bytes read from the console socket at once.
+const READ_CHUNK: usize = 4096;
+/// Chunks of live output kept for attached clients that fall behind (1 MiB at most).
+const LIVE_CHUNKS: usize = 256;
 /// Longest partial line kept for pattern matching.
 const MAX_LINE: usize = 4096;
 
@@ -32,6 +38,9 @@ const MAX_LINE: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Milestone {
     FirstByte,
+    /// The guest's kernel started (may be reported again, earlier).
+    KernelStarted,
+    InitStarted,
     GuestReady,
 }
 
@@ -53,6 +62,7 @@ struct WatchState {
     watch: BootWatch,
     seen_first: bool,
     line: Vec<u8>,
+    guest: GuestPhases,
 }
 
 /// The console multiplexer of one VM. Cheap to clone.
@@ -78,12 +88,15 @@ struct Inner {
 impl Console {
     /// A console whose log is mirrored to `file` (loaded back from it if it exists).
     pub fn new(file: Option<PathBuf>) -> Self {
-        let mut ring = VecDeque::with_capacity(LOG_CAPACITY.min(64 * 1024));
+        // Grows with the output (most guests print a few KiB), up to LOG_CAPACITY.
+        let mut ring = VecDeque::new();
         if let Some(data) = file.as_ref().and_then(|f| std::fs::read(f).ok()) {
             let start = data.len().saturating_sub(LOG_CAPACITY);
             ring.extend(&data[start..]);
         }
-        let (live, _) = broadcast::channel(1024);
+        // Chunks of up to READ_CHUNK bytes for attached clients; each slot costs memory
+        // from the start, so not more than a slow client needs to catch up.
+        let (live, _) = broadcast::channel(LIVE_CHUNKS);
         Console {
             inner: Arc::new(Inner {
                 ring: Mutex::new(ring),
@@ -101,6 +114,7 @@ impl Console {
             watch,
             seen_first: false,
             line: Vec::new(),
+            guest: GuestPhases::default(),
         });
         *self
             .inner
@@ -117,7 +131,7 @@ impl Console {
         let me = self.clone();
         tokio::spawn(async move {
             let mut file = me.open_file();
-            let mut buf = vec![0u8; 16 * 1024];
+            let mut buf = vec![0u8; READ_CHUNK];
             loop {
                 match rd.read(&mut buf).await {
                     Ok(0) => break,
@@ -185,11 +199,15 @@ impl Console {
         let mut matched = false;
         for &b in data {
             if b == b'\n' {
-                if st
-                    .watch
-                    .pattern
-                    .is_match(&String::from_utf8_lossy(&st.line))
-                {
+                let line = String::from_utf8_lossy(&st.line);
+                for (mark, at) in st.guest.line(&line, now) {
+                    let m = match mark {
+                        GuestMark::KernelStarted => Milestone::KernelStarted,
+                        GuestMark::InitStarted => Milestone::InitStarted,
+                    };
+                    (st.watch.notify)(m, at);
+                }
+                if st.watch.pattern.is_match(&line) {
                     matched = true;
                     break;
                 }
@@ -327,6 +345,7 @@ mod tests {
                 Milestone::GuestReady => {
                     r2.fetch_add(1, Ordering::SeqCst);
                 }
+                Milestone::KernelStarted | Milestone::InitStarted => {}
             }),
         }));
         let task = con.connect(a).await;

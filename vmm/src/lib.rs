@@ -5,6 +5,7 @@
 //! This crate knows nothing of gRPC, SQLite, networks or storage pools.
 
 pub mod argv;
+pub mod bootlog;
 pub mod console;
 pub mod error;
 pub mod host;

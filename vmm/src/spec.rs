@@ -74,6 +74,82 @@ impl std::fmt::Display for MachineType {
     }
 }
 
+/// How a VM's machine and firmware are chosen: for compatibility or for the fastest boot.
+/// docs/profiles.md says what each costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// q35 with PCIe hotplug ports (or the machine asked), SeaBIOS, qboot for a direct
+    /// kernel boot, or UEFI: everything kcore offers.
+    #[default]
+    Standard,
+    /// The fastest machine for a direct kernel boot: microvm (qboot-based firmware, no
+    /// PCI, no ACPI, no legacy timers; TSC frequency given to the kernel), or, when the
+    /// VM needs a PCI device, pc with qboot and no PC extras (SATA, SMBus, SMM, vmport,
+    /// PS/2). No hotplug, no UEFI, no boot from a disk.
+    Fast,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Standard => "standard",
+            Profile::Fast => "fast",
+        }
+    }
+
+    /// The machine a VM of this profile gets: the one asked for, else the profile's own
+    /// (fast: microvm, or pc when a NIC needs PCI, `needs_pci`).
+    pub fn machine(self, asked: Option<MachineType>, needs_pci: bool) -> MachineType {
+        match (asked, self) {
+            (Some(m), _) => m,
+            (None, Profile::Standard) => MachineType::default(),
+            (None, Profile::Fast) if needs_pci => MachineType::Pc,
+            (None, Profile::Fast) => MachineType::Microvm,
+        }
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "standard" => Ok(Profile::Standard),
+            "fast" => Ok(Profile::Fast),
+            o => Err(format!("unknown profile {o:?} (standard, fast)")),
+        }
+    }
+}
+
+/// What the fast profile cannot do, refused before anything is made: it boots a kernel
+/// directly (its firmware, qboot, boots no disk) and has no UEFI.
+pub fn check_profile(profile: Profile, kernel: bool, firmware: Firmware) -> Result<(), VmmError> {
+    if profile != Profile::Fast {
+        return Ok(());
+    }
+    if firmware == Firmware::Uefi {
+        return Err(VmmError::InvalidSpec(
+            "profile fast has no UEFI (its firmware is qboot): use --profile standard with \
+             --firmware uefi"
+                .into(),
+        ));
+    }
+    if !kernel {
+        return Err(VmmError::InvalidSpec(
+            "profile fast needs a direct kernel boot (--kernel): its firmware, qboot, cannot \
+             boot from a disk; use --profile standard to boot an image's own bootloader"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// What to do when QEMU exits without an operator asking for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -221,6 +297,10 @@ pub struct VmSpec {
     pub name: String,
     #[serde(default)]
     pub machine: MachineType,
+    /// Standard, or fast: the machine above is already the profile's; fast also drops
+    /// what the guest does not use (see `argv`).
+    #[serde(default)]
+    pub profile: Profile,
     pub vcpus: u32,
     pub memory_mib: u32,
     #[serde(default)]
@@ -418,6 +498,7 @@ impl VmSpec {
             disks,
         )?;
         check_firmware(self.machine, self.firmware)?;
+        check_profile(self.profile, self.kernel.is_some(), self.firmware)?;
         if let Some(k) = &self.kernel {
             check_file("kernel", k)?;
         }
@@ -493,6 +574,7 @@ mod tests {
             id: "0b1e3c9e-5a8e-4c2e-9f59-6a4f1d2b7c10".into(),
             name: "web-1".into(),
             machine: MachineType::Q35,
+            profile: Profile::Standard,
             vcpus: 1,
             memory_mib: 128,
             kernel: Some("/proc/self/exe".into()),
@@ -612,6 +694,42 @@ mod tests {
             NicModel::Virtio.device(MachineType::Microvm),
             "virtio-net-device"
         );
+    }
+
+    #[test]
+    fn the_fast_profile_picks_its_machine_and_refuses_what_it_lacks() {
+        use Profile::*;
+        assert_eq!(Standard.machine(None, false), MachineType::Q35);
+        assert_eq!(Fast.machine(None, false), MachineType::Microvm);
+        assert_eq!(Fast.machine(None, true), MachineType::Pc, "e1000 needs PCI");
+        assert_eq!(
+            Fast.machine(Some(MachineType::Q35), false),
+            MachineType::Q35
+        );
+        assert!(check_profile(Fast, true, Firmware::Bios).is_ok());
+        assert!(check_profile(Standard, false, Firmware::Uefi).is_ok());
+        let e = check_profile(Fast, true, Firmware::Uefi)
+            .expect_err("uefi")
+            .to_string();
+        assert!(e.contains("profile fast has no UEFI"), "{e}");
+        let e = check_profile(Fast, false, Firmware::Bios)
+            .expect_err("disk")
+            .to_string();
+        assert!(e.contains("profile fast needs a direct kernel boot"), "{e}");
+        let mut s = spec();
+        s.kernel = Some(std::env::current_exe().expect("current exe"));
+        s.profile = Fast;
+        s.firmware = Firmware::Uefi;
+        assert!(err(s).contains("no UEFI"));
+        assert_eq!("fast".parse::<Profile>(), Ok(Fast));
+        assert_eq!("".parse::<Profile>(), Ok(Standard));
+        assert!("turbo".parse::<Profile>().is_err());
+        // Specs written before profiles existed read as standard.
+        let j = serde_json::to_string(&spec()).expect("serialize");
+        let old = j.replace(",\"profile\":\"standard\"", "");
+        assert_ne!(old, j);
+        let back: VmSpec = serde_json::from_str(&old).expect("parse");
+        assert_eq!(back.profile, Standard);
     }
 
     #[test]

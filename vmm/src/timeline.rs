@@ -22,6 +22,10 @@ pub enum Phase {
     StateLoaded,
     VcpusRunning,
     FirstConsoleByte,
+    /// The guest's kernel started (from its console, see [`crate::bootlog`]).
+    KernelStarted,
+    /// The guest's kernel ran init.
+    InitStarted,
     GuestReady,
 }
 
@@ -36,6 +40,8 @@ impl Phase {
             Phase::StateLoaded => "state_loaded",
             Phase::VcpusRunning => "vcpus_running",
             Phase::FirstConsoleByte => "first_console_byte",
+            Phase::KernelStarted => "kernel_started",
+            Phase::InitStarted => "init_started",
             Phase::GuestReady => "guest_ready",
         }
     }
@@ -61,11 +67,29 @@ impl Timeline {
         }
     }
 
-    /// Record a phase; a phase already recorded keeps its first time.
+    /// Record a phase; a phase already recorded keeps its first time. Phases stay in the
+    /// order of their times (a guest phase can be learnt after a later host phase).
     pub fn record(&mut self, phase: Phase, at: SystemTime) {
         if !self.phases.iter().any(|(p, _)| *p == phase) {
-            self.phases.push((phase, micros(at)));
+            self.insert(phase, micros(at));
         }
+    }
+
+    /// Record a phase, or move it to `at` if that is earlier than what was recorded.
+    pub fn record_earliest(&mut self, phase: Phase, at: SystemTime) {
+        let us = micros(at);
+        if let Some(i) = self.phases.iter().position(|(p, _)| *p == phase) {
+            if self.phases[i].1 <= us {
+                return;
+            }
+            self.phases.remove(i);
+        }
+        self.insert(phase, us);
+    }
+
+    fn insert(&mut self, phase: Phase, us: u64) {
+        let i = self.phases.partition_point(|(_, t)| *t <= us);
+        self.phases.insert(i, (phase, us));
     }
 
     /// When the phase was reached.
@@ -116,6 +140,23 @@ mod tests {
         assert_eq!(o[1].0, Phase::QemuExec);
         assert!((o[1].2 - 1.5).abs() < 1e-9);
         assert!((o[2].2 - 25.0).abs() < 1e-9);
+        // A guest phase learnt late lands in time order, and may move earlier only.
+        t.record(Phase::FirstConsoleByte, t0 + Duration::from_millis(900));
+        t.record_earliest(Phase::KernelStarted, t0 + Duration::from_millis(950));
+        t.record_earliest(Phase::KernelStarted, t0 + Duration::from_millis(400));
+        t.record_earliest(Phase::KernelStarted, t0 + Duration::from_millis(600));
+        let names: Vec<_> = t.offsets().iter().map(|o| o.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "request_received",
+                "qemu_exec",
+                "qmp_ready",
+                "kernel_started",
+                "first_console_byte"
+            ]
+        );
+        assert!((t.offsets()[3].2 - 400.0).abs() < 1e-9);
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("t.json");
         t.save(&p).expect("save");

@@ -41,6 +41,32 @@ pub struct PoolList {
     pub pools: Vec<Pool>,
 }
 
+/// A memory-snapshot template: clones of it start where its guest stood.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Template {
+    pub name: String,
+    /// The node it is on; its clones run there.
+    pub node: String,
+    /// The VM it was taken from.
+    pub source_vm: String,
+    /// vCPUs and memory (MiB) its clones have (create_vm must pass these).
+    pub vcpu: u32,
+    pub memory_mb: u32,
+    /// When it was taken (RFC 3339).
+    pub created_at: String,
+    /// Bytes its files take on the node.
+    pub size_bytes: u64,
+    /// Disks its clones get (overlays of its frozen bases).
+    pub disks: u32,
+    /// The VMs cloned from it (it cannot be deleted while there are any).
+    pub clones: Vec<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TemplateList {
+    pub templates: Vec<Template>,
+}
+
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ImageList {
     pub images: Vec<Image>,
@@ -192,6 +218,19 @@ pub fn tools() -> Vec<ToolDef> {
                 methods: &["ListImages"],
             },
             list_images,
+        ),
+        tool(
+            Meta {
+                name: "list_templates",
+                title: "List templates",
+                description: "The memory-snapshot templates (create_vm's template): node, \
+                    source VM, the vCPUs and memory their clones have, size, clones.",
+                access: Access::Read,
+                idempotent: true,
+                open_world: false,
+                methods: &["ListTemplates"],
+            },
+            list_templates,
         ),
         tool(
             Meta {
@@ -420,6 +459,51 @@ async fn list_images(ctx: Ctx, a: OnNode) -> Result<Done<ImageList>, ToolError> 
     Ok(Done {
         summary,
         data: ImageList { images },
+    })
+}
+
+async fn list_templates(ctx: Ctx, a: OnNode) -> Result<Done<TemplateList>, ToolError> {
+    let client = ctx.client().await?;
+    let req = pb::ListTemplatesRequest {
+        node: a.node.unwrap_or_default(),
+    };
+    let templates: Vec<Template> = client
+        .api()
+        .list_templates(ctx.req(req, SHORT))
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner()
+        .templates
+        .into_iter()
+        .map(|t| Template {
+            name: t.name,
+            node: t.node,
+            source_vm: t.source_vm,
+            vcpu: t.vcpu,
+            memory_mb: t.memory_mb,
+            created_at: t.created_at,
+            size_bytes: t.size_bytes,
+            disks: t.disks,
+            clones: t.clones,
+        })
+        .collect();
+    let summary = lines(
+        count(templates.len(), "template", "templates"),
+        templates.iter().map(|t| {
+            format!(
+                "{} on {}: {} vCPU, {} MiB, from {}, {} clone(s)",
+                t.name,
+                t.node,
+                t.vcpu,
+                t.memory_mb,
+                t.source_vm,
+                t.clones.len()
+            )
+        }),
+    );
+    Ok(Done {
+        summary,
+        data: TemplateList { templates },
     })
 }
 

@@ -167,6 +167,14 @@ pub enum Machine {
     Microvm,
 }
 
+/// How much of a PC the VM gets.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Standard,
+    Fast,
+}
+
 /// The firmware.
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -268,6 +276,16 @@ pub struct CreateArgs {
     /// Place it on this node (default: the scheduler picks).
     #[serde(default)]
     pub node: Option<String>,
+    /// Start from this memory-snapshot template (list_templates) instead of booting: the
+    /// guest continues where the template stood, in well under a second. vcpu and
+    /// memory_mb must be the template's; no kernel, image, disks or cloud_init; networks
+    /// are the clone's own. It goes on the template's node.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// standard (default) or fast: fast picks a microvm (or pc) without the devices a
+    /// directly booted guest does not use; it needs kernel, has no UEFI and no hotplug.
+    #[serde(default)]
+    pub profile: Option<Profile>,
     /// Start it (default true). false: define it and leave it STOPPED.
     #[serde(default)]
     pub start: Option<bool>,
@@ -738,6 +756,11 @@ async fn create(ctx: Ctx, a: CreateArgs) -> Result<Done<VmDetail>, ToolError> {
         vcpu: a.vcpu,
         memory_mb: a.memory_mb,
         machine: machine as i32,
+        profile: match a.profile {
+            None => pb::Profile::Unspecified,
+            Some(Profile::Standard) => pb::Profile::Standard,
+            Some(Profile::Fast) => pb::Profile::Fast,
+        } as i32,
         kernel: a.kernel.unwrap_or_default(),
         initrd: a.initrd.unwrap_or_default(),
         cmdline: a.cmdline.unwrap_or_default(),
@@ -757,7 +780,7 @@ async fn create(ctx: Ctx, a: CreateArgs) -> Result<Done<VmDetail>, ToolError> {
             .collect(),
         firmware: firmware as i32,
         root_pool: String::new(),
-        template: String::new(),
+        template: a.template.unwrap_or_default(),
         nics: a
             .networks
             .unwrap_or_default()

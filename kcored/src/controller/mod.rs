@@ -80,7 +80,8 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(store: Store, tuning: Tuning) -> Arc<Controller> {
-        let (events, _) = broadcast::channel(4096);
+        // Every slot is allocated (and touched) up front: ~200 B each.
+        let (events, _) = broadcast::channel(1024);
         Arc::new(Controller {
             store,
             nodes: Nodes::default(),

@@ -34,6 +34,7 @@ impl Controller {
         // A clone goes where its template is, with its vCPUs and memory.
         let wanted = self.resolve_template(&mut spec, wanted.as_deref()).await?;
         spec.validate(None)?;
+        spec.settle_machine();
         if self.store.get_vm(&name)?.is_some() {
             return Err(ApiError::AlreadyExists(format!(
                 "a VM named {:?} already exists",

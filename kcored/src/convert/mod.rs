@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use chrono::{DateTime, SecondsFormat, Utc};
 use kcore_proto::v1 as pb;
 use kcore_types::{ImageName, MacAddr, NetworkName, NodeName, PoolName, VmName, VolumeName};
-use kcore_vmm::spec::{Firmware, MachineType, RestartPolicy};
+use kcore_vmm::spec::{Firmware, MachineType, Profile, RestartPolicy};
 
 use crate::caller::Caller;
 use crate::controller::store::VmRow;
@@ -58,6 +58,22 @@ fn machine_to_pb(m: Option<MachineType>) -> pb::MachineType {
         Some(MachineType::Q35) => pb::MachineType::Q35,
         Some(MachineType::Pc) => pb::MachineType::Pc,
         Some(MachineType::Microvm) => pb::MachineType::Microvm,
+    }
+}
+
+fn profile_from_pb(p: i32) -> Option<Profile> {
+    match pb::Profile::try_from(p).unwrap_or_default() {
+        pb::Profile::Standard => Some(Profile::Standard),
+        pb::Profile::Fast => Some(Profile::Fast),
+        pb::Profile::Unspecified => None,
+    }
+}
+
+fn profile_to_pb(p: Option<Profile>) -> pb::Profile {
+    match p {
+        None => pb::Profile::Unspecified,
+        Some(Profile::Standard) => pb::Profile::Standard,
+        Some(Profile::Fast) => pb::Profile::Fast,
     }
 }
 
@@ -426,6 +442,7 @@ pub fn request_from_pb(s: &pb::VmSpec) -> ApiResult<VmRequest> {
         vcpus: s.vcpu,
         memory_mib: s.memory_mb,
         machine: machine_from_pb(s.machine),
+        profile: profile_from_pb(s.profile),
         firmware: firmware_from_pb(s.firmware),
         restart: restart_from_pb(s.restart_policy),
         boot,
@@ -491,6 +508,7 @@ pub fn request_to_pb(r: &VmRequest) -> pb::VmSpec {
         vcpu: r.vcpus,
         memory_mb: r.memory_mib,
         machine: machine_to_pb(r.machine) as i32,
+        profile: profile_to_pb(r.profile) as i32,
         kernel: path(k.map(|k| &k.kernel)),
         initrd: path(k.and_then(|k| k.initrd.as_ref())),
         cmdline: k.and_then(|k| k.cmdline.clone()).unwrap_or_default(),
@@ -553,6 +571,7 @@ pub fn request_of_defined(s: &pb::VmSpec, disks: &[pb::VmDisk]) -> VmRequest {
         vcpus: s.vcpu,
         memory_mib: s.memory_mb,
         machine: machine_from_pb(s.machine),
+        profile: profile_from_pb(s.profile),
         firmware: firmware_from_pb(s.firmware),
         restart: restart_from_pb(s.restart_policy),
         boot: match (kernel, kcore_types::TemplateName::parse(&s.template)) {

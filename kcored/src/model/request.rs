@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use kcore_types::{ImageName, MacAddr, NetworkName, PoolName, VmName, VolumeName};
 use kcore_vmm::spec::{
-    self as vspec, Firmware, HostLimits, MachineType, NicModel, RestartPolicy, VmSpec,
+    self as vspec, Firmware, HostLimits, MachineType, NicModel, Profile, RestartPolicy, VmSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,9 @@ pub struct VmRequest {
     pub memory_mib: u32,
     #[serde(default)]
     pub machine: Option<MachineType>,
+    /// None: standard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
     #[serde(default)]
     pub firmware: Option<Firmware>,
     #[serde(default)]
@@ -160,8 +163,22 @@ impl Boot {
 }
 
 impl VmRequest {
+    /// The machine the VM gets: the one asked for, else its profile's.
     pub fn machine(&self) -> MachineType {
-        self.machine.unwrap_or_default()
+        let needs_pci = self.nics.iter().any(|n| n.model == Some(NicModel::E1000));
+        self.profile().machine(self.machine, needs_pci)
+    }
+
+    pub fn profile(&self) -> Profile {
+        self.profile.unwrap_or_default()
+    }
+
+    /// Write down the machine the profile picked, so the VM's spec shows it (a request
+    /// without a profile keeps its machine as given).
+    pub fn settle_machine(&mut self) {
+        if self.profile.is_some() && self.machine.is_none() {
+            self.machine = Some(self.machine());
+        }
     }
 
     /// The disks the VM will have: the boot disk cloned from the image, then the others.
@@ -180,6 +197,12 @@ impl VmRequest {
     pub fn validate(&self, host: Option<&HostLimits>) -> ApiResult<()> {
         let machine = self.machine();
         vspec::check_resources(self.vcpus, self.memory_mib, host)?;
+        // Before the machine's own checks: they would blame the machine the profile chose.
+        vspec::check_profile(
+            self.profile(),
+            self.boot.kernel().is_some(),
+            self.firmware.unwrap_or_default(),
+        )?;
         if let Boot::Disk(None) = self.boot
             && self.disks.is_empty()
         {
@@ -273,6 +296,7 @@ impl VmRequest {
             id: id.to_string(),
             name: name.to_string(),
             machine: self.machine(),
+            profile: self.profile(),
             vcpus: self.vcpus,
             memory_mib: self.memory_mib,
             kernel: k.map(|k| k.kernel.clone()),
@@ -385,6 +409,7 @@ mod tests {
             vcpus: 1,
             memory_mib: 128,
             machine: None,
+            profile: None,
             firmware: None,
             restart: None,
             boot: Boot::Kernel(KernelBoot {
@@ -402,6 +427,58 @@ mod tests {
 
     fn err(r: &VmRequest) -> String {
         r.validate(None).expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn the_fast_profile_picks_the_machine_and_names_what_it_lacks() {
+        let mut r = kernel_vm();
+        r.profile = Some(Profile::Fast);
+        r.validate(None).expect("valid");
+        assert_eq!(r.machine(), MachineType::Microvm);
+        r.settle_machine();
+        assert_eq!(r.machine, Some(MachineType::Microvm), "the spec shows it");
+        // An e1000 NIC needs PCI: pc, the lighter PCI machine.
+        let mut r = kernel_vm();
+        r.profile = Some(Profile::Fast);
+        r.nics = vec![NicRequest {
+            network: "default".parse().expect("a name"),
+            mac: None,
+            model: Some(NicModel::E1000),
+        }];
+        r.validate(None).expect("valid");
+        assert_eq!(r.machine(), MachineType::Pc);
+        // ... unless microvm was asked for: then the NIC is what is wrong.
+        r.machine = Some(MachineType::Microvm);
+        assert!(
+            err(&r).contains("e1000 needs machine q35 or pc"),
+            "{}",
+            err(&r)
+        );
+        // UEFI is refused by the profile, not blamed on the machine it would pick.
+        let mut r = kernel_vm();
+        r.profile = Some(Profile::Fast);
+        r.firmware = Some(Firmware::Uefi);
+        assert!(err(&r).contains("profile fast has no UEFI"), "{}", err(&r));
+        let mut r = kernel_vm();
+        r.profile = Some(Profile::Fast);
+        r.boot = Boot::Disk(Some(ImageDisk {
+            image: "debian".parse().expect("a name"),
+            size_gib: None,
+            pool: None,
+        }));
+        assert!(
+            err(&r).contains("profile fast needs a direct kernel boot"),
+            "{}",
+            err(&r)
+        );
+        // Without a profile nothing is settled: the spec keeps what was given.
+        let mut r = kernel_vm();
+        r.settle_machine();
+        assert_eq!(r.machine, None);
+        assert_eq!(
+            r.to_vm_spec("id", &"web".parse().expect("a name")).machine,
+            MachineType::Q35
+        );
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub fn spec_to_pb(s: &VmSpec) -> pb::VmSpec {
             .as_ref()
             .map(|r| r.template.clone())
             .unwrap_or_default(),
+        profile: match s.profile {
+            kcore_vmm::spec::Profile::Standard => pb::Profile::Standard,
+            kcore_vmm::spec::Profile::Fast => pb::Profile::Fast,
+        } as i32,
         ..Default::default()
     }
 }
@@ -406,6 +410,7 @@ mod tests {
             vcpus: 2,
             memory_mib: 256,
             machine: Some(MachineType::Q35),
+            profile: Some(kcore_vmm::spec::Profile::Standard),
             firmware: Some(Firmware::Bios),
             restart: Some(RestartPolicy::OnFailure),
             boot: Boot::Kernel(KernelBoot {

@@ -107,7 +107,8 @@ impl Node {
         // Networks before VMs: a VM restarted by its policy needs its bridge.
         net.load().await;
         net.spawn_repair();
-        let (events, _) = broadcast::channel(4096);
+        // Every slot is allocated (and touched) up front: ~200 B each.
+        let (events, _) = broadcast::channel(1024);
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();
         // Sequence numbers only grow, across daemon restarts too: start from the clock.
         let seq0 = SystemTime::now()

@@ -162,6 +162,8 @@ pub fn create_request(state: &VmState) -> Result<pb::CreateVmRequest, String> {
         vcpu: u32_of(&state.vcpu, "vcpu")?,
         memory_mb: u32_of(&state.memory_mb, "memory_mb")?,
         machine: machine.map_or(pb::MachineType::Unspecified, |m| m) as i32,
+        // The provider has no `profile` attribute yet: the API's default (standard).
+        profile: pb::Profile::Unspecified as i32,
         kernel: s(&state.kernel),
         initrd: s(&state.initrd),
         cmdline: s(&state.cmdline),

@@ -47,6 +47,13 @@ impl Vm {
             )?;
             return Ok(None);
         }
+        if spec.profile == crate::spec::Profile::Fast {
+            return Err(VmmError::InvalidSpec(
+                "this q35 VM has the fast profile, which has no hotplug ports: stop the VM \
+                 to change its disks or NICs"
+                    .into(),
+            ));
+        }
         let used = |p: &str| {
             spec.disks.iter().any(|d| d.port.as_deref() == Some(p))
                 || spec.nics.iter().any(|n| n.port.as_deref() == Some(p))

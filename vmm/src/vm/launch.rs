@@ -314,8 +314,15 @@ impl Vm {
     fn console_milestone(&self, m: Milestone, at: SystemTime) {
         let phase = match m {
             Milestone::FirstByte => Phase::FirstConsoleByte,
+            Milestone::KernelStarted => Phase::KernelStarted,
+            Milestone::InitStarted => Phase::InitStarted,
             Milestone::GuestReady => Phase::GuestReady,
         };
+        if phase == Phase::KernelStarted {
+            // An estimate from the kernel's clock: never before the vCPUs ran.
+            self.record_earliest_after(phase, at, Phase::VcpusRunning);
+            return;
+        }
         self.record(phase, at);
         if m == Milestone::GuestReady {
             self.save_timeline();

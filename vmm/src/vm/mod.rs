@@ -259,6 +259,14 @@ impl Vm {
         lock(&self.inner.timeline).record(phase, at);
     }
 
+    /// Record an estimated phase, or move it earlier, never before `floor` (a phase
+    /// already recorded).
+    fn record_earliest_after(&self, phase: Phase, at: SystemTime, floor: Phase) {
+        let mut t = lock(&self.inner.timeline);
+        let at = t.at(floor).map_or(at, |f| at.max(f));
+        t.record_earliest(phase, at);
+    }
+
     fn save_timeline(&self) {
         let t = self.timeline();
         if let Err(e) = t.save(&self.inner.paths.timeline()) {
