@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::probe::{ReadyTask, listen_for_marker};
+use crate::probe::{ReadyTask, listen_for_marker, stop_and_exit};
 use crate::run;
 
 /// The system connection (libvirtd runs as root).
@@ -164,12 +164,21 @@ pub fn pid(name: &str) -> anyhow::Result<u32> {
         .with_context(|| format!("{path} holds no pid"))
 }
 
-/// `virsh destroy` (kill QEMU at once); its wall time in ms. The domain's files go too.
-pub async fn destroy(dom: Domain) -> anyhow::Result<f64> {
+/// `virsh destroy` (kill QEMU at once): its wall time and the time until QEMU had
+/// exited, in ms. The domain's files go too.
+pub async fn destroy(dom: Domain) -> anyhow::Result<(f64, f64)> {
     dom.ready.abort();
-    let r = run::timed("virsh", ["-q", "-c", URI, "destroy", &dom.name]).await;
+    let destroy = async {
+        Ok(run::timed("virsh", ["-q", "-c", URI, "destroy", &dom.name])
+            .await?
+            .0)
+    };
+    let r = match pid(&dom.name) {
+        Ok(p) => stop_and_exit(p, destroy).await,
+        Err(e) => Err(e),
+    };
     remove_files(&dom.files);
-    Ok(r?.0)
+    r
 }
 
 /// Destroy every running domain whose name starts with `prefix` (cleanup; errors ignored).

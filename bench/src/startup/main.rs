@@ -135,6 +135,9 @@ async fn main() -> anyhow::Result<()> {
             "all-in-one".into(),
             "--accel".into(),
             "tcg".into(),
+            // Ten 1-vCPU guests at once (and a template's clones) on 2 cores.
+            "--cpu-overcommit".into(),
+            "16".into(),
             "--data-dir".into(),
             kdir.join("data").into(),
             "--run-dir".into(),

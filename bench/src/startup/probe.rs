@@ -60,6 +60,24 @@ pub async fn ready_at(task: &mut ReadyTask) -> anyhow::Result<Instant> {
     task.await.context("console task")?
 }
 
+/// Run `stop` while watching the process `pid`: (stop's own ms, ms until the process
+/// had exited: its pidfd readable, which does not wait for anyone to reap it).
+pub async fn stop_and_exit<F>(pid: u32, stop: F) -> anyhow::Result<(f64, f64)>
+where
+    F: std::future::Future<Output = anyhow::Result<f64>>,
+{
+    let pidfd = kcore_vmm::process::PidFd::open(pid)?;
+    let t = Instant::now();
+    let exited = async {
+        tokio::time::timeout(Duration::from_secs(60), pidfd.exited())
+            .await
+            .context("the QEMU did not exit within 60 s")?;
+        anyhow::Ok(kcore_bench::ms_since(t))
+    };
+    let (stop, exited) = tokio::join!(stop, exited);
+    Ok((stop?, exited?))
+}
+
 /// A `Key:   N kB` field of a `/proc` file, in KiB.
 fn proc_kib(path: &str, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;

@@ -49,6 +49,7 @@ pub fn print(r: &Run) {
             ("create -> vCPUs running", "running", 1),
             ("create -> guest ready", "ready", 0),
             ("stop --force", "stop", 1),
+            ("stop --force -> QEMU exited", "exit", 1),
         ] {
             row(
                 label,

@@ -8,7 +8,7 @@ use anyhow::Context;
 use kcore_bench::ms_since;
 
 use crate::kcore::{Created, How};
-use crate::probe::{self, pss_sum_mib, ready_at, rss_sum_mib};
+use crate::probe::{self, pss_sum_mib, ready_at, rss_sum_mib, stop_and_exit};
 use crate::stats::Stats;
 use crate::{Bench, bare, libvirt};
 
@@ -95,7 +95,8 @@ async fn one(
     reference: &mut Option<Reference>,
 ) -> anyhow::Result<()> {
     let name = format!("kb-{m}-{}-{round}", sys.key());
-    let (running, ready, stop) = match sys {
+    // stop: the stop command's own time; exit: until QEMU had exited.
+    let (running, ready, stop, exit) = match sys {
         Sys::Kcore | Sys::KcoreFast | Sys::KcoreClone => {
             let how = match sys {
                 Sys::Kcore => How::Machine(m.into()),
@@ -118,9 +119,10 @@ async fn one(
                     argv: b.kcore.argv(&name).await?,
                 });
             }
-            let stop = b.kcore.stop_force(&name).await?;
+            let pid = b.kcore.pid(&name).await?;
+            let (stop, exit) = stop_and_exit(pid, b.kcore.stop_force(&name)).await?;
             b.kcore.delete(&name).await?;
-            (running, ready, stop)
+            (running, ready, stop, exit)
         }
         Sys::Libvirt | Sys::LibvirtSeabios => {
             let r = reference.as_ref().context("libvirt before kcore")?;
@@ -128,8 +130,8 @@ async fn one(
             let (mut dom, running) = libvirt::create(&name, &g, &b.dir).await?;
             let ready = ready_at(&mut dom.ready).await;
             let t0 = dom.t0;
-            let stop = libvirt::destroy(dom).await?;
-            (running, (ready? - t0).as_secs_f64() * 1000.0, stop)
+            let (stop, exit) = libvirt::destroy(dom).await?;
+            (running, (ready? - t0).as_secs_f64() * 1000.0, stop, exit)
         }
         Sys::Bare => {
             let r = reference.as_ref().context("bare QEMU before kcore")?;
@@ -140,11 +142,11 @@ async fn one(
             };
             let t0 = vm.t0;
             let stop = bare::kill(vm).await;
-            (running, (ready? - t0).as_secs_f64() * 1000.0, stop)
+            (running, (ready? - t0).as_secs_f64() * 1000.0, stop, stop)
         }
     };
     eprintln!(
-        "  {m} round {round} {:<16} running {running:>7.1} ms  ready {ready:>7.0} ms  stop --force {stop:>6.1} ms",
+        "  {m} round {round} {:<16} running {running:>7.1} ms  ready {ready:>7.0} ms  stop --force {stop:>6.1} ms (exited {exit:>6.1} ms)",
         sys.key()
     );
     if round > 0 {
@@ -152,6 +154,7 @@ async fn one(
         st.add(format!("{k}/running"), running);
         st.add(format!("{k}/ready"), ready);
         st.add(format!("{k}/stop"), stop);
+        st.add(format!("{k}/exit"), exit);
     }
     Ok(())
 }
