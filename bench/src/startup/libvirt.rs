@@ -37,6 +37,8 @@ pub struct Guest {
 /// A domain the benchmark created.
 pub struct Domain {
     pub name: String,
+    /// Its QEMU.
+    pub pid: u32,
     /// `virsh create` spawned.
     pub t0: Instant,
     pub ready: ReadyTask,
@@ -77,7 +79,9 @@ pub fn domain_xml(name: &str, g: &Guest, disk: Option<&Path>, console: &Path) ->
         // Without <acpi/> libvirt passes -no-acpi; kcore's q35/pc guests have ACPI.
         x += "  <features><acpi/></features>\n";
     }
-    x += "  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>destroy</on_reboot>\n  \
+    // on_reboot restart (libvirt's default): a guest reboot resets QEMU in place, as
+    // under kcore.
+    x += "  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n  \
           <on_crash>destroy</on_crash>\n  <devices>\n    \
           <emulator>/usr/bin/qemu-system-x86_64</emulator>\n";
     // microvm has no PCI bus: its virtio devices sit on virtio-mmio transports.
@@ -132,17 +136,20 @@ pub async fn create(name: &str, g: &Guest, dir: &Path) -> anyhow::Result<(Domain
         ["-q", "-c", URI, "create", &xml_path.to_string_lossy()],
     )
     .await;
-    let dom = Domain {
-        name: name.to_string(),
-        t0,
-        ready,
-        files,
-    };
-    match created {
-        Ok((ms, _)) => Ok((dom, ms)),
+    match created.and_then(|(ms, _)| Ok((pid(name)?, ms))) {
+        Ok((pid, ms)) => Ok((
+            Domain {
+                name: name.to_string(),
+                pid,
+                t0,
+                ready,
+                files,
+            },
+            ms,
+        )),
         Err(e) => {
-            dom.ready.abort();
-            remove_files(&dom.files);
+            ready.abort();
+            remove_files(&files);
             Err(e)
         }
     }
@@ -154,8 +161,13 @@ fn remove_files(files: &[PathBuf]) {
     }
 }
 
+/// The last lines of the domain's QEMU log (what libvirt and QEMU said).
+pub fn log_tail(name: &str) -> String {
+    kcore_bench::tail(Path::new(&format!("/var/log/libvirt/qemu/{name}.log")), 8)
+}
+
 /// QEMU's pid (libvirt's pidfile).
-pub fn pid(name: &str) -> anyhow::Result<u32> {
+fn pid(name: &str) -> anyhow::Result<u32> {
     let path = format!("/run/libvirt/qemu/{name}.pid");
     std::fs::read_to_string(&path)
         .with_context(|| format!("read {path}"))?
@@ -173,10 +185,13 @@ pub async fn destroy(dom: Domain) -> anyhow::Result<(f64, f64)> {
             .await?
             .0)
     };
-    let r = match pid(&dom.name) {
-        Ok(p) => stop_and_exit(p, destroy).await,
-        Err(e) => Err(e),
-    };
+    let r = stop_and_exit(dom.pid, destroy).await.with_context(|| {
+        format!(
+            "destroy {}; its log ends:\n{}",
+            dom.name,
+            log_tail(&dom.name)
+        )
+    });
     remove_files(&dom.files);
     r
 }

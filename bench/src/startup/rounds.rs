@@ -292,10 +292,17 @@ pub async fn concurrent(
                     format!("{k}/all_ready"),
                     (last? - t0).as_secs_f64() * 1000.0,
                 );
-                let pids = doms
-                    .iter()
-                    .map(|d| libvirt::pid(&d.name))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
+                for d in &doms {
+                    if probe::pss_kib(d.pid).is_none() {
+                        anyhow::bail!(
+                            "{}'s QEMU (pid {}) is gone; its log ends:\n{}",
+                            d.name,
+                            d.pid,
+                            libvirt::log_tail(&d.name)
+                        );
+                    }
+                }
+                let pids: Vec<u32> = doms.iter().map(|d| d.pid).collect();
                 st.add(format!("{k}/pss"), pss_sum_mib(&pids)?);
                 st.add(
                     format!("{k}/daemon_rss"),
