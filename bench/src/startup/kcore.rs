@@ -24,7 +24,8 @@ pub struct Guest {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub cmdline: String,
-    /// A 1 GiB data disk in the `default` pool.
+    /// A 1 GiB data disk: an empty volume `<vm>-d` in the `default` pool, made before
+    /// the create.
     pub disk: bool,
     /// A NIC on this kcore network.
     pub network: Option<String>,
@@ -113,7 +114,7 @@ impl Kcore {
                 push(&["--cmdline", &g.cmdline]);
                 push(&["--ready-pattern", crate::probe::READY]);
                 if g.disk {
-                    push(&["--disk", "default:1"]);
+                    push(&["--disk", &format!("default:{name}-d")]);
                 }
                 match how {
                     How::Profile(p) => push(&["--profile", p]),
@@ -124,6 +125,13 @@ impl Kcore {
         }
         if let Some(net) = &g.network {
             push(&["--nic", net]);
+        }
+        if g.disk && !matches!(how, How::Template(_)) {
+            // The empty disk is made before the clock starts, as for libvirt and bare
+            // QEMU (`qemu-img create`): the VM gets it as an existing volume.
+            let vol = format!("{name}-d");
+            self.kctl(&["volume", "create", &vol, "--size", "1"])
+                .await?;
         }
         let t0 = SystemTime::now();
         let t0_mono = Instant::now();
