@@ -71,8 +71,9 @@ pub fn print(r: &Run) {
         }
         println!(
             "  kcore's own share (its timeline): kctl spawn -> request {} ms, request -> \
-             qemu exec {} ms, request -> vCPUs running {} ms",
+             taps ready {} ms, -> qemu exec {} ms, -> vCPUs running {} ms",
             num(st.med(&k("kcore", "kctl_to_request")), 1),
+            num(st.med(&k("kcore", "network_ready")), 1),
             num(st.med(&k("kcore", "qemu_exec")), 1),
             num(st.med(&k("kcore", "vcpus_running")), 1)
         );

@@ -158,12 +158,15 @@ async fn one(
     Ok(())
 }
 
-/// kcore's own timeline: kctl spawn -> request, request -> qemu_exec / vcpus_running.
+/// kcore's own timeline: kctl spawn -> request, request -> network_ready / qemu_exec /
+/// vcpus_running.
 async fn record_phases(b: &Bench, st: &mut Stats, vm: &Created, k: &str) -> anyhow::Result<()> {
     for (name, since_spawn, offset) in b.kcore.phases(vm).await? {
         match name.as_str() {
             "request_received" => st.add(format!("{k}/kctl_to_request"), since_spawn),
-            "qemu_exec" | "vcpus_running" => st.add(format!("{k}/{name}"), offset),
+            "network_ready" | "qemu_exec" | "vcpus_running" => {
+                st.add(format!("{k}/{name}"), offset)
+            }
             _ => {}
         }
     }
