@@ -116,6 +116,9 @@ done
 # The first call fills libvirtd's QEMU capabilities cache (seconds); not measured.
 virsh -q -c qemu:///system version >/dev/null
 
+# In the background, so that a TERM or INT reaches the trap at once (bash runs traps only
+# between commands, and `wait` is one it interrupts).
 target/release/kcore-bench-startup --work "$work" \
     --kernel "$work/guest/vmlinuz" --initrd "$work/guest/initrd.img" --bridge kbench0 \
-    --libvirtd-pid "$libvirtd_pid" --virtlogd-pid "$virtlogd_pid" "$@"
+    --libvirtd-pid "$libvirtd_pid" --virtlogd-pid "$virtlogd_pid" "$@" &
+wait $!
