@@ -115,6 +115,7 @@ impl ApiError {
                 VmmError::AlreadyRunning { .. } => Code::FailedPrecondition,
                 VmmError::QmpTimeout { .. } => Code::DeadlineExceeded,
                 VmmError::QmpClosed => Code::Unavailable,
+                VmmError::Migration(_) => Code::Aborted,
                 _ => Code::Internal,
             },
         }

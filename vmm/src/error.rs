@@ -69,6 +69,10 @@ pub enum VmmError {
     #[error("a QEMU of this VM is still running (pid {pid}): not starting a second one")]
     AlreadyRunning { pid: u32 },
 
+    /// A live migration step failed (QEMU's own words when it gave any).
+    #[error("migration: {0}")]
+    Migration(String),
+
     /// No QEMU with that id is known.
     #[error("no such VM {0}")]
     NotFound(String),

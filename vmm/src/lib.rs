@@ -8,6 +8,7 @@ pub mod argv;
 pub mod console;
 pub mod error;
 pub mod host;
+pub mod migration;
 pub mod paths;
 pub mod process;
 pub mod qmp;

@@ -19,6 +19,14 @@ pub enum Phase {
     VcpusRunning,
     FirstConsoleByte,
     GuestReady,
+    /// Migration (the destination's timeline): QEMU listens for the source.
+    MigrationListening,
+    /// Migration: every disk mirrored and in step.
+    DisksMirrored,
+    /// Migration: the source paused for the last RAM pass (downtime starts).
+    SourcePaused,
+    /// Migration: the guest runs here (downtime ends).
+    MigrationResumed,
 }
 
 impl Phase {
@@ -31,6 +39,10 @@ impl Phase {
             Phase::VcpusRunning => "vcpus_running",
             Phase::FirstConsoleByte => "first_console_byte",
             Phase::GuestReady => "guest_ready",
+            Phase::MigrationListening => "migration_listening",
+            Phase::DisksMirrored => "disks_mirrored",
+            Phase::SourcePaused => "source_paused",
+            Phase::MigrationResumed => "migration_resumed",
         }
     }
 }

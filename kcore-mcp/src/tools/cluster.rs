@@ -529,6 +529,7 @@ async fn drain_node(ctx: Ctx, a: DrainArgs) -> Result<Done<Drained>, ToolError> 
         name: a.name,
         timeout_secs: a.timeout_secs.unwrap_or(0).min(TIMEOUT_CAP),
         force: a.force.unwrap_or(false),
+        stop: false,
     };
     let r = client
         .api()

@@ -3,9 +3,11 @@
 //! [`listing`]. The node's own views are converted at its edge, `node/convert.rs`.
 
 mod listing;
+mod migration;
 mod stats;
 
 pub use listing::*;
+pub use migration::*;
 pub use stats::{vm_stats_from_pb, vm_stats_to_pb};
 
 use std::time::SystemTime;
@@ -764,6 +766,7 @@ mod tests {
             "controller/join.rs",
             "controller/node_client.rs",
             "convert/listing.rs",
+            "convert/migration.rs",
             "convert/mod.rs",
             "convert/stats.rs",
             "node/convert.rs",

@@ -93,7 +93,13 @@ impl Vm {
             .map_err(|e| VmmError::InvalidSpec(format!("ready pattern: {e}")))?;
         // Two QEMUs on one disk corrupt it: whatever the node's state says, never start a
         // second one while this VM's QEMU lives.
-        if let Some(pid) = process::find_qemu(&spec.id) {
+        // An incoming migration's QEMU is the exception: it writes only its own new
+        // volumes, and the source's QEMU (same uuid) may share this host.
+        let incoming = self
+            .inner
+            .incoming
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if !incoming && let Some(pid) = process::find_qemu(&spec.id) {
             return Err(VmmError::AlreadyRunning { pid });
         }
         prepare_dir(paths)?;
@@ -147,7 +153,11 @@ impl Vm {
             uefi_vars_fd,
             seed_fd,
         };
-        let argv = build_argv(spec, &launch);
+        let mut argv = build_argv(spec, &launch);
+        if incoming {
+            // The guest's state comes over the network: QEMU waits for `migrate-incoming`.
+            argv.extend(["-incoming".to_string(), "defer".to_string()]);
+        }
         if let Err(e) = std::fs::write(paths.argv(), argv.join("\n") + "\n") {
             tracing::debug!(error = %e, "cannot write qemu.argv");
         }
@@ -212,8 +222,14 @@ impl Vm {
         let (qmp, events) = QmpClient::connect(qmp_conn, opts).await?;
         self.record(Phase::QmpReady, SystemTime::now());
         self.spawn_event_loop(events);
-        qmp.cont().await?;
-        self.record(Phase::VcpusRunning, SystemTime::now());
+        let incoming = self
+            .inner
+            .incoming
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if !incoming {
+            qmp.cont().await?;
+            self.record(Phase::VcpusRunning, SystemTime::now());
+        }
         *lock(&self.inner.runtime) = Some(Runtime {
             pid,
             qmp: Some(qmp),
@@ -221,7 +237,11 @@ impl Vm {
             exited: exited.clone(),
             started: Instant::now(),
         });
-        self.set_status(VmState::Running, "");
+        if incoming {
+            self.set_status(VmState::Paused, "waiting for an incoming migration");
+        } else {
+            self.set_status(VmState::Running, "");
+        }
         // QEMU may have exited between `cont` and now, while the exit watcher saw STARTING
         // and left the handling to us.
         if *exited.borrow() {

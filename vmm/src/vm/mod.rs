@@ -107,6 +107,8 @@ struct Inner {
     retired: AtomicBool,
     /// Provides the NICs' taps at each launch.
     nic_opener: Mutex<Option<NicOpener>>,
+    /// The next launch waits for an incoming migration (`-incoming defer`, no `cont`).
+    pub(crate) incoming: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -146,6 +148,7 @@ impl Vm {
                 generation: AtomicU64::new(0),
                 retired: AtomicBool::new(false),
                 nic_opener: Mutex::new(None),
+                incoming: AtomicBool::new(false),
             }),
         }
     }
@@ -235,14 +238,14 @@ impl Vm {
         }
     }
 
-    fn wrong_state(&self, op: &'static str) -> VmmError {
+    pub(crate) fn wrong_state(&self, op: &'static str) -> VmmError {
         VmmError::WrongState {
             op,
             state: self.status().state.to_string(),
         }
     }
 
-    fn set_status(&self, state: VmState, reason: impl Into<String>) {
+    pub(crate) fn set_status(&self, state: VmState, reason: impl Into<String>) {
         {
             let mut st = lock(&self.inner.status);
             st.state = state;
@@ -252,11 +255,16 @@ impl Vm {
         (self.inner.notify)(&self.inner.id);
     }
 
-    fn record(&self, phase: Phase, at: SystemTime) {
+    /// The next launch waits for an incoming migration (see `crate::migration`).
+    pub(crate) fn set_incoming(&self, on: bool) {
+        self.inner.incoming.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn record(&self, phase: Phase, at: SystemTime) {
         lock(&self.inner.timeline).record(phase, at);
     }
 
-    fn save_timeline(&self) {
+    pub(crate) fn save_timeline(&self) {
         let t = self.timeline();
         if let Err(e) = t.save(&self.inner.paths.timeline()) {
             tracing::debug!(vm = %self.inner.name, error = %e, "cannot save timeline");
@@ -282,7 +290,7 @@ impl Vm {
         self.start_locked(requested_at).await
     }
 
-    async fn start_locked(&self, requested_at: SystemTime) -> Result<(), VmmError> {
+    pub(crate) async fn start_locked(&self, requested_at: SystemTime) -> Result<(), VmmError> {
         if !self.status().state.can_start() {
             return Err(self.wrong_state("start"));
         }
