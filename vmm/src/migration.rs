@@ -148,6 +148,15 @@ pub struct Summary {
     pub paused_at: Option<SystemTime>,
 }
 
+/// The owner's answer to a progress report: false means give up (it went away).
+fn go_on(yes: bool) -> Result<(), VmmError> {
+    if yes {
+        Ok(())
+    } else {
+        Err(mig_err("cancelled", "the migration's owner gave up on it"))
+    }
+}
+
 fn mig_err(what: &str, e: impl std::fmt::Display) -> VmmError {
     VmmError::Migration(format!("{what}: {e}"))
 }
@@ -374,14 +383,15 @@ impl Vm {
         Ok(())
     }
 
-    /// Send this running VM to `out`: mirror the disks, then RAM and devices. On success
+    /// Send this running VM to `out`: mirror the disks, then RAM and devices. `progress`
+    /// hears how it goes and answers whether to go on (false: cancel). On success
     /// the source QEMU is paused for good (`postmigrate`): the owner removes it once the
     /// destination runs, or resumes it ([`Vm::resume_after_migration`]) if that fails. On
     /// failure everything is rolled back and the guest runs here as before.
     pub async fn migrate_out(
         &self,
         out: &Outgoing,
-        progress: &mut (dyn FnMut(Progress) + Send),
+        progress: &mut (dyn FnMut(Progress) -> bool + Send),
     ) -> Result<Summary, VmmError> {
         let _ops = self.lock_ops().await;
         if self.status().state != VmState::Running {
@@ -400,15 +410,15 @@ impl Vm {
         &self,
         qmp: &QmpClient,
         out: &Outgoing,
-        progress: &mut (dyn FnMut(Progress) + Send),
+        progress: &mut (dyn FnMut(Progress) -> bool + Send),
     ) -> Result<Summary, VmmError> {
         let started = Instant::now();
         let deadline = started + out.timeout;
         let mut sum = Summary::default();
-        progress(Progress {
+        go_on(progress(Progress {
             phase: Some(MigrationPhase::Setup),
             ..Progress::default()
-        });
+        }))?;
         add_tls_creds(self, qmp, &out.tls, false).await?;
         for d in &out.disks {
             qmp.execute(
@@ -456,12 +466,12 @@ impl Vm {
                     Value::Array(jobs.clone()),
                 ));
             }
-            progress(Progress {
+            go_on(progress(Progress {
                 phase: Some(MigrationPhase::DiskMirror),
                 bytes_done: ours.iter().map(|j| u64_at(j, &["offset"])).sum(),
                 bytes_total: ours.iter().map(|j| u64_at(j, &["len"])).sum(),
                 ..Progress::default()
-            });
+            }))?;
             if ours.iter().all(|j| j["ready"].as_bool() == Some(true)) {
                 break;
             }
@@ -498,11 +508,11 @@ impl Vm {
             .await?;
         sum.paused_at = Some(SystemTime::now());
         sum.ram_passes = u64_at(&info, &["ram", "dirty-sync-count"]);
-        progress(Progress {
+        go_on(progress(Progress {
             phase: Some(MigrationPhase::Switchover),
             ram_passes: sum.ram_passes,
             ..Progress::default()
-        });
+        }))?;
         // The guest is paused: complete the mirrors (nothing writes any more), then let
         // the last RAM pass and the device state go.
         for d in &out.disks {
@@ -532,7 +542,7 @@ impl Vm {
         let _ = qmp
             .execute("object-del", Some(json!({ "id": TLS_ID })))
             .await;
-        progress(Progress {
+        let _ = progress(Progress {
             phase: Some(MigrationPhase::Completed),
             bytes_done: sum.ram_bytes,
             bytes_total: sum.ram_bytes,
@@ -553,7 +563,7 @@ impl Vm {
         qmp: &QmpClient,
         deadline: Instant,
         until: &[&str],
-        progress: &mut (dyn FnMut(Progress) + Send),
+        progress: &mut (dyn FnMut(Progress) -> bool + Send),
     ) -> Result<Value, VmmError> {
         loop {
             let info = qmp.execute("query-migrate", None).await?;
@@ -568,7 +578,7 @@ impl Vm {
                 ));
             }
             let page = u64_at(&info, &["ram", "page-size"]).max(1);
-            progress(Progress {
+            go_on(progress(Progress {
                 phase: Some(MigrationPhase::Ram),
                 bytes_done: u64_at(&info, &["ram", "transferred"]),
                 bytes_total: u64_at(&info, &["ram", "total"]),
@@ -576,7 +586,7 @@ impl Vm {
                 expected_downtime_ms: u64_at(&info, &["expected-downtime"]),
                 ram_passes: u64_at(&info, &["ram", "dirty-sync-count"]),
                 ..Progress::default()
-            });
+            }))?;
             if Instant::now() > deadline {
                 return Err(mig_err(
                     "timed out",
@@ -585,6 +595,43 @@ impl Vm {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// After a daemon restart: a migration this QEMU was still sending (the daemon that
+    /// drove it is gone, so it cannot switch over) is cancelled and the guest runs here
+    /// again. A completed one (the guest may run on the destination) is left paused for
+    /// the controller to settle. Returns whether it rolled one back.
+    pub async fn abandon_outgoing(&self) -> Result<bool, VmmError> {
+        let _ops = self.lock_ops().await;
+        let qmp = self.qmp()?;
+        let info = qmp.execute("query-migrate", None).await?;
+        let status = info["status"].as_str().unwrap_or("");
+        let jobs = qmp.execute("query-block-jobs", None).await?;
+        let mirroring = jobs.as_array().is_some_and(|j| {
+            j.iter()
+                .any(|j| j["device"].as_str().is_some_and(|d| d.starts_with("kcore-mig-")))
+        });
+        let sending = matches!(
+            status,
+            "setup" | "active" | "pre-switchover" | "device" | "cancelling" | "wait-unplug"
+        );
+        if !sending && !mirroring {
+            return Ok(false);
+        }
+        let disks: Vec<MirrorDisk> = self
+            .spec()
+            .disks
+            .iter()
+            .map(|d| MirrorDisk {
+                id: d.id.clone(),
+                top_only: d.backing.is_some(),
+            })
+            .collect();
+        rollback(&qmp, &disks).await;
+        if qmp.query_status().await?.running {
+            self.set_status(VmState::Running, "");
+        }
+        Ok(true)
     }
 
     /// After a migration that completed on the source, when the destination could not take

@@ -176,6 +176,7 @@ impl Controller {
                 },
                 listen_host: host.clone(),
                 client_dn: certs.client_dn.clone(),
+                timeout_secs,
             })
             .await
             .map_err(|e| fail(e, &format!("on node {to} before anything was sent")))?;
@@ -255,7 +256,24 @@ impl Controller {
         let mut stream = src.migrate_out(send).await?;
         let (mut mirrored, mut paused) = (None, None);
         let mut completed = false;
-        while let Some(p) = stream.next().await {
+        let mut watch = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let next = tokio::select! {
+                p = stream.next() => p,
+                _ = watch.tick() => {
+                    // A destination that went away cannot take over: give up now (the
+                    // source cancels when the stream is dropped) rather than at the
+                    // timeout.
+                    if !self.nodes.get(&send_to(report)).map(|l| l.ready).unwrap_or(false) {
+                        return Err(ApiError::Unavailable(format!(
+                            "node {} went away during the migration",
+                            send_to(report)
+                        )));
+                    }
+                    continue;
+                }
+            };
+            let Some(p) = next else { break };
             let p = p?;
             match p.phase.as_str() {
                 "ram" if mirrored.is_none() => mirrored = Some(SystemTime::now()),
@@ -282,6 +300,11 @@ impl Controller {
         }
         Ok((mirrored, paused.unwrap_or_else(SystemTime::now)))
     }
+}
+
+/// The destination's name, as the progress reports carry it.
+fn send_to(report: &(dyn Fn(&str) -> MigrationProgress + Send + Sync)) -> String {
+    report("").to_node
 }
 
 #[cfg(test)]

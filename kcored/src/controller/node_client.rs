@@ -152,6 +152,7 @@ impl NodeClient {
                 tls: Some(tls_to_pb(&p.tls)),
                 listen_host: p.listen_host.clone(),
                 client_dn: p.client_dn.clone(),
+                timeout_secs: p.timeout_secs,
             })
             .await?
             .into_inner();

@@ -33,6 +33,8 @@ pub struct PrepareIncoming {
     pub listen_host: String,
     /// The source's certificate's distinguished name: the one client accepted.
     pub client_dn: String,
+    /// The migration's timeout (the destination gives up a minute after it).
+    pub timeout_secs: u32,
 }
 
 /// Where the destination listens.

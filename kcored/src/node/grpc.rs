@@ -215,6 +215,7 @@ impl NodeAgent for NodeAgentService {
             tls: tls_from_pb(r.tls.as_ref()),
             listen_host: r.listen_host,
             client_dn: r.client_dn,
+            timeout_secs: r.timeout_secs,
         };
         let node = self.node.clone();
         let ports = run_to_end(async move { node.prepare_migration(p).await }).await?;

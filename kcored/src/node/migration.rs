@@ -22,10 +22,16 @@ use crate::model::{IncomingPorts, PrepareIncoming, SendVm};
 
 const INCOMING_MARKER: &str = "incoming";
 
-/// Mark a VM's directory as the destination of a migration not yet switched over.
+/// Mark a VM's directory as the destination of a migration not yet switched over; the
+/// marker holds a token of this migration.
 pub(super) fn mark_incoming(dir: &Path) -> ApiResult<()> {
-    crate::atomic_file::atomic_write(&dir.join(INCOMING_MARKER), b"", 0o600)
+    let token = uuid::Uuid::new_v4().to_string();
+    crate::atomic_file::atomic_write(&dir.join(INCOMING_MARKER), token.as_bytes(), 0o600)
         .map_err(|e| ApiError::Internal(format!("cannot mark {} incoming: {e}", dir.display())))
+}
+
+fn incoming_token(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(INCOMING_MARKER)).ok()
 }
 
 fn is_incoming(dir: &Path) -> bool {
@@ -48,8 +54,13 @@ fn free_port(host: &str) -> ApiResult<u16> {
 }
 
 impl Node {
-    /// Destination: make the VM here and wait for it. Nothing is left on failure.
-    pub async fn prepare_migration(&self, p: PrepareIncoming) -> ApiResult<IncomingPorts> {
+    /// Destination: make the VM here and wait for it. Nothing is left on failure; a VM
+    /// not switched over a minute past the migration's timeout is removed (its controller
+    /// went away).
+    pub async fn prepare_migration(
+        self: &Arc<Self>,
+        p: PrepareIncoming,
+    ) -> ApiResult<IncomingPorts> {
         if self.read_vms().contains_key(&p.id) {
             return Err(ApiError::AlreadyExists(format!(
                 "VM {} is already on node {}",
@@ -60,6 +71,22 @@ impl Node {
         self.define_as(p.id.clone(), p.name.clone(), p.request.clone(), true)
             .await?;
         let r = self.listen_for(&p).await;
+        if r.is_ok()
+            && let Some(token) = incoming_token(&self.spec_dir(&id))
+        {
+            let (node, vm_id) = (Arc::downgrade(self), id.clone());
+            let wait = Duration::from_secs(u64::from(p.timeout_secs.max(1)) + 60);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let Some(node) = node.upgrade() else { return };
+                if incoming_token(&node.spec_dir(&vm_id)).as_deref() == Some(token.as_str()) {
+                    tracing::warn!(vm = %vm_id, "no switch-over came: removing the incoming VM");
+                    if let Err(e) = node.undefine(&vm_id, true, false).await {
+                        tracing::error!(vm = %vm_id, error = %e, "cannot remove an incoming VM");
+                    }
+                }
+            });
+        }
         if r.is_err()
             && let Err(e) = self.undefine(&id, true, false).await
         {
@@ -115,11 +142,14 @@ impl Node {
             timeout: Duration::from_secs(u64::from(s.timeout_secs.max(1))),
         };
         let (tx, rx) = mpsc::channel(64);
-        // Runs to its end (rolling back on failure) even if the controller goes away.
+        // Runs on its own task, rolling back on failure.
         tokio::spawn(async move {
             let progress_tx = tx.clone();
+            // The controller dropping the stream (it gave up: the destination went away,
+            // or it did) cancels: before the switch-over the source keeps the guest.
             let mut report = move |p: Progress| {
                 let _ = progress_tx.try_send(Ok(p));
+                !progress_tx.is_closed()
             };
             let r = vm.migrate_out(&out, &mut report).await;
             if let Err(e) = r {
@@ -170,6 +200,24 @@ impl Node {
         let vm = self.vm(id)?;
         vm.resume_after_migration().await?;
         Ok(self.snapshot(&vm))
+    }
+
+    /// At start, after the VMs were recovered: a migration one of them was sending when
+    /// the daemon died is cancelled (the guest runs on here).
+    pub(super) async fn abandon_outgoing_migrations(&self) {
+        let vms: Vec<kcore_vmm::vm::Vm> = self.read_vms().values().cloned().collect();
+        for vm in vms {
+            if !vm.status().state.is_active() || is_incoming(&self.spec_dir(vm.id())) {
+                continue;
+            }
+            match vm.abandon_outgoing().await {
+                Ok(true) => {
+                    tracing::warn!(vm = %vm.name(), "cancelled a migration the daemon did not finish")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(vm = %vm.name(), error = %e, "cannot check for a migration"),
+            }
+        }
     }
 
     /// At start, after the VMs were recovered: a VM still marked incoming never got its

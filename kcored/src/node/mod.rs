@@ -140,6 +140,7 @@ impl Node {
         }
         futures::future::join_all(recovered).await;
         node.undo_unfinished_migrations().await;
+        node.abandon_outgoing_migrations().await;
         node.remove_leftover_run_dirs();
         node.reconcile_taps().await;
         node.spawn_lease_watch();
