@@ -50,6 +50,9 @@ mkdir -p "$t/img"
 truncate -s 64M "$t/img/root.raw"
 mkfs.ext4 -q -F "$t/img/root.raw"
 for n in n1 n2; do
+    # QEMU (its own uid) reads the migration's TLS files under <run-dir>: the run dir's
+    # parents must be searchable, as /run is.
+    mkdir -p "$t/$n" && chmod 755 "$t/$n"
     token=$(kctl node join-token --ttl 600)
     "$bin/kcored" node --accel tcg --name "$n" --controller "127.0.0.1:$cport" \
         --ca-cert "$t/c/data/pki/ca.crt" --import-dir "$guest" --import-dir "$t/img" \
@@ -65,7 +68,7 @@ done
 for n in n1 n2; do kctl image import rootfs "$t/img/root.raw" --node "$n" >/dev/null; done
 kctl vm create bench --node n1 --vcpu 1 --memory 128 --kernel "$guest/vmlinuz" \
     --initrd "$guest/initrd.img" --cmdline "console=ttyS0 quiet panic=-1 kcore.root=/dev/vda" \
-    --image rootfs --disk default:1 >/dev/null
+    --image rootfs --disk default:1 --ready-pattern KCORE-GUEST-READY >/dev/null
 for _ in $(seq 600); do
     kctl vm console bench --tail 200 | grep -q KCORE-GUEST-READY && break
     sleep 0.1
@@ -75,7 +78,11 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 : >"$t/down" ; : >"$t/total" ; : >"$t/outage"
 to=n2
 for i in $(seq "$runs"); do
-    out=$(kctl -o json vm migrate bench --to "$to" 2>/dev/null)
+    if ! out=$(kctl -o json vm migrate bench --to "$to" 2>"$t/migrate.err"); then
+        cat "$t/migrate.err" >&2
+        tail -n 20 "$t/c.log" "$t/n1.log" "$t/n2.log" >&2
+        exit 1
+    fi
     echo "$out" | jq -r '.downtime_ms' >>"$t/down"
     echo "$out" | jq -r '.elapsed_ms' >>"$t/total"
     echo "run $i: migrated to $to: downtime $(echo "$out" | jq -r .downtime_ms) ms, total $(echo "$out" | jq -r .elapsed_ms) ms" >&2

@@ -342,3 +342,70 @@ fn a_destination_killed_midway_leaves_the_guest_on_the_source() {
     );
     assert_eq!(c.vm("stayer")["node"], "n1");
 }
+
+#[test]
+fn a_drain_migrates_every_running_vm_to_another_node() {
+    let c = Cluster::start();
+    let g = guest();
+    let names = ["d1", "d2", "d3"];
+    for n in names {
+        c.ctl
+            .admin(&[
+                "vm",
+                "create",
+                n,
+                "--node",
+                "n1",
+                "--vcpu",
+                "1",
+                "--memory",
+                "128",
+                "--kernel",
+                g.kernel.to_str().expect("utf-8"),
+                "--initrd",
+                g.initrd.to_str().expect("utf-8"),
+                "--cmdline",
+                "console=ttyS0 quiet panic=-1",
+                "--disk",
+                "default:1",
+            ])
+            .expect_ok("vm create");
+    }
+    for n in names {
+        c.wait_console(n, "KCORE-GUEST-SHELL", 120);
+    }
+    let run = c
+        .ctl
+        .admin(&["node", "drain", "n1"])
+        .expect_ok("node drain");
+    for n in names {
+        assert!(
+            run.stdout.contains(&format!("{n}: migrated to n2")),
+            "{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout
+            .contains("Drained node n1: cordoned, migrated 3, stopped 0"),
+        "{}",
+        run.stdout
+    );
+    for n in names {
+        let v = c.vm(n);
+        assert_eq!(v["node"], "n2", "{v}");
+        assert_eq!(v["status"], "VM_STATUS_RUNNING", "{v}");
+        // Still the same guest: it answers on its console, it did not boot again.
+        c.type_in(n, "echo alive-$((6*7))");
+        c.wait_console(n, "alive-42", 30);
+        assert!(!c.console(n).contains("KCORE-GUEST-READY"), "{n} rebooted");
+    }
+    wait_until(
+        30,
+        "n1 to be empty",
+        || c.nodes[0].qemus().is_empty() && c.nodes[0].defined_vms().is_empty(),
+        || c.logs(),
+    );
+    assert!(volumes_of(&c.nodes[0]).is_empty());
+    assert_eq!(c.nodes[1].defined_vms().len(), 3);
+}
