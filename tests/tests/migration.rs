@@ -83,12 +83,11 @@ impl Cluster {
     }
 
     fn node_args(&self, name: &str) -> Vec<String> {
-        let a = node_args(
+        node_args(
             &self.ctl,
             name,
             &["--import-dir", self.img.path().to_str().expect("utf-8")],
-        );
-        a
+        )
     }
 
     fn create(&self, name: &str, node: &str) {
@@ -272,7 +271,11 @@ fn a_running_guest_moves_with_its_disks_and_the_source_keeps_nothing() {
         || c.nodes[0].qemus().is_empty() && c.nodes[0].defined_vms().is_empty(),
         || c.logs(),
     );
-    assert!(volumes_of(&c.nodes[0]).is_empty(), "{:?}", volumes_of(&c.nodes[0]));
+    assert!(
+        volumes_of(&c.nodes[0]).is_empty(),
+        "{:?}",
+        volumes_of(&c.nodes[0])
+    );
     assert_eq!(c.nodes[1].defined_vms(), vec![id.clone()]);
 
     // A paused VM is refused, and stays paused where it is.

@@ -24,7 +24,7 @@
 //! soon as QEMU has loaded them.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
@@ -209,13 +209,13 @@ async fn add_tls_creds(
     r
 }
 
-fn write_tls_files(vm: &Vm, dir: &PathBuf, tls: &TlsFiles, role: &str) -> Result<(), VmmError> {
+fn write_tls_files(vm: &Vm, dir: &Path, tls: &TlsFiles, role: &str) -> Result<(), VmmError> {
     let parent = dir.parent().unwrap_or(dir);
     std::fs::create_dir_all(parent).map_err(|e| VmmError::io("create", parent, e))?;
     // Traversable, not listable or writable: QEMU reads the files it is told of and can
     // plant nothing.
-    for d in [parent, dir.as_path()] {
-        if d == dir.as_path() {
+    for d in [parent, dir] {
+        if d == dir {
             match std::fs::create_dir(d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -608,8 +608,11 @@ impl Vm {
         let status = info["status"].as_str().unwrap_or("");
         let jobs = qmp.execute("query-block-jobs", None).await?;
         let mirroring = jobs.as_array().is_some_and(|j| {
-            j.iter()
-                .any(|j| j["device"].as_str().is_some_and(|d| d.starts_with("kcore-mig-")))
+            j.iter().any(|j| {
+                j["device"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("kcore-mig-"))
+            })
         });
         let sending = matches!(
             status,

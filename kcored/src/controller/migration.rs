@@ -313,12 +313,12 @@ mod tests {
 
     #[test]
     fn hosts_of_node_addresses() {
-        assert_eq!(host_of("127.0.0.1:9091").unwrap(), "127.0.0.1");
+        assert_eq!(host_of("127.0.0.1:9091").expect("host"), "127.0.0.1");
         assert_eq!(
-            host_of("https://n2.example.com:9091").unwrap(),
+            host_of("https://n2.example.com:9091").expect("host"),
             "n2.example.com"
         );
-        assert_eq!(host_of("[::1]:9091").unwrap(), "::1");
+        assert_eq!(host_of("[::1]:9091").expect("host"), "::1");
         assert!(host_of(":9091").is_err());
     }
 }

@@ -215,7 +215,9 @@ impl Node {
                     tracing::warn!(vm = %vm.name(), "cancelled a migration the daemon did not finish")
                 }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(vm = %vm.name(), error = %e, "cannot check for a migration"),
+                Err(e) => {
+                    tracing::warn!(vm = %vm.name(), error = %e, "cannot check for a migration")
+                }
             }
         }
     }
