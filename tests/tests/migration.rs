@@ -412,3 +412,109 @@ fn a_drain_migrates_every_running_vm_to_another_node() {
     assert!(volumes_of(&c.nodes[0]).is_empty());
     assert_eq!(c.nodes[1].defined_vms().len(), 3);
 }
+
+/// A host bridge both nodes' VMs join (the nodes share this host, as two hosts share a
+/// LAN), with a veth into a namespace of the test's own that has an address on it.
+struct Lan {
+    bridge: String,
+    veth: String,
+    ns: kcore_tests::NetNs,
+}
+
+impl Lan {
+    fn new() -> Lan {
+        let tag = format!("{:04x}", std::process::id() & 0xffff);
+        let (bridge, veth, peer) = (
+            format!("kmb{tag}"),
+            format!("kmv{tag}a"),
+            format!("kmv{tag}b"),
+        );
+        let ns = kcore_tests::NetNs::create();
+        let ip = |args: &[&str]| kcore_tests::run_tool("ip", args).expect_ok("ip");
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["link", "set", &bridge, "up"]);
+        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &veth, "master", &bridge, "up"]);
+        ip(&["link", "set", &peer, "netns", &ns.name]);
+        ns.ip(&["addr", "add", "10.213.77.1/24", "dev", &peer])
+            .expect_ok("address");
+        ns.ip(&["link", "set", &peer, "up"]).expect_ok("peer up");
+        Lan { bridge, veth, ns }
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        let _ = kcore_tests::run_tool("ip", &["link", "del", &self.veth]);
+        let _ = kcore_tests::run_tool("ip", &["link", "del", &self.bridge]);
+    }
+}
+
+#[test]
+fn its_mac_and_address_still_answer_after_the_move() {
+    let c = Cluster::start();
+    let lan = Lan::new();
+    c.ctl
+        .admin(&[
+            "network", "create", "lan", "--mode", "bridge", "--bridge", &lan.bridge,
+        ])
+        .expect_ok("network create");
+    let g = guest();
+    c.ctl
+        .admin(&[
+            "vm",
+            "create",
+            "pinged",
+            "--node",
+            "n1",
+            "--vcpu",
+            "1",
+            "--memory",
+            "128",
+            "--kernel",
+            g.kernel.to_str().expect("utf-8"),
+            "--initrd",
+            g.initrd.to_str().expect("utf-8"),
+            "--cmdline",
+            "console=ttyS0 quiet panic=-1 kcore.echo=off",
+            "--nic",
+            "lan",
+        ])
+        .expect_ok("vm create");
+    c.wait_console("pinged", "KCORE-GUEST-SHELL", 120);
+    let mac = c.vm("pinged")["nics"][0]["mac"]
+        .as_str()
+        .expect("a MAC")
+        .to_string();
+    c.type_in(
+        "pinged",
+        "ip addr add 10.213.77.2/24 dev eth0; ip link set eth0 up; echo NET-$((1+1))",
+    );
+    c.wait_console("pinged", "NET-2", 30);
+    wait_until(
+        30,
+        "the guest to answer ping on n1",
+        || lan.ns.ping("10.213.77.2"),
+        || c.console("pinged"),
+    );
+    c.ctl
+        .admin(&["vm", "migrate", "pinged", "--to", "n2"])
+        .expect_ok("migrate");
+    let v = c.vm("pinged");
+    assert_eq!(v["node"], "n2");
+    assert_eq!(v["nics"][0]["mac"].as_str(), Some(mac.as_str()), "{v}");
+    // The guest's own view of its MAC, and its address answering from its new port.
+    c.type_in("pinged", "cat /sys/class/net/eth0/address");
+    c.wait_console("pinged", &mac, 30);
+    wait_until(
+        30,
+        "the guest to answer ping on n2",
+        || lan.ns.ping("10.213.77.2"),
+        || format!("{}\n{}", c.console("pinged"), c.logs()),
+    );
+    // The source's tap is gone from the bridge: only n2's is a port besides the veth.
+    let ports = kcore_tests::run_tool("ip", &["-o", "link", "show", "master", &lan.bridge])
+        .expect_ok("bridge ports")
+        .stdout;
+    assert_eq!(ports.lines().count(), 2, "{ports}");
+}
