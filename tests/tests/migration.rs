@@ -518,3 +518,65 @@ fn its_mac_and_address_still_answer_after_the_move() {
         .stdout;
     assert_eq!(ports.lines().count(), 2, "{ports}");
 }
+
+#[test]
+fn a_controller_killed_midway_is_reconciled_to_one_running_copy() {
+    let mut c = Cluster::start();
+    counting_guest(&c, "orphan");
+    let id = c.vm("orphan")["id"].as_str().expect("id").to_string();
+    let child = c
+        .ctl
+        .kctl_command(
+            &c.ctl.pki("admin.crt"),
+            &c.ctl.pki("admin.key"),
+            &["vm", "migrate", "orphan", "--to", "n2", "--bandwidth", "1"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kctl migrate");
+    wait_until(
+        60,
+        "n2 to have the incoming VM",
+        || !c.nodes[1].qemus().is_empty(),
+        || c.logs(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    c.ctl.restart(CONTROLLER);
+    let out = child.wait_with_output().expect("kctl migrate");
+    assert!(!out.status.success(), "the migration succeeded?");
+    // The source gave up when its stream went; the restarted controller removes the
+    // destination's copy, which never ran.
+    wait_until(
+        60,
+        "one running copy, on n1",
+        || {
+            c.nodes[1].defined_vms().is_empty()
+                && kcore_tests::qemus_with_uuid(&id).len() == 1
+                && volumes_of(&c.nodes[1]).is_empty()
+        },
+        || c.logs(),
+    );
+    let seen = last_count(&c.console("orphan"));
+    wait_until(
+        60,
+        "the guest to run on n1, still counting",
+        || {
+            let v = c.vm("orphan");
+            v["node"] == "n1"
+                && v["status"] == "VM_STATUS_RUNNING"
+                && last_count(&c.console("orphan")) > seen + 2
+        },
+        || format!("{}\n{}", c.console("orphan"), c.logs()),
+    );
+    let events = c
+        .ctl
+        .admin(&["events", "--vm", "orphan"])
+        .expect_ok("events")
+        .stdout;
+    assert!(
+        events.contains("removed the copy on node n2 left by a migration that did not finish"),
+        "{events}"
+    );
+}
