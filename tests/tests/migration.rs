@@ -456,7 +456,13 @@ fn its_mac_and_address_still_answer_after_the_move() {
     let lan = Lan::new();
     c.ctl
         .admin(&[
-            "network", "create", "lan", "--mode", "bridge", "--bridge", &lan.bridge,
+            "network",
+            "create",
+            "lan",
+            "--mode",
+            "bridge",
+            "--bridge",
+            &lan.bridge,
         ])
         .expect_ok("network create");
     let g = guest();
