@@ -586,3 +586,59 @@ fn a_controller_killed_midway_is_reconciled_to_one_running_copy() {
         "{events}"
     );
 }
+
+#[test]
+fn a_source_killed_midway_runs_the_guest_again_when_it_is_back() {
+    let mut c = Cluster::start();
+    counting_guest(&c, "homebody");
+    let id = c.vm("homebody")["id"].as_str().expect("id").to_string();
+    let child = c
+        .ctl
+        .kctl_command(
+            &c.ctl.pki("admin.crt"),
+            &c.ctl.pki("admin.key"),
+            &[
+                "vm",
+                "migrate",
+                "homebody",
+                "--to",
+                "n2",
+                "--bandwidth",
+                "1",
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kctl migrate");
+    wait_until(
+        60,
+        "n2 to have the incoming VM",
+        || !c.nodes[1].qemus().is_empty(),
+        || c.logs(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // The source's daemon dies; its QEMU (not its child) lives on, mid-migration.
+    c.nodes[0].kill9();
+    let out = child.wait_with_output().expect("kctl migrate");
+    assert!(!out.status.success(), "the migration succeeded?");
+    let args = c.node_args("n1");
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    c.nodes[0].restart(&refs);
+    let seen = last_count(&c.console("homebody"));
+    wait_until(
+        90,
+        "one running copy, on n1, still counting",
+        || {
+            let v = c.vm("homebody");
+            v["node"] == "n1"
+                && v["status"] == "VM_STATUS_RUNNING"
+                && last_count(&c.console("homebody")) > seen + 2
+                && c.nodes[1].defined_vms().is_empty()
+                && kcore_tests::qemus_with_uuid(&id).len() == 1
+                && volumes_of(&c.nodes[1]).is_empty()
+        },
+        || format!("{}\n{}", c.console("homebody"), c.logs()),
+    );
+}
