@@ -740,6 +740,42 @@ mod tests {
     }
 
     #[test]
+    fn migrate_takes_a_node_and_its_limits() {
+        assert!(parse(&["vm", "migrate", "w"]).is_err(), "--to is required");
+        let cli = parse(&[
+            "vm",
+            "migrate",
+            "w",
+            "--to",
+            "n2",
+            "--timeout",
+            "60",
+            "--max-downtime",
+            "100",
+            "--bandwidth",
+            "64",
+        ])
+        .expect("parses");
+        match cli.command {
+            Command::Vm(VmCommand::Migrate {
+                name,
+                to,
+                timeout,
+                max_downtime,
+                bandwidth,
+            }) => {
+                assert_eq!((name.as_str(), to.as_str()), ("w", "n2"));
+                assert_eq!(
+                    (timeout, max_downtime, bandwidth),
+                    (Some(60), Some(100), Some(64))
+                );
+            }
+            _ => panic!("not vm migrate"),
+        }
+        assert!(parse(&["vm", "migrate", "w", "--to", "n2", "--bandwidth", "x"]).is_err());
+    }
+
+    #[test]
     fn console_modes() {
         assert!(parse(&["vm", "console", "w", "--follow", "--tail", "5"]).is_err());
         let cli = parse(&["vm", "console", "w", "--tail", "5"]).expect("parses");

@@ -380,6 +380,23 @@ impl Node {
 mod tests {
     use super::*;
 
+    #[test]
+    fn tap_marks_name_the_node_that_made_them() {
+        let owner = "0b1e3c9e/net0@n1";
+        assert_eq!(mark_vm(owner, "n1"), Some("0b1e3c9e"));
+        // Another node's tap on a shared host is not ours to sweep.
+        assert_eq!(mark_vm(owner, "n2"), None);
+        // Marks from before the node was in them are this node's.
+        assert_eq!(mark_vm("0b1e3c9e/net0", "n2"), Some("0b1e3c9e"));
+        let nic = nic("net0", "52:54:00:12:34:56");
+        let mark = tap_mark("0b1e3c9e", &nic, "n1").expect("a mark");
+        assert_eq!(mark.owner(), owner);
+        assert_ne!(
+            migrated_tap_name("0b1e3c9e", "net0", "n2").expect("a name"),
+            derive_name(TAP_PREFIX, "0b1e3c9e/net0").expect("a name")
+        );
+    }
+
     fn nic(id: &str, mac: &str) -> Nic {
         Nic {
             id: id.into(),
