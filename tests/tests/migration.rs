@@ -278,6 +278,20 @@ fn a_running_guest_moves_with_its_disks_and_the_source_keeps_nothing() {
     );
     assert_eq!(c.nodes[1].defined_vms(), vec![id.clone()]);
 
+    // Back to a node that lacks the image its root disk is an overlay of: refused, and
+    // nothing is made there (by placement once n1's heartbeat says so: "node n1 cannot
+    // take the VM: no image rootfs"; by n1 itself before: "no image named \"rootfs\" on
+    // node n1").
+    c.ctl
+        .admin(&["image", "delete", "rootfs", "--node", "n1"])
+        .expect_ok("image delete");
+    c.ctl
+        .admin(&["vm", "migrate", "mover", "--to", "n1"])
+        .expect_err("no image there", &["n1", "image", "rootfs"]);
+    assert!(c.nodes[0].defined_vms().is_empty());
+    assert!(volumes_of(&c.nodes[0]).is_empty());
+    assert_eq!(c.vm("mover")["status"], "VM_STATUS_RUNNING");
+
     // A paused VM is refused, and stays paused where it is.
     c.ctl.admin(&["vm", "pause", "mover"]).expect_ok("pause");
     c.ctl
