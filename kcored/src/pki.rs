@@ -267,6 +267,58 @@ pub fn issue_client_cert(
     issue(&issuer, leaf_params(vec![], name, Some(role))?)
 }
 
+/// The certificates of one live migration, signed by the CA in `pki_dir`, valid for
+/// `lifetime`: a server certificate for the destination (`dest_host` its only name) and a
+/// client certificate for the source (`O=kcore, OU=migration, CN=kcore-migration-<tag>`:
+/// no API role). Returns the CA, (server cert, key), (client cert, key) and the client's
+/// subject as QEMU (gnutls) prints it, for the destination's `authz-simple`.
+pub fn issue_migration_certs(
+    pki_dir: &Path,
+    tag: &str,
+    dest_host: &str,
+    lifetime: Duration,
+) -> Result<MigrationCerts, PkiError> {
+    let pki = Pki {
+        dir: pki_dir.to_path_buf(),
+    };
+    let issuer = load_issuer(&pki)?;
+    let ca_pem = pki.read_string(CA_CERT)?;
+    let mut server = leaf_params(
+        vec![dest_host.to_string()],
+        &format!("kcore-migration-{tag}-dest"),
+        None,
+    )?;
+    validity(&mut server, lifetime);
+    let cn = format!("kcore-migration-{tag}");
+    let mut client = CertificateParams::new(Vec::<String>::new()).map_err(PkiError::InvalidSan)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, ORGANIZATION);
+    dn.push(DnType::OrganizationalUnitName, "migration");
+    dn.push(DnType::CommonName, cn.as_str());
+    client.distinguished_name = dn;
+    client.is_ca = IsCa::ExplicitNoCa;
+    client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    client.use_authority_key_identifier_extension = true;
+    validity(&mut client, lifetime);
+    Ok(MigrationCerts {
+        ca_pem,
+        server: issue(&issuer, server)?,
+        client: issue(&issuer, client)?,
+        client_dn: format!("O={ORGANIZATION},OU=migration,CN={cn}"),
+    })
+}
+
+/// What [`issue_migration_certs`] makes.
+pub struct MigrationCerts {
+    pub ca_pem: String,
+    /// Certificate and key (PEM) of the destination.
+    pub server: (String, String),
+    /// Certificate and key (PEM) of the source.
+    pub client: (String, String),
+    pub client_dn: String,
+}
+
 /// Sign a node's CSR (PEM) with the CA in `pki_dir`: only its public key is used; the
 /// subject is `O=kcore, OU=node, CN=<name>`. Returns the PEM certificate.
 pub fn sign_node_csr(

@@ -140,6 +140,23 @@ pub enum VmCommand {
         /// VM name.
         name: String,
     },
+    /// Live-migrate a running VM to another node (its disks are copied; docs/migration.md).
+    Migrate {
+        /// VM name or id.
+        name: String,
+        /// The node to move it to.
+        #[arg(long, value_name = "NODE")]
+        to: String,
+        /// Give up (the VM stays where it was) after this many seconds (default 600).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u32>,
+        /// The longest pause of the guest to aim for, in milliseconds (default 300).
+        #[arg(long, value_name = "MS")]
+        max_downtime: Option<u32>,
+        /// Copy bandwidth for RAM and disks, MiB/s (default unlimited).
+        #[arg(long, value_name = "MiB/s")]
+        bandwidth: Option<u32>,
+    },
     /// Change a VM: vCPUs and memory (while it is STOPPED), cloud-init data and autostart
     /// (any time; a new cloud-init seed is what the guest sees from its next start).
     #[command(visible_alias = "update")]
@@ -492,9 +509,12 @@ pub enum NodeCommand {
         /// Seconds each VM gets to power off (default 30).
         #[arg(long, value_name = "SECS")]
         timeout: Option<u32>,
-        /// Kill the VMs at once.
+        /// Kill the VMs at once (those that are stopped).
         #[arg(long)]
         force: bool,
+        /// Stop every VM instead of live-migrating them to other nodes.
+        #[arg(long)]
+        stop: bool,
     },
     /// Let the scheduler use a cordoned node again.
     Uncordon {
@@ -784,6 +804,42 @@ mod tests {
         let cli = parse(&["-o", "yaml", "node", "list"]).expect("parses");
         assert_eq!(cli.output, Format::Yaml);
         assert!(parse(&["-o", "xml", "node", "list"]).is_err());
+    }
+
+    #[test]
+    fn migrate_takes_a_node_and_its_limits() {
+        assert!(parse(&["vm", "migrate", "w"]).is_err(), "--to is required");
+        let cli = parse(&[
+            "vm",
+            "migrate",
+            "w",
+            "--to",
+            "n2",
+            "--timeout",
+            "60",
+            "--max-downtime",
+            "100",
+            "--bandwidth",
+            "64",
+        ])
+        .expect("parses");
+        match cli.command {
+            Command::Vm(VmCommand::Migrate {
+                name,
+                to,
+                timeout,
+                max_downtime,
+                bandwidth,
+            }) => {
+                assert_eq!((name.as_str(), to.as_str()), ("w", "n2"));
+                assert_eq!(
+                    (timeout, max_downtime, bandwidth),
+                    (Some(60), Some(100), Some(64))
+                );
+            }
+            _ => panic!("not vm migrate"),
+        }
+        assert!(parse(&["vm", "migrate", "w", "--to", "n2", "--bandwidth", "x"]).is_err());
     }
 
     #[test]

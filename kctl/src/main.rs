@@ -10,6 +10,7 @@ mod cloud_init;
 mod console;
 mod events;
 mod image;
+mod migrate;
 mod network;
 mod node;
 mod output;
@@ -130,6 +131,22 @@ async fn run(cli: Cli) -> Result<()> {
                 None => qmp::shell(&client, format, &args.name).await,
             },
             VmCommand::Timeline { name } => vm::timeline(&client, format, name).await,
+            VmCommand::Migrate {
+                name,
+                to,
+                timeout,
+                max_downtime,
+                bandwidth,
+            } => {
+                let a = migrate::MigrateArgs {
+                    name,
+                    to,
+                    timeout,
+                    max_downtime,
+                    bandwidth,
+                };
+                migrate::migrate(&client, format, a).await
+            }
             VmCommand::Set(args) => vm::set(&client, format, args).await,
             VmCommand::Disk(command) => vm::disk(&client, format, command).await,
             VmCommand::Nic(command) => network::nic(&client, format, command).await,
@@ -144,7 +161,8 @@ async fn run(cli: Cli) -> Result<()> {
                 node,
                 timeout,
                 force,
-            } => node::drain(&client, format, node, timeout, force).await,
+                stop,
+            } => node::drain(&client, format, node, timeout, force, stop).await,
             NodeCommand::Uncordon { node } => node::cordon(&client, format, node, false).await,
             NodeCommand::Remove { node } => node::remove(&client, format, node).await,
         },

@@ -59,13 +59,15 @@ pub async fn cordon(client: &Client, format: Format, name: String, cordon: bool)
     output::write_stdout(format!("{verb} node {}\n", node.name).as_bytes())
 }
 
-/// `kctl node drain`.
+/// `kctl node drain`: one line per VM (migrated where, or stopped and why), then the
+/// summary.
 pub async fn drain(
     client: &Client,
     format: Format,
     name: String,
     timeout: Option<u32>,
     force: bool,
+    stop: bool,
 ) -> Result<()> {
     let reply = client
         .api()
@@ -73,6 +75,7 @@ pub async fn drain(
             name,
             timeout_secs: timeout.unwrap_or(0),
             force,
+            stop,
         })
         .await
         .map_err(|s| client.error(s))?
@@ -81,12 +84,29 @@ pub async fn drain(
         return output::print_structured(format, &reply);
     }
     let node = reply.node.map(|n| n.name).unwrap_or_default();
-    let stopped = if reply.stopped.is_empty() {
+    let mut out = String::new();
+    for vm in &reply.vms {
+        match vm.action.as_str() {
+            "migrated" => {
+                out += &format!(
+                    "{}: migrated to {} (downtime {} ms)\n",
+                    vm.name, vm.to_node, vm.downtime_ms
+                )
+            }
+            a => out += &format!("{}: {a} ({})\n", vm.name, vm.reason),
+        }
+    }
+    let summary = if reply.vms.is_empty() {
         "no VM was running".to_string()
     } else {
-        format!("stopped {}", reply.stopped.join(", "))
+        format!(
+            "migrated {}, stopped {}",
+            reply.migrated.len(),
+            reply.stopped.len()
+        )
     };
-    output::write_stdout(format!("Drained node {node}: cordoned, {stopped}\n").as_bytes())
+    out += &format!("Drained node {node}: cordoned, {summary}\n");
+    output::write_stdout(out.as_bytes())
 }
 
 /// `kctl node remove`.

@@ -127,7 +127,7 @@ pub struct Run {
 }
 
 impl Run {
-    pub(crate) fn from(o: Output) -> Run {
+    pub fn from(o: Output) -> Run {
         Run {
             ok: o.status.success(),
             code: o.status.code(),

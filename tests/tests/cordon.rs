@@ -40,12 +40,18 @@ fn a_cordoned_node_takes_no_new_vms() {
         .expect_ok("start on a cordoned node");
     d.kctl(&["node", "cordon", "nosuch"])
         .expect_err("unknown node", &["NotFound"]);
-    // Drain stops what runs there (and keeps the node cordoned).
+    // Drain stops what runs there when no other node can take it (a single node: the
+    // migration it tries first finds none), and keeps the node cordoned.
     let drained = d
         .kctl(&["node", "drain", "node1", "--force"])
         .expect_ok("drain");
     assert!(
-        drained.stdout.contains("stopped before"),
+        drained
+            .stdout
+            .contains("before: stopped (no node fits the VM (1 vCPU, 128 MiB): node1: cordoned)")
+            && drained
+                .stdout
+                .contains("Drained node node1: cordoned, migrated 0, stopped 1"),
         "{}",
         drained.stdout
     );

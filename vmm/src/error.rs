@@ -69,7 +69,8 @@ pub enum VmmError {
     #[error("a QEMU of this VM is still running (pid {pid}): not starting a second one")]
     AlreadyRunning { pid: u32 },
 
-    /// A migration (a memory snapshot saved or restored) failed; QEMU's own reason.
+    /// A migration (a memory snapshot saved or restored, or a live migration) failed;
+    /// QEMU's own words when it gave any.
     #[error("migration failed: {0}")]
     Migration(String),
 

@@ -10,6 +10,7 @@ pub mod console;
 pub mod error;
 pub mod host;
 pub mod migrate;
+pub mod migration;
 pub mod paths;
 pub mod process;
 pub mod qmp;

@@ -27,6 +27,14 @@ pub enum Phase {
     /// The guest's kernel ran init.
     InitStarted,
     GuestReady,
+    /// Migration (the destination's timeline): QEMU listens for the source.
+    MigrationListening,
+    /// Migration: every disk mirrored and in step.
+    DisksMirrored,
+    /// Migration: the source paused for the last RAM pass (downtime starts).
+    SourcePaused,
+    /// Migration: the guest runs here (downtime ends).
+    MigrationResumed,
 }
 
 impl Phase {
@@ -43,6 +51,10 @@ impl Phase {
             Phase::KernelStarted => "kernel_started",
             Phase::InitStarted => "init_started",
             Phase::GuestReady => "guest_ready",
+            Phase::MigrationListening => "migration_listening",
+            Phase::DisksMirrored => "disks_mirrored",
+            Phase::SourcePaused => "source_paused",
+            Phase::MigrationResumed => "migration_resumed",
         }
     }
 }

@@ -145,6 +145,8 @@ pub struct Drained {
     pub node: Node,
     /// The VMs that were stopped.
     pub stopped: Vec<String>,
+    /// The VMs that were live-migrated to other nodes.
+    pub migrated: Vec<String>,
 }
 
 /// Every node, event, network and storage tool.
@@ -276,9 +278,10 @@ pub fn tools() -> Vec<ToolDef> {
             Meta {
                 name: "drain_node",
                 title: "Drain a node",
-                description: "Cordon a node and stop every VM running on it (gracefully, \
-                    each given timeout_secs; with force, killed at once). Their guests go \
-                    down: use it before maintenance.",
+                description: "Cordon a node and live-migrate every VM running on it to \
+                    another node (placed as a create would be); VMs that cannot move, and \
+                    paused ones, are stopped (gracefully, each given timeout_secs; with \
+                    force, killed at once). Use it before maintenance.",
                 access: Access::Destructive,
                 idempotent: true,
                 open_world: false,
@@ -613,6 +616,7 @@ async fn drain_node(ctx: Ctx, a: DrainArgs) -> Result<Done<Drained>, ToolError> 
         name: a.name,
         timeout_secs: a.timeout_secs.unwrap_or(0).min(TIMEOUT_CAP),
         force: a.force.unwrap_or(false),
+        stop: false,
     };
     let r = client
         .api()
@@ -634,6 +638,7 @@ async fn drain_node(ctx: Ctx, a: DrainArgs) -> Result<Done<Drained>, ToolError> 
         data: Drained {
             node,
             stopped: r.stopped,
+            migrated: r.migrated,
         },
     })
 }

@@ -15,8 +15,9 @@ use super::node_client::{Stop, VmOp};
 use super::storage::{DiskOp, ImportRequest};
 use crate::caller::Requester;
 use crate::convert::{
-    cert_to_pb, cluster_network_to_pb, event_to_pb, image_to_pb, network_request_from_pb,
-    node_to_pb, pool_to_pb, progress_to_pb, template_to_pb, vm_to_pb, volume_to_pb,
+    cert_to_pb, cluster_network_to_pb, drained_to_pb, event_to_pb, image_to_pb, migrate_from_pb,
+    migration_progress_to_pb, network_request_from_pb, node_to_pb, pool_to_pb, progress_to_pb,
+    template_to_pb, vm_to_pb, volume_to_pb,
 };
 use crate::error::ApiError;
 use kcore_types::ImageName;
@@ -190,12 +191,55 @@ impl KcoreService for KcoreApi {
         let by = Requester::of(&req);
         let r = req.into_inner();
         // DrainNode keeps "0: the default" for its timeout.
-        let timeout = (r.timeout_secs != 0).then_some(r.timeout_secs);
-        let (node, stopped) = self.ctl.drain(&by, &r.name, r.force, timeout).await?;
+        let how = crate::controller::Drain {
+            stop_all: r.stop,
+            force: r.force,
+            timeout_secs: (r.timeout_secs != 0).then_some(r.timeout_secs),
+        };
+        let (ctl, pki) = (self.ctl.clone(), self.pki_dir.clone());
+        // Runs to its end even if the client goes away: every migration keeps one copy.
+        let (node, vms) =
+            tokio::spawn(async move { ctl.drain(&by, pki, &r.name, how, &mut |_| {}).await })
+                .await
+                .map_err(|e| ApiError::Internal(format!("drain task failed: {e}")))??;
+        let names = |a: &str| {
+            vms.iter()
+                .filter(|d| d.action == a)
+                .map(|d| d.name.clone())
+                .collect()
+        };
         Ok(Response::new(pb::DrainNodeResponse {
             node: Some(node_to_pb(&node)),
-            stopped,
+            stopped: names("stopped"),
+            migrated: names("migrated"),
+            vms: vms.iter().map(drained_to_pb).collect(),
         }))
+    }
+
+    type MigrateVMStream = Stream2<pb::MigrationProgress>;
+
+    async fn migrate_vm(
+        &self,
+        req: Request<pb::MigrateVmRequest>,
+    ) -> Result<Response<Self::MigrateVMStream>, Status> {
+        let by = Requester::of(&req);
+        let m = migrate_from_pb(&req.into_inner());
+        let (ctl, pki) = (self.ctl.clone(), self.pki_dir.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        // The migration runs to its end whether the client stays or not.
+        tokio::spawn(async move {
+            let progress_tx = tx.clone();
+            let mut report = move |p: crate::model::MigrationProgress| {
+                let _ = progress_tx.try_send(Ok(migration_progress_to_pb(&p)));
+            };
+            if let Err(e) = ctl.migrate_vm(&by, pki, m, &mut report).await {
+                let status: Status = e.into();
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     type WatchEventsStream = Stream2<pb::Event>;

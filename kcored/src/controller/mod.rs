@@ -5,10 +5,12 @@
 pub mod certs;
 pub mod grpc;
 pub mod join;
+pub mod migration;
 pub mod networks;
 pub mod node_client;
 pub mod nodes;
 mod ops;
+pub use ops::Drain;
 pub mod reconcile;
 pub mod schedule;
 pub mod storage;

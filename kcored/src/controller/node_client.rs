@@ -13,15 +13,16 @@ use tonic::transport::Channel;
 
 use crate::caller::Caller;
 use crate::convert::{
-    image_from_pb, network_def_to_pb, network_status_from_pb, network_view_from_pb,
-    node_facts_from_pb, node_info_from_pb, node_vms_from_pb, pool_from_pb, progress_from_pb,
-    report_from_pb, request_to_pb, template_from_pb, update_to_pb, vm_stats_from_pb,
-    volume_from_pb,
+    image_from_pb, migration_progress_from_pb, network_def_to_pb, network_status_from_pb,
+    network_view_from_pb, node_facts_from_pb, node_info_from_pb, node_vms_from_pb, pool_from_pb,
+    progress_from_pb, report_from_pb, request_to_pb, template_from_pb, tls_to_pb, update_to_pb,
+    vm_stats_from_pb, volume_from_pb,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
-    ImageView, ImportProgress, NetworkDef, NetworkStatus, NetworkView, NicRequest, NodeFacts,
-    NodeInfo, NodeVms, PoolView, TemplateView, VmReport, VmRequest, VmStats, VmUpdate, VolumeView,
+    ImageView, ImportProgress, IncomingPorts, MigrationProgress, NetworkDef, NetworkStatus,
+    NetworkView, NicRequest, NodeFacts, NodeInfo, NodeVms, PoolView, PrepareIncoming, SendVm,
+    TemplateView, VmReport, VmRequest, VmStats, VmUpdate, VolumeView,
 };
 
 /// A node's NodeAgent. Cheap to clone.
@@ -58,6 +59,10 @@ pub enum VmOp {
     Pause,
     Resume,
 }
+
+/// A migration's progress, as the source node sends it.
+pub type MigrationStream =
+    std::pin::Pin<Box<dyn Stream<Item = ApiResult<MigrationProgress>> + Send>>;
 
 /// An image import's progress, as the node sends it.
 pub type ProgressStream = std::pin::Pin<Box<dyn Stream<Item = ApiResult<ImportProgress>> + Send>>;
@@ -128,6 +133,92 @@ impl NodeClient {
                 spec: Some(request_to_pb(request)),
                 caller: Some(caller.into()),
             })
+            .await?
+            .into_inner();
+        Ok(report_from_pb(&nv))
+    }
+
+    /// Migration, destination: make the VM and listen; the ports.
+    pub async fn prepare_migration(&mut self, p: &PrepareIncoming) -> ApiResult<IncomingPorts> {
+        let r = self
+            .0
+            .prepare_migration(pb::PrepareMigrationRequest {
+                vm: Some(pb::DefineVmRequest {
+                    id: p.id.clone(),
+                    name: p.name.to_string(),
+                    spec: Some(request_to_pb(&p.request)),
+                    caller: None,
+                }),
+                tls: Some(tls_to_pb(&p.tls)),
+                listen_host: p.listen_host.clone(),
+                client_dn: p.client_dn.clone(),
+                timeout_secs: p.timeout_secs,
+            })
+            .await?
+            .into_inner();
+        let port = |p: u32| {
+            u16::try_from(p)
+                .map_err(|_| ApiError::Internal(format!("the destination answered port {p}")))
+        };
+        Ok(IncomingPorts {
+            migration: port(r.migration_port)?,
+            nbd: port(r.nbd_port)?,
+        })
+    }
+
+    /// Migration, source: send the VM; its progress, then the end of the stream (or an
+    /// error).
+    pub async fn migrate_out(&mut self, s: &SendVm) -> ApiResult<MigrationStream> {
+        let st = self
+            .0
+            .migrate_node_vm(pb::MigrateNodeVmRequest {
+                id: s.id.clone(),
+                host: s.host.clone(),
+                migration_port: s.ports.migration.into(),
+                nbd_port: s.ports.nbd.into(),
+                tls: Some(tls_to_pb(&s.tls)),
+                max_downtime_ms: s.max_downtime_ms,
+                bandwidth_mib: s.bandwidth_mib,
+                timeout_secs: s.timeout_secs,
+            })
+            .await?
+            .into_inner();
+        Ok(Box::pin(st.map(|p| {
+            p.map_err(ApiError::from)
+                .map(|p| migration_progress_from_pb(&p))
+        })))
+    }
+
+    /// Migration, destination: the switch-over.
+    pub async fn commit_migration(
+        &mut self,
+        id: &str,
+        source_paused: Option<SystemTime>,
+        mirrored: Option<SystemTime>,
+    ) -> ApiResult<VmReport> {
+        let us = |t: Option<SystemTime>| {
+            t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_micros() as i64)
+                .unwrap_or(0)
+        };
+        let nv = self
+            .0
+            .commit_migration(pb::CommitMigrationRequest {
+                id: id.to_string(),
+                source_paused_us: us(source_paused),
+                disks_mirrored_us: us(mirrored),
+            })
+            .await?
+            .into_inner();
+        Ok(report_from_pb(&nv))
+    }
+
+    /// Migration, source: run the guest here again after a stream whose destination did
+    /// not take over.
+    pub async fn resume_migrated(&mut self, id: &str) -> ApiResult<VmReport> {
+        let nv = self
+            .0
+            .resume_migrated_vm(pb::NodeVmRef { id: id.to_string() })
             .await?
             .into_inner();
         Ok(report_from_pb(&nv))

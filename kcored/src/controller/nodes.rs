@@ -299,6 +299,17 @@ impl Controller {
                                 }
                             }
                             Ok(Ok(Some(NodeNews::Vm(vm)))) => {
+                                // The other end of a live migration (or its leftover)
+                                // is not where the store has the VM: not its news.
+                                let elsewhere = self
+                                    .store
+                                    .get_vm(&vm.id)
+                                    .ok()
+                                    .flatten()
+                                    .is_some_and(|r| r.node != name);
+                                if elsewhere {
+                                    continue;
+                                }
                                 if let Err(e) = self.apply_node_vm(&vm) {
                                     tracing::warn!(vm = %vm.name, error = %e, "cannot apply node update");
                                 }

@@ -12,7 +12,18 @@ use super::node_client::Stop;
 use crate::auth::Role;
 use crate::caller::{Caller, Requester};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{Event, Issued, NodeView, VmStats, VmStatus};
+use crate::model::{DrainedVm, Event, Issued, NodeView, VmStats, VmStatus};
+
+/// How to drain a node.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Drain {
+    /// Stop every VM instead of migrating (the old drain).
+    pub stop_all: bool,
+    /// Stops kill at once.
+    pub force: bool,
+    /// Seconds a stopped VM gets to power off (None: 30).
+    pub timeout_secs: Option<u32>,
+}
 
 /// Events sent when `WatchEvents` asks for no history and does not follow.
 const DEFAULT_HISTORY: u32 = 50;
@@ -69,39 +80,91 @@ impl Controller {
         self.node_view(&link)
     }
 
-    /// Cordon a node and stop the VMs that run on it, for `by`; returns the node and the
-    /// VMs stopped.
+    /// Cordon a node and empty it, for `by`: every running VM is live-migrated to the node
+    /// a create would pick; a VM that cannot move (or every VM, with `stop_all`), and a
+    /// paused one, is stopped. `each` hears of every VM as it is dealt with.
     pub async fn drain(
         self: &std::sync::Arc<Self>,
         by: &Requester,
+        pki_dir: Option<PathBuf>,
         name: &str,
-        force: bool,
-        timeout_secs: Option<u32>,
-    ) -> ApiResult<(NodeView, Vec<String>)> {
+        how: Drain,
+        each: &mut (dyn FnMut(&DrainedVm) + Send),
+    ) -> ApiResult<(NodeView, Vec<DrainedVm>)> {
         let link = self.nodes.get(name)?;
         self.store.set_cordoned(name, true)?;
-        let mut stopped = Vec::new();
+        let mut done = Vec::new();
         for vm in self.store.list_vms(Some(name))? {
-            if matches!(vm.status, VmStatus::Running | VmStatus::Paused) {
+            if !matches!(vm.status, VmStatus::Running | VmStatus::Paused) {
+                continue;
+            }
+            let mut d = DrainedVm {
+                name: vm.name.clone(),
+                ..Default::default()
+            };
+            if vm.status == VmStatus::Paused {
+                d.reason = "paused VMs are not migrated".into();
+            } else if how.stop_all {
+                d.reason = "asked to stop".into();
+            } else {
+                match self.migrate_away(by, pki_dir.clone(), &vm).await {
+                    Ok((to, downtime_ms)) => {
+                        d.action = "migrated".into();
+                        d.to_node = to;
+                        d.downtime_ms = downtime_ms;
+                    }
+                    Err(e) => d.reason = e.to_string(),
+                }
+            }
+            if d.action.is_empty() {
                 self.stop_vm(
                     by,
                     &vm.name,
                     Stop {
-                        force,
-                        timeout_secs,
+                        force: how.force,
+                        timeout_secs: how.timeout_secs,
                     },
                     true,
                 )
                 .await?;
-                stopped.push(vm.name);
+                d.action = "stopped".into();
             }
+            each(&d);
+            done.push(d);
         }
+        let count = |a: &str| done.iter().filter(|d| d.action == a).count();
         self.emit(
             "node.drained",
             None,
-            format!("{name}: stopped {} by {by}", stopped.len()),
+            format!(
+                "{name}: migrated {}, stopped {} by {by}",
+                count("migrated"),
+                count("stopped")
+            ),
         );
-        Ok((self.node_view(&link)?, stopped))
+        Ok((self.node_view(&link)?, done))
+    }
+
+    /// Migrate `vm` to where a create would go (its own node is cordoned by now).
+    async fn migrate_away(
+        self: &std::sync::Arc<Self>,
+        by: &Requester,
+        pki_dir: Option<PathBuf>,
+        vm: &super::store::VmRow,
+    ) -> ApiResult<(String, u64)> {
+        let to = {
+            let _place = self.place_lock.lock().await;
+            self.schedule("", &vm.spec)?
+        };
+        let m = crate::model::MigrateVm {
+            vm: vm.id.clone(),
+            to: to.clone(),
+            timeout_secs: 0,
+            max_downtime_ms: 0,
+            bandwidth_mib: 0,
+        };
+        let last = self.migrate_vm(by, pki_dir, m, &mut |_| {}).await?;
+        Ok((to, last.downtime_ms))
     }
 
     /// The last `history` events (of `vm`, if given; 50 when neither history nor follow is

@@ -114,6 +114,25 @@ impl Controller {
             .filter(|id| !rows.iter().any(|r| &r.id == *id) && !self.is_busy(id))
             .cloned()
             .collect();
+        // A VM the store has on another node: the other end of a migration this
+        // controller did not see to its end (it was restarted).
+        let mut ids = ids;
+        let mut elsewhere = Vec::new();
+        ids.retain(|id| match self.store.get_vm(id) {
+            Ok(Some(row)) if row.node != node => {
+                elsewhere.push((row, actual.get(id.as_str()).copied()));
+                false
+            }
+            _ => true,
+        });
+        for (row, here) in elsewhere {
+            let (me, node, client) = (self.clone(), node.to_string(), client.clone());
+            tokio::spawn(async move {
+                if let Err(e) = me.settle_migration(&node, client, row, here).await {
+                    tracing::warn!(node, error = %e, "cannot settle an unfinished migration");
+                }
+            });
+        }
         if !ids.is_empty() {
             let (me, node, client) = (self.clone(), node.to_string(), client.clone());
             tokio::spawn(async move {
@@ -121,6 +140,52 @@ impl Controller {
                     tracing::warn!(node, error = %e, "cannot adopt VMs");
                 }
             });
+        }
+        Ok(())
+    }
+
+    /// One running copy: `node` has `row`'s VM, which the store has on another node. A
+    /// copy here that does not run is a migration's leftover (the destination before the
+    /// switch-over, or the source after it): removed. A copy here that runs while the
+    /// store's node has it paused is a switch-over the store missed: the VM is here now
+    /// and the other copy goes.
+    async fn settle_migration(
+        self: &Arc<Self>,
+        node: &str,
+        mut client: NodeClient,
+        row: VmRow,
+        here: Option<VmStatus>,
+    ) -> ApiResult<()> {
+        if self.is_busy(&row.id) {
+            return Ok(());
+        }
+        let _busy = self.busy(&row.id);
+        if here != Some(VmStatus::Running) {
+            client.undefine(&row.id, true, false).await?;
+            self.emit(
+                "vm.migrate",
+                Some(&row),
+                format!(
+                    "removed the copy on node {node} left by a migration that did not finish                      (the VM is on node {})",
+                    row.node
+                ),
+            );
+            return Ok(());
+        }
+        if row.status == VmStatus::Paused || row.status == VmStatus::Unknown {
+            let from = row.node.clone();
+            self.store.move_vm(&row.id, node)?;
+            if let Ok(mut src) = self.nodes.client(&from)
+                && let Err(e) = src.undefine(&row.id, true, false).await
+            {
+                tracing::warn!(vm = %row.name, node = %from, error = %e, "cannot remove the source copy");
+            }
+            let moved = self.get_row(&row.id)?;
+            self.emit(
+                "vm.migrated",
+                Some(&moved),
+                format!("found running on node {node} after a migration from node {from}: it is here now"),
+            );
         }
         Ok(())
     }

@@ -3,10 +3,12 @@
 //! [`listing`]. The node's own views are converted at its edge, `node/convert.rs`.
 
 mod listing;
+mod migration;
 mod stats;
 mod template;
 
 pub use listing::*;
+pub use migration::*;
 pub use stats::{vm_stats_from_pb, vm_stats_to_pb};
 pub use template::{template_from_pb, template_to_pb};
 
@@ -799,6 +801,7 @@ mod tests {
             "controller/join.rs",
             "controller/node_client.rs",
             "convert/listing.rs",
+            "convert/migration.rs",
             "convert/mod.rs",
             "convert/stats.rs",
             "convert/template.rs",

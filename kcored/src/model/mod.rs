@@ -12,6 +12,7 @@
 
 pub mod cloud_init;
 pub mod cluster;
+pub mod migration;
 pub mod network;
 pub mod request;
 pub mod stats;
@@ -21,6 +22,9 @@ pub mod vm;
 
 pub use cloud_init::CloudInit;
 pub use cluster::{CertInfo, Issued, NodeFacts, NodeInfo, NodeView};
+pub use migration::{
+    DrainedVm, IncomingPorts, MigrateVm, MigrationProgress, PrepareIncoming, SendVm,
+};
 pub use network::{ClusterNetwork, NetworkDef, NetworkMode, NetworkStatus, NetworkView};
 pub use request::{
     Boot, CreateVm, DiskRequest, ImageDisk, KernelBoot, NicRequest, VmRequest, VmUpdate,

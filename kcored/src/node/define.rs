@@ -23,12 +23,24 @@ impl Node {
     /// Create the VM's disks, store its spec and start supervising it (stopped). On
     /// failure nothing is left: no volume, no spec, no uid taken.
     pub async fn define(&self, id: String, name: VmName, req: VmRequest) -> ApiResult<VmView> {
+        self.define_as(id, name, req, false).await
+    }
+
+    /// [`Node::define`]; `migrating`: the VM comes here by live migration (its taps are
+    /// named for this node, its directory marked until the switch-over).
+    pub(super) async fn define_as(
+        &self,
+        id: String,
+        name: VmName,
+        req: VmRequest,
+        migrating: bool,
+    ) -> ApiResult<VmView> {
         self.defining
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id.clone());
         let mut uid = None;
-        let r = self.define_now(&id, &name, &req, &mut uid).await;
+        let r = self.define_now(&id, &name, &req, &mut uid, migrating).await;
         self.defining
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -48,6 +60,7 @@ impl Node {
         name: &VmName,
         req: &VmRequest,
         uid: &mut Option<u32>,
+        migrating: bool,
     ) -> ApiResult<VmView> {
         if uuid::Uuid::parse_str(id).is_err() {
             return Err(ApiError::InvalidArgument(format!(
@@ -72,6 +85,11 @@ impl Node {
             spec.vmgenid = Some(uuid::Uuid::new_v4().to_string());
         }
         spec.nics = self.nics_of(id, &req.nics)?;
+        if migrating {
+            for n in &mut spec.nics {
+                n.tap = super::nics::migrated_tap_name(id, &n.id, &self.cfg.name)?;
+            }
+        }
         let storage = self.storage.clone();
         let in_use = self.volumes_in_use();
         let (vm, vid, r) = (name.to_string(), id.to_string(), req.clone());
@@ -125,6 +143,9 @@ impl Node {
                 .await
                 .map_err(undo)?;
             spec.seed = Some(path);
+        }
+        if migrating {
+            super::migration::mark_incoming(&dir).map_err(undo)?;
         }
         write_spec(&dir, &spec).map_err(|e| {
             undo(ApiError::Internal(format!(

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert as edge;
 use super::{DEFAULT_STOP_TIMEOUT, Node};
 use crate::caller::Caller;
-use crate::convert::{request_from_pb, update_from_pb};
+use crate::convert::{request_from_pb, tls_from_pb, update_from_pb, vmm_progress_to_pb};
 use crate::error::ApiError;
 use crate::hostpath::HostPaths;
 
@@ -187,6 +187,95 @@ impl NodeAgent for NodeAgentService {
         let request = request_from_pb(&spec)?;
         let node = self.node.clone();
         let nv = run_to_end(async move { node.define(r.id, name, request).await }).await?;
+        Ok(Response::new(edge::vm_to_pb(&nv)))
+    }
+
+    async fn prepare_migration(
+        &self,
+        req: Request<pb::PrepareMigrationRequest>,
+    ) -> Result<Response<pb::PrepareMigrationResponse>, Status> {
+        let local = is_local(&req);
+        let r = req.into_inner();
+        let vm =
+            r.vm.ok_or_else(|| ApiError::InvalidArgument("vm is required".into()))?;
+        let spec = vm
+            .spec
+            .ok_or_else(|| ApiError::InvalidArgument("spec is required".into()))?;
+        let caller = Caller::from(vm.caller.as_ref());
+        for (what, path) in [("kernel", &spec.kernel), ("initrd", &spec.initrd)] {
+            if !path.is_empty() {
+                self.open_host_file(what, path.clone(), caller.clone(), local)
+                    .await?;
+            }
+        }
+        let p = crate::model::PrepareIncoming {
+            id: vm.id,
+            name: kcore_types::VmName::parse(&vm.name).map_err(ApiError::from)?,
+            request: request_from_pb(&spec)?,
+            tls: tls_from_pb(r.tls.as_ref()),
+            listen_host: r.listen_host,
+            client_dn: r.client_dn,
+            timeout_secs: r.timeout_secs,
+        };
+        let node = self.node.clone();
+        let ports = run_to_end(async move { node.prepare_migration(p).await }).await?;
+        Ok(Response::new(pb::PrepareMigrationResponse {
+            migration_port: ports.migration.into(),
+            nbd_port: ports.nbd.into(),
+        }))
+    }
+
+    type MigrateNodeVMStream = Stream2<pb::MigrationProgress>;
+
+    async fn migrate_node_vm(
+        &self,
+        req: Request<pb::MigrateNodeVmRequest>,
+    ) -> Result<Response<Self::MigrateNodeVMStream>, Status> {
+        let r = req.into_inner();
+        let port = |p: u32, what: &str| {
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| ApiError::InvalidArgument(format!("bad {what} port {p}")))
+        };
+        let s = crate::model::SendVm {
+            ports: crate::model::IncomingPorts {
+                migration: port(r.migration_port, "migration")?,
+                nbd: port(r.nbd_port, "NBD")?,
+            },
+            tls: tls_from_pb(r.tls.as_ref()),
+            id: r.id,
+            host: r.host,
+            max_downtime_ms: r.max_downtime_ms,
+            bandwidth_mib: r.bandwidth_mib,
+            timeout_secs: r.timeout_secs,
+        };
+        let rx = self.node.migrate_out(s)?;
+        let out = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|r| r.map(|p| vmm_progress_to_pb(&p)).map_err(Into::into));
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn commit_migration(
+        &self,
+        req: Request<pb::CommitMigrationRequest>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        let r = req.into_inner();
+        let at = |us: i64| (us > 0).then(|| requested_at(us));
+        let (paused, mirrored) = (at(r.source_paused_us), at(r.disks_mirrored_us));
+        let node = self.node.clone();
+        let nv =
+            run_to_end(async move { node.commit_migration(&r.id, paused, mirrored).await }).await?;
+        Ok(Response::new(edge::vm_to_pb(&nv)))
+    }
+
+    async fn resume_migrated_vm(
+        &self,
+        req: Request<pb::NodeVmRef>,
+    ) -> Result<Response<pb::NodeVm>, Status> {
+        let r = req.into_inner();
+        let node = self.node.clone();
+        let nv = run_to_end(async move { node.resume_migrated(&r.id).await }).await?;
         Ok(Response::new(edge::vm_to_pb(&nv)))
     }
 

@@ -11,6 +11,7 @@ mod disks;
 mod dnsmasq;
 pub mod grpc;
 mod intent;
+mod migration;
 pub mod network;
 mod nics;
 pub mod seed;
@@ -143,6 +144,8 @@ impl Node {
             });
         }
         futures::future::join_all(recovered).await;
+        node.undo_unfinished_migrations().await;
+        node.abandon_outgoing_migrations().await;
         node.remove_leftover_run_dirs();
         node.reconcile_taps().await;
         node.spawn_lease_watch();

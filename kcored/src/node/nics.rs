@@ -36,8 +36,33 @@ fn host_side_mac(guest: &MacAddr) -> Option<MacAddr> {
     MacAddr::from_bytes(o).ok()
 }
 
-fn tap_mark(vm_id: &str, nic: &Nic) -> Result<Mark, NetError> {
-    Mark::new("tap", format!("{vm_id}/{}", nic.id))
+/// A tap's mark: the VM and NIC it is for, and the node that made it (so nodes sharing a
+/// host, as in tests, or a VM's source and destination during a migration on one host,
+/// never take each other's taps for leftovers).
+fn tap_mark(vm_id: &str, nic: &Nic, node: &str) -> Result<Mark, NetError> {
+    Mark::new("tap", format!("{vm_id}/{}@{node}", nic.id))
+}
+
+/// The VM id of a tap mark's owner, if the tap is `node`'s (marks from before node names
+/// were in them count as this node's).
+fn mark_vm<'a>(owner: &'a str, node: &str) -> Option<&'a str> {
+    let (vm_nic, made_by) = match owner.rsplit_once('@') {
+        Some((v, n)) => (v, Some(n)),
+        None => (owner, None),
+    };
+    if made_by.is_some_and(|n| n != node) {
+        return None;
+    }
+    Some(vm_nic.split('/').next().unwrap_or_default())
+}
+
+/// The tap name of a NIC a migration brings here: not the name the source uses, in case
+/// both nodes share a host.
+pub(super) fn migrated_tap_name(vm_id: &str, nic_id: &str, node: &str) -> ApiResult<String> {
+    Ok(derive_name(
+        TAP_PREFIX,
+        &format!("{vm_id}/{nic_id}@{node}"),
+    )?)
 }
 
 impl NodeNetworks {
@@ -57,7 +82,10 @@ impl NodeNetworks {
         })?;
         // A tap of that name can only be a leftover here (QEMU is not running): remove it.
         if let Some(old) = self.nl.get(&nic.tap).await? {
-            if old.mark() != Some(tap_mark(vm_id, nic)?) {
+            let ours = old.mark().is_some_and(|m| {
+                m.purpose() == "tap" && mark_vm(m.owner(), &self.node) == Some(vm_id)
+            });
+            if !ours {
                 return Err(ApiError::FailedPrecondition(format!(
                     "a link named {} exists on node {} and is not this NIC's tap",
                     nic.tap, self.node
@@ -71,7 +99,7 @@ impl NodeNetworks {
             .attach_tap(
                 &nic.tap,
                 &br,
-                &tap_mark(vm_id, nic)?,
+                &tap_mark(vm_id, nic, &self.node)?,
                 host_side_mac(&nic.mac),
             )
             .await?;
@@ -106,7 +134,9 @@ impl NodeNetworks {
             let Some(mark) = l.mark().filter(|m| m.purpose() == "tap") else {
                 continue;
             };
-            let vm = mark.owner().split('/').next().unwrap_or_default();
+            let Some(vm) = mark_vm(mark.owner(), &self.node) else {
+                continue;
+            };
             if keep(vm) {
                 continue;
             }
@@ -349,6 +379,23 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tap_marks_name_the_node_that_made_them() {
+        let owner = "0b1e3c9e/net0@n1";
+        assert_eq!(mark_vm(owner, "n1"), Some("0b1e3c9e"));
+        // Another node's tap on a shared host is not ours to sweep.
+        assert_eq!(mark_vm(owner, "n2"), None);
+        // Marks from before the node was in them are this node's.
+        assert_eq!(mark_vm("0b1e3c9e/net0", "n2"), Some("0b1e3c9e"));
+        let nic = nic("net0", "52:54:00:12:34:56");
+        let mark = tap_mark("0b1e3c9e", &nic, "n1").expect("a mark");
+        assert_eq!(mark.owner(), owner);
+        assert_ne!(
+            migrated_tap_name("0b1e3c9e", "net0", "n2").expect("a name"),
+            derive_name(TAP_PREFIX, "0b1e3c9e/net0").expect("a name")
+        );
+    }
 
     fn nic(id: &str, mac: &str) -> Nic {
         Nic {

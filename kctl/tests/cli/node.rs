@@ -52,8 +52,8 @@ fn node_get_cordon_drain() {
         format!("Error: {} (NotFound)\n", NO_NODE.fill(&["n9"]))
     );
     assert_eq!(
-        ok(&server.kctl(&["node", "drain", "node-1"])),
-        "Drained node node-1: cordoned, stopped web\n"
+        ok(&server.kctl(&["node", "drain", "node-1", "--stop"])),
+        "web: stopped (asked to stop)\nDrained node node-1: cordoned, migrated 0, stopped 1\n"
     );
 }
 

@@ -94,7 +94,13 @@ impl Vm {
             .map_err(|e| VmmError::InvalidSpec(format!("ready pattern: {e}")))?;
         // Two QEMUs on one disk corrupt it: whatever the node's state says, never start a
         // second one while this VM's QEMU lives.
-        if let Some(pid) = process::find_qemu(&spec.id) {
+        // An incoming migration's QEMU is the exception: it writes only its own new
+        // volumes, and the source's QEMU (same uuid) may share this host.
+        let incoming = self
+            .inner
+            .incoming
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if !incoming && let Some(pid) = process::find_qemu(&spec.id) {
             return Err(VmmError::AlreadyRunning { pid });
         }
         prepare_dir(paths)?;
@@ -152,7 +158,9 @@ impl Vm {
             uefi_vars_fd,
             seed_fd,
             memory,
-            incoming: restore.is_some(),
+            // A restore loads a saved state; an incoming migration's state comes over the
+            // network: either way QEMU waits for `migrate-incoming`.
+            incoming: restore.is_some() || incoming,
         };
         // A restore starts without NICs: the saved device state has none (a template is
         // taken without them), and they are hot-plugged once it is loaded.
@@ -245,6 +253,11 @@ impl Vm {
         let (qmp, events) = QmpClient::connect(qmp_conn, opts).await?;
         self.record(Phase::QmpReady, SystemTime::now());
         self.spawn_event_loop(events);
+        // An incoming migration's QEMU stays paused until the stream is in.
+        let incoming = self
+            .inner
+            .incoming
+            .load(std::sync::atomic::Ordering::SeqCst);
         let resume = match restore {
             Some((r, taps)) => self.load_state(&qmp, r, taps).await?,
             None => true,
@@ -261,13 +274,15 @@ impl Vm {
             self.set_status(VmState::Paused, "");
             return Ok(());
         }
-        qmp.cont().await?;
-        let now = SystemTime::now();
-        self.record(Phase::VcpusRunning, now);
-        if ready_at_resume {
-            // The template was taken of a ready guest: running again is being ready.
-            self.record(Phase::GuestReady, now);
-            self.save_timeline();
+        if !incoming {
+            qmp.cont().await?;
+            let now = SystemTime::now();
+            self.record(Phase::VcpusRunning, now);
+            if ready_at_resume {
+                // The template was taken of a ready guest: running again is being ready.
+                self.record(Phase::GuestReady, now);
+                self.save_timeline();
+            }
         }
         *lock(&self.inner.runtime) = Some(Runtime {
             pid,
@@ -276,7 +291,11 @@ impl Vm {
             exited: exited.clone(),
             started: Instant::now(),
         });
-        self.set_status(VmState::Running, "");
+        if incoming {
+            self.set_status(VmState::Paused, "waiting for an incoming migration");
+        } else {
+            self.set_status(VmState::Running, "");
+        }
         // QEMU may have exited between `cont` and now, while the exit watcher saw STARTING
         // and left the handling to us.
         if *exited.borrow() {

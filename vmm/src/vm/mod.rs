@@ -110,6 +110,8 @@ struct Inner {
     retired: AtomicBool,
     /// Provides the NICs' taps at each launch.
     nic_opener: Mutex<Option<NicOpener>>,
+    /// The next launch waits for an incoming migration (`-incoming defer`, no `cont`).
+    pub(crate) incoming: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -149,6 +151,7 @@ impl Vm {
                 generation: AtomicU64::new(0),
                 retired: AtomicBool::new(false),
                 nic_opener: Mutex::new(None),
+                incoming: AtomicBool::new(false),
             }),
         }
     }
@@ -238,14 +241,14 @@ impl Vm {
         }
     }
 
-    fn wrong_state(&self, op: &'static str) -> VmmError {
+    pub(crate) fn wrong_state(&self, op: &'static str) -> VmmError {
         VmmError::WrongState {
             op,
             state: self.status().state.to_string(),
         }
     }
 
-    fn set_status(&self, state: VmState, reason: impl Into<String>) {
+    pub(crate) fn set_status(&self, state: VmState, reason: impl Into<String>) {
         {
             let mut st = lock(&self.inner.status);
             st.state = state;
@@ -255,7 +258,12 @@ impl Vm {
         (self.inner.notify)(&self.inner.id);
     }
 
-    fn record(&self, phase: Phase, at: SystemTime) {
+    /// The next launch waits for an incoming migration (see `crate::migration`).
+    pub(crate) fn set_incoming(&self, on: bool) {
+        self.inner.incoming.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn record(&self, phase: Phase, at: SystemTime) {
         lock(&self.inner.timeline).record(phase, at);
     }
 
@@ -267,7 +275,7 @@ impl Vm {
         t.record_earliest(phase, at);
     }
 
-    fn save_timeline(&self) {
+    pub(crate) fn save_timeline(&self) {
         let t = self.timeline();
         if let Err(e) = t.save(&self.inner.paths.timeline()) {
             tracing::debug!(vm = %self.inner.name, error = %e, "cannot save timeline");
@@ -293,7 +301,7 @@ impl Vm {
         self.start_locked(requested_at, None).await
     }
 
-    async fn start_locked(
+    pub(crate) async fn start_locked(
         &self,
         requested_at: SystemTime,
         restore: Option<snapshot::Restore>,

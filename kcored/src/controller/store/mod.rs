@@ -455,6 +455,16 @@ impl Store {
         Ok(())
     }
 
+    /// A live migration switched over: the VM is on `node` now. Its sequence starts
+    /// afresh (another node numbers its news).
+    pub fn move_vm(&self, id: &str, node: &str) -> ApiResult<()> {
+        self.conn().execute(
+            "UPDATE vms SET node = ?2, seq = 0 WHERE id = ?1",
+            params![id, node],
+        )?;
+        Ok(())
+    }
+
     /// Mark a VM tainted (a QMP command outside query-* went through passthrough), or clear
     /// the mark (it starts afresh). Returns whether it was tainted before.
     pub fn set_tainted(&self, id: &str, tainted: bool) -> ApiResult<bool> {

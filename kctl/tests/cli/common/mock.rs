@@ -398,6 +398,13 @@ impl KcoreService for Mock {
     }
 
     /// kctl does not show stats; the dashboard's tests run against the real daemon.
+    type MigrateVMStream = ReceiverStream<Result<MigrationProgress, Status>>;
+
+    async fn migrate_vm(&self, _: Request<MigrateVmRequest>) -> Answer<Self::MigrateVMStream> {
+        // The mock world has one node: kcored refuses a move to the node the VM is on.
+        Err(Status::unimplemented("the mock server does not migrate"))
+    }
+
     async fn get_vm_stats(&self, _: Request<GetVmStatsRequest>) -> Answer<VmStats> {
         Err(Status::unimplemented("GetVMStats"))
     }

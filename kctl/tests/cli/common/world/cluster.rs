@@ -54,9 +54,21 @@ impl World {
         let mut node = node;
         node.allocated_vcpu = 0;
         node.allocated_memory_mb = 0;
+        // As kcored with --stop: every VM stopped, for that reason.
+        let vms = stopped
+            .iter()
+            .map(|n| DrainedVm {
+                name: n.clone(),
+                action: "stopped".into(),
+                reason: "asked to stop".into(),
+                ..Default::default()
+            })
+            .collect();
         Ok(DrainNodeResponse {
             node: Some(node),
             stopped,
+            migrated: Vec::new(),
+            vms,
         })
     }
 
