@@ -42,6 +42,10 @@ struct NetState {
 /// This node's networks.
 pub struct NodeNetworks {
     pub(super) node: String,
+    /// Who made a tap, in its mark: the node's name and a tag of its data dir. Nodes that
+    /// share a host (tests, two clusters' nodes of one name, a migration's two ends) never
+    /// take each other's taps for leftovers; one daemon per data dir makes the pair unique.
+    pub(super) tap_owner: String,
     defs_dir: PathBuf,
     state_root: PathBuf,
     pub(super) nl: Netlink,
@@ -87,6 +91,20 @@ fn write_def(dir: &Path, def: &NetworkDef) -> std::io::Result<()> {
     crate::atomic_file::atomic_write(&dir.join(format!("{}.json", def.name)), &data, 0o600)
 }
 
+/// `node~xxxxxxxx`: the node's name and a hash (FNV-1a, stable across versions) of its
+/// data dir's path.
+fn tap_owner(node: &str, data_dir: &Path) -> String {
+    let path = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let hash = path
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        });
+    format!("{node}~{hash:08x}")
+}
+
 impl NodeNetworks {
     pub fn open(node: &str, data_dir: &Path, run_dir: &Path) -> anyhow::Result<Self> {
         let defs_dir = data_dir.join("networks");
@@ -95,6 +113,7 @@ impl NodeNetworks {
         std::fs::create_dir_all(&state_root)?;
         Ok(NodeNetworks {
             node: node.to_string(),
+            tap_owner: tap_owner(node, data_dir),
             defs_dir,
             state_root,
             nl: Netlink::new()?,
@@ -478,6 +497,15 @@ impl NodeNetworks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_nodes_of_one_name_on_a_host_own_different_taps() {
+        let a = tap_owner("n1", Path::new("/nonexistent/a"));
+        assert_eq!(a, tap_owner("n1", Path::new("/nonexistent/a")), "stable");
+        assert_ne!(a, tap_owner("n1", Path::new("/nonexistent/b")));
+        // A fixed value: the tag is kept in taps' marks across daemon upgrades.
+        assert_eq!(tap_owner("n1", Path::new("/nonexistent/kcore")), "n1~00a8e47c");
+    }
 
     #[test]
     fn bridge_macs_are_stable_and_local() {

@@ -36,9 +36,9 @@ fn host_side_mac(guest: &MacAddr) -> Option<MacAddr> {
     MacAddr::from_bytes(o).ok()
 }
 
-/// A tap's mark: the VM and NIC it is for, and the node that made it (so nodes sharing a
-/// host, as in tests, or a VM's source and destination during a migration on one host,
-/// never take each other's taps for leftovers).
+/// A tap's mark: the VM and NIC it is for, and the node that made it (its `tap_owner`, so
+/// nodes sharing a host, as in tests, or a VM's source and destination during a migration
+/// on one host, never take each other's taps for leftovers).
 fn tap_mark(vm_id: &str, nic: &Nic, node: &str) -> Result<Mark, NetError> {
     Mark::new("tap", format!("{vm_id}/{}@{node}", nic.id))
 }
@@ -83,7 +83,7 @@ impl NodeNetworks {
         // A tap of that name can only be a leftover here (QEMU is not running): remove it.
         if let Some(old) = self.nl.get(&nic.tap).await? {
             let ours = old.mark().is_some_and(|m| {
-                m.purpose() == "tap" && mark_vm(m.owner(), &self.node) == Some(vm_id)
+                m.purpose() == "tap" && mark_vm(m.owner(), &self.tap_owner) == Some(vm_id)
             });
             if !ours {
                 return Err(ApiError::FailedPrecondition(format!(
@@ -99,7 +99,7 @@ impl NodeNetworks {
             .attach_tap(
                 &nic.tap,
                 &br,
-                &tap_mark(vm_id, nic, &self.node)?,
+                &tap_mark(vm_id, nic, &self.tap_owner)?,
                 host_side_mac(&nic.mac),
             )
             .await?;
@@ -134,7 +134,7 @@ impl NodeNetworks {
             let Some(mark) = l.mark().filter(|m| m.purpose() == "tap") else {
                 continue;
             };
-            let Some(vm) = mark_vm(mark.owner(), &self.node) else {
+            let Some(vm) = mark_vm(mark.owner(), &self.tap_owner) else {
                 continue;
             };
             if keep(vm) {
