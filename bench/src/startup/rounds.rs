@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::kcore::{Created, How};
+use crate::kcore::{Created, Guest, How};
 use crate::probe::{self, pss_sum_mib, ready_at, rss_sum_mib, stop_and_exit};
 use crate::stats::Stats;
 use crate::{Bench, bare, libvirt};
@@ -394,9 +394,15 @@ pub async fn templates(
     rounds: usize,
     n: usize,
 ) -> anyhow::Result<()> {
+    // A template is taken without NICs (each clone gets its own, hot-plugged after the
+    // restore): the source is the same guest without its NIC.
+    let source = Guest {
+        network: None,
+        ..b.guest.clone()
+    };
     let (src, _) = b
         .kcore
-        .create("kb-tsrc", &b.guest, &How::Machine("q35".into()))
+        .create("kb-tsrc", &source, &How::Machine("q35".into()))
         .await?;
     b.kcore.phase_ms(&src, "guest_ready").await?;
     let (ms, _) = b

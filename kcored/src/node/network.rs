@@ -504,7 +504,10 @@ mod tests {
         assert_eq!(a, tap_owner("n1", Path::new("/nonexistent/a")), "stable");
         assert_ne!(a, tap_owner("n1", Path::new("/nonexistent/b")));
         // A fixed value: the tag is kept in taps' marks across daemon upgrades.
-        assert_eq!(tap_owner("n1", Path::new("/nonexistent/kcore")), "n1~00a8e47c");
+        assert_eq!(
+            tap_owner("n1", Path::new("/nonexistent/kcore")),
+            "n1~00a8e47c"
+        );
     }
 
     #[test]
