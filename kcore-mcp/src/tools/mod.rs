@@ -1,8 +1,10 @@
-//! Every tool kcore-mcp has, in the order they are listed: VMs ([`vm`]), then nodes,
-//! events, networks and storage ([`cluster`]), then QMP ([`qmp`]).
+//! Every tool kcore-mcp has, in the order they are listed: VMs ([`vm`]), their resource
+//! use ([`stats`]), then nodes, events, networks and storage ([`cluster`]), then QMP
+//! ([`qmp`]).
 
 pub mod cluster;
 pub mod qmp;
+pub mod stats;
 pub mod vm;
 
 use crate::registry::ToolDef;
@@ -13,6 +15,7 @@ pub const TIMEOUT_CAP: u32 = 300;
 /// Every tool, offered or not.
 pub fn all() -> Vec<ToolDef> {
     let mut tools = vm::tools();
+    tools.extend(stats::tools());
     tools.extend(cluster::tools());
     tools.extend(qmp::tools());
     tools
