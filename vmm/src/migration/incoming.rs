@@ -1,6 +1,6 @@
 //! The destination's side: QEMU waiting for the stream, the NBD exports, the switch-over.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
@@ -84,24 +84,7 @@ impl Vm {
     ) -> Result<(), VmmError> {
         let _ops = self.lock_ops().await;
         let qmp = self.qmp()?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let info = qmp.execute("query-migrate", None).await?;
-            match info["status"].as_str().unwrap_or("") {
-                "completed" => break,
-                "failed" | "cancelled" => {
-                    return Err(mig_err(
-                        "the incoming stream failed",
-                        info["error-desc"].as_str().unwrap_or("no reason given"),
-                    ));
-                }
-                _ => {}
-            }
-            if Instant::now() > deadline {
-                return Err(mig_err("incoming stream not complete in time", &info));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        qmp.wait_migration(timeout).await?;
         for d in disks {
             qmp.execute(
                 "block-export-del",

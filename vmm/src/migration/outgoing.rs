@@ -113,13 +113,8 @@ impl Vm {
         }
         sum.mirror_ms = mirror_start.elapsed().as_millis() as u64;
         let ram_start = Instant::now();
-        qmp.execute(
-            "migrate-set-capabilities",
-            Some(
-                json!({"capabilities": [{"capability": "pause-before-switchover", "state": true}]}),
-            ),
-        )
-        .await?;
+        qmp.set_migration_capability("pause-before-switchover", true)
+            .await?;
         let mut params = json!({
             "tls-creds": TLS_ID, "tls-hostname": out.host,
             "downtime-limit": out.max_downtime_ms,
