@@ -26,7 +26,7 @@ esac
 log() { printf 'deps: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
 
-pkgs=(qemu-system-x86 qemu-utils cpio busybox-static xz-utils protobuf-compiler libprotobuf-dev python3-pip lvm2 dnsmasq-base nftables ovmf e2fsprogs
+pkgs=(qemu-system-x86 qemu-utils cpio busybox-static xz-utils lz4 zstd gzip bzip2 protobuf-compiler libprotobuf-dev python3-pip lvm2 dnsmasq-base nftables ovmf e2fsprogs
       dosfstools mtools syslinux syslinux-common fdisk
       ca-certificates curl gcc libc6-dev pkg-config iproute2 procps
       nix-bin shellcheck systemd util-linux mount python3 python3-venv python3-pip)

@@ -245,6 +245,9 @@ async fn start_node(
         sandbox: !a.no_sandbox,
         kernel_boot_bios: bios,
         tsc_khz: host::host_tsc_khz(),
+        kernel_cache: Some(Arc::new(kcore_vmm::kernel::KernelCache::new(
+            dirs.data_dir.join("kernels"),
+        ))),
         run_root: dirs.run_dir.join("vms"),
         qmp_greeting_timeout: Duration::from_secs(30),
         qmp_observer: Some(m.qmp.observer()),

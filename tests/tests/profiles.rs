@@ -44,6 +44,15 @@ fn phases_until_ready(d: &Daemon, name: &str) -> Vec<(String, f64)> {
     }
 }
 
+/// The uncompressed kernels in the node's cache.
+fn pvh_images(d: &Daemon) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(d.data_dir().join("kernels"))
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 #[test]
 fn fast_profile_boots_a_microvm_and_the_timeline_splits_the_guest_boot() {
     let d = Daemon::start();
@@ -62,6 +71,27 @@ fn fast_profile_boots_a_microvm_and_the_timeline_splits_the_guest_boot() {
         "the TCG calibration hang is avoided: {a}"
     );
     assert!(!a.contains("pcie-root-port") && !a.contains("-pci"), "{a}");
+    // The kernel is the uncompressed PVH image kcored made of the test guest's bzImage
+    // (lz4), handed over as a descriptor, and the profile's kernel parameters follow the
+    // user's.
+    assert!(a.contains("\n-kernel\n/proc/self/fd/"), "{a}");
+    assert!(
+        a.contains(" cryptomgr.notests noreplace-smp\n"),
+        "the fast kernel parameters: {a}"
+    );
+    let images = pvh_images(&d);
+    assert_eq!(images.len(), 1, "one unpacked kernel: {images:?}");
+    let elf = std::fs::read(&images[0]).expect("read the image");
+    assert_eq!(&elf[..4], b"\x7fELF", "an ELF image");
+    assert!(
+        elf.len() > std::fs::metadata(&guest().kernel).expect("kernel").len() as usize * 2,
+        "uncompressed"
+    );
+    assert!(
+        d.log().contains("unpacked the kernel for PVH boot"),
+        "{}",
+        d.log()
+    );
 
     let phases = phases_until_ready(&d, "fast");
     let at = |name: &str| {
@@ -126,8 +156,32 @@ fn fast_profile_boots_a_microvm_and_the_timeline_splits_the_guest_boot() {
     assert!(get.stdout.contains("fast"), "{}", get.stdout);
     assert!(get.stdout.contains("microvm"), "{}", get.stdout);
 
-    // A quiet kernel prints nothing: no guest phases are made up.
-    d.create_guest("quiet", "", &[]);
+    // A second fast VM boots the same image: it is not unpacked again.
+    let inode = |p: &std::path::Path| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).expect("stat"))
+    };
+    let first = inode(&images[0]);
+    d.create_guest("fast2", "", &["--profile", "fast"]);
+    phases_until_ready(&d, "fast2");
+    let again = pvh_images(&d);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(inode(&again[0]), first, "the same image");
+    assert_eq!(
+        d.log().matches("unpacked the kernel for PVH boot").count(),
+        1,
+        "{}",
+        d.log()
+    );
+
+    // A quiet kernel prints nothing: no guest phases are made up. Standard boots the
+    // kernel as given, without the fast parameters.
+    let vm = d.create_guest("quiet", "", &[]);
+    let a = argv(&d, &vm);
+    assert!(
+        a.contains(&format!("\n-kernel\n{}\n", guest().kernel.display())),
+        "{a}"
+    );
+    assert!(!a.contains("cryptomgr.notests"), "{a}");
     let phases = phases_until_ready(&d, "quiet");
     assert!(
         !phases

@@ -21,6 +21,9 @@ pub struct HostConfig {
     /// `-bios` for direct kernel boot on q35/pc (qboot: faster than SeaBIOS).
     pub kernel_boot_bios: Option<PathBuf>,
     pub tsc_khz: Option<u32>,
+    /// Where fast-profile VMs' kernels are unpacked for a PVH boot (`crate::kernel`);
+    /// None: every kernel boots as it is given.
+    pub kernel_cache: Option<std::sync::Arc<crate::kernel::KernelCache>>,
     /// `<run-dir>/vms`.
     pub run_root: PathBuf,
     pub qmp_greeting_timeout: Duration,

@@ -9,6 +9,7 @@ pub mod bootlog;
 pub mod console;
 pub mod error;
 pub mod host;
+pub mod kernel;
 pub mod migrate;
 pub mod migration;
 pub mod paths;

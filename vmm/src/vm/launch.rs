@@ -105,6 +105,7 @@ impl Vm {
         }
         prepare_dir(paths)?;
         let files = open_files(spec)?;
+        let kernel = self.pvh_kernel(spec).await;
         // Taps: QEMU gets them at spawn. If anything below fails, dropping the descriptors
         // removes them again.
         let nic_fds = self.open_nics(spec).await?;
@@ -136,6 +137,7 @@ impl Vm {
             })
             .collect();
         let uefi_vars_fd = files.uefi_vars.as_ref().map(&mut place);
+        let kernel_fd = kernel.as_ref().map(&mut place);
         let seed_fd = files.seed.as_ref().map(&mut place);
         let memory = restore.as_ref().map(|r| MemoryFd {
             fd: place(&r.memory),
@@ -152,6 +154,7 @@ impl Vm {
                 None
             },
             tsc_khz: host.tsc_khz,
+            kernel_fd,
             sandbox: host.sandbox,
             nic_fds: nic_numbers,
             disk_fds: disk_numbers,
@@ -188,6 +191,7 @@ impl Vm {
             }
         };
         drop(files);
+        drop(kernel);
         self.record(Phase::QemuExec, SystemTime::now());
         let pidfd = match PidFd::open(pid) {
             Ok(p) => Arc::new(p),
@@ -223,6 +227,28 @@ impl Vm {
             return Err(self.abort_launch(&pidfd, e).await);
         }
         Ok(())
+    }
+
+    /// A fast-profile VM's kernel as an uncompressed PVH image (`crate::kernel`), opened;
+    /// None: QEMU loads `spec.kernel` as it is (standard profile, no cache, or a kernel
+    /// that has no PVH image, which is logged once per kernel).
+    async fn pvh_kernel(&self, spec: &VmSpec) -> Option<OwnedFd> {
+        if spec.profile != crate::spec::Profile::Fast {
+            return None;
+        }
+        let (kernel, cache) = (spec.kernel.clone()?, self.inner.host.kernel_cache.clone()?);
+        let k = kernel.clone();
+        match tokio::task::spawn_blocking(move || cache.pvh(&k)).await {
+            Ok(Ok(f)) => Some(OwnedFd::from(f)),
+            Ok(Err(why)) => {
+                tracing::info!(kernel = %kernel.display(), "booting the kernel as given: {why}");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "unpacking the kernel");
+                None
+            }
+        }
     }
 
     async fn handshake(
