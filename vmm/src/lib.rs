@@ -10,7 +10,6 @@ pub mod console;
 pub mod error;
 pub mod host;
 pub mod kernel;
-pub mod migrate;
 pub mod migration;
 pub mod paths;
 pub mod process;

@@ -43,6 +43,7 @@
 
 mod client;
 mod commands;
+mod migrate;
 mod reader;
 mod transcript;
 mod types;

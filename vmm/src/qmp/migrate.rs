@@ -1,4 +1,4 @@
-//! QMP migration to and from file descriptors: how a memory snapshot is saved and loaded
+//! QMP commands of migration to and from file descriptors: how a memory snapshot is saved and loaded
 //! (templates), and the building blocks of a live migration.
 //!
 //! QEMU 7.2 has no `file:` migration URI, and `exec:` needs a shell, which the seccomp
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::VmmError;
-use crate::qmp::QmpClient;
+use super::client::QmpClient;
 
 /// How long a migration may take before it is given up (a snapshot of a large guest to a
 /// slow disk can take minutes).
