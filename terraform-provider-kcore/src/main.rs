@@ -7,7 +7,7 @@
 //! to `$PLUGIN_LOG_FILE` when Terraform sets it.
 //!
 //! Resources: `kcore_vm`, `kcore_network`, `kcore_image`, `kcore_volume`; data sources:
-//! `kcore_nodes`, `kcore_vm`, `kcore_images`. See docs/terraform.md.
+//! `kcore_nodes`, `kcore_vm`, `kcore_images`, `kcore_template`. See docs/terraform.md.
 
 mod data;
 mod diag;
@@ -16,6 +16,7 @@ mod image;
 mod network;
 mod provider;
 mod schema;
+mod template;
 mod vm;
 mod volume;
 
