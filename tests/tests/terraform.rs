@@ -542,15 +542,15 @@ output "tpl" {
         "{t}"
     );
 
-    // Nothing changed: the server's picks (machine, profile, the clone's sizes) hold.
-    let r = tf.plan();
-    assert_eq!(r.code, Some(0), "second plan:\n{}{}", r.stdout, r.stderr);
-    // The data source read again sees its clone.
+    // The data source read again sees its clone (read before the clone was made).
     tf.run(&["refresh", "-no-color"]).expect_ok("refresh");
     let out = tf.run(&["output", "-json"]).expect_ok("output").json();
     let t = &out["tpl"]["value"];
     assert_eq!(t["clones"], serde_json::json!(["kid"]), "{t}");
     assert_eq!(t["clone_count"], 1, "{t}");
+    // Nothing changed: the server's picks (machine, profile, the clone's sizes) hold.
+    let r = tf.plan();
+    assert_eq!(r.code, Some(0), "second plan:\n{}{}", r.stdout, r.stderr);
 
     // UpdateVM has no profile: a change replaces the VM.
     tf.config(&format!("{}{clone}", fast("standard")));
