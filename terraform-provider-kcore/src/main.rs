@@ -6,7 +6,8 @@
 //! else may be printed there: logs go to stderr (Terraform shows them with `TF_LOG`), or
 //! to `$PLUGIN_LOG_FILE` when Terraform sets it.
 //!
-//! Resources: `kcore_vm`, `kcore_network`, `kcore_image`, `kcore_volume`; data sources:
+//! Resources: `kcore_vm`, `kcore_network`, `kcore_image`, `kcore_volume`,
+//! `kcore_template`; data sources:
 //! `kcore_nodes`, `kcore_vm`, `kcore_images`, `kcore_template`. See docs/terraform.md.
 
 mod data;

@@ -183,6 +183,7 @@ impl Provider for KcoreProvider {
             "network" => network::NetworkResource(shared.clone()),
             "image" => image::ImageResource(shared.clone()),
             "volume" => volume::VolumeResource(shared.clone()),
+            "template" => template::TemplateResource(shared.clone()),
         })
     }
 

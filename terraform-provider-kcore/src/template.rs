@@ -1,16 +1,19 @@
-//! The `kcore_template` data source: a memory-snapshot template by name (GetTemplate),
-//! what a `kcore_vm` with `template` starts from (docs/templates.md).
+//! Memory-snapshot templates (docs/templates.md), what a `kcore_vm` with `template`
+//! starts from: the `kcore_template` data source (GetTemplate, by name) and the
+//! `kcore_template` resource (CreateTemplate of a running, ready VM; any change replaces
+//! it; DeleteTemplate, refused while clones exist).
 
 use async_trait::async_trait;
 use kcore_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
+use tf_provider::schema::Attribute;
 use tf_provider::schema::{AttributeType, Schema};
 use tf_provider::value::{Value, ValueEmpty};
-use tf_provider::{DataSource, Diagnostics};
+use tf_provider::{AttributePath, DataSource, Diagnostics, Resource};
 
 use crate::diag;
 use crate::provider::Shared;
-use crate::schema::{block, computed, required, s};
+use crate::schema::{block, computed, optional, required, s};
 use crate::vm::machine_name;
 
 pub struct TemplateData(pub Shared);
@@ -52,61 +55,71 @@ impl TemplateState {
     }
 }
 
+/// The attributes the API reports of a template (computed in both the data source and
+/// the resource).
+fn reported() -> Vec<(&'static str, Attribute)> {
+    let (t, n) = (AttributeType::String, AttributeType::Number);
+    vec![
+        ("id", computed(t.clone(), "The template's name")),
+        (
+            "node",
+            computed(t.clone(), "The node it is on (its clones run there)"),
+        ),
+        (
+            "source_vm",
+            computed(t.clone(), "The VM it was taken from (as named then)"),
+        ),
+        ("vcpu", computed(n.clone(), "The vCPUs its clones have")),
+        (
+            "memory_mb",
+            computed(n.clone(), "The memory its clones have, in MiB"),
+        ),
+        (
+            "machine",
+            computed(t.clone(), "The machine its clones have (q35 or pc)"),
+        ),
+        (
+            "created_at",
+            computed(t.clone(), "When it was taken (RFC 3339)"),
+        ),
+        (
+            "size_bytes",
+            computed(n.clone(), "Bytes its files take on the node"),
+        ),
+        (
+            "disks",
+            computed(n.clone(), "How many disks its clones get"),
+        ),
+        (
+            "clones",
+            computed(
+                AttributeType::List(Box::new(t)),
+                "The VMs cloned from it, by name",
+            ),
+        ),
+        (
+            "clone_count",
+            computed(n, "How many VMs were cloned from it"),
+        ),
+    ]
+}
+
 #[async_trait]
 impl DataSource for TemplateData {
     type State<'a> = TemplateState;
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        let (t, n) = (AttributeType::String, AttributeType::Number);
+        let mut attributes = vec![(
+            "name",
+            required(AttributeType::String, "The template's name"),
+        )];
+        attributes.extend(reported());
         Some(Schema {
             version: 1,
             block: block(
                 "A memory-snapshot template, by name (its clones: kcore_vm with template)",
-                vec![
-                    ("name", required(t.clone(), "The template's name")),
-                    ("id", computed(t.clone(), "The template's name")),
-                    (
-                        "node",
-                        computed(t.clone(), "The node it is on (its clones run there)"),
-                    ),
-                    (
-                        "source_vm",
-                        computed(t.clone(), "The VM it was taken from (as named then)"),
-                    ),
-                    ("vcpu", computed(n.clone(), "The vCPUs its clones have")),
-                    (
-                        "memory_mb",
-                        computed(n.clone(), "The memory its clones have, in MiB"),
-                    ),
-                    (
-                        "machine",
-                        computed(t.clone(), "The machine its clones have (q35 or pc)"),
-                    ),
-                    (
-                        "created_at",
-                        computed(t.clone(), "When it was taken (RFC 3339)"),
-                    ),
-                    (
-                        "size_bytes",
-                        computed(n.clone(), "Bytes its files take on the node"),
-                    ),
-                    (
-                        "disks",
-                        computed(n.clone(), "How many disks its clones get"),
-                    ),
-                    (
-                        "clones",
-                        computed(
-                            AttributeType::List(Box::new(t)),
-                            "The VMs cloned from it, by name",
-                        ),
-                    ),
-                    (
-                        "clone_count",
-                        computed(n, "How many VMs were cloned from it"),
-                    ),
-                ],
+                attributes,
                 vec![],
             ),
         })
@@ -120,14 +133,275 @@ impl DataSource for TemplateData {
     ) -> Option<Self::State<'a>> {
         let client = self.0.client(diags)?;
         let name = s(&config.name);
-        match client
-            .api()
-            .get_template(pb::GetTemplateRequest { name: name.clone() })
-            .await
+        match get(&client, &name).await {
+            Ok(t) => Some(TemplateState::of(&t)),
+            Err(e) => {
+                diag::api(diags, format!("reading template {name}"), &e);
+                None
+            }
+        }
+    }
+}
+
+// ---- the resource
+
+pub struct TemplateResource(pub Shared);
+
+/// `kcore_template` as a resource: what to take (`name`, `from_vm`, `stop_source`) and
+/// what the API reports of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TemplateResourceState {
+    pub name: Value<String>,
+    pub from_vm: Value<String>,
+    pub stop_source: Value<bool>,
+    pub id: Value<String>,
+    pub node: Value<String>,
+    pub source_vm: Value<String>,
+    pub vcpu: Value<i64>,
+    pub memory_mb: Value<i64>,
+    pub machine: Value<String>,
+    pub created_at: Value<String>,
+    pub size_bytes: Value<i64>,
+    pub disks: Value<i64>,
+    pub clones: Value<Vec<Value<String>>>,
+    pub clone_count: Value<i64>,
+}
+
+impl TemplateResourceState {
+    /// `t` as the API reports it, with what was asked (`from_vm`, `stop_source`) kept.
+    fn of(t: &pb::Template, asked: &TemplateResourceState) -> TemplateResourceState {
+        let r = TemplateState::of(t);
+        TemplateResourceState {
+            name: r.name,
+            from_vm: asked.from_vm.clone(),
+            stop_source: asked.stop_source.clone(),
+            id: r.id,
+            node: r.node,
+            source_vm: r.source_vm,
+            vcpu: r.vcpu,
+            memory_mb: r.memory_mb,
+            machine: r.machine,
+            created_at: r.created_at,
+            size_bytes: r.size_bytes,
+            disks: r.disks,
+            clones: r.clones,
+            clone_count: r.clone_count,
+        }
+    }
+}
+
+async fn get(
+    client: &kcore_client::Client,
+    name: &str,
+) -> Result<pb::Template, kcore_client::ClientError> {
+    client
+        .api()
+        .get_template(pb::GetTemplateRequest {
+            name: name.to_string(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|st| client.error(st))
+}
+
+#[async_trait]
+impl Resource for TemplateResource {
+    type State<'a> = TemplateResourceState;
+    type PrivateState<'a> = ValueEmpty;
+    type ProviderMetaState<'a> = ValueEmpty;
+
+    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
+        let t = AttributeType::String;
+        let mut attributes = vec![
+            (
+                "name",
+                required(
+                    t.clone(),
+                    "[a-z0-9][a-z0-9-]{0,62}, unique in the cluster; replaces the template when changed",
+                ),
+            ),
+            (
+                "from_vm",
+                required(
+                    t,
+                    "The VM to take it of (name or id): RUNNING, its guest ready, q35 or pc, no NICs; replaces the template when changed",
+                ),
+            ),
+            (
+                "stop_source",
+                optional(
+                    AttributeType::Bool,
+                    "Stop the VM once its state is saved (default false: it runs on after a short pause); replaces the template when changed",
+                ),
+            ),
+        ];
+        attributes.extend(reported());
+        Some(Schema {
+            version: 1,
+            block: block(
+                "A memory-snapshot template taken of a running, ready VM (docs/templates.md); kcore_vm with template clones it",
+                attributes,
+                vec![],
+            ),
+        })
+    }
+
+    async fn read<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        state: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let client = self.0.client(diags)?;
+        let name = s(&state.name);
+        match get(&client, &name).await {
+            Ok(t) => Some((TemplateResourceState::of(&t, &state), private)),
+            Err(e) if diag::is_not_found(&e) => None,
+            Err(e) => {
+                diag::api(diags, format!("reading template {name}"), &e);
+                Some((state, private))
+            }
+        }
+    }
+
+    async fn plan_create<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        proposed: Self::State<'a>,
+        _config: Self::State<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let planned = TemplateResourceState {
+            id: Value::Unknown,
+            node: Value::Unknown,
+            source_vm: Value::Unknown,
+            vcpu: Value::Unknown,
+            memory_mb: Value::Unknown,
+            machine: Value::Unknown,
+            created_at: Value::Unknown,
+            size_bytes: Value::Unknown,
+            disks: Value::Unknown,
+            clones: Value::Unknown,
+            clone_count: Value::Unknown,
+            ..proposed
+        };
+        Some((planned, ValueEmpty::default()))
+    }
+
+    async fn plan_update<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        prior: Self::State<'a>,
+        proposed: Self::State<'a>,
+        config: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
+        // The API changes nothing of a template: any change of what was asked replaces it.
+        let mut replace = crate::schema::changed(
+            &[
+                ("name", &prior.name, &config.name),
+                ("from_vm", &prior.from_vm, &config.from_vm),
+            ],
+            false,
+        );
+        let stop = |v: &Value<bool>| matches!(v, Value::Value(true));
+        if config.stop_source.is_unknown() || stop(&prior.stop_source) != stop(&config.stop_source)
         {
-            Ok(r) => Some(TemplateState::of(&r.into_inner())),
+            replace.push(AttributePath::new("stop_source"));
+        }
+        Some((proposed, private, replace))
+    }
+
+    async fn plan_destroy<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        _prior: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<Self::PrivateState<'a>> {
+        Some(private)
+    }
+
+    async fn create<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        planned: Self::State<'a>,
+        _config: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let client = self.0.client(diags)?;
+        let name = s(&planned.name);
+        let request = pb::CreateTemplateRequest {
+            name: name.clone(),
+            from_vm: s(&planned.from_vm),
+            stop_source: matches!(planned.stop_source, Value::Value(true)),
+        };
+        match client.api().create_template(request).await {
+            Ok(r) => Some((
+                TemplateResourceState::of(&r.into_inner(), &planned),
+                private,
+            )),
             Err(st) => {
-                diag::api(diags, format!("reading template {name}"), &client.error(st));
+                // The server removes a template it could not finish: nothing to record.
+                diag::api(
+                    diags,
+                    format!("creating template {name}"),
+                    &client.error(st),
+                );
+                None
+            }
+        }
+    }
+
+    async fn update<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        _prior: Self::State<'a>,
+        planned: Self::State<'a>,
+        _config: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        // Every change replaces: nothing reaches here but no-ops.
+        Some((planned, private))
+    }
+
+    async fn destroy<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        state: Self::State<'a>,
+        _private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<()> {
+        let client = self.0.client(diags)?;
+        let name = s(&state.name);
+        let result = client
+            .api()
+            .delete_template(pb::DeleteTemplateRequest { name: name.clone() })
+            .await;
+        diag::deleted(diags, &client, format!("deleting template {name}"), result)
+    }
+
+    async fn import<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        id: String,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let client = self.0.client(diags)?;
+        match get(&client, &id).await {
+            Ok(t) => {
+                let asked = TemplateResourceState {
+                    from_vm: Value::Value(t.source_vm.clone()),
+                    ..Default::default()
+                };
+                Some((TemplateResourceState::of(&t, &asked), ValueEmpty::default()))
+            }
+            Err(e) => {
+                diag::api(diags, format!("importing template {id}"), &e);
                 None
             }
         }

@@ -10,14 +10,13 @@
 //! - bad configuration (unknown network, bad MAC, no boot source) fails with the server's
 //!   message and leaves nothing behind;
 //! - a memory (and cloud-init) change is planned as an in-place update and applied: the
-//!   same VM, restarted, with the new memory, and the guest reads the new seed;
-//! - `profile = "fast"` makes a microvm with the fast profile (a bad profile is refused by
-//!   name before anything is made, a profile change is a replacement), and `template`
-//!   makes a clone of a template kctl took, which the `kcore_template` data source reads.
+//!   same VM, restarted, with the new memory, and the guest reads the new seed.
+//!
+//! `profile`, `template` and `kcore_template` are in terraform_templates.rs.
 
 use std::time::Duration;
 
-use kcore_tests::terraform::Tf;
+use kcore_tests::terraform::{Tf, assert_nothing_left};
 use kcore_tests::{Daemon, NetNs, guest};
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -63,43 +62,6 @@ fn guest_lease(d: &Daemon, vm: &str) -> String {
         .map(|ip| ip.trim().to_string())
         .next_back()
         .unwrap_or_else(|| panic!("{vm} printed no lease:\n{log}"))
-}
-
-fn assert_nothing_left(d: &Daemon, ns: &NetNs) {
-    let vms = d
-        .kctl(&["-o", "json", "vm", "list"])
-        .expect_ok("vm list")
-        .json();
-    assert!(
-        vms["vms"].as_array().is_none_or(|v| v.is_empty()),
-        "VMs left: {vms}"
-    );
-    let nets = d
-        .kctl(&["-o", "json", "network", "list"])
-        .expect_ok("network list")
-        .json();
-    assert!(
-        nets["networks"].as_array().is_none_or(|v| v.is_empty()),
-        "networks left: {nets}"
-    );
-    let vols = d
-        .kctl(&["-o", "json", "volume", "list"])
-        .expect_ok("volume list")
-        .json();
-    assert!(
-        vols["volumes"].as_array().is_none_or(|v| v.is_empty()),
-        "volumes left: {vols}"
-    );
-    let links = ns.links();
-    assert!(
-        !links.contains("ktap-") && !links.contains("kbr-"),
-        "links left:\n{links}"
-    );
-    assert_eq!(d.any_dnsmasq(), None, "a dnsmasq is left running");
-    assert!(
-        d.qemu_pids().iter().all(|p| !kcore_tests::alive(*p)),
-        "a QEMU is left"
-    );
 }
 
 #[test]
@@ -428,154 +390,5 @@ resource "kcore_vm" "m" {{
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     tf.run(&["destroy", "-auto-approve", "-no-color"])
         .expect_ok("destroy");
-    assert_nothing_left(&d, &ns);
-}
-
-/// `profile` and `template` on kcore_vm, and the kcore_template data source: a bad profile
-/// is refused before anything is made; a fast VM's spec has the profile and the machine
-/// it picked; a clone of a template kctl took (of a running test guest without NICs) has
-/// the template's vCPUs, memory and node; a second plan is empty; a profile change is a
-/// replacement (UpdateVM cannot change it).
-#[test]
-fn terraform_fast_profile_and_a_clone_of_a_template() {
-    let ns = NetNs::create();
-    let d = Daemon::start_in_netns(&ns);
-    let tf = Tf::new(&d.socket());
-    let g = guest();
-    d.template_of_a_guest("gold", "tpl");
-    let fast = |profile: &str| {
-        format!(
-            r#"
-resource "kcore_vm" "fast" {{
-  name          = "fast"
-  vcpu          = 1
-  memory_mb     = 128
-  kernel        = "{kernel}"
-  initrd        = "{initrd}"
-  cmdline       = "console=ttyS0 quiet panic=-1"
-  ready_pattern = "KCORE-GUEST-READY"
-  profile       = "{profile}"
-  wait_for {{
-    ready = true
-  }}
-}}
-"#,
-            kernel = g.kernel.display(),
-            initrd = g.initrd.display(),
-        )
-    };
-
-    // A profile that is none of the names: Terraform names the attribute, nothing is made.
-    tf.config(&fast("turbo"));
-    tf.init();
-    let r = tf.apply();
-    assert!(!r.ok, "apply with profile = turbo succeeded:\n{}", r.stdout);
-    let squeezed = r.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(
-        squeezed.contains(r#"profile "turbo" is not one of standard, fast"#)
-            && squeezed.contains(r#"profile = "turbo""#),
-        "{}",
-        r.stderr
-    );
-    assert!(tf.state_list().is_empty(), "{:?}", tf.state_list());
-    let vms = d
-        .kctl(&["-o", "json", "vm", "list"])
-        .expect_ok("vm list")
-        .json();
-    assert_eq!(
-        vms["vms"].as_array().map(Vec::len),
-        Some(1),
-        "only gold: {vms}"
-    );
-
-    let clone = r#"
-data "kcore_template" "tpl" {
-  name = "tpl"
-}
-
-resource "kcore_vm" "kid" {
-  name     = "kid"
-  template = data.kcore_template.tpl.name
-}
-
-output "tpl" {
-  value = data.kcore_template.tpl
-}
-"#;
-    tf.config(&format!("{}{clone}", fast("fast")));
-    tf.apply().expect_ok("apply of the fast VM and the clone");
-    let st = tf.resource("kcore_vm.fast");
-    assert_eq!(st["profile"], "fast", "{st}");
-    assert_eq!(
-        st["machine"], "microvm",
-        "the machine the profile picked: {st}"
-    );
-    let v = d.vm("fast");
-    assert_eq!(v["spec"]["profile"], "PROFILE_FAST", "{v}");
-    assert_eq!(v["spec"]["machine"], "MACHINE_TYPE_MICROVM", "{v}");
-    let text = d.kctl(&["vm", "get", "fast"]).expect_ok("vm get").stdout;
-    assert!(text.contains("fast") && text.contains("microvm"), "{text}");
-
-    let kid = tf.resource("kcore_vm.kid");
-    assert_eq!(kid["template"], "tpl", "{kid}");
-    assert_eq!(kid["vcpu"], 1, "the template's: {kid}");
-    assert_eq!(kid["memory_mb"], 128, "the template's: {kid}");
-    assert_eq!(kid["node"], "node1", "{kid}");
-    assert_eq!(kid["profile"], "standard", "{kid}");
-    let v = d.vm("kid");
-    assert_eq!(v["spec"]["template"], "tpl", "{v}");
-    assert_eq!(v["status"], "VM_STATUS_RUNNING", "{v}");
-    let phases = v["timeline"]["phases"].to_string();
-    assert!(
-        phases.contains("state_loaded"),
-        "restored, not booted: {phases}"
-    );
-    let out = tf.run(&["output", "-json"]).expect_ok("output").json();
-    let t = &out["tpl"]["value"];
-    assert_eq!(t["node"], "node1", "{t}");
-    assert_eq!(t["source_vm"], "gold", "{t}");
-    assert_eq!(t["memory_mb"], 128, "{t}");
-    assert_eq!(t["vcpu"], 1, "{t}");
-    assert_eq!(t["machine"], "q35", "{t}");
-    assert!(
-        t["created_at"].as_str().is_some_and(|c| !c.is_empty()),
-        "{t}"
-    );
-
-    // The data source read again sees its clone (read before the clone was made).
-    tf.run(&["refresh", "-no-color"]).expect_ok("refresh");
-    let out = tf.run(&["output", "-json"]).expect_ok("output").json();
-    let t = &out["tpl"]["value"];
-    assert_eq!(t["clones"], serde_json::json!(["kid"]), "{t}");
-    assert_eq!(t["clone_count"], 1, "{t}");
-    // Nothing changed: the server's picks (machine, profile, the clone's sizes) hold.
-    let r = tf.plan();
-    assert_eq!(r.code, Some(0), "second plan:\n{}{}", r.stdout, r.stderr);
-
-    // UpdateVM has no profile: a change replaces the VM.
-    tf.config(&format!("{}{clone}", fast("standard")));
-    let r = tf.plan();
-    assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
-    let squeezed = r.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(
-        squeezed.contains("kcore_vm.fast must be replaced")
-            && squeezed.contains(r#"~ profile = "fast" -> "standard" # forces replacement"#),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains("1 to add, 0 to change, 1 to destroy"),
-        "{}",
-        r.stdout
-    );
-
-    tf.run(&["destroy", "-auto-approve", "-no-color"])
-        .expect_ok("destroy");
-    assert!(tf.state_list().is_empty());
-    // The clone is gone, so the template (kctl's) may go too.
-    d.kctl(&["template", "delete", "tpl"])
-        .expect_ok("template delete");
-    d.kctl(&["vm", "delete", "gold", "--force"])
-        .expect_ok("delete gold");
     assert_nothing_left(&d, &ns);
 }
