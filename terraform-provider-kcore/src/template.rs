@@ -175,7 +175,7 @@ impl TemplateResourceState {
         TemplateResourceState {
             name: r.name,
             from_vm: asked.from_vm.clone(),
-            stop_source: asked.stop_source.clone(),
+            stop_source: asked.stop_source,
             id: r.id,
             node: r.node,
             source_vm: r.source_vm,
@@ -203,6 +203,25 @@ async fn get(
         .await
         .map(tonic::Response::into_inner)
         .map_err(|st| client.error(st))
+}
+
+/// The API changes nothing of a template: any change of what was asked replaces it.
+fn replace_paths(
+    prior: &TemplateResourceState,
+    config: &TemplateResourceState,
+) -> Vec<AttributePath> {
+    let mut replace = crate::schema::changed(
+        &[
+            ("name", &prior.name, &config.name),
+            ("from_vm", &prior.from_vm, &config.from_vm),
+        ],
+        false,
+    );
+    let stop = |v: &Value<bool>| matches!(v, Value::Value(true));
+    if config.stop_source.is_unknown() || stop(&prior.stop_source) != stop(&config.stop_source) {
+        replace.push(AttributePath::new("stop_source"));
+    }
+    replace
 }
 
 #[async_trait]
@@ -299,19 +318,7 @@ impl Resource for TemplateResource {
         private: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
-        // The API changes nothing of a template: any change of what was asked replaces it.
-        let mut replace = crate::schema::changed(
-            &[
-                ("name", &prior.name, &config.name),
-                ("from_vm", &prior.from_vm, &config.from_vm),
-            ],
-            false,
-        );
-        let stop = |v: &Value<bool>| matches!(v, Value::Value(true));
-        if config.stop_source.is_unknown() || stop(&prior.stop_source) != stop(&config.stop_source)
-        {
-            replace.push(AttributePath::new("stop_source"));
-        }
+        let replace = replace_paths(&prior, &config);
         Some((proposed, private, replace))
     }
 
@@ -439,6 +446,43 @@ mod tests {
                 Value::Value("kid-1".to_string()),
                 Value::Value("kid-2".to_string())
             ])
+        );
+    }
+
+    #[test]
+    fn the_resource_keeps_what_was_asked_and_any_change_replaces() {
+        let t = pb::Template {
+            name: "t2".into(),
+            node: "node1".into(),
+            source_vm: "src".into(),
+            memory_mb: 96,
+            vcpu: 1,
+            ..Default::default()
+        };
+        let asked = TemplateResourceState {
+            name: Value::Value("t2".into()),
+            from_vm: Value::Value("src".into()),
+            ..Default::default()
+        };
+        let st = TemplateResourceState::of(&t, &asked);
+        assert_eq!(st.from_vm, asked.from_vm);
+        assert_eq!(st.stop_source, Value::Null);
+        assert_eq!(st.memory_mb, Value::Value(96));
+        assert!(replace_paths(&st, &asked).is_empty());
+        let mut other = asked.clone();
+        other.stop_source = Value::Value(false);
+        assert!(
+            replace_paths(&st, &other).is_empty(),
+            "false is the default"
+        );
+        other.stop_source = Value::Value(true);
+        other.from_vm = Value::Value("gold".into());
+        assert_eq!(
+            replace_paths(&st, &other),
+            [
+                AttributePath::new("from_vm"),
+                AttributePath::new("stop_source")
+            ]
         );
     }
 }
