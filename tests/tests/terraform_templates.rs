@@ -80,6 +80,14 @@ resource "kcore_vm" "kid" {
 output "tpl" {
   value = data.kcore_template.tpl
 }
+
+data "kcore_vm" "kid" {
+  name = kcore_vm.kid.id
+}
+
+output "kid" {
+  value = data.kcore_vm.kid
+}
 "#;
     // And a template Terraform takes itself, of a VM it made and waited for.
     let taken = format!(
@@ -151,6 +159,9 @@ resource "kcore_vm" "kid2" {{
         "{t}"
     );
 
+    let dkid = &out["kid"]["value"];
+    assert_eq!(dkid["template"], "tpl", "{dkid}");
+    assert_eq!(dkid["profile"], "standard", "{dkid}");
     let t2 = tf.resource("kcore_template.t2");
     assert_eq!(t2["source_vm"], "src", "{t2}");
     assert_eq!(t2["memory_mb"], 96, "{t2}");

@@ -24,7 +24,7 @@ use crate::duration;
 use crate::provider::Shared;
 use crate::schema::list;
 use schema::vm_schema;
-pub use state::{VmState, from_vm, machine_name, status_name};
+pub use state::{VmState, from_vm, machine_name, profile_name, status_name};
 
 /// The `kcore_vm` resource.
 pub struct VmResource(pub Shared);

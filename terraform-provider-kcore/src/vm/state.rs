@@ -208,6 +208,14 @@ fn enum_like(server: &str, default: &str, prior: &Value<String>) -> Value<String
     }
 }
 
+/// A profile's name (unspecified: standard, the API's default).
+pub fn profile_name(p: i32) -> &'static str {
+    pb::Profile::try_from(p)
+        .ok()
+        .and_then(|p| PROFILES.iter().find(|(_, t)| *t == p))
+        .map_or("standard", |(n, _)| n)
+}
+
 /// A machine type's name (unspecified: q35, the API's default).
 pub fn machine_name(m: i32) -> &'static str {
     pb::MachineType::try_from(m)
@@ -242,10 +250,7 @@ pub fn from_vm(vm: &pb::Vm, prior: &VmState) -> VmState {
         .and_then(|m| MACHINES.iter().find(|(_, t)| *t == m))
         .map_or("", |(n, _)| n);
     // Unspecified is standard: the state says so (the attribute is computed).
-    let profile = pb::Profile::try_from(spec.profile)
-        .ok()
-        .and_then(|p| PROFILES.iter().find(|(_, t)| *t == p))
-        .map_or("standard", |(n, _)| n);
+    let profile = profile_name(spec.profile);
     let restart = pb::RestartPolicy::try_from(spec.restart_policy)
         .ok()
         .and_then(|r| RESTARTS.iter().find(|(_, t)| *t == r))
