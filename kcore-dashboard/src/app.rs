@@ -40,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/nodes", get(nodes))
         .route("/networks", get(networks))
         .route("/storage", get(storage))
+        .route("/templates", get(templates))
         .route("/events", get(events))
         .route("/events/stream", get(event_stream))
         .route("/static/dashboard.css", get(css))
@@ -271,6 +272,21 @@ async fn storage(State(s): Shared) -> Response {
         )?;
         let body = views::storage::render(&pools.pools, &images.images, &volumes.volumes);
         Ok(("Storage".to_string(), "/storage", true, body))
+    }
+    .await;
+    respond(&s, r)
+}
+
+async fn templates(State(s): Shared) -> Response {
+    let r = async {
+        let list = s
+            .api
+            .call(
+                |mut c| async move { c.list_templates(pb::ListTemplatesRequest::default()).await },
+            )
+            .await?;
+        let body = views::templates::render(&list.templates, chrono::Utc::now());
+        Ok(("Templates".to_string(), "/templates", true, body))
     }
     .await;
     respond(&s, r)

@@ -11,7 +11,7 @@ use tf_provider::{DataSource, Diagnostics};
 use crate::diag;
 use crate::provider::Shared;
 use crate::schema::{block, computed, object, optional, required, s};
-use crate::vm::status_name;
+use crate::vm::{machine_name, profile_name, status_name};
 
 fn v<T>(x: T) -> Value<T> {
     Value::Value(x)
@@ -168,6 +168,9 @@ pub struct VmDataState {
     pub pid: Value<i64>,
     pub ipv4: Value<String>,
     pub ready: Value<bool>,
+    pub profile: Value<String>,
+    pub machine: Value<String>,
+    pub template: Value<String>,
     pub nics: Value<Vec<NicItem>>,
 }
 
@@ -197,10 +200,19 @@ impl DataSource for VmData {
                     ("vcpu", computed(num.clone(), "vCPUs")),
                     ("memory_mb", computed(num.clone(), "Memory in MiB")),
                     ("pid", computed(num, "QEMU's pid (0 when not running)")),
-                    ("ipv4", computed(t, "The first NIC's leased address")),
+                    (
+                        "ipv4",
+                        computed(t.clone(), "The first NIC's leased address"),
+                    ),
                     (
                         "ready",
                         computed(AttributeType::Bool, "The last start reached guest_ready"),
+                    ),
+                    ("profile", computed(t.clone(), "standard or fast")),
+                    ("machine", computed(t.clone(), "q35, pc or microvm")),
+                    (
+                        "template",
+                        computed(t, "The template it was cloned from (empty: none)"),
                     ),
                     (
                         "nics",
@@ -235,8 +247,12 @@ impl DataSource for VmData {
             .timeline
             .as_ref()
             .is_some_and(|t| t.phases.iter().any(|p| p.name == "guest_ready"));
+        let spec = vm.spec.clone().unwrap_or_default();
         Some(VmDataState {
             name: config.name,
+            profile: v(profile_name(spec.profile).to_string()),
+            machine: v(machine_name(spec.machine).to_string()),
+            template: v(spec.template),
             id: v(vm.id.clone()),
             node: v(vm.node.clone()),
             status: v(status_name(vm.status)),

@@ -6,8 +6,9 @@
 //! else may be printed there: logs go to stderr (Terraform shows them with `TF_LOG`), or
 //! to `$PLUGIN_LOG_FILE` when Terraform sets it.
 //!
-//! Resources: `kcore_vm`, `kcore_network`, `kcore_image`, `kcore_volume`; data sources:
-//! `kcore_nodes`, `kcore_vm`, `kcore_images`. See docs/terraform.md.
+//! Resources: `kcore_vm`, `kcore_network`, `kcore_image`, `kcore_volume`,
+//! `kcore_template`; data sources:
+//! `kcore_nodes`, `kcore_vm`, `kcore_images`, `kcore_template`. See docs/terraform.md.
 
 mod data;
 mod diag;
@@ -16,6 +17,7 @@ mod image;
 mod network;
 mod provider;
 mod schema;
+mod template;
 mod vm;
 mod volume;
 

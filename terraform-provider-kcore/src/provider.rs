@@ -17,7 +17,7 @@ use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{DynamicDataSource, DynamicResource, Provider, map};
 
 use crate::schema::{block, optional};
-use crate::{data, image, network, vm, volume};
+use crate::{data, image, network, template, vm, volume};
 
 /// The connection every resource and data source of this provider uses, set by
 /// `configure`.
@@ -183,6 +183,7 @@ impl Provider for KcoreProvider {
             "network" => network::NetworkResource(shared.clone()),
             "image" => image::ImageResource(shared.clone()),
             "volume" => volume::VolumeResource(shared.clone()),
+            "template" => template::TemplateResource(shared.clone()),
         })
     }
 
@@ -195,6 +196,7 @@ impl Provider for KcoreProvider {
             "nodes" => data::NodesData(shared.clone()),
             "vm" => data::VmData(shared.clone()),
             "images" => data::ImagesData(shared.clone()),
+            "template" => template::TemplateData(shared.clone()),
         })
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{NetNs, Run, bin, repo_root, which};
+use crate::{Daemon, NetNs, Run, bin, repo_root, which};
 
 /// `ip netns exec NS` before `program`, when a namespace is given.
 fn command(netns: Option<&NetNs>, program: &Path) -> Command {
@@ -28,6 +28,34 @@ fn tool(name: &str, package: &str) -> PathBuf {
     which(name).unwrap_or_else(|| {
         panic!("{name} not found: apt-get install {package} (scripts/deps.sh --tests does)")
     })
+}
+
+/// A viewer certificate (and the CA) from the daemon, as the KCORE_* variables of a
+/// dashboard that reaches the daemon's TLS listener on 127.0.0.1:`api_port`.
+pub fn viewer_env(d: &Daemon, name: &str, api_port: u16) -> Vec<(&'static str, String)> {
+    let out = d.dir.path().join(format!("cert-{name}"));
+    d.kctl(&[
+        "cert",
+        "issue",
+        name,
+        "--role",
+        "viewer",
+        "--out",
+        out.to_str().expect("utf8"),
+    ])
+    .expect_ok("cert issue");
+    vec![
+        ("KCORE_ENDPOINT", format!("https://127.0.0.1:{api_port}")),
+        ("KCORE_CA_CERT", out.join("ca.crt").display().to_string()),
+        (
+            "KCORE_CLIENT_CERT",
+            out.join(format!("{name}.crt")).display().to_string(),
+        ),
+        (
+            "KCORE_CLIENT_KEY",
+            out.join(format!("{name}.key")).display().to_string(),
+        ),
+    ]
 }
 
 /// A running `kcore-dashboard` on 127.0.0.1:`port` (in `netns`, if given). Killed when

@@ -481,6 +481,25 @@ impl Daemon {
             .json()
     }
 
+    /// A memory-snapshot template `template` of a new test-guest VM `source` (no NICs,
+    /// q35), taken once its shell runs, the source stopped (`--stop-source`).
+    pub fn template_of_a_guest(&self, source: &str, template: &str) -> Value {
+        self.create_guest(source, "kcore.echo=off", &[]);
+        self.wait_console(source, "KCORE-GUEST-SHELL", 1, Duration::from_secs(90));
+        self.kctl(&[
+            "-o",
+            "json",
+            "template",
+            "create",
+            template,
+            "--from-vm",
+            source,
+            "--stop-source",
+        ])
+        .expect_ok("template create")
+        .json()
+    }
+
     /// `kctl -o json vm create` of a test-guest VM (with `kernel` instead of the test
     /// guest's, if given), whatever comes of it.
     pub fn create_guest_run(

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::{Run, bin, repo_root};
+use crate::{Daemon, NetNs, Run, bin, repo_root};
 
 /// The provider's version: the workspace's.
 pub const PROVIDER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -161,4 +161,43 @@ impl Tf {
             .filter(|l| !l.is_empty())
             .collect()
     }
+}
+
+/// Nothing a Terraform test made is left: no VM, network or volume in the API, no tap or
+/// bridge in `ns`, no dnsmasq, no QEMU.
+pub fn assert_nothing_left(d: &Daemon, ns: &NetNs) {
+    let vms = d
+        .kctl(&["-o", "json", "vm", "list"])
+        .expect_ok("vm list")
+        .json();
+    assert!(
+        vms["vms"].as_array().is_none_or(|v| v.is_empty()),
+        "VMs left: {vms}"
+    );
+    let nets = d
+        .kctl(&["-o", "json", "network", "list"])
+        .expect_ok("network list")
+        .json();
+    assert!(
+        nets["networks"].as_array().is_none_or(|v| v.is_empty()),
+        "networks left: {nets}"
+    );
+    let vols = d
+        .kctl(&["-o", "json", "volume", "list"])
+        .expect_ok("volume list")
+        .json();
+    assert!(
+        vols["volumes"].as_array().is_none_or(|v| v.is_empty()),
+        "volumes left: {vols}"
+    );
+    let links = ns.links();
+    assert!(
+        !links.contains("ktap-") && !links.contains("kbr-"),
+        "links left:\n{links}"
+    );
+    assert_eq!(d.any_dnsmasq(), None, "a dnsmasq is left running");
+    assert!(
+        d.qemu_pids().iter().all(|p| !crate::alive(*p)),
+        "a QEMU is left"
+    );
 }

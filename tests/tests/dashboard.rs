@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use kcore_tests::dashboard::{Browser, Dashboard, curl, http, samples, scrape, value};
+use kcore_tests::dashboard::{Browser, Dashboard, curl, http, samples, scrape, value, viewer_env};
 use kcore_tests::{Daemon, NetNs};
 
 const BOOT: Duration = Duration::from_secs(60);
@@ -25,33 +25,6 @@ fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out: {what}");
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-/// A viewer certificate (and the CA) from the daemon, as KCORE_* variables.
-fn viewer_env(d: &Daemon, name: &str) -> Vec<(&'static str, String)> {
-    let out = d.dir.path().join(format!("cert-{name}"));
-    d.kctl(&[
-        "cert",
-        "issue",
-        name,
-        "--role",
-        "viewer",
-        "--out",
-        out.to_str().expect("utf8"),
-    ])
-    .expect_ok("cert issue");
-    vec![
-        ("KCORE_ENDPOINT", format!("https://127.0.0.1:{API_PORT}")),
-        ("KCORE_CA_CERT", out.join("ca.crt").display().to_string()),
-        (
-            "KCORE_CLIENT_CERT",
-            out.join(format!("{name}.crt")).display().to_string(),
-        ),
-        (
-            "KCORE_CLIENT_KEY",
-            out.join(format!("{name}.key")).display().to_string(),
-        ),
-    ]
 }
 
 fn snapshot(d: &Daemon) -> String {
@@ -123,7 +96,7 @@ fn dashboard_views_read_only_and_metrics() {
         ip
     };
     d.wait_console("web", "KCORE-GUEST-READY", 1, BOOT);
-    let viewer = viewer_env(&d, "dash");
+    let viewer = viewer_env(&d, "dash", API_PORT);
     let dash = Dashboard::start(Some(&ns), DASH_PORT, &viewer, d.dir.path());
     let browser = Browser::new(Some(&ns));
     // A few samples of web for its charts (every second).

@@ -11,10 +11,12 @@
 //!   message and leaves nothing behind;
 //! - a memory (and cloud-init) change is planned as an in-place update and applied: the
 //!   same VM, restarted, with the new memory, and the guest reads the new seed.
+//!
+//! `profile`, `template` and `kcore_template` are in terraform_templates.rs.
 
 use std::time::Duration;
 
-use kcore_tests::terraform::Tf;
+use kcore_tests::terraform::{Tf, assert_nothing_left};
 use kcore_tests::{Daemon, NetNs, guest};
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -60,43 +62,6 @@ fn guest_lease(d: &Daemon, vm: &str) -> String {
         .map(|ip| ip.trim().to_string())
         .next_back()
         .unwrap_or_else(|| panic!("{vm} printed no lease:\n{log}"))
-}
-
-fn assert_nothing_left(d: &Daemon, ns: &NetNs) {
-    let vms = d
-        .kctl(&["-o", "json", "vm", "list"])
-        .expect_ok("vm list")
-        .json();
-    assert!(
-        vms["vms"].as_array().is_none_or(|v| v.is_empty()),
-        "VMs left: {vms}"
-    );
-    let nets = d
-        .kctl(&["-o", "json", "network", "list"])
-        .expect_ok("network list")
-        .json();
-    assert!(
-        nets["networks"].as_array().is_none_or(|v| v.is_empty()),
-        "networks left: {nets}"
-    );
-    let vols = d
-        .kctl(&["-o", "json", "volume", "list"])
-        .expect_ok("volume list")
-        .json();
-    assert!(
-        vols["volumes"].as_array().is_none_or(|v| v.is_empty()),
-        "volumes left: {vols}"
-    );
-    let links = ns.links();
-    assert!(
-        !links.contains("ktap-") && !links.contains("kbr-"),
-        "links left:\n{links}"
-    );
-    assert_eq!(d.any_dnsmasq(), None, "a dnsmasq is left running");
-    assert!(
-        d.qemu_pids().iter().all(|p| !kcore_tests::alive(*p)),
-        "a QEMU is left"
-    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ pub mod network;
 pub mod node;
 pub mod overview;
 pub mod storage;
+pub mod templates;
 pub mod vm;
 pub mod vms;
 
@@ -29,6 +30,7 @@ const NAV: &[(&str, &str)] = &[
     ("/nodes", "Nodes"),
     ("/networks", "Networks"),
     ("/storage", "Storage"),
+    ("/templates", "Templates"),
     ("/events", "Events"),
 ];
 
@@ -93,6 +95,23 @@ pub fn error_page(chrome: &Chrome<'_>, e: &DashError) -> Markup {
             }
         },
     )
+}
+
+/// A machine type's name (unspecified: q35, the API's default).
+pub fn machine(m: i32) -> &'static str {
+    match pb::MachineType::try_from(m) {
+        Ok(pb::MachineType::Pc) => "pc",
+        Ok(pb::MachineType::Microvm) => "microvm",
+        _ => "q35",
+    }
+}
+
+/// A profile's name (unspecified: standard, the API's default).
+pub fn profile(p: i32) -> &'static str {
+    match pb::Profile::try_from(p) {
+        Ok(pb::Profile::Fast) => "fast",
+        _ => "standard",
+    }
 }
 
 /// `RUNNING` as a coloured badge.

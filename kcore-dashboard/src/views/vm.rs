@@ -5,7 +5,7 @@
 use kcore_proto::v1 as pb;
 use maud::{Markup, html};
 
-use super::{age, bytes, console_tail, event_list, mib, scroll, status_badge};
+use super::{age, bytes, console_tail, event_list, machine, mib, profile, scroll, status_badge};
 use crate::charts::{Phase, line_chart, timeline};
 
 /// What the detail page shows.
@@ -16,14 +16,6 @@ pub struct Detail {
     pub stats: Result<pb::VmStats, String>,
     pub console: Result<Vec<u8>, String>,
     pub events: Vec<pb::Event>,
-}
-
-fn machine(m: i32) -> &'static str {
-    match pb::MachineType::try_from(m) {
-        Ok(pb::MachineType::Pc) => "pc",
-        Ok(pb::MachineType::Microvm) => "microvm",
-        _ => "q35",
-    }
 }
 
 fn restart(r: i32) -> &'static str {
@@ -44,6 +36,10 @@ fn spec_table(v: &pb::Vm, now: chrono::DateTime<chrono::Utc>) -> Markup {
             (row("vCPUs", html! { (v.vcpu) }))
             (row("Memory", html! { (mib(u64::from(v.memory_mb))) }))
             (row("Machine", html! { (machine(spec.machine)) }))
+            (row("Profile", html! { span #profile data-profile=(profile(spec.profile)) { (profile(spec.profile)) } }))
+            @if !spec.template.is_empty() {
+                (row("Template", html! { a #template href=(format!("/templates#template-{}", spec.template)) { (spec.template) } " (a clone)" }))
+            }
             @if !spec.kernel.is_empty() { (row("Kernel", html! { code { (spec.kernel) } })) }
             @if !spec.initrd.is_empty() { (row("Initrd", html! { code { (spec.initrd) } })) }
             @if !spec.cmdline.is_empty() { (row("Command line", html! { code { (spec.cmdline) } })) }
@@ -236,6 +232,8 @@ mod tests {
             events: vec![],
         };
         let html = render(&d, now).into_string();
+        assert!(html.contains(r#"data-profile="standard""#), "{html}");
+        assert!(!html.contains(r#"id="template""#), "{html}");
         assert!(html.contains(r#"data-phase="vcpus_running""#), "{html}");
         assert!(html.contains("10.77.0.5"));
         assert!(html.contains(r#"id="cpu-chart" data-points="5""#), "{html}");

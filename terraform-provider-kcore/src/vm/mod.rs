@@ -6,6 +6,7 @@
 //! or stopped (`running = false`) behind Terraform's back.
 
 mod plan;
+mod schema;
 mod state;
 mod wait;
 
@@ -14,15 +15,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kcore_client::Client;
 use kcore_proto::v1 as pb;
-use tf_provider::schema::{AttributeType, NestedBlock, Schema};
+use tf_provider::schema::Schema;
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
 use crate::diag;
 use crate::duration;
 use crate::provider::Shared;
-use crate::schema::{block, computed, list, optional, optional_computed, required};
-pub use state::{VmState, from_vm, status_name};
+use crate::schema::list;
+use schema::vm_schema;
+pub use state::{VmState, from_vm, machine_name, profile_name, status_name};
 
 /// The `kcore_vm` resource.
 pub struct VmResource(pub Shared);
@@ -61,6 +63,10 @@ fn fill_unknowns(planned: &VmState, actual: &VmState) -> VmState {
     let mut out = planned.clone();
     out.id = f(&planned.id, &actual.id);
     out.node = f(&planned.node, &actual.node);
+    out.vcpu = f(&planned.vcpu, &actual.vcpu);
+    out.memory_mb = f(&planned.memory_mb, &actual.memory_mb);
+    out.machine = f(&planned.machine, &actual.machine);
+    out.profile = f(&planned.profile, &actual.profile);
     out.running = f(&planned.running, &actual.running);
     out.status = f(&planned.status, &actual.status);
     out.pid = f(&planned.pid, &actual.pid);
@@ -260,187 +266,6 @@ impl VmResource {
     }
 }
 
-fn vm_schema() -> Schema {
-    let s = AttributeType::String;
-    let n = AttributeType::Number;
-    let b = AttributeType::Bool;
-    let disk = block(
-        "An empty data disk",
-        vec![
-            ("pool", optional(s.clone(), "Pool (default: \"default\")")),
-            ("size_gb", required(n.clone(), "Size in GiB")),
-        ],
-        vec![],
-    );
-    let nic = block(
-        "A network interface, in guest order (eth0, eth1, ...)",
-        vec![
-            ("network", required(s.clone(), "The kcore network it joins")),
-            (
-                "mac",
-                optional_computed(s.clone(), "52:54:00:xx:xx:xx (default: generated)"),
-            ),
-            (
-                "model",
-                optional_computed(s.clone(), "virtio (default) or e1000"),
-            ),
-            (
-                "ipv4",
-                computed(s.clone(), "The address the guest leased (nat networks)"),
-            ),
-            ("tap", computed(s.clone(), "The host tap device")),
-        ],
-        vec![],
-    );
-    let cloud_init = block(
-        "cloud-init NoCloud data (a seed disk labelled cidata); changes apply at the next boot",
-        vec![
-            (
-                "user_data",
-                optional(s.clone(), "user-data (#cloud-config YAML or a #! script)"),
-            ),
-            (
-                "meta_data",
-                optional(
-                    s.clone(),
-                    "meta-data YAML (default: instance-id and local-hostname)",
-                ),
-            ),
-            (
-                "network_config",
-                optional(s.clone(), "network-config YAML (version 1 or 2)"),
-            ),
-        ],
-        vec![],
-    );
-    let wait_for = block(
-        "What create, start and update wait for once the VM runs",
-        vec![
-            (
-                "ready",
-                optional(
-                    b.clone(),
-                    "The console matched ready_pattern (the boot timeline's guest_ready phase)",
-                ),
-            ),
-            (
-                "ipv4",
-                optional(b.clone(), "The first NIC has leased an address"),
-            ),
-            (
-                "timeout",
-                optional(s.clone(), "How long to wait (default \"5m\")"),
-            ),
-        ],
-        vec![],
-    );
-    let timeouts = block(
-        "Bounds on whole operations",
-        vec![
-            ("create", optional(s.clone(), "Default \"20m\"")),
-            ("update", optional(s.clone(), "Default \"20m\"")),
-            ("delete", optional(s.clone(), "Default \"5m\"")),
-        ],
-        vec![],
-    );
-    Schema {
-        version: 1,
-        block: block(
-            "A kcore virtual machine",
-            vec![
-                ("id", computed(s.clone(), "The VM's id (a UUID)")),
-                (
-                    "name",
-                    required(
-                        s.clone(),
-                        "[a-z0-9][a-z0-9-]{0,62}; replaces the VM when changed",
-                    ),
-                ),
-                (
-                    "node",
-                    optional_computed(
-                        s.clone(),
-                        "The node to place it on (default: the scheduler's pick)",
-                    ),
-                ),
-                (
-                    "vcpu",
-                    required(
-                        n.clone(),
-                        "vCPUs (in place: the VM is stopped, updated and started)",
-                    ),
-                ),
-                (
-                    "memory_mb",
-                    required(
-                        n.clone(),
-                        "Memory in MiB (in place: the VM is stopped, updated and started)",
-                    ),
-                ),
-                (
-                    "image",
-                    optional(s.clone(), "Boot disk cloned from this image"),
-                ),
-                (
-                    "disk_size_gb",
-                    optional(n.clone(), "Boot disk size in GiB (default: the image's)"),
-                ),
-                (
-                    "kernel",
-                    optional(s.clone(), "Direct kernel boot: kernel path on the node"),
-                ),
-                (
-                    "initrd",
-                    optional(s.clone(), "Direct kernel boot: initrd path on the node"),
-                ),
-                (
-                    "cmdline",
-                    optional(s.clone(), "Direct kernel boot: kernel command line"),
-                ),
-                (
-                    "ready_pattern",
-                    optional(
-                        s.clone(),
-                        "Regex; the first console line matching it marks the guest ready",
-                    ),
-                ),
-                (
-                    "machine",
-                    optional(s.clone(), "q35 (default), pc or microvm"),
-                ),
-                (
-                    "restart",
-                    optional(s.clone(), "never (default), on-failure or always"),
-                ),
-                (
-                    "autostart",
-                    optional(b.clone(), "Start the VM when its node boots (in place)"),
-                ),
-                (
-                    "running",
-                    optional_computed(b.clone(), "Whether the VM runs (default true; in place)"),
-                ),
-                (
-                    "status",
-                    computed(s.clone(), "RUNNING, STOPPED, ... as last read"),
-                ),
-                (
-                    "pid",
-                    computed(n, "The QEMU process id on the node (0 when not running)"),
-                ),
-                ("ipv4", computed(s, "The first NIC's leased address")),
-            ],
-            vec![
-                ("disk", NestedBlock::List(disk)),
-                ("nic", NestedBlock::List(nic)),
-                ("cloud_init", NestedBlock::Optional(cloud_init)),
-                ("wait_for", NestedBlock::Optional(wait_for)),
-                ("timeouts", NestedBlock::Optional(timeouts)),
-            ],
-        ),
-    }
-}
-
 #[async_trait]
 impl Resource for VmResource {
     type State<'a> = VmState;
@@ -452,30 +277,8 @@ impl Resource for VmResource {
     }
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::State<'a>) -> Option<()> {
-        for (path, table) in [
-            (
-                "machine",
-                &state::MACHINES.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-            ),
-            (
-                "restart",
-                &state::RESTARTS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-            ),
-        ] {
-            let v = if path == "machine" {
-                &config.machine
-            } else {
-                &config.restart
-            };
-            if let Value::Value(name) = v
-                && !table.contains(&name.as_str())
-            {
-                diag::attr(
-                    diags,
-                    path,
-                    format!("{path} {name:?} is not one of {}", table.join(", ")),
-                );
-            }
+        for (path, message) in plan::config_errors(&config) {
+            diag::attr(diags, path, message);
         }
         if let Err(e) = wait::Wait::of(&config) {
             diag::attr(diags, "wait_for", e);
@@ -527,6 +330,19 @@ impl Resource for VmResource {
         planned.id = Value::Unknown;
         if planned.node.is_null() {
             planned.node = Value::Unknown;
+        }
+        // What the server settles: a clone's vCPUs and memory (its template's), the
+        // profile (standard when left out) and the machine a given profile picks.
+        for n in [&mut planned.vcpu, &mut planned.memory_mb] {
+            if n.is_null() {
+                *n = Value::Unknown;
+            }
+        }
+        if planned.profile.is_null() {
+            planned.profile = Value::Unknown;
+        }
+        if planned.machine.is_null() && !config.profile.is_null() {
+            planned.machine = Value::Unknown;
         }
         if let Value::Value(nics) = &mut planned.nic {
             for n in nics {
@@ -684,57 +500,6 @@ impl Resource for VmResource {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn names<T>(m: &std::collections::HashMap<String, T>) -> Vec<String> {
-        let mut v: Vec<String> = m.keys().cloned().collect();
-        v.sort();
-        v
-    }
-
-    /// The attribute names issue 12 lists (scripts depend on them), plus autostart and
-    /// timeouts.
-    #[test]
-    fn the_schema_has_the_issues_names() {
-        let block = vm_schema().block;
-        assert_eq!(
-            names(&block.attributes),
-            [
-                "autostart",
-                "cmdline",
-                "disk_size_gb",
-                "id",
-                "image",
-                "initrd",
-                "ipv4",
-                "kernel",
-                "machine",
-                "memory_mb",
-                "name",
-                "node",
-                "pid",
-                "ready_pattern",
-                "restart",
-                "running",
-                "status",
-                "vcpu",
-            ]
-        );
-        assert_eq!(
-            names(&block.blocks),
-            ["cloud_init", "disk", "nic", "timeouts", "wait_for"]
-        );
-        let inner = |name: &str| match &block.blocks[name] {
-            NestedBlock::List(b) | NestedBlock::Optional(b) => names(&b.attributes),
-            other => panic!("{name}: {other:?}"),
-        };
-        assert_eq!(inner("disk"), ["pool", "size_gb"]);
-        assert_eq!(inner("nic"), ["ipv4", "mac", "model", "network", "tap"]);
-        assert_eq!(
-            inner("cloud_init"),
-            ["meta_data", "network_config", "user_data"]
-        );
-        assert_eq!(inner("wait_for"), ["ipv4", "ready", "timeout"]);
-    }
 
     #[test]
     fn operation_timeouts() {

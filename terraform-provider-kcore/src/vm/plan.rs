@@ -3,7 +3,7 @@
 
 use tf_provider::value::Value;
 
-use super::state::{NicBlock, VmState};
+use super::state::{MACHINES, NicBlock, PROFILES, RESTARTS, VmState, one_of};
 use crate::schema::list;
 
 /// Whether two optional strings mean the same (null and "" alike).
@@ -52,7 +52,9 @@ fn nic_same(prior: &NicBlock, config: &NicBlock) -> bool {
 
 /// The attributes whose change replaces the VM (the API cannot change them in place):
 /// everything but vcpu, memory_mb, cloud_init, autostart and running (and wait_for and
-/// timeouts, which are Terraform's alone).
+/// timeouts, which are Terraform's alone). UpdateVM has no profile, machine or template,
+/// so those replace; `machine` and `profile` are computed, and left out they keep what
+/// the server settled.
 pub fn replace_paths(prior: &VmState, config: &VmState) -> Vec<&'static str> {
     let mut out = Vec::new();
     let strings = [
@@ -62,6 +64,7 @@ pub fn replace_paths(prior: &VmState, config: &VmState) -> Vec<&'static str> {
         ("initrd", &prior.initrd, &config.initrd),
         ("cmdline", &prior.cmdline, &config.cmdline),
         ("ready_pattern", &prior.ready_pattern, &config.ready_pattern),
+        ("template", &prior.template, &config.template),
     ];
     for (name, p, c) in strings {
         if !same_str(p, c) {
@@ -70,9 +73,13 @@ pub fn replace_paths(prior: &VmState, config: &VmState) -> Vec<&'static str> {
     }
     let defaulted = [
         ("machine", &prior.machine, &config.machine, "q35"),
+        ("profile", &prior.profile, &config.profile, "standard"),
         ("restart", &prior.restart, &config.restart, "never"),
     ];
     for (name, p, c, default) in defaulted {
+        if name != "restart" && c.is_null() {
+            continue; // computed: left out, it stays as the server settled it
+        }
         let d = |v: &Value<String>| match v {
             Value::Value(s) if !s.is_empty() => Value::Value(s.clone()),
             Value::Unknown => Value::Unknown,
@@ -104,6 +111,43 @@ pub fn replace_paths(prior: &VmState, config: &VmState) -> Vec<&'static str> {
     let (pn, cn) = (list(&prior.nic), list(&config.nic));
     if pn.len() != cn.len() || pn.iter().zip(&cn).any(|(p, c)| !nic_same(p, c)) {
         out.push("nic");
+    }
+    out
+}
+
+/// What is wrong with a configuration before any call: enum values (`machine`, `profile`,
+/// `restart`) that are none of their names, and vcpu or memory_mb left out of a VM that
+/// is no clone. (attribute, message) pairs.
+pub fn config_errors(config: &VmState) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let checks = [
+        (
+            "machine",
+            one_of(&config.machine, MACHINES, "machine").err(),
+        ),
+        (
+            "profile",
+            one_of(&config.profile, PROFILES, "profile").err(),
+        ),
+        (
+            "restart",
+            one_of(&config.restart, RESTARTS, "restart").err(),
+        ),
+    ];
+    for (path, err) in checks {
+        if let Some(e) = err {
+            out.push((path, e));
+        }
+    }
+    if config.template.is_null() {
+        for (path, v) in [("vcpu", &config.vcpu), ("memory_mb", &config.memory_mb)] {
+            if v.is_null() {
+                out.push((
+                    path,
+                    format!("{path} is required (only a clone, with template, may leave it out)"),
+                ));
+            }
+        }
     }
     out
 }
@@ -236,6 +280,45 @@ mod tests {
             replace_paths(&prior, &next),
             ["kernel", "machine", "disk", "nic"]
         );
+    }
+
+    #[test]
+    fn profile_and_template_replace_and_left_out_computed_ones_do_not() {
+        let mut prior = base();
+        prior.profile = Value::Value("fast".into());
+        prior.machine = Value::Value("microvm".into());
+        // Left out: the server's pick stays.
+        let mut next = prior.clone();
+        next.profile = Value::Null;
+        next.machine = Value::Null;
+        assert!(replace_paths(&prior, &next).is_empty());
+        next.profile = Value::Value("standard".into());
+        next.template = Value::Value("tpl".into());
+        assert_eq!(replace_paths(&prior, &next), ["template", "profile"]);
+    }
+
+    #[test]
+    fn bad_enum_values_and_missing_sizes_are_named() {
+        let mut config = base();
+        config.profile = Value::Value("turbo".into());
+        config.vcpu = Value::Null;
+        assert_eq!(
+            config_errors(&config),
+            [
+                (
+                    "profile",
+                    "profile \"turbo\" is not one of standard, fast".to_string()
+                ),
+                (
+                    "vcpu",
+                    "vcpu is required (only a clone, with template, may leave it out)".to_string()
+                ),
+            ]
+        );
+        // A clone takes its template's; an unknown value is judged at apply.
+        config.template = Value::Value("tpl".into());
+        config.profile = Value::Unknown;
+        assert!(config_errors(&config).is_empty());
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct VmState {
     pub cmdline: Value<String>,
     pub ready_pattern: Value<String>,
     pub machine: Value<String>,
+    pub profile: Value<String>,
+    pub template: Value<String>,
     pub restart: Value<String>,
     pub autostart: Value<bool>,
     pub running: Value<bool>,
@@ -104,13 +106,23 @@ pub const MACHINES: &[(&str, pb::MachineType)] = &[
     ("microvm", pb::MachineType::Microvm),
 ];
 
+pub const PROFILES: &[(&str, pb::Profile)] = &[
+    ("standard", pb::Profile::Standard),
+    ("fast", pb::Profile::Fast),
+];
+
 pub const RESTARTS: &[(&str, pb::RestartPolicy)] = &[
     ("never", pb::RestartPolicy::Never),
     ("on-failure", pb::RestartPolicy::OnFailure),
     ("always", pb::RestartPolicy::Always),
 ];
 
-fn one_of<T: Copy>(
+/// The names of an enum table, for messages ("standard, fast").
+pub fn names<T>(table: &[(&str, T)]) -> String {
+    table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+pub fn one_of<T: Copy>(
     v: &Value<String>,
     table: &[(&str, T)],
     what: &str,
@@ -120,10 +132,7 @@ fn one_of<T: Copy>(
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, t)| Some(*t))
-            .ok_or_else(|| {
-                let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
-                format!("{what} {name:?} is not one of {}", names.join(", "))
-            }),
+            .ok_or_else(|| format!("{what} {name:?} is not one of {}", names(table))),
         _ => Ok(None),
     }
 }
@@ -142,6 +151,7 @@ pub fn cloud_init_pb(state: &VmState) -> Option<pb::CloudInit> {
 pub fn create_request(state: &VmState) -> Result<pb::CreateVmRequest, String> {
     let machine = one_of(&state.machine, MACHINES, "machine")?;
     let restart = one_of(&state.restart, RESTARTS, "restart")?;
+    let profile = one_of(&state.profile, PROFILES, "profile")?;
     let mut disks = Vec::new();
     for (i, d) in list(&state.disk).iter().enumerate() {
         disks.push(pb::DiskRequest {
@@ -162,8 +172,7 @@ pub fn create_request(state: &VmState) -> Result<pb::CreateVmRequest, String> {
         vcpu: u32_of(&state.vcpu, "vcpu")?,
         memory_mb: u32_of(&state.memory_mb, "memory_mb")?,
         machine: machine.map_or(pb::MachineType::Unspecified, |m| m) as i32,
-        // The provider has no `profile` attribute yet: the API's default (standard).
-        profile: pb::Profile::Unspecified as i32,
+        profile: profile.map_or(pb::Profile::Unspecified, |p| p) as i32,
         kernel: s(&state.kernel),
         initrd: s(&state.initrd),
         cmdline: s(&state.cmdline),
@@ -174,7 +183,7 @@ pub fn create_request(state: &VmState) -> Result<pb::CreateVmRequest, String> {
         disks,
         firmware: pb::Firmware::Unspecified as i32,
         root_pool: String::new(),
-        template: String::new(),
+        template: s(&state.template),
         nics,
         autostart: matches!(state.autostart, Value::Value(true)),
         cloud_init: cloud_init_pb(state),
@@ -197,6 +206,22 @@ fn enum_like(server: &str, default: &str, prior: &Value<String>) -> Value<String
         Value::Null if effective == default => Value::Null,
         _ => Value::Value(effective.to_string()),
     }
+}
+
+/// A profile's name (unspecified: standard, the API's default).
+pub fn profile_name(p: i32) -> &'static str {
+    pb::Profile::try_from(p)
+        .ok()
+        .and_then(|p| PROFILES.iter().find(|(_, t)| *t == p))
+        .map_or("standard", |(n, _)| n)
+}
+
+/// A machine type's name (unspecified: q35, the API's default).
+pub fn machine_name(m: i32) -> &'static str {
+    pb::MachineType::try_from(m)
+        .ok()
+        .and_then(|m| MACHINES.iter().find(|(_, t)| *t == m))
+        .map_or("q35", |(n, _)| n)
 }
 
 /// The status name without its prefix (RUNNING, STOPPED, ...).
@@ -224,6 +249,8 @@ pub fn from_vm(vm: &pb::Vm, prior: &VmState) -> VmState {
         .ok()
         .and_then(|m| MACHINES.iter().find(|(_, t)| *t == m))
         .map_or("", |(n, _)| n);
+    // Unspecified is standard: the state says so (the attribute is computed).
+    let profile = profile_name(spec.profile);
     let restart = pb::RestartPolicy::try_from(spec.restart_policy)
         .ok()
         .and_then(|r| RESTARTS.iter().find(|(_, t)| *t == r))
@@ -301,6 +328,8 @@ pub fn from_vm(vm: &pb::Vm, prior: &VmState) -> VmState {
         cmdline: str_like(&spec.cmdline, &prior.cmdline),
         ready_pattern: str_like(&spec.ready_pattern, &prior.ready_pattern),
         machine: enum_like(machine, "q35", &prior.machine),
+        profile: Value::Value(profile.to_string()),
+        template: str_like(&spec.template, &prior.template),
         restart: enum_like(restart, "never", &prior.restart),
         autostart: bool_like(spec.autostart, &prior.autostart),
         running,
@@ -382,6 +411,9 @@ mod tests {
         assert_eq!(st.machine, Value::Null);
         assert_eq!(st.restart, Value::Null);
         assert_eq!(st.image, Value::Null);
+        assert_eq!(st.template, Value::Null);
+        // Computed: the API's unspecified profile is standard.
+        assert_eq!(st.profile, Value::Value("standard".to_string()));
         assert_eq!(st.kernel, Value::Value("/k".to_string()));
         assert_eq!(st.running, Value::Value(true));
         assert_eq!(st.status, Value::Value("RUNNING".to_string()));
@@ -444,6 +476,15 @@ mod tests {
             spec.cloud_init.expect("cloud-init").user_data,
             "#cloud-config\n"
         );
+        assert_eq!(spec.profile, pb::Profile::Unspecified as i32);
+        let fast = VmState {
+            profile: Value::Value("fast".into()),
+            template: Value::Value("tpl".into()),
+            ..st.clone()
+        };
+        let spec = create_request(&fast).expect("valid").spec.expect("spec");
+        assert_eq!(spec.profile, pb::Profile::Fast as i32);
+        assert_eq!(spec.template, "tpl");
         let bad = VmState {
             restart: Value::Value("sometimes".into()),
             ..st
@@ -452,5 +493,50 @@ mod tests {
             create_request(&bad).expect_err("bad restart"),
             "restart \"sometimes\" is not one of never, on-failure, always"
         );
+    }
+
+    /// A clone as GetVM answers for it: the template named, its vCPUs and memory (the
+    /// controller fills them from the template), no kernel or disks of its own; a fast VM
+    /// with the machine its profile picked.
+    #[test]
+    fn clones_and_fast_vms_read_back_as_the_server_settled_them() {
+        let mut clone = vm();
+        clone.spec = Some(pb::VmSpec {
+            vcpu: 1,
+            memory_mb: 128,
+            template: "tpl".into(),
+            ..Default::default()
+        });
+        clone.vcpu = 1;
+        clone.memory_mb = 128;
+        let planned = VmState {
+            template: Value::Value("tpl".into()),
+            vcpu: Value::Unknown,
+            memory_mb: Value::Unknown,
+            profile: Value::Unknown,
+            ..Default::default()
+        };
+        let st = from_vm(&clone, &planned);
+        assert_eq!(st.template, Value::Value("tpl".to_string()));
+        assert_eq!(
+            (st.vcpu, st.memory_mb),
+            (Value::Value(1), Value::Value(128))
+        );
+        assert_eq!(st.kernel, Value::Null);
+        assert_eq!(st.machine, Value::Null);
+
+        let mut fast = vm();
+        if let Some(spec) = fast.spec.as_mut() {
+            spec.profile = pb::Profile::Fast as i32;
+            spec.machine = pb::MachineType::Microvm as i32;
+        }
+        let planned = VmState {
+            profile: Value::Value("fast".into()),
+            machine: Value::Unknown,
+            ..Default::default()
+        };
+        let st = from_vm(&fast, &planned);
+        assert_eq!(st.profile, Value::Value("fast".to_string()));
+        assert_eq!(st.machine, Value::Value("microvm".to_string()));
     }
 }
