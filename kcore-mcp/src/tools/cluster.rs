@@ -1,17 +1,19 @@
 //! Nodes, events, networks and storage: list nodes, networks, pools, images, volumes and
 //! recent events (read); import an image, cordon a node (write); drain a node (destructive).
+//! The node and event tools are in [`nodes`], the network and storage ones in [`storage`];
+//! this module lists them and holds the summary helpers they share.
 
-use std::time::Duration;
+mod nodes;
+mod storage;
 
-use kcore_proto::v1 as pb;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::TIMEOUT_CAP;
 use crate::access::Access;
-use crate::error::ToolError;
-use crate::registry::{Ctx, Done, LONG, Meta, SHORT, ToolDef, tool};
-use crate::views::{Event, Image, Network, Node, Pool, Volume};
+use crate::registry::{Meta, ToolDef, tool};
+
+use nodes::{cordon_node, drain_node, list_nodes, recent_events};
+use storage::{import_image, list_images, list_networks, list_pools, list_templates, list_volumes};
 
 /// No arguments.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -24,129 +26,6 @@ pub struct OnNode {
     /// Only this node (default: every ready node).
     #[serde(default)]
     pub node: Option<String>,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct NodeList {
-    pub nodes: Vec<Node>,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct NetworkList {
-    pub networks: Vec<Network>,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct PoolList {
-    pub pools: Vec<Pool>,
-}
-
-/// A memory-snapshot template: clones of it start where its guest stood.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Template {
-    pub name: String,
-    /// The node it is on; its clones run there.
-    pub node: String,
-    /// The VM it was taken from.
-    pub source_vm: String,
-    /// vCPUs and memory (MiB) its clones have (create_vm must pass these).
-    pub vcpu: u32,
-    pub memory_mb: u32,
-    /// When it was taken (RFC 3339).
-    pub created_at: String,
-    /// Bytes its files take on the node.
-    pub size_bytes: u64,
-    /// Disks its clones get (overlays of its frozen bases).
-    pub disks: u32,
-    /// The VMs cloned from it (it cannot be deleted while there are any).
-    pub clones: Vec<String>,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct TemplateList {
-    pub templates: Vec<Template>,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct ImageList {
-    pub images: Vec<Image>,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct VolumeList {
-    pub volumes: Vec<Volume>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EventsArgs {
-    /// Only events of this VM (by name).
-    #[serde(default)]
-    pub vm: Option<String>,
-    /// How many of the latest events (default 30, at most 500).
-    #[serde(default)]
-    pub limit: Option<u32>,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct EventList {
-    /// Oldest first.
-    pub events: Vec<Event>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ImportArgs {
-    /// The image's name: 1-63 of a-z, 0-9 and '-'.
-    pub name: String,
-    /// An http(s) URL, or a path on the node (over the local socket: one kcore-mcp's user may
-    /// read; over TLS: one under the node's --import-dir). qcow2 or raw.
-    pub source: String,
-    /// The expected SHA-256 (hex); the import fails if the file's differs.
-    #[serde(default)]
-    pub sha256: Option<String>,
-    /// The node to import on (required when there are several).
-    #[serde(default)]
-    pub node: Option<String>,
-    /// The dir pool to keep it in (default "default").
-    #[serde(default)]
-    pub pool: Option<String>,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Imported {
-    pub image: Image,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CordonArgs {
-    /// The node's name.
-    pub name: String,
-    /// true: cordon (no new VMs placed there); false: uncordon.
-    pub cordon: bool,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DrainArgs {
-    /// The node's name.
-    pub name: String,
-    /// Seconds each VM's guest gets to power off (default 30, at most 300).
-    #[serde(default)]
-    pub timeout_secs: Option<u32>,
-    /// Kill the VMs at once instead.
-    #[serde(default)]
-    pub force: Option<bool>,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Drained {
-    pub node: Node,
-    /// The VMs that were stopped.
-    pub stopped: Vec<String>,
-    /// The VMs that were live-migrated to other nodes.
-    pub migrated: Vec<String>,
 }
 
 /// Every node, event, network and storage tool.
@@ -292,7 +171,7 @@ pub fn tools() -> Vec<ToolDef> {
     ]
 }
 
-fn lines(head: String, items: impl Iterator<Item = String>) -> String {
+pub(crate) fn lines(head: String, items: impl Iterator<Item = String>) -> String {
     let mut s = head;
     for line in items {
         s.push('\n');
@@ -301,13 +180,13 @@ fn lines(head: String, items: impl Iterator<Item = String>) -> String {
     s
 }
 
-fn gib(bytes: u64) -> String {
+pub(crate) fn gib(bytes: u64) -> String {
     // Display only: a rounded GiB figure.
     let g = bytes as f64 / f64::from(1u32 << 30);
     format!("{g:.1} GiB")
 }
 
-fn count(n: usize, one: &str, many: &str) -> String {
+pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
     match n {
         0 => format!("no {many}"),
         1 => format!("1 {one}:"),
@@ -315,330 +194,6 @@ fn count(n: usize, one: &str, many: &str) -> String {
     }
 }
 
-fn opt(s: Option<String>) -> String {
+pub(crate) fn opt(s: Option<String>) -> String {
     s.unwrap_or_default()
-}
-
-async fn list_nodes(ctx: Ctx, _: NoArgs) -> Result<Done<NodeList>, ToolError> {
-    let client = ctx.client().await?;
-    let nodes = client
-        .api()
-        .list_nodes(ctx.req(pb::ListNodesRequest {}, SHORT))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner()
-        .nodes;
-    let nodes: Vec<Node> = nodes.iter().map(Node::from).collect();
-    let summary = lines(
-        count(nodes.len(), "node", "nodes"),
-        nodes.iter().map(|n| {
-            format!(
-                "{} {}{}: {} VMs, {} vCPU allocated on {} CPUs, {}/{} MiB memory allocated, {}",
-                n.name,
-                n.state,
-                if n.cordoned { " (cordoned)" } else { "" },
-                n.vm_count,
-                n.allocated_vcpu,
-                n.cpus,
-                n.allocated_memory_mb,
-                n.memory_mb,
-                n.accel
-            )
-        }),
-    );
-    Ok(Done {
-        summary,
-        data: NodeList { nodes },
-    })
-}
-
-async fn recent_events(ctx: Ctx, a: EventsArgs) -> Result<Done<EventList>, ToolError> {
-    let client = ctx.client().await?;
-    let req = pb::WatchEventsRequest {
-        follow: false,
-        history: a.limit.unwrap_or(30).clamp(1, 500),
-        vm: opt(a.vm),
-    };
-    let mut stream = client
-        .api()
-        .watch_events(ctx.req(req, SHORT))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(e) = stream.message().await.map_err(|s| client.error(s))? {
-        events.push(Event::from(&e));
-    }
-    let summary = lines(
-        count(events.len(), "event", "events"),
-        events.iter().map(Event::line),
-    );
-    Ok(Done {
-        summary,
-        data: EventList { events },
-    })
-}
-
-async fn list_networks(ctx: Ctx, _: NoArgs) -> Result<Done<NetworkList>, ToolError> {
-    let client = ctx.client().await?;
-    let networks = client
-        .api()
-        .list_networks(ctx.req(pb::ListNetworksRequest {}, SHORT))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner()
-        .networks;
-    let networks: Vec<Network> = networks.iter().map(Network::from).collect();
-    let summary = lines(
-        count(networks.len(), "network", "networks"),
-        networks.iter().map(|n| {
-            format!(
-                "{} {} {} bridge {}, {} VMs",
-                n.name, n.mode, n.subnet, n.bridge, n.vm_count
-            )
-        }),
-    );
-    Ok(Done {
-        summary,
-        data: NetworkList { networks },
-    })
-}
-
-async fn list_pools(ctx: Ctx, a: OnNode) -> Result<Done<PoolList>, ToolError> {
-    let client = ctx.client().await?;
-    let req = pb::ListPoolsRequest { node: opt(a.node) };
-    let pools = client
-        .api()
-        .list_pools(ctx.req(req, SHORT))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner()
-        .pools;
-    let pools: Vec<Pool> = pools.iter().map(Pool::from).collect();
-    let summary = lines(
-        count(pools.len(), "pool", "pools"),
-        pools.iter().map(|p| {
-            format!(
-                "{} on {} ({} {}): {} free of {}",
-                p.name,
-                p.node,
-                p.kind,
-                p.source,
-                gib(p.free_bytes),
-                gib(p.total_bytes)
-            )
-        }),
-    );
-    Ok(Done {
-        summary,
-        data: PoolList { pools },
-    })
-}
-
-async fn list_images(ctx: Ctx, a: OnNode) -> Result<Done<ImageList>, ToolError> {
-    let client = ctx.client().await?;
-    let req = pb::ListImagesRequest { node: opt(a.node) };
-    let images = client
-        .api()
-        .list_images(ctx.req(req, SHORT))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner()
-        .images;
-    let images: Vec<Image> = images.iter().map(Image::from).collect();
-    let summary = lines(
-        count(images.len(), "image", "images"),
-        images.iter().map(|i| {
-            format!(
-                "{} on {} in {}: {}, {}",
-                i.name,
-                i.node,
-                i.pool,
-                i.format,
-                gib(i.virtual_size)
-            )
-        }),
-    );
-    Ok(Done {
-        summary,
-        data: ImageList { images },
-    })
-}
-
-async fn list_templates(ctx: Ctx, a: OnNode) -> Result<Done<TemplateList>, ToolError> {
-    let client = ctx.client().await?;
-    let req = pb::ListTemplatesRequest {
-        node: a.node.unwrap_or_default(),
-    };
-    let templates: Vec<Template> = client
-        .api()
-        .list_templates(ctx.req(req, SHORT))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner()
-        .templates
-        .into_iter()
-        .map(|t| Template {
-            name: t.name,
-            node: t.node,
-            source_vm: t.source_vm,
-            vcpu: t.vcpu,
-            memory_mb: t.memory_mb,
-            created_at: t.created_at,
-            size_bytes: t.size_bytes,
-            disks: t.disks,
-            clones: t.clones,
-        })
-        .collect();
-    let summary = lines(
-        count(templates.len(), "template", "templates"),
-        templates.iter().map(|t| {
-            format!(
-                "{} on {}: {} vCPU, {} MiB, from {}, {} clone(s)",
-                t.name,
-                t.node,
-                t.vcpu,
-                t.memory_mb,
-                t.source_vm,
-                t.clones.len()
-            )
-        }),
-    );
-    Ok(Done {
-        summary,
-        data: TemplateList { templates },
-    })
-}
-
-async fn list_volumes(ctx: Ctx, a: OnNode) -> Result<Done<VolumeList>, ToolError> {
-    let client = ctx.client().await?;
-    let req = pb::ListVolumesRequest { node: opt(a.node) };
-    let volumes = client
-        .api()
-        .list_volumes(ctx.req(req, SHORT))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner()
-        .volumes;
-    let volumes: Vec<Volume> = volumes.iter().map(Volume::from).collect();
-    let summary = lines(
-        count(volumes.len(), "volume", "volumes"),
-        volumes.iter().map(|v| {
-            format!(
-                "{} in {} on {}: {}, {}{}",
-                v.name,
-                v.pool,
-                v.node,
-                v.format,
-                gib(v.virtual_size),
-                if v.vm.is_empty() {
-                    ", unused".to_string()
-                } else {
-                    format!(", disk of {}", v.vm)
-                }
-            )
-        }),
-    );
-    Ok(Done {
-        summary,
-        data: VolumeList { volumes },
-    })
-}
-
-async fn import_image(ctx: Ctx, a: ImportArgs) -> Result<Done<Imported>, ToolError> {
-    let client = ctx.client().await?;
-    let req = pb::ImportImageRequest {
-        name: a.name.clone(),
-        source: a.source,
-        sha256: opt(a.sha256),
-        node: opt(a.node),
-        pool: opt(a.pool),
-        caller: None,
-    };
-    let mut stream = client
-        .api()
-        .import_image(ctx.req(req, Duration::from_secs(3600)))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner();
-    while let Some(p) = stream.message().await.map_err(|s| client.error(s))? {
-        if let Some(image) = p.image {
-            let image = Image::from(&image);
-            return Ok(Done {
-                summary: format!(
-                    "imported image {} on {} in pool {} ({}, {})",
-                    image.name,
-                    image.node,
-                    image.pool,
-                    image.format,
-                    gib(image.virtual_size)
-                ),
-                data: Imported { image },
-            });
-        }
-    }
-    Err(ToolError::Api {
-        code: tonic::Code::Unknown,
-        message: format!("the import of {} ended without the image", a.name),
-    })
-}
-
-async fn cordon_node(ctx: Ctx, a: CordonArgs) -> Result<Done<Node>, ToolError> {
-    let client = ctx.client().await?;
-    let req = pb::CordonNodeRequest {
-        name: a.name,
-        cordon: a.cordon,
-    };
-    let node = client
-        .api()
-        .cordon_node(ctx.req(req, SHORT))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner();
-    let node = Node::from(&node);
-    Ok(Done {
-        summary: format!(
-            "node {} is {}",
-            node.name,
-            if node.cordoned {
-                "cordoned"
-            } else {
-                "uncordoned"
-            }
-        ),
-        data: node,
-    })
-}
-
-async fn drain_node(ctx: Ctx, a: DrainArgs) -> Result<Done<Drained>, ToolError> {
-    let client = ctx.client().await?;
-    let req = pb::DrainNodeRequest {
-        name: a.name,
-        timeout_secs: a.timeout_secs.unwrap_or(0).min(TIMEOUT_CAP),
-        force: a.force.unwrap_or(false),
-        stop: false,
-    };
-    let r = client
-        .api()
-        .drain_node(ctx.req(req, LONG))
-        .await
-        .map_err(|s| client.error(s))?
-        .into_inner();
-    let node = Node::from(&r.node.unwrap_or_default());
-    Ok(Done {
-        summary: format!(
-            "drained node {}: stopped {}",
-            node.name,
-            if r.stopped.is_empty() {
-                "nothing".to_string()
-            } else {
-                r.stopped.join(", ")
-            }
-        ),
-        data: Drained {
-            node,
-            stopped: r.stopped,
-            migrated: r.migrated,
-        },
-    })
 }
