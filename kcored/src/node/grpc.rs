@@ -1,5 +1,10 @@
 //! `NodeAgent` gRPC handlers: translate requests to [`Node`] calls and back, through the
 //! node's edge ([`super::convert`]), the one place under `node/` that knows the proto.
+//! The long handlers live beside it: the streams (VM events, console, image import) in
+//! [`streams`], a live migration's steps in [`migration`].
+
+mod migration;
+mod streams;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,16 +13,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::Stream;
 use kcore_proto::v1 as pb;
 use kcore_proto::v1::node_agent_server::NodeAgent;
-use kcore_storage::Source;
-use tokio::sync::broadcast::error::RecvError;
-use tokio_stream::StreamExt;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert as edge;
 use super::{DEFAULT_STOP_TIMEOUT, Node};
 use crate::caller::Caller;
-use crate::convert::{request_from_pb, tls_from_pb, update_from_pb, vmm_progress_to_pb};
+use crate::convert::{request_from_pb, update_from_pb};
 use crate::error::ApiError;
 use crate::hostpath::HostPaths;
 
@@ -103,67 +105,7 @@ impl NodeAgent for NodeAgentService {
         &self,
         req: Request<pb::WatchNodeVMsRequest>,
     ) -> Result<Response<Self::WatchNodeVMsStream>, Status> {
-        let every = match req.into_inner().heartbeat_ms {
-            0 => Duration::from_secs(2),
-            ms => Duration::from_millis(u64::from(ms.max(100))),
-        };
-        let node = self.node.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(async move {
-            // Subscribe first, then snapshot: nothing falls between the two.
-            let mut sub = node.subscribe();
-            let snapshot = |node: &Node| {
-                node.list()
-                    .iter()
-                    .map(edge::snapshot_event)
-                    .collect::<Vec<_>>()
-            };
-            let heartbeat = |node: Arc<Node>, kind: &'static str| async move {
-                let hb = tokio::task::spawn_blocking(move || node.heartbeat())
-                    .await
-                    .ok();
-                edge::heartbeat_event(kind, hb.as_ref())
-            };
-            for ev in snapshot(&node) {
-                if tx.send(Ok(ev)).await.is_err() {
-                    return;
-                }
-            }
-            // The snapshot is complete; with it, the first heartbeat.
-            if tx
-                .send(Ok(heartbeat(node.clone(), "synced").await))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                let ev = tokio::select! {
-                    _ = tick.tick() => heartbeat(node.clone(), "heartbeat").await,
-                    got = sub.recv() => match got {
-                        Ok(ev) => edge::event_to_pb(&ev),
-                        Err(RecvError::Lagged(_)) => {
-                            for ev in snapshot(&node) {
-                                if tx.send(Ok(ev)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            continue;
-                        }
-                        Err(RecvError::Closed) => return,
-                    },
-                };
-                if tx.send(Ok(ev)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        self.watch_vms(req).await
     }
 
     async fn define_vm(
@@ -194,35 +136,7 @@ impl NodeAgent for NodeAgentService {
         &self,
         req: Request<pb::PrepareMigrationRequest>,
     ) -> Result<Response<pb::PrepareMigrationResponse>, Status> {
-        let local = is_local(&req);
-        let r = req.into_inner();
-        let vm =
-            r.vm.ok_or_else(|| ApiError::InvalidArgument("vm is required".into()))?;
-        let spec = vm
-            .spec
-            .ok_or_else(|| ApiError::InvalidArgument("spec is required".into()))?;
-        let caller = Caller::from(vm.caller.as_ref());
-        for (what, path) in [("kernel", &spec.kernel), ("initrd", &spec.initrd)] {
-            if !path.is_empty() {
-                self.open_host_file(what, path.clone(), caller.clone(), local)
-                    .await?;
-            }
-        }
-        let p = crate::model::PrepareIncoming {
-            id: vm.id,
-            name: kcore_types::VmName::parse(&vm.name).map_err(ApiError::from)?,
-            request: request_from_pb(&spec)?,
-            tls: tls_from_pb(r.tls.as_ref()),
-            listen_host: r.listen_host,
-            client_dn: r.client_dn,
-            timeout_secs: r.timeout_secs,
-        };
-        let node = self.node.clone();
-        let ports = run_to_end(async move { node.prepare_migration(p).await }).await?;
-        Ok(Response::new(pb::PrepareMigrationResponse {
-            migration_port: ports.migration.into(),
-            nbd_port: ports.nbd.into(),
-        }))
+        self.prepare_incoming(req).await
     }
 
     type MigrateNodeVMStream = Stream2<pb::MigrationProgress>;
@@ -231,52 +145,21 @@ impl NodeAgent for NodeAgentService {
         &self,
         req: Request<pb::MigrateNodeVmRequest>,
     ) -> Result<Response<Self::MigrateNodeVMStream>, Status> {
-        let r = req.into_inner();
-        let port = |p: u32, what: &str| {
-            u16::try_from(p)
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| ApiError::InvalidArgument(format!("bad {what} port {p}")))
-        };
-        let s = crate::model::SendVm {
-            ports: crate::model::IncomingPorts {
-                migration: port(r.migration_port, "migration")?,
-                nbd: port(r.nbd_port, "NBD")?,
-            },
-            tls: tls_from_pb(r.tls.as_ref()),
-            id: r.id,
-            host: r.host,
-            max_downtime_ms: r.max_downtime_ms,
-            bandwidth_mib: r.bandwidth_mib,
-            timeout_secs: r.timeout_secs,
-        };
-        let rx = self.node.migrate_out(s)?;
-        let out = tokio_stream::wrappers::ReceiverStream::new(rx)
-            .map(|r| r.map(|p| vmm_progress_to_pb(&p)).map_err(Into::into));
-        Ok(Response::new(Box::pin(out)))
+        self.migrate_out(req).await
     }
 
     async fn commit_migration(
         &self,
         req: Request<pb::CommitMigrationRequest>,
     ) -> Result<Response<pb::NodeVm>, Status> {
-        let r = req.into_inner();
-        let at = |us: i64| (us > 0).then(|| requested_at(us));
-        let (paused, mirrored) = (at(r.source_paused_us), at(r.disks_mirrored_us));
-        let node = self.node.clone();
-        let nv =
-            run_to_end(async move { node.commit_migration(&r.id, paused, mirrored).await }).await?;
-        Ok(Response::new(edge::vm_to_pb(&nv)))
+        self.commit_incoming(req).await
     }
 
     async fn resume_migrated_vm(
         &self,
         req: Request<pb::NodeVmRef>,
     ) -> Result<Response<pb::NodeVm>, Status> {
-        let r = req.into_inner();
-        let node = self.node.clone();
-        let nv = run_to_end(async move { node.resume_migrated(&r.id).await }).await?;
-        Ok(Response::new(edge::vm_to_pb(&nv)))
+        self.resume_migrated(req).await
     }
 
     async fn start_node_vm(
@@ -358,49 +241,7 @@ impl NodeAgent for NodeAgentService {
         &self,
         req: Request<Streaming<pb::ConsoleInput>>,
     ) -> Result<Response<Self::NodeConsoleStream>, Status> {
-        let mut input = req.into_inner();
-        let first = input.message().await?.ok_or_else(|| {
-            ApiError::InvalidArgument("console: the first message must name the VM".into())
-        })?;
-        let vm = self.node.vm(&first.vm)?;
-        // A VM without QEMU has no live console: say so rather than wait forever.
-        let state = vm.status().state;
-        if !state.is_active() {
-            return Err(ApiError::FailedPrecondition(format!(
-                "VM {} is {state}: its console is live only while it runs (kctl vm console {} \
-                 --tail N prints its log)",
-                vm.name(),
-                vm.name()
-            ))
-            .into());
-        }
-        let console = vm.console().clone();
-        let (history, live) = console.subscribe(first.history_bytes as usize);
-        if !first.data.is_empty() {
-            console.write(&first.data).await.map_err(ApiError::from)?;
-        }
-        // Keystrokes: forwarded until the client closes its side.
-        let writer = console.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(msg)) = input.message().await {
-                if msg.data.is_empty() {
-                    continue;
-                }
-                if let Err(e) = writer.write(&msg.data).await {
-                    tracing::debug!(error = %e, "console input dropped");
-                    break;
-                }
-            }
-        });
-        let head = tokio_stream::iter(
-            (!history.is_empty()).then(|| Ok(pb::ConsoleOutput { data: history })),
-        );
-        let live = tokio_stream::wrappers::BroadcastStream::new(live).filter_map(|r| match r {
-            Ok(b) => Some(Ok(pb::ConsoleOutput { data: b.to_vec() })),
-            // A slow client misses some output rather than stalling the VM.
-            Err(_) => None,
-        });
-        Ok(Response::new(Box::pin(head.chain(live))))
+        self.console(req).await
     }
 
     async fn node_console_log(
@@ -430,49 +271,7 @@ impl NodeAgent for NodeAgentService {
         &self,
         req: Request<pb::ImportImageRequest>,
     ) -> Result<Response<Self::NodeImportImageStream>, Status> {
-        let local = is_local(&req);
-        let r = req.into_inner();
-        let import = edge::import_from_pb(&r)?;
-        // A path is opened here, as the requester may; the import reads that open file.
-        let source = match Source::parse(&r.source) {
-            Source::File(path) => {
-                let caller = Caller::from(r.caller.as_ref());
-                let file = self
-                    .open_host_file("image source", r.source.clone(), caller, local)
-                    .await?;
-                Source::Opened { path, file }
-            }
-            other => other,
-        };
-        let storage = self.node.storage().clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::task::spawn_blocking(move || {
-            let mut last = 0u64;
-            let mut progress = |done: u64, total: Option<u64>| {
-                // At most one message per 4 MiB (and the first and the last).
-                if done == 0 || done >= last + (4 << 20) || Some(done) == total {
-                    last = done;
-                    let _ = tx.try_send(Ok(pb::ImportImageProgress {
-                        done_bytes: done,
-                        total_bytes: total.unwrap_or(0),
-                        image: None,
-                    }));
-                }
-            };
-            let msg: Result<_, Status> = match storage.import_image(&import, source, &mut progress)
-            {
-                Ok(image) => Ok(pb::ImportImageProgress {
-                    done_bytes: image.actual_size,
-                    total_bytes: image.actual_size,
-                    image: Some(edge::image_to_pb(&image)),
-                }),
-                Err(e) => Err(e.into()),
-            };
-            let _ = tx.blocking_send(msg);
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        self.import_image(req).await
     }
 
     async fn list_node_images(
