@@ -1,4 +1,9 @@
 //! `KcoreService` gRPC handlers: translate requests to [`Controller`] calls and back.
+//! The longer handlers live beside it: the streams (migration, events, console, image
+//! import) in [`streams`], the certificate ones in [`pki`].
+
+mod pki;
+mod streams;
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -7,20 +12,17 @@ use std::sync::Arc;
 use futures::Stream;
 use kcore_proto::v1 as pb;
 use kcore_proto::v1::kcore_service_server::KcoreService;
-use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Controller;
 use super::node_client::{Stop, VmOp};
-use super::storage::{DiskOp, ImportRequest};
+use super::storage::DiskOp;
 use crate::caller::Requester;
 use crate::convert::{
-    cert_to_pb, cluster_network_to_pb, drained_to_pb, event_to_pb, image_to_pb, migrate_from_pb,
-    migration_progress_to_pb, network_request_from_pb, node_to_pb, pool_to_pb, progress_to_pb,
-    template_to_pb, vm_to_pb, volume_to_pb,
+    cert_to_pb, cluster_network_to_pb, drained_to_pb, image_to_pb, network_request_from_pb,
+    node_to_pb, pool_to_pb, template_to_pb, vm_to_pb, volume_to_pb,
 };
 use crate::error::ApiError;
-use kcore_types::ImageName;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -222,24 +224,7 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::MigrateVmRequest>,
     ) -> Result<Response<Self::MigrateVMStream>, Status> {
-        let by = Requester::of(&req);
-        let m = migrate_from_pb(&req.into_inner());
-        let (ctl, pki) = (self.ctl.clone(), self.pki_dir.clone());
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        // The migration runs to its end whether the client stays or not.
-        tokio::spawn(async move {
-            let progress_tx = tx.clone();
-            let mut report = move |p: crate::model::MigrationProgress| {
-                let _ = progress_tx.try_send(Ok(migration_progress_to_pb(&p)));
-            };
-            if let Err(e) = ctl.migrate_vm(&by, pki, m, &mut report).await {
-                let status: Status = e.into();
-                let _ = tx.send(Err(status)).await;
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        self.migration_stream(req).await
     }
 
     type WatchEventsStream = Stream2<pb::Event>;
@@ -248,12 +233,7 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let r = req.into_inner();
-        let vm = (!r.vm.is_empty()).then_some(r.vm);
-        let rx = self.ctl.watch_events(vm, r.history, r.follow)?;
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx).map(|e| Ok(event_to_pb(&e))),
-        )))
+        self.event_stream(req).await
     }
 
     type AttachConsoleStream = Stream2<pb::ConsoleOutput>;
@@ -262,18 +242,7 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<Streaming<pb::ConsoleInput>>,
     ) -> Result<Response<Self::AttachConsoleStream>, Status> {
-        let mut input = req.into_inner();
-        let mut first = input.message().await?.ok_or_else(|| {
-            ApiError::InvalidArgument("console: the first message must name the VM".into())
-        })?;
-        let row = self.ctl.get_row(&first.vm)?;
-        let mut client = self.ctl.nodes.client(&row.node)?;
-        first.vm = row.id.clone();
-        // Forward the client's messages to the node, the first one now naming the VM by id.
-        let upstream = tokio_stream::iter(std::iter::once(first))
-            .chain(input.take_while(|m| m.is_ok()).filter_map(|m| m.ok()));
-        let out = client.raw().node_console(upstream).await?.into_inner();
-        Ok(Response::new(Box::pin(out)))
+        self.console_relay(req).await
     }
 
     async fn get_console_log(
@@ -306,19 +275,7 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::ImportImageRequest>,
     ) -> Result<Response<Self::ImportImageStream>, Status> {
-        let caller = Requester::of(&req);
-        let r = req.into_inner();
-        let req = ImportRequest {
-            name: ImageName::parse(&r.name).map_err(ApiError::from)?,
-            source: r.source,
-            sha256: r.sha256,
-            node: r.node,
-            pool: r.pool,
-        };
-        let stream = self.ctl.import_image(&caller, &req).await?;
-        Ok(Response::new(Box::pin(stream.map(|p| {
-            p.map(|p| progress_to_pb(&p)).map_err(Into::into)
-        }))))
+        self.import_stream(req).await
     }
 
     async fn list_images(
@@ -544,17 +501,7 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::IssueCertificateRequest>,
     ) -> Result<Response<pb::IssuedCertificate>, Status> {
-        let by = Requester::of(&req);
-        let r = req.into_inner();
-        let issued = self
-            .ctl
-            .issue_certificate(&by, self.pki_dir.clone(), &r.name, &r.role)
-            .await?;
-        Ok(Response::new(pb::IssuedCertificate {
-            cert_pem: issued.cert_pem,
-            key_pem: issued.key_pem,
-            ca_pem: issued.ca_pem,
-        }))
+        self.issue_cert(req).await
     }
 
     async fn create_join_token(
@@ -583,16 +530,7 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::RenewNodeCertificateRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
-        let by = Requester::of(&req);
-        let r = req.into_inner();
-        let resp = self
-            .ctl
-            .renew_node_certificate(&by, self.pki_dir.clone(), &r.csr_pem)
-            .await?;
-        Ok(Response::new(pb::JoinResponse {
-            cert_pem: resp.cert_pem,
-            ca_pem: resp.ca_pem,
-        }))
+        self.renew_node_cert(req).await
     }
 
     async fn list_certificates(
@@ -614,28 +552,14 @@ impl KcoreService for KcoreApi {
         &self,
         req: Request<pb::RevokeCertificateRequest>,
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
-        let caller = req
-            .peer_certs()
-            .and_then(|c| c.first().and_then(|leaf| crate::auth::serial_of_cert(leaf)));
-        let by = Requester::of(&req);
-        let r = req.into_inner();
-        let revoked = self
-            .ctl
-            .revoke(&by, &r.name, &r.serial, caller.as_deref())?;
-        Ok(Response::new(pb::ListCertificatesResponse {
-            certificates: revoked.iter().map(cert_to_pb).collect(),
-        }))
+        self.revoke_cert(req).await
     }
 
     async fn remove_node(
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
-        let by = Requester::of(&req);
-        let revoked = self.ctl.remove_node(&by, &req.into_inner().name)?;
-        Ok(Response::new(pb::RemoveNodeResponse {
-            revoked: revoked.iter().map(cert_to_pb).collect(),
-        }))
+        self.remove_node_and_certs(req).await
     }
 
     async fn get_vm_stats(
