@@ -2,7 +2,7 @@
 
 use kcore_proto::v1 as pb;
 
-use super::{machine_from_pb, machine_to_pb};
+use super::spec::{machine_from_pb, machine_to_pb};
 use crate::model::TemplateView;
 
 pub fn template_to_pb(t: &TemplateView) -> pb::Template {
