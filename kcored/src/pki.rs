@@ -24,97 +24,24 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
 
-use crate::atomic_file::{atomic_write, atomic_write_new};
 use crate::auth::{ORGANIZATION, Role};
 
-/// What the PKI can fail with. Messages name the file or the input; the cause (an OS
-/// error, rcgen's or x509-parser's) is the source.
-#[derive(Debug, thiserror::Error)]
-pub enum PkiError {
-    /// A file or the directory of the PKI could not be read, written or created.
-    #[error("{op} {}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The CA key is not there to sign with (it may be kept offline).
-    #[error("read {} (the CA key is needed to issue certificates)", path.display())]
-    NoCaKey {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A key or certificate file of the PKI does not parse.
-    #[error("parse {}", path.display())]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: rcgen::Error,
-    },
-    /// Bytes that should be a PEM certificate are not PEM.
-    #[error("not a PEM certificate")]
-    NotPem(#[source] x509_parser::nom::Err<x509_parser::error::PEMError>),
-    /// A PEM block that is not an X.509 certificate.
-    #[error("not an X.509 certificate")]
-    NotX509(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
-    /// A node's certificate signing request does not parse.
-    #[error("the CSR is not a valid PKCS#10 request")]
-    InvalidCsr(#[source] rcgen::Error),
-    /// A certificate name (its CN) outside the rule.
-    #[error("invalid certificate name {0:?}: 1-64 of a-z, A-Z, 0-9, '-', '_', '.', '@'")]
-    InvalidName(String),
-    /// A subject alternative name rcgen refuses.
-    #[error("invalid subject alternative name")]
-    InvalidSan(#[source] rcgen::Error),
-    /// A key could not be generated.
-    #[error("generate a key")]
-    KeyGen(#[source] rcgen::Error),
-    /// A certificate could not be signed.
-    #[error("sign a certificate")]
-    Sign(#[source] rcgen::Error),
-    /// The CA is gone but certificates it signed are still there.
-    #[error(
-        "{} is missing but certificates it signed are present in {}: restore ca.crt and \
-         ca.key, or move the directory away to make a new PKI",
-        ca.display(),
-        dir.display()
-    )]
-    LostCa { ca: PathBuf, dir: PathBuf },
-    /// One file of a certificate and key pair without the other.
-    #[error(
-        "{} exists but {} does not: restore it, or remove {} to make a new one",
-        have.display(),
-        missing.display(),
-        have.display()
-    )]
-    HalfPair { have: PathBuf, missing: PathBuf },
-    /// A certificate and key that do not belong together, and no previous pair that does.
-    #[error("{cert} and {key} in {} do not match", dir.display())]
-    Mismatch {
-        cert: String,
-        key: String,
-        dir: PathBuf,
-    },
-}
+mod error;
+mod files;
+mod inspect;
 
-impl PkiError {
-    fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        PkiError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
-    }
-}
+pub use error::PkiError;
+use files::{pair_present, store_pair};
+pub use files::{repair_pair, replace_pair, write_new};
+use inspect::cert_sans;
+pub use inspect::{cert_info, pair_matches, renewal_due, serial_hex, validity_of};
 
 pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
@@ -342,27 +269,6 @@ pub fn sign_node_csr(
     Ok(csr.signed_by(&issuer).map_err(PkiError::Sign)?.pem())
 }
 
-/// Write a new file with `mode`, atomically, never replacing one.
-pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
-    atomic_write_new(path, contents, mode).map_err(|e| PkiError::io("create", path, e))
-}
-
-/// Whether both files of a pair exist; an error if only one does. Not `strict`, a
-/// certificate without its key counts as present (the CA key may be kept offline, as long
-/// as nothing needs signing).
-fn pair_present(pki: &Pki, cert: &str, key: &str, strict: bool) -> Result<bool, PkiError> {
-    let (c, k) = (pki.path(cert), pki.path(key));
-    match (c.exists(), k.exists()) {
-        (true, true) => Ok(true),
-        (false, false) => Ok(false),
-        (true, false) if !strict => Ok(true),
-        (has_cert, _) => {
-            let (have, missing) = if has_cert { (c, k) } else { (k, c) };
-            Err(PkiError::HalfPair { have, missing })
-        }
-    }
-}
-
 fn load_issuer(pki: &Pki) -> Result<Issuer<'static, KeyPair>, PkiError> {
     let key_path = pki.path(CA_KEY);
     let key_pem = std::fs::read_to_string(&key_path).map_err(|source| PkiError::NoCaKey {
@@ -400,142 +306,6 @@ fn validity(params: &mut CertificateParams, lifetime: Duration) {
     let slack = (lifetime / 10).min(Duration::from_secs(3600));
     params.not_before = now - slack;
     params.not_after = now + lifetime;
-}
-
-/// When a PEM certificate's validity starts and ends.
-pub fn validity_of(pem: &[u8]) -> Result<(SystemTime, SystemTime), PkiError> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(PkiError::NotPem)?;
-    let cert = pem.parse_x509().map_err(PkiError::NotX509)?;
-    let at =
-        |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or_default());
-    let v = cert.validity();
-    Ok((at(v.not_before.timestamp()), at(v.not_after.timestamp())))
-}
-
-/// What the controller records of a certificate it issued: serial (lowercase hex), CN,
-/// role (OU; "server" for the server certificate), end of validity, issued now.
-pub fn cert_info(pem: &[u8]) -> Result<crate::model::CertInfo, PkiError> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(PkiError::NotPem)?;
-    let cert = pem.parse_x509().map_err(PkiError::NotX509)?;
-    let subject = cert.subject();
-    let first = |a: Option<&x509_parser::x509::AttributeTypeAndValue<'_>>| {
-        a.and_then(|a| a.as_str().ok())
-            .map(str::to_string)
-            .unwrap_or_default()
-    };
-    let role = first(subject.iter_organizational_unit().next());
-    let until = SystemTime::UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0));
-    Ok(crate::model::CertInfo {
-        serial: serial_hex(cert.raw_serial()),
-        name: first(subject.iter_common_name().next()),
-        role: if role.is_empty() {
-            "server".into()
-        } else {
-            role
-        },
-        not_after: crate::convert::rfc3339(until),
-        issued_at: crate::convert::now_rfc3339(),
-        revoked_at: String::new(),
-    })
-}
-
-/// A certificate serial as lowercase hex, leading zero bytes dropped.
-pub fn serial_hex(raw: &[u8]) -> String {
-    let s: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let t = s.trim_start_matches("00");
-    if t.is_empty() { "00".into() } else { t.into() }
-}
-
-/// True when less than a third of the certificate's lifetime is left (or it expired).
-pub fn renewal_due(pem: &[u8]) -> Result<bool, PkiError> {
-    let (from, to) = validity_of(pem)?;
-    let lifetime = to.duration_since(from).unwrap_or_default();
-    Ok(match to.duration_since(SystemTime::now()) {
-        Ok(left) => left < lifetime / 3,
-        Err(_) => true,
-    })
-}
-
-/// True when the PEM key is the private half of the PEM certificate's public key.
-pub fn pair_matches(cert_pem: &[u8], key_pem: &[u8]) -> bool {
-    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem) else {
-        return false;
-    };
-    let Ok(cert) = pem.parse_x509() else {
-        return false;
-    };
-    let Ok(key) = KeyPair::from_pem(&String::from_utf8_lossy(key_pem)) else {
-        return false;
-    };
-    cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
-}
-
-/// Replace a certificate and key pair (a renewal), keeping the old pair as `*.prev`: a
-/// crash between the two renames leaves a mismatched pair that [`repair_pair`] undoes.
-pub fn replace_pair(
-    dir: &Path,
-    cert_file: &str,
-    key_file: &str,
-    cert: &[u8],
-    key: &[u8],
-) -> Result<(), PkiError> {
-    for f in [cert_file, key_file] {
-        let old = std::fs::read(dir.join(f)).map_err(|e| PkiError::io("read", f, e))?;
-        let mode = if f == key_file { 0o600 } else { 0o644 };
-        replace_file(&dir.join(format!("{f}.prev")), &old, mode)?;
-    }
-    replace_file(&dir.join(key_file), key, 0o600)?;
-    replace_file(&dir.join(cert_file), cert, 0o644)
-}
-
-/// If the pair in `dir` does not match (a renewal cut short) and the previous pair does,
-/// put the previous pair back. True when it did.
-pub fn repair_pair(dir: &Path, cert_file: &str, key_file: &str) -> Result<bool, PkiError> {
-    let read = |f: &str| std::fs::read(dir.join(f)).ok();
-    let (Some(cert), Some(key)) = (read(cert_file), read(key_file)) else {
-        return Ok(false);
-    };
-    if pair_matches(&cert, &key) {
-        return Ok(false);
-    }
-    let prev = (
-        read(&format!("{cert_file}.prev")),
-        read(&format!("{key_file}.prev")),
-    );
-    let mismatch = || PkiError::Mismatch {
-        cert: cert_file.to_string(),
-        key: key_file.to_string(),
-        dir: dir.to_path_buf(),
-    };
-    let (Some(pc), Some(pk)) = prev else {
-        return Err(mismatch());
-    };
-    // The half that was replaced may be the new key with the old certificate, or the
-    // other way round: the previous pair is whole.
-    if !pair_matches(&pc, &pk) {
-        return Err(mismatch());
-    }
-    replace_file(&dir.join(key_file), &pk, 0o600)?;
-    replace_file(&dir.join(cert_file), &pc, 0o644)?;
-    Ok(true)
-}
-
-/// Write a certificate and its key in place of older ones (each atomically).
-fn store_pair(
-    pki: &Pki,
-    cert_file: &str,
-    key_file: &str,
-    cert: &str,
-    key: &str,
-) -> Result<(), PkiError> {
-    replace_file(&pki.path(key_file), key.as_bytes(), 0o600)?;
-    replace_file(&pki.path(cert_file), cert.as_bytes(), 0o644)
-}
-
-/// Write `path` with `mode`, atomically, replacing the file.
-pub fn replace_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
-    atomic_write(path, contents, mode).map_err(|e| PkiError::io("write", path, e))
 }
 
 fn ca_params() -> CertificateParams {
@@ -581,32 +351,9 @@ fn leaf_params(
     Ok(p)
 }
 
-/// The DNS names and IPs in a PEM certificate's subjectAltName.
-fn cert_sans(pem: &[u8]) -> Result<Vec<String>, PkiError> {
-    use x509_parser::extensions::GeneralName;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(PkiError::NotPem)?;
-    let cert = pem.parse_x509().map_err(PkiError::NotX509)?;
-    let mut out = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for n in &san.value.general_names {
-            match n {
-                GeneralName::DNSName(d) => out.push(d.to_string()),
-                GeneralName::IPAddress(b) => {
-                    if let Ok(v4) = <[u8; 4]>::try_from(*b) {
-                        out.push(std::net::Ipv4Addr::from(v4).to_string());
-                    } else if let Ok(v6) = <[u8; 16]>::try_from(*b) {
-                        out.push(std::net::Ipv6Addr::from(v6).to_string());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::files::replace_file;
     use super::*;
     use crate::auth::role_of_cert;
 
