@@ -90,31 +90,39 @@ impl Cluster {
         )
     }
 
-    fn create(&self, name: &str, node: &str) {
+    /// A VM of the test guest's kernel and initrd (1 vCPU, 128 MiB) on `node`, booted with
+    /// `cmdline`, and `extra` create arguments (disks, NICs).
+    fn create_kernel_vm(&self, name: &str, node: &str, cmdline: &str, extra: &[&str]) {
         let g = guest();
-        self.ctl
-            .admin(&[
-                "vm",
-                "create",
-                name,
-                "--node",
-                node,
-                "--vcpu",
-                "1",
-                "--memory",
-                "128",
-                "--kernel",
-                g.kernel.to_str().expect("utf-8"),
-                "--initrd",
-                g.initrd.to_str().expect("utf-8"),
-                "--cmdline",
-                "console=ttyS0 quiet panic=-1 kcore.root=/dev/vda kcore.echo=off",
-                "--image",
-                "rootfs",
-                "--disk",
-                "default:1",
-            ])
-            .expect_ok("vm create");
+        let mut args = vec![
+            "vm",
+            "create",
+            name,
+            "--node",
+            node,
+            "--vcpu",
+            "1",
+            "--memory",
+            "128",
+            "--kernel",
+            g.kernel.to_str().expect("utf-8"),
+            "--initrd",
+            g.initrd.to_str().expect("utf-8"),
+            "--cmdline",
+            cmdline,
+        ];
+        args.extend_from_slice(extra);
+        self.ctl.admin(&args).expect_ok("vm create");
+    }
+
+    /// A VM whose root disk is a clone of the image, with a data disk.
+    fn create(&self, name: &str, node: &str) {
+        self.create_kernel_vm(
+            name,
+            node,
+            "console=ttyS0 quiet panic=-1 kcore.root=/dev/vda kcore.echo=off",
+            &["--image", "rootfs", "--disk", "default:1"],
+        );
     }
 
     fn console(&self, vm: &str) -> String {
@@ -161,6 +169,50 @@ impl Cluster {
             .expect_ok("vm get")
             .json()
     }
+
+    fn vm_id(&self, name: &str) -> String {
+        self.vm(name)["id"].as_str().expect("id").to_string()
+    }
+
+    /// Restart node `index` (stopped or killed) with the arguments it started with.
+    fn restart_node(&mut self, index: usize) {
+        let args = self.node_args(&format!("n{}", index + 1));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.nodes[index].restart(&refs);
+    }
+
+    /// Start `kctl vm migrate <vm> --to n2` slowed to 1 MiB/s (so that a kill lands in the
+    /// middle), and wait until n2 runs the incoming QEMU and 2 s more.
+    fn start_slow_migration(&self, vm: &str) -> std::process::Child {
+        let child = self
+            .ctl
+            .kctl_command(
+                &self.ctl.pki("admin.crt"),
+                &self.ctl.pki("admin.key"),
+                &["vm", "migrate", vm, "--to", "n2", "--bandwidth", "1"],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kctl migrate");
+        wait_until(
+            60,
+            "n2 to have the incoming VM",
+            || !self.nodes[1].qemus().is_empty(),
+            || self.logs(),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        child
+    }
+
+    /// Whether `vm` runs on `node` and its console counter went past `seen + 2`.
+    fn counting_on(&self, vm: &str, node: &str, seen: u64) -> bool {
+        let v = self.vm(vm);
+        v["node"] == node
+            && v["status"] == "VM_STATUS_RUNNING"
+            && last_count(&self.console(vm)) > seen + 2
+    }
 }
 
 /// The highest `CNT-<n>` on a console.
@@ -186,6 +238,14 @@ fn volumes_of(node: &Kcored) -> Vec<PathBuf> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// Whether `node` has nothing left of the VM `id` (no definition, no volume) while one
+/// QEMU of it runs (elsewhere).
+fn only_copy_elsewhere(node: &Kcored, id: &str) -> bool {
+    node.defined_vms().is_empty()
+        && kcore_tests::qemus_with_uuid(id).len() == 1
+        && volumes_of(node).is_empty()
 }
 
 /// A guest started with a counter on its console, data on its root disk.
@@ -305,27 +365,8 @@ fn a_running_guest_moves_with_its_disks_and_the_source_keeps_nothing() {
 fn a_destination_killed_midway_leaves_the_guest_on_the_source() {
     let mut c = Cluster::start();
     counting_guest(&c, "stayer");
-    let id = c.vm("stayer")["id"].as_str().expect("id").to_string();
-    // Slow (1 MiB/s), so the kill lands in the middle.
-    let child = c
-        .ctl
-        .kctl_command(
-            &c.ctl.pki("admin.crt"),
-            &c.ctl.pki("admin.key"),
-            &["vm", "migrate", "stayer", "--to", "n2", "--bandwidth", "1"],
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kctl migrate");
-    wait_until(
-        60,
-        "n2 to have the incoming VM",
-        || !c.nodes[1].qemus().is_empty(),
-        || c.logs(),
-    );
-    std::thread::sleep(Duration::from_secs(2));
+    let id = c.vm_id("stayer");
+    let child = c.start_slow_migration("stayer");
     c.nodes[1].kill9();
     let out = child.wait_with_output().expect("kctl migrate");
     let run = Run::from(out);
@@ -335,26 +376,15 @@ fn a_destination_killed_midway_leaves_the_guest_on_the_source() {
     wait_until(
         60,
         "the guest to run on n1",
-        || {
-            let v = c.vm("stayer");
-            v["node"] == "n1"
-                && v["status"] == "VM_STATUS_RUNNING"
-                && last_count(&c.console("stayer")) > seen + 2
-        },
+        || c.counting_on("stayer", "n1", seen),
         || format!("{}\n{}", c.console("stayer"), c.logs()),
     );
     // Back, n2 removes what it had made: no QEMU, no definition, no volume.
-    let args = c.node_args("n2");
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.nodes[1].restart(&refs);
+    c.restart_node(1);
     wait_until(
         60,
         "n2 to have nothing of the VM",
-        || {
-            c.nodes[1].defined_vms().is_empty()
-                && kcore_tests::qemus_with_uuid(&id).len() == 1
-                && volumes_of(&c.nodes[1]).is_empty()
-        },
+        || only_copy_elsewhere(&c.nodes[1], &id),
         || c.logs(),
     );
     assert_eq!(c.vm("stayer")["node"], "n1");
@@ -363,30 +393,14 @@ fn a_destination_killed_midway_leaves_the_guest_on_the_source() {
 #[test]
 fn a_drain_migrates_every_running_vm_to_another_node() {
     let c = Cluster::start();
-    let g = guest();
     let names = ["d1", "d2", "d3"];
     for n in names {
-        c.ctl
-            .admin(&[
-                "vm",
-                "create",
-                n,
-                "--node",
-                "n1",
-                "--vcpu",
-                "1",
-                "--memory",
-                "128",
-                "--kernel",
-                g.kernel.to_str().expect("utf-8"),
-                "--initrd",
-                g.initrd.to_str().expect("utf-8"),
-                "--cmdline",
-                "console=ttyS0 quiet panic=-1",
-                "--disk",
-                "default:1",
-            ])
-            .expect_ok("vm create");
+        c.create_kernel_vm(
+            n,
+            "n1",
+            "console=ttyS0 quiet panic=-1",
+            &["--disk", "default:1"],
+        );
     }
     for n in names {
         c.wait_console(n, "KCORE-GUEST-SHELL", 120);
@@ -479,28 +493,12 @@ fn its_mac_and_address_still_answer_after_the_move() {
             &lan.bridge,
         ])
         .expect_ok("network create");
-    let g = guest();
-    c.ctl
-        .admin(&[
-            "vm",
-            "create",
-            "pinged",
-            "--node",
-            "n1",
-            "--vcpu",
-            "1",
-            "--memory",
-            "128",
-            "--kernel",
-            g.kernel.to_str().expect("utf-8"),
-            "--initrd",
-            g.initrd.to_str().expect("utf-8"),
-            "--cmdline",
-            "console=ttyS0 quiet panic=-1 kcore.echo=off",
-            "--nic",
-            "lan",
-        ])
-        .expect_ok("vm create");
+    c.create_kernel_vm(
+        "pinged",
+        "n1",
+        "console=ttyS0 quiet panic=-1 kcore.echo=off",
+        &["--nic", "lan"],
+    );
     c.wait_console("pinged", "KCORE-GUEST-SHELL", 120);
     let mac = c.vm("pinged")["nics"][0]["mac"]
         .as_str()
@@ -543,26 +541,8 @@ fn its_mac_and_address_still_answer_after_the_move() {
 fn a_controller_killed_midway_is_reconciled_to_one_running_copy() {
     let mut c = Cluster::start();
     counting_guest(&c, "orphan");
-    let id = c.vm("orphan")["id"].as_str().expect("id").to_string();
-    let child = c
-        .ctl
-        .kctl_command(
-            &c.ctl.pki("admin.crt"),
-            &c.ctl.pki("admin.key"),
-            &["vm", "migrate", "orphan", "--to", "n2", "--bandwidth", "1"],
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kctl migrate");
-    wait_until(
-        60,
-        "n2 to have the incoming VM",
-        || !c.nodes[1].qemus().is_empty(),
-        || c.logs(),
-    );
-    std::thread::sleep(Duration::from_secs(2));
+    let id = c.vm_id("orphan");
+    let child = c.start_slow_migration("orphan");
     c.ctl.restart(CONTROLLER);
     let out = child.wait_with_output().expect("kctl migrate");
     assert!(!out.status.success(), "the migration succeeded?");
@@ -571,23 +551,14 @@ fn a_controller_killed_midway_is_reconciled_to_one_running_copy() {
     wait_until(
         60,
         "one running copy, on n1",
-        || {
-            c.nodes[1].defined_vms().is_empty()
-                && kcore_tests::qemus_with_uuid(&id).len() == 1
-                && volumes_of(&c.nodes[1]).is_empty()
-        },
+        || only_copy_elsewhere(&c.nodes[1], &id),
         || c.logs(),
     );
     let seen = last_count(&c.console("orphan"));
     wait_until(
         60,
         "the guest to run on n1, still counting",
-        || {
-            let v = c.vm("orphan");
-            v["node"] == "n1"
-                && v["status"] == "VM_STATUS_RUNNING"
-                && last_count(&c.console("orphan")) > seen + 2
-        },
+        || c.counting_on("orphan", "n1", seen),
         || format!("{}\n{}", c.console("orphan"), c.logs()),
     );
     let events = c
@@ -605,54 +576,18 @@ fn a_controller_killed_midway_is_reconciled_to_one_running_copy() {
 fn a_source_killed_midway_runs_the_guest_again_when_it_is_back() {
     let mut c = Cluster::start();
     counting_guest(&c, "homebody");
-    let id = c.vm("homebody")["id"].as_str().expect("id").to_string();
-    let child = c
-        .ctl
-        .kctl_command(
-            &c.ctl.pki("admin.crt"),
-            &c.ctl.pki("admin.key"),
-            &[
-                "vm",
-                "migrate",
-                "homebody",
-                "--to",
-                "n2",
-                "--bandwidth",
-                "1",
-            ],
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kctl migrate");
-    wait_until(
-        60,
-        "n2 to have the incoming VM",
-        || !c.nodes[1].qemus().is_empty(),
-        || c.logs(),
-    );
-    std::thread::sleep(Duration::from_secs(2));
+    let id = c.vm_id("homebody");
+    let child = c.start_slow_migration("homebody");
     // The source's daemon dies; its QEMU (not its child) lives on, mid-migration.
     c.nodes[0].kill9();
     let out = child.wait_with_output().expect("kctl migrate");
     assert!(!out.status.success(), "the migration succeeded?");
-    let args = c.node_args("n1");
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.nodes[0].restart(&refs);
+    c.restart_node(0);
     let seen = last_count(&c.console("homebody"));
     wait_until(
         90,
         "one running copy, on n1, still counting",
-        || {
-            let v = c.vm("homebody");
-            v["node"] == "n1"
-                && v["status"] == "VM_STATUS_RUNNING"
-                && last_count(&c.console("homebody")) > seen + 2
-                && c.nodes[1].defined_vms().is_empty()
-                && kcore_tests::qemus_with_uuid(&id).len() == 1
-                && volumes_of(&c.nodes[1]).is_empty()
-        },
+        || c.counting_on("homebody", "n1", seen) && only_copy_elsewhere(&c.nodes[1], &id),
         || format!("{}\n{}", c.console("homebody"), c.logs()),
     );
 }
