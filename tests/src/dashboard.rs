@@ -34,6 +34,12 @@ fn tool(name: &str, package: &str) -> PathBuf {
 /// dashboard that reaches the daemon's TLS listener on 127.0.0.1:`api_port`.
 pub fn viewer_env(d: &Daemon, name: &str, api_port: u16) -> Vec<(&'static str, String)> {
     let out = d.dir.path().join(format!("cert-{name}"));
+    issue_viewer(d, name, &out);
+    dashboard_env(api_port, &out, Some(name))
+}
+
+/// Issue the viewer certificate `name` into `dir` (with the CA's, ca.crt).
+pub fn issue_viewer(d: &Daemon, name: &str, dir: &Path) {
     d.kctl(&[
         "cert",
         "issue",
@@ -41,21 +47,30 @@ pub fn viewer_env(d: &Daemon, name: &str, api_port: u16) -> Vec<(&'static str, S
         "--role",
         "viewer",
         "--out",
-        out.to_str().expect("utf8"),
+        dir.to_str().expect("utf8"),
     ])
-    .expect_ok("cert issue");
-    vec![
+    .expect_ok(&format!("cert issue {name}"));
+}
+
+/// The KCORE_* variables of a dashboard that reaches the daemon's TLS listener on
+/// 127.0.0.1:`api_port`, trusting `dir`/ca.crt and, with `name`, presenting the client
+/// certificate `dir`/`name`.crt (without: no client certificate).
+pub fn dashboard_env(api_port: u16, dir: &Path, name: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut e = vec![
         ("KCORE_ENDPOINT", format!("https://127.0.0.1:{api_port}")),
-        ("KCORE_CA_CERT", out.join("ca.crt").display().to_string()),
-        (
+        ("KCORE_CA_CERT", dir.join("ca.crt").display().to_string()),
+    ];
+    if let Some(n) = name {
+        e.push((
             "KCORE_CLIENT_CERT",
-            out.join(format!("{name}.crt")).display().to_string(),
-        ),
-        (
+            dir.join(format!("{n}.crt")).display().to_string(),
+        ));
+        e.push((
             "KCORE_CLIENT_KEY",
-            out.join(format!("{name}.key")).display().to_string(),
-        ),
-    ]
+            dir.join(format!("{n}.key")).display().to_string(),
+        ));
+    }
+    e
 }
 
 /// A running `kcore-dashboard` on 127.0.0.1:`port` (in `netns`, if given). Killed when
@@ -296,4 +311,38 @@ pub fn value(m: &Value, family: &str, sample: &str, labels: &[(&str, &str)]) -> 
         m["families"][family]
     );
     s[0][2].as_f64().expect("a number")
+}
+
+/// Wait until `f` holds, or panic with `what`.
+pub fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// What a write through the API would change: the VMs (name, status, id), the networks'
+/// listing and the certificates, as one string to compare.
+pub fn state_snapshot(d: &Daemon) -> String {
+    let vms = d
+        .kctl(&["-o", "json", "vm", "list"])
+        .expect_ok("vm list")
+        .json();
+    let mut rows: Vec<String> = vms["vms"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| format!("{} {} {}", v["name"], v["status"], v["id"]))
+        .collect();
+    rows.sort();
+    let nets = d
+        .kctl(&["-o", "json", "network", "list"])
+        .expect_ok("network list")
+        .stdout;
+    let certs = d
+        .kctl(&["-o", "json", "cert", "list"])
+        .expect_ok("cert list")
+        .stdout;
+    format!("{rows:?}\n{}\n{certs}", nets.len())
 }

@@ -8,47 +8,18 @@
 //! as RPCs are made. A dashboard without a certificate, or with a revoked one, shows a
 //! page that says so.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kcore_tests::dashboard::{Browser, Dashboard, curl, http, samples, scrape, value, viewer_env};
-use kcore_tests::{Daemon, NetNs};
+use kcore_tests::dashboard::{
+    Browser, Dashboard, curl, dashboard_env, http, issue_viewer, samples, scrape, state_snapshot,
+    until, value, viewer_env,
+};
+use kcore_tests::{Daemon, NetNs, free_port};
 
 const BOOT: Duration = Duration::from_secs(60);
 const API_PORT: u16 = 29090;
 const METRICS_PORT: u16 = 29100;
 const DASH_PORT: u16 = 28080;
-
-/// Wait until `f` holds, or panic with `what`.
-fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn snapshot(d: &Daemon) -> String {
-    let vms = d
-        .kctl(&["-o", "json", "vm", "list"])
-        .expect_ok("vm list")
-        .json();
-    let mut rows: Vec<String> = vms["vms"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|v| format!("{} {} {}", v["name"], v["status"], v["id"]))
-        .collect();
-    rows.sort();
-    let nets = d
-        .kctl(&["-o", "json", "network", "list"])
-        .expect_ok("network list")
-        .stdout;
-    let certs = d
-        .kctl(&["-o", "json", "cert", "list"])
-        .expect_ok("cert list")
-        .stdout;
-    format!("{rows:?}\n{}\n{certs}", nets.len())
-}
 
 #[test]
 fn dashboard_views_read_only_and_metrics() {
@@ -241,7 +212,7 @@ fn dashboard_views_read_only_and_metrics() {
     );
 
     // Read-only: every other method is 405 on every path, and nothing changes.
-    let before = snapshot(&d);
+    let before = state_snapshot(&d);
     for path in [
         "/",
         "/vms",
@@ -271,7 +242,7 @@ fn dashboard_views_read_only_and_metrics() {
         ],
     );
     assert_eq!(r.stdout, "405");
-    assert_eq!(snapshot(&d), before, "a POST changed something");
+    assert_eq!(state_snapshot(&d), before, "a POST changed something");
     assert_eq!(d.vm("idle")["status"], "VM_STATUS_STOPPED");
     let (code, _) = http(Some(&ns), "GET", &dash.url("/no/such/page"));
     assert_eq!(code, 404);
@@ -543,44 +514,10 @@ fn dashboard_without_a_good_certificate_says_so() {
     let api_port = free_port();
     let d = Daemon::start_with(&["--listen", &format!("127.0.0.1:{api_port}")]);
     let out = d.dir.path().join("certs");
-    d.kctl(&[
-        "cert",
-        "issue",
-        "good",
-        "--role",
-        "viewer",
-        "--out",
-        out.to_str().expect("utf8"),
-    ])
-    .expect_ok("cert issue good");
-    d.kctl(&[
-        "cert",
-        "issue",
-        "gone",
-        "--role",
-        "viewer",
-        "--out",
-        out.to_str().expect("utf8"),
-    ])
-    .expect_ok("cert issue gone");
+    issue_viewer(&d, "good", &out);
+    issue_viewer(&d, "gone", &out);
     d.kctl(&["cert", "revoke", "gone"]).expect_ok("revoke");
-    let env = |name: Option<&str>| {
-        let mut e = vec![
-            ("KCORE_ENDPOINT", format!("https://127.0.0.1:{api_port}")),
-            ("KCORE_CA_CERT", out.join("ca.crt").display().to_string()),
-        ];
-        if let Some(n) = name {
-            e.push((
-                "KCORE_CLIENT_CERT",
-                out.join(format!("{n}.crt")).display().to_string(),
-            ));
-            e.push((
-                "KCORE_CLIENT_KEY",
-                out.join(format!("{n}.key")).display().to_string(),
-            ));
-        }
-        e
-    };
+    let env = |name: Option<&str>| dashboard_env(api_port, &out, name);
     let browser = Browser::new(None);
 
     let good = Dashboard::start(None, free_port(), &env(Some("good")), d.dir.path());
@@ -631,11 +568,4 @@ fn dashboard_without_a_good_certificate_says_so() {
     let (code, body) = http(None, "GET", &good.url("/"));
     assert!(code == 503 || code == 502, "{code}: {body}");
     assert!(body.contains("id=\"error\""), "{body}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
