@@ -454,15 +454,20 @@ mod tests {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let layer = [
             "controller/grpc.rs",
+            "controller/grpc/pki.rs",
+            "controller/grpc/streams.rs",
             "controller/join.rs",
             "controller/node_client.rs",
             "convert/listing.rs",
             "convert/migration.rs",
             "convert/mod.rs",
+            "convert/spec.rs",
             "convert/stats.rs",
             "convert/template.rs",
             "node/convert.rs",
             "node/grpc.rs",
+            "node/grpc/migration.rs",
+            "node/grpc/streams.rs",
             "node_tls.rs",
             "server.rs",
         ];

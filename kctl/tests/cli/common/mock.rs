@@ -389,7 +389,7 @@ impl KcoreService for Mock {
     }
 
     /// Only a node's own certificate renews it: never a caller of the unix socket, nor the
-    /// mock's clients (kcored/src/controller/grpc.rs, renew_node_certificate).
+    /// mock's clients (kcored/src/controller/grpc/pki.rs, renew_node_cert).
     async fn renew_node_certificate(
         &self,
         _: Request<RenewNodeCertificateRequest>,

@@ -101,9 +101,9 @@ texts! {
         literal "no boot source: give a kernel (direct kernel boot) or an image";
     GUEST_POWERED_OFF = "vmm/src/vm/exit.rs, classify_exit", literal "guest powered off";
     HOST_FILE_UNREADABLE = "kcored/src/hostpath.rs, HostPaths::refused", format "{what} {path}: {e}";
-    CONSOLE_FIRST = "kcored/src/controller/grpc.rs, attach_console",
+    CONSOLE_FIRST = "kcored/src/controller/grpc/streams.rs, console_relay",
         literal "console: the first message must name the VM";
-    CONSOLE_NOT_LIVE = "kcored/src/node/grpc.rs, node_console",
+    CONSOLE_NOT_LIVE = "kcored/src/node/grpc/streams.rs, console",
         format "VM {} is {state}: its console is live only while it runs (kctl vm console {} --tail N prints its log)";
     QMP_NOT_JSON = "kcored/src/controller/vms.rs, qmp_command_name",
         format "QMP command is not valid JSON: {e}";

@@ -25,7 +25,7 @@ fn wrong_state(vm: &Vm, op: &str) -> Status {
     Status::failed_precondition(WRONG_STATE.fill(&[status_name(vm.status), op]))
 }
 
-/// QEMU runs (or may): kcored/src/node/grpc.rs and vmm's `VmState::is_active`.
+/// QEMU runs (or may): kcored/src/node/grpc/streams.rs (console) and vmm's `VmState::is_active`.
 pub fn is_active(vm: &Vm) -> bool {
     use VmStatus::*;
     matches!(
