@@ -11,6 +11,7 @@ use crate::caller::Requester;
 use crate::convert::cert_to_pb;
 
 impl KcoreApi {
+    /// `IssueCertificate`: a client certificate signed by the cluster CA.
     pub(super) async fn issue_cert(
         &self,
         req: Request<pb::IssueCertificateRequest>,
@@ -28,6 +29,7 @@ impl KcoreApi {
         }))
     }
 
+    /// `RenewNodeCertificate`: a node's new certificate for its new key.
     pub(super) async fn renew_node_cert(
         &self,
         req: Request<pb::RenewNodeCertificateRequest>,
@@ -44,6 +46,8 @@ impl KcoreApi {
         }))
     }
 
+    /// `RevokeCertificate`, by name or serial; the certificate asking (the TLS peer's) may
+    /// not revoke itself.
     pub(super) async fn revoke_cert(
         &self,
         req: Request<pb::RevokeCertificateRequest>,
@@ -61,6 +65,7 @@ impl KcoreApi {
         }))
     }
 
+    /// `RemoveNode`: the node goes, and its certificates are revoked.
     pub(super) async fn remove_node_and_certs(
         &self,
         req: Request<pb::RemoveNodeRequest>,

@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use kcore_types::ImageName;
 
 impl KcoreApi {
+    /// `MigrateVM`: the migration runs on its own task; its progress is streamed.
     pub(super) async fn migration_stream(
         &self,
         req: Request<pb::MigrateVmRequest>,
@@ -39,6 +40,7 @@ impl KcoreApi {
         )))
     }
 
+    /// `WatchEvents`: past events, then (with follow) new ones.
     pub(super) async fn event_stream(
         &self,
         req: Request<pb::WatchEventsRequest>,
@@ -51,6 +53,7 @@ impl KcoreApi {
         )))
     }
 
+    /// `AttachConsole`: relay the client's console stream to the VM's node and back.
     pub(super) async fn console_relay(
         &self,
         req: Request<Streaming<pb::ConsoleInput>>,
@@ -69,6 +72,7 @@ impl KcoreApi {
         Ok(Response::new(Box::pin(out)))
     }
 
+    /// `ImportImage`: the node's import progress, relayed.
     pub(super) async fn import_stream(
         &self,
         req: Request<pb::ImportImageRequest>,

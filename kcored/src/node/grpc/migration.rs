@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::node::convert as edge;
 
 impl NodeAgentService {
+    /// `PrepareMigration` (destination): define the incoming VM and listen for it.
     pub(super) async fn prepare_incoming(
         &self,
         req: Request<pb::PrepareMigrationRequest>,
@@ -49,6 +50,7 @@ impl NodeAgentService {
         }))
     }
 
+    /// `MigrateNodeVM` (source): send the VM, streaming its progress.
     pub(super) async fn migrate_out(
         &self,
         req: Request<pb::MigrateNodeVmRequest>,
@@ -78,6 +80,7 @@ impl NodeAgentService {
         Ok(Response::new(Box::pin(out)))
     }
 
+    /// `CommitMigration` (destination): the VM is here now.
     pub(super) async fn commit_incoming(
         &self,
         req: Request<pb::CommitMigrationRequest>,
@@ -91,6 +94,7 @@ impl NodeAgentService {
         Ok(Response::new(edge::vm_to_pb(&nv)))
     }
 
+    /// `ResumeMigratedVM` (destination): let the migrated guest run.
     pub(super) async fn resume_migrated(
         &self,
         req: Request<pb::NodeVmRef>,

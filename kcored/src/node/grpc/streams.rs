@@ -18,6 +18,7 @@ use crate::node::Node;
 use crate::node::convert as edge;
 
 impl NodeAgentService {
+    /// `WatchNodeVMs`: a snapshot of every VM, then their events, with heartbeats.
     pub(super) async fn watch_vms(
         &self,
         req: Request<pb::WatchNodeVMsRequest>,
@@ -85,6 +86,7 @@ impl NodeAgentService {
         )))
     }
 
+    /// `NodeConsole`: a running VM's console, its recent output first; the client's input is typed in.
     pub(super) async fn console(
         &self,
         req: Request<Streaming<pb::ConsoleInput>>,
@@ -134,6 +136,7 @@ impl NodeAgentService {
         Ok(Response::new(Box::pin(head.chain(live))))
     }
 
+    /// `NodeImportImage`: import an image on a blocking task, reporting progress.
     pub(super) async fn import_image(
         &self,
         req: Request<pb::ImportImageRequest>,
