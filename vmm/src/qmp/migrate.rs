@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::VmmError;
 use super::client::QmpClient;
+use crate::VmmError;
 
 /// How long a migration may take before it is given up (a snapshot of a large guest to a
 /// slow disk can take minutes).
