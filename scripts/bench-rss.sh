@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # kcored's memory: RSS of an all-in-one daemon idle, with 1 and N small VMs running (the test
-# guest, direct kernel boot, 128 MiB, TCG), from /proc/PID/status (VmRSS, RssAnon,
-# RssFile) and /proc/PID/smaps_rollup (Pss). Only kcored is measured: QEMU's memory is the
-# guests'. scripts/bench-startup.sh calls this for its daemon line.
+# guest, direct kernel boot, 128 MiB, TCG), and idle again once the N VMs are deleted, from
+# /proc/PID/status (VmRSS, RssAnon, RssFile) and /proc/PID/smaps_rollup (Pss). Only kcored
+# is measured: QEMU's memory is the guests'. (scripts/bench-startup.sh reads the daemons'
+# VmRSS itself, with the same settling time.)
 #
 # Usage: scripts/bench-rss.sh [--vms N] [--settle SECS] [--bin DIR] [--no-build] [--json]
-#   --settle S  seconds between a change and its sample (default 5; kcored releases its
-#               start-up pages 2 s after it starts)
+#   --settle S  seconds between the last request and a sample (default 5; kcored releases
+#               its executable's clean pages 3 s after its last request or VM change)
 #   --bin DIR   take kcored and kctl from DIR (default: target/release, built first)
 #   --json      print one JSON object instead of the table
 set -euo pipefail
@@ -21,7 +22,7 @@ while [ $# -gt 0 ]; do
         --bin) bin=$2; build=0; shift 2 ;;
         --no-build) build=0; shift ;;
         --json) json=1; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "bench-rss: unknown argument $1 (--help)" >&2; exit 2 ;;
     esac
 done
@@ -97,6 +98,8 @@ wait_ready() {
 read -r idle_rss idle_anon idle_file idle_pss idle_thr < <(sample)
 one_rss=$idle_rss one_anon=$idle_anon one_file=$idle_file one_pss=$idle_pss one_thr=$idle_thr
 vms_rss=$idle_rss vms_anon=$idle_anon vms_file=$idle_file vms_pss=$idle_pss vms_thr=$idle_thr
+after_rss=$idle_rss after_anon=$idle_anon after_file=$idle_file after_pss=$idle_pss
+after_thr=$idle_thr
 per_vm=0
 if [ "$vms" -ge 1 ]; then
     # The first VM also maps the daemon's start path (code shared by every VM): the cost
@@ -108,6 +111,9 @@ if [ "$vms" -ge 1 ]; then
     wait_ready "$vms"
     read -r vms_rss vms_anon vms_file vms_pss vms_thr < <(sample)
     [ "$vms" -ge 2 ] && per_vm=$(( (vms_rss - one_rss) / (vms - 1) ))
+    # Idle again: the VMs stopped and deleted (the same path as the cleanup's).
+    for i in $(seq 1 "$vms"); do "$kctl" vm delete "rss-$i" --force >/dev/null; done
+    read -r after_rss after_anon after_file after_pss after_thr < <(sample)
 fi
 
 if [ "$json" = 1 ]; then
@@ -117,11 +123,16 @@ if [ "$json" = 1 ]; then
         "$one_rss" "$one_anon" "$one_file" "$one_pss" "$one_thr"
     printf '"vms":%s,"with_vms_kib":{"rss":%s,"anon":%s,"file":%s,"pss":%s,"threads":%s},' \
         "$vms" "$vms_rss" "$vms_anon" "$vms_file" "$vms_pss" "$vms_thr"
+    printf '"after_kib":{"rss":%s,"anon":%s,"file":%s,"pss":%s,"threads":%s},' \
+        "$after_rss" "$after_anon" "$after_file" "$after_pss" "$after_thr"
     printf '"per_vm_kib":%s}\n' "$per_vm"
 else
     printf '%-22s %9s %9s %9s %9s %8s\n' "kcored all-in-one" "RSS KiB" "anon KiB" "file KiB" "PSS KiB" threads
     printf '%-22s %9s %9s %9s %9s %8s\n' idle "$idle_rss" "$idle_anon" "$idle_file" "$idle_pss" "$idle_thr"
-    printf '%-22s %9s %9s %9s %9s %8s\n' "with 1 VM" "$one_rss" "$one_anon" "$one_file" "$one_pss" "$one_thr"
-    printf '%-22s %9s %9s %9s %9s %8s\n' "with $vms VMs" "$vms_rss" "$vms_anon" "$vms_file" "$vms_pss" "$vms_thr"
-    printf '%-22s %9s   (RSS from 1 to %s VMs, per VM)\n' "per VM" "$per_vm" "$vms"
+    if [ "$vms" -ge 1 ]; then
+        printf '%-22s %9s %9s %9s %9s %8s\n' "with 1 VM" "$one_rss" "$one_anon" "$one_file" "$one_pss" "$one_thr"
+        printf '%-22s %9s %9s %9s %9s %8s\n' "with $vms VMs" "$vms_rss" "$vms_anon" "$vms_file" "$vms_pss" "$vms_thr"
+        printf '%-22s %9s %9s %9s %9s %8s\n' "idle, $vms VMs deleted" "$after_rss" "$after_anon" "$after_file" "$after_pss" "$after_thr"
+        printf '%-22s %9s   (RSS from 1 to %s VMs, per VM)\n' "per VM" "$per_vm" "$vms"
+    fi
 fi

@@ -81,18 +81,9 @@ async fn run() -> anyhow::Result<()> {
         Role::Controller { .. } => "controller",
     };
     let mut m = metrics::Metrics::new(role, server::known_rpc_paths());
-    // Start-up code and data run once: let them go once the daemon is serving.
-    tokio::spawn(async {
-        tokio::time::sleep(memory::STARTUP_GRACE).await;
-        let r = tokio::task::spawn_blocking(memory::release_startup_pages).await;
-        if let Ok(r) = r {
-            tracing::debug!(
-                mappings = r.mappings,
-                kib = r.rss_kib,
-                "released start-up pages"
-            );
-        }
-    });
+    // Code that ran once (start-up, a VM's start or stop) is let go whenever the daemon has
+    // been quiet for a while: no request on its servers, no VM change (memory.rs).
+    tokio::spawn(memory::release_when_quiet(m.rpc.activity().clone()));
     match cli.role {
         Role::AllInOne {
             dirs,
@@ -273,6 +264,7 @@ async fn start_node(
     };
     tracing::info!(accel = accel.as_str(), qemu = %cfg.qemu_version, "starting node");
     let node = node::Node::start(cfg).await?;
+    m.rpc.activity().watch(node.subscribe());
     m.registry()
         .register_collector(Box::new(metrics::vm::VmCollector::new(node.clone())));
     Ok(NodeAgentService::new(node, paths))

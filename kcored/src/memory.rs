@@ -1,26 +1,36 @@
 //! Where kcored's memory goes, and the few settings that keep it small (docs/benchmarks.md,
-//! "kcored memory", has the measurements behind each).
+//! "kcored's own memory", has the measurements behind each).
 //!
-//! - **Its own code.** Most of an idle daemon's RSS was clean pages of its own executable
-//!   that start-up touched once (argument parsing, the PKI, SQLite's schema, the servers'
-//!   set-up), mapped 64 KiB at a time by the kernel's fault-around. Once start-up is over,
-//!   [`release_startup_pages`] unmaps them (`MADV_DONTNEED` on the executable's read-only
-//!   mappings that hold no private copy): they stay in the page cache, clean and
-//!   reclaimable, and what runs again maps back in.
+//! - **Its own code.** Most of an idle daemon's RSS is clean pages of its own executable:
+//!   what start-up, or later a VM's start, stop or any request, ran once (argument parsing,
+//!   the PKI, SQLite's schema, the servers' set-up; spawning QEMU, QMP, taps), mapped 64 KiB
+//!   at a time by the kernel's fault-around. Whenever the daemon has been quiet for
+//!   [`QUIET`] (no request on any of its gRPC servers, no VM change on its node) after
+//!   start-up or after some work, [`release_when_quiet`] unmaps them again
+//!   ([`release_code_pages`]: `MADV_DONTNEED` on the executable's read-only mappings that
+//!   hold no private copy). That only drops page-table entries: the pages stay in the page
+//!   cache, clean, shared and reclaimable, and what runs again (the idle loop's heartbeats,
+//!   the next request) maps back in. It lowers RSS, not the daemon's private memory
+//!   (RssAnon), which it leaves as it is.
 //! - **The allocator.** glibc gives each thread that allocates an arena of its own; two
 //!   arenas ([`tune_allocator`]) are enough for a daemon that mostly waits, and memory freed
-//!   after start-up goes back to the kernel (`malloc_trim`).
+//!   after some work goes back to the kernel (`malloc_trim`, with each release).
 //! - **Threads.** The runtime has at most [`MAX_WORKERS`] workers whatever the host's core
 //!   count: kcored's work is waiting on sockets and processes, not computing.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast};
+use tokio::time::Instant;
 
 /// Most tokio worker threads, whatever the host has.
 pub const MAX_WORKERS: usize = 4;
 
-/// How long after the daemon started its start-up pages are released.
-pub const STARTUP_GRACE: Duration = Duration::from_secs(2);
+/// How long the daemon must have been quiet (no request, no VM change) before its code
+/// pages are released: after start-up, and again after every burst of work.
+pub const QUIET: Duration = Duration::from_secs(3);
 
 /// Worker threads for the runtime: the host's CPUs, at least 2, at most [`MAX_WORKERS`].
 pub fn worker_threads() -> usize {
@@ -39,7 +49,109 @@ pub fn tune_allocator() {
     }
 }
 
-/// What [`release_startup_pages`] did.
+/// Requests and VM changes as they happen, so that [`release_when_quiet`] can tell when the
+/// daemon has gone quiet. Clones share one record. A new one counts as one piece of
+/// activity, the start-up itself.
+#[derive(Debug, Clone)]
+pub struct Activity(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    /// How many times something happened, and when it last did.
+    last: Mutex<(u64, Instant)>,
+    wake: Notify,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity(Arc::new(Shared {
+            last: Mutex::new((1, Instant::now())),
+            wake: Notify::new(),
+        }))
+    }
+}
+
+impl Activity {
+    /// Something happened (a request came or ended, a VM changed).
+    pub fn touch(&self) {
+        let mut last = self.lock();
+        last.0 += 1;
+        last.1 = Instant::now();
+        drop(last);
+        self.0.wake.notify_one();
+    }
+
+    /// How many times something happened (start-up included).
+    #[cfg(test)]
+    pub fn count(&self) -> u64 {
+        self.lock().0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Instant)> {
+        self.0.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wait until something has happened since the count `since` and then nothing more
+    /// for `quiet`; return the count then. A single waiter at a time.
+    pub async fn settled(&self, since: u64, quiet: Duration) -> u64 {
+        loop {
+            let (count, at) = *self.lock();
+            if count == since {
+                // A touch between the read and this wait leaves a permit: no wake-up is lost.
+                self.0.wake.notified().await;
+                continue;
+            }
+            let due = at + quiet;
+            if Instant::now() >= due {
+                return count;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
+
+    /// Count every message on `events` (a node's VM changes) as activity, in a task of its
+    /// own, until the channel closes.
+    pub fn watch<T: Clone + Send + 'static>(&self, mut events: broadcast::Receiver<T>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            // Lagged (more changes than the channel holds) is activity too.
+            while let Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) = events.recv().await {
+                me.touch();
+            }
+        });
+    }
+}
+
+/// Forever: each time the daemon has gone quiet after some activity (start-up first),
+/// release its code pages ([`release_code_pages`]).
+pub async fn release_when_quiet(activity: Activity) {
+    each_quiet(&activity, QUIET, || async {
+        match tokio::task::spawn_blocking(release_code_pages).await {
+            Ok(r) => tracing::debug!(
+                mappings = r.mappings,
+                kib = r.rss_kib,
+                "daemon quiet: released its code pages"
+            ),
+            Err(e) => tracing::debug!(error = %e, "releasing code pages"),
+        }
+    })
+    .await
+}
+
+/// Run `f` once each time `activity` has been quiet for `quiet` after something happened.
+async fn each_quiet<F, Fut>(activity: &Activity, quiet: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut since = 0;
+    loop {
+        since = activity.settled(since, quiet).await;
+        f().await;
+    }
+}
+
+/// What [`release_code_pages`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Released {
     /// Mappings of the executable released.
@@ -50,7 +162,7 @@ pub struct Released {
 
 /// Unmap the executable's read-only pages (they stay in the page cache) and give the
 /// allocator's free memory back to the kernel.
-pub fn release_startup_pages() -> Released {
+pub fn release_code_pages() -> Released {
     let mut done = Released::default();
     match std::fs::read_to_string("/proc/self/smaps") {
         Ok(smaps) => {
@@ -79,7 +191,7 @@ pub fn release_startup_pages() -> Released {
     done
 }
 
-/// A mapping [`release_startup_pages`] may release.
+/// A mapping [`release_code_pages`] may release.
 #[derive(Debug, PartialEq, Eq)]
 struct Mapping {
     start: usize,
@@ -188,7 +300,7 @@ Anonymous:           400 kB
     #[test]
     fn releasing_keeps_the_process_working() {
         let before = std::fs::read_to_string("/proc/self/status").expect("status");
-        let r = release_startup_pages();
+        let r = release_code_pages();
         let after = std::fs::read_to_string("/proc/self/status").expect("status");
         let file = |s: &str| {
             s.lines()
@@ -202,5 +314,84 @@ Anonymous:           400 kB
         let v: Vec<String> = (0..1000).map(|i| format!("{i:x}")).collect();
         assert_eq!(v[255], "ff");
         assert!(worker_threads() >= 2 && worker_threads() <= MAX_WORKERS);
+    }
+
+    // The clock is tokio's paused one: it moves only when every task waits, so what these
+    // tests see does not depend on the machine's load.
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_comes_only_after_the_last_touch() {
+        let a = Activity::default();
+        // Start-up is the first activity.
+        assert_eq!(a.settled(0, QUIET).await, 1);
+        // A burst: a touch every QUIET / 2, five times. The quiet starts after the last.
+        let burst = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    tokio::time::sleep(QUIET / 2).await;
+                    a.touch();
+                }
+            })
+        };
+        assert_eq!(
+            a.settled(1, QUIET).await,
+            6,
+            "not in the middle of the burst"
+        );
+        burst.await.expect("burst");
+        // Nothing since: no release, however long.
+        assert!(
+            tokio::time::timeout(QUIET * 100, a.settled(6, QUIET))
+                .await
+                .is_err()
+        );
+        a.touch();
+        assert_eq!(a.settled(6, QUIET).await, 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_vm_change_is_activity() {
+        let a = Activity::default();
+        let (tx, rx) = broadcast::channel::<u32>(4);
+        a.watch(rx);
+        assert_eq!(a.settled(0, QUIET).await, 1);
+        tx.send(7).expect("a receiver");
+        assert_eq!(a.settled(1, QUIET).await, 2);
+        // More than the channel holds at once: a lagging watcher still counts.
+        for i in 0..10 {
+            tx.send(i).expect("a receiver");
+        }
+        assert!(a.settled(2, QUIET).await > 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_release_per_quiet_spell() {
+        let a = Activity::default();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs_of =
+            |r: &Arc<std::sync::atomic::AtomicUsize>| r.load(std::sync::atomic::Ordering::SeqCst);
+        let task = {
+            let (a, runs) = (a.clone(), runs.clone());
+            tokio::spawn(async move {
+                each_quiet(&a, QUIET, || {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async {}
+                })
+                .await
+            })
+        };
+        // After start-up, once; then not again while nothing happens.
+        tokio::time::sleep(QUIET * 10).await;
+        assert_eq!(runs_of(&runs), 1);
+        // A burst of work, then quiet: once more.
+        for _ in 0..3 {
+            a.touch();
+            tokio::time::sleep(QUIET / 3).await;
+        }
+        assert_eq!(runs_of(&runs), 1, "not during the burst");
+        tokio::time::sleep(QUIET * 10).await;
+        assert_eq!(runs_of(&runs), 2);
+        task.abort();
     }
 }

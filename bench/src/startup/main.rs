@@ -169,9 +169,9 @@ async fn main() -> anyhow::Result<()> {
     });
     let mut st = Stats::default();
     // Idle, fresh: the daemons up, nothing asked of them yet (libvirtd has answered the
-    // script's first `virsh version`, which fills its QEMU capabilities cache).
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    rounds::idle_rss(&b, &mut st, "fresh")?;
+    // script's first `virsh version`, which fills its QEMU capabilities cache), read once
+    // they have settled.
+    rounds::idle_rss(&b, &mut st, "fresh").await?;
     if !a.no_devices {
         b.kcore
             .kctl(&[
@@ -206,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
             first_reference = Some((m.clone(), reference));
         }
     }
-    rounds::idle_rss(&b, &mut st, "after")?;
+    rounds::idle_rss(&b, &mut st, "after").await?;
     let (cm, reference) = first_reference.context("no machine given")?;
     eprintln!(
         "{cm}: {} at once, {} rounds",

@@ -14,6 +14,10 @@ use crate::{Bench, bare, libvirt};
 /// The template the benchmark makes (and deletes).
 const TEMPLATE: &str = "kb-tpl";
 
+/// How long the daemons are left alone before their RSS is read (as scripts/bench-rss.sh
+/// does): kcored releases its code pages once it has been quiet for 3 s.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The systems a round alternates between.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sys {
@@ -269,6 +273,7 @@ pub async fn concurrent(
                     pids.push(b.kcore.pid(&format!("{prefix}-{i}")).await?);
                 }
                 st.add(format!("{k}/pss"), pss_sum_mib(&pids)?);
+                tokio::time::sleep(SETTLE).await;
                 st.add(format!("{k}/daemon_rss"), rss_sum_mib(&[b.kcored_pid])?);
                 anyhow::Ok(())
             }
@@ -326,6 +331,7 @@ pub async fn concurrent(
                 }
                 let pids: Vec<u32> = doms.iter().map(|d| d.pid).collect();
                 st.add(format!("{k}/pss"), pss_sum_mib(&pids)?);
+                tokio::time::sleep(SETTLE).await;
                 st.add(
                     format!("{k}/daemon_rss"),
                     rss_sum_mib(&[b.libvirtd_pid, b.virtlogd_pid])?,
@@ -455,8 +461,10 @@ pub async fn templates(
     Ok(())
 }
 
-/// Idle daemon RSS (MiB): kcored, and libvirtd + virtlogd, recorded under `key`.
-pub fn idle_rss(b: &Bench, st: &mut Stats, key: &str) -> anyhow::Result<()> {
+/// Idle daemon RSS (MiB): kcored, and libvirtd + virtlogd, recorded under `key`, read
+/// [`SETTLE`] after the last request.
+pub async fn idle_rss(b: &Bench, st: &mut Stats, key: &str) -> anyhow::Result<()> {
+    tokio::time::sleep(SETTLE).await;
     st.add(
         format!("rss/{key}/kcored"),
         probe::rss_sum_mib(&[b.kcored_pid])?,

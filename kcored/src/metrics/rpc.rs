@@ -6,6 +6,9 @@
 //! trailers-only response (errors, refusals by the auth layer), else in the trailers; a
 //! response dropped before its end (the client went away) is `Cancelled`.
 //!
+//! Every call is also [activity](crate::memory::Activity) when it comes and when it ends:
+//! the daemon releases its code pages once its servers have been quiet for a while.
+//!
 //! Methods are labelled only when the server knows them (the set given by the gRPC layer,
 //! from the descriptor sets): an unknown path is `unknown`, so clients cannot grow the
 //! number of series.
@@ -55,6 +58,7 @@ pub struct RpcMetrics {
     handled: Family<CodeLabels, Counter>,
     seconds: HistogramFamily<CodeLabels>,
     known: Arc<HashSet<String>>,
+    activity: crate::memory::Activity,
 }
 
 impl RpcMetrics {
@@ -64,7 +68,13 @@ impl RpcMetrics {
             handled: Family::default(),
             seconds: Family::new_with_constructor(rpc_histogram as fn() -> Histogram),
             known: Arc::new(known),
+            activity: crate::memory::Activity::default(),
         }
+    }
+
+    /// Calls as they come and end, on every server with this layer.
+    pub fn activity(&self) -> &crate::memory::Activity {
+        &self.activity
     }
 
     pub fn register(&self, r: &mut Registry) {
@@ -101,6 +111,7 @@ impl RpcMetrics {
 
     /// Count a finished call.
     fn finish(&self, m: &MethodLabels, code: &str, started: Instant) {
+        self.activity.touch();
         let labels = CodeLabels {
             grpc_service: m.grpc_service.clone(),
             grpc_method: m.grpc_method.clone(),
@@ -209,6 +220,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        self.metrics.activity.touch();
         let pending = Pending {
             labels: self.metrics.labels(req.uri().path()),
             metrics: self.metrics.clone(),
@@ -315,5 +327,29 @@ mod tests {
         assert_eq!(l.grpc_method, "unknown");
         m.finish(&l, "Unimplemented", Instant::now());
         assert_eq!(m.count("unknown", "unknown", "Unimplemented"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_is_activity_when_it_comes_and_when_it_ends() {
+        use tower::{Layer, Service};
+        let m = RpcMetrics::new(["/kcore.v1.KcoreService/ListVMs".to_string()].into());
+        let before = m.activity().count();
+        let mut svc = m
+            .layer()
+            .layer(tower::service_fn(|_req: http::Request<()>| async {
+                let mut r = http::Response::new(tonic::body::Body::empty());
+                r.headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static("0"));
+                Ok::<_, std::convert::Infallible>(r)
+            }));
+        let req = http::Request::builder()
+            .uri("/kcore.v1.KcoreService/ListVMs")
+            .body(())
+            .expect("request");
+        let fut = svc.call(req);
+        assert_eq!(m.activity().count(), before + 1, "when it comes");
+        fut.await.expect("response");
+        assert_eq!(m.activity().count(), before + 2, "when it ends");
+        assert_eq!(m.count("kcore.v1.KcoreService", "ListVMs", "OK"), 1);
     }
 }

@@ -114,11 +114,14 @@ impl Store {
 
     /// Keep a node's last heartbeat (its VM list left out) and when it came.
     pub fn save_node_facts(&self, name: &str, facts: &NodeFacts, at: &str) -> ApiResult<()> {
-        self.conn().execute(
-            "INSERT INTO node_facts (name, heartbeat, at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO UPDATE SET heartbeat = ?2, at = ?3",
-            params![name, json(&facts)?, at],
-        )?;
+        // Every heartbeat: a cached statement, not parsed and compiled again each time (less
+        // work, and less of SQLite's code in the idle daemon's memory).
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO node_facts (name, heartbeat, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET heartbeat = ?2, at = ?3",
+            )?
+            .execute(params![name, json(&facts)?, at])?;
         Ok(())
     }
 
