@@ -110,6 +110,28 @@ pub fn pss_sum_mib(pids: &[u32]) -> anyhow::Result<f64> {
     Ok(kib as f64 / 1024.0)
 }
 
+/// CPU time (user + system) `pids` have used so far, in ms: `/proc/PID/stat`'s utime and
+/// stime, in USER_HZ ticks (100 a second on x86-64 Linux); fails when one is gone.
+pub fn cpu_ms(pids: &[u32]) -> anyhow::Result<f64> {
+    const USER_HZ: f64 = 100.0;
+    let mut ticks = 0u64;
+    for &pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("no /proc/{pid}/stat: is it gone?"))?;
+        // The fields after the command name's closing parenthesis: state is the first,
+        // utime the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        for i in [11, 12] {
+            ticks += f
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .with_context(|| format!("/proc/{pid}/stat: no field {}", i + 3))?;
+        }
+    }
+    Ok(ticks as f64 * 1000.0 / USER_HZ)
+}
+
 /// The summed RSS of `pids` in MiB; fails when one of them is gone.
 pub fn rss_sum_mib(pids: &[u32]) -> anyhow::Result<f64> {
     let mut kib = 0;

@@ -144,6 +144,17 @@ pub fn print(r: &Run) {
             1,
         ),
     );
+    let (kc, lc) = (
+        st.med(&c("kcore", "daemon_cpu")),
+        st.med(&c("libvirt", "daemon_cpu")),
+    );
+    println!(
+        "  daemons' own CPU from the first create to all ready: kcored {} ms, libvirtd + \
+         virtlogd {} ms (kcored's includes answering the benchmark's GetVM every 250 ms per \
+         VM, which it reads readiness from)",
+        num(kc, 0),
+        num(lc, 0)
+    );
 
     println!();
     row(

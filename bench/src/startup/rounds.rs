@@ -236,6 +236,13 @@ pub async fn concurrent(
 ) -> anyhow::Result<()> {
     let k = format!("conc/{}", sys.key());
     let prefix = format!("kb-c{round}-{}", sys.key());
+    // The daemon's own CPU time from before the first create to all ready.
+    let daemon = match sys {
+        Sys::Kcore | Sys::KcoreFast | Sys::KcoreClone => vec![b.kcored_pid],
+        Sys::Libvirt | Sys::LibvirtSeabios => vec![b.libvirtd_pid, b.virtlogd_pid],
+        Sys::Bare => Vec::new(),
+    };
+    let cpu_before = probe::cpu_ms(&daemon)?;
     // (first start, last ready) over the guests.
     let mut span: Option<(Instant, Instant)> = None;
     let mut widen = |t0: Instant, ready: Instant| {
@@ -268,6 +275,10 @@ pub async fn concurrent(
                 if let Some(e) = failed {
                     return Err(e);
                 }
+                st.add(
+                    format!("{k}/daemon_cpu"),
+                    probe::cpu_ms(&daemon)? - cpu_before,
+                );
                 let mut pids = Vec::new();
                 for i in 0..n {
                     pids.push(b.kcore.pid(&format!("{prefix}-{i}")).await?);
@@ -329,6 +340,10 @@ pub async fn concurrent(
                         );
                     }
                 }
+                st.add(
+                    format!("{k}/daemon_cpu"),
+                    probe::cpu_ms(&daemon)? - cpu_before,
+                );
                 let pids: Vec<u32> = doms.iter().map(|d| d.pid).collect();
                 st.add(format!("{k}/pss"), pss_sum_mib(&pids)?);
                 tokio::time::sleep(SETTLE).await;
