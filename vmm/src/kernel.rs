@@ -64,9 +64,6 @@ impl KernelCache {
     /// The uncompressed PVH image of `kernel`, opened read-only: from the cache, or made
     /// now (once per kernel). Blocking: call off the async runtime.
     pub fn pvh(&self, kernel: &Path) -> Result<File, NoPvh> {
-        let io = |op: &str, p: &Path, e: std::io::Error| {
-            NoPvh::Io(format!("cannot {op} {}: {e}", p.display()))
-        };
         let meta = std::fs::metadata(kernel).map_err(|e| io("read", kernel, e))?;
         let prefix = format!("{:016x}", fnv1a(kernel.as_os_str().as_encoded_bytes()));
         let stamp = format!(
@@ -125,9 +122,6 @@ impl KernelCache {
 
 /// Unpack `kernel` into `dest`, with `meta`'s owner and mode.
 fn make(kernel: &Path, meta: &std::fs::Metadata, dir: &Path, dest: &Path) -> Result<File, NoPvh> {
-    let io = |op: &str, p: &Path, e: std::io::Error| {
-        NoPvh::Io(format!("cannot {op} {}: {e}", p.display()))
-    };
     let mut f = File::open(kernel).map_err(|e| io("open", kernel, e))?;
     // The set-up header first: an ELF kernel is not read whole to learn it is not a bzImage.
     let mut image = vec![0; 0x250];
@@ -173,6 +167,10 @@ fn make(kernel: &Path, meta: &std::fs::Metadata, dir: &Path, dest: &Path) -> Res
         "unpacked the kernel for PVH boot"
     );
     File::open(dest).map_err(|e| io("open", dest, e))
+}
+
+fn io(op: &str, p: &Path, e: std::io::Error) -> NoPvh {
+    NoPvh::Io(format!("cannot {op} {}: {e}", p.display()))
 }
 
 /// FNV-1a, 64 bits: stable across Rust versions, so cache names survive an upgrade.
